@@ -1,0 +1,241 @@
+//! The engine: AdmissionReview in, AdmissionReview out (DESIGN.md section 1).
+//!
+//! One engine serves the webhook, `check` and the kubectl plugin. It holds the current
+//! policy (swapped atomically on reload), the change-set tracker and the approval
+//! verifier; the stages it calls are pure.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use kube::core::admission::AdmissionResponse;
+
+use crate::approval::{
+    ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalSubject, ApprovalVerifier,
+    InMemoryWorkloads, WorkloadAnnotations,
+};
+use crate::change::{Change, Operation, Workload};
+use crate::policy::Policy;
+use crate::reach::{ChangeSetReach, InMemoryReach};
+use crate::verdict::{Findings, Reason, Verdict, decide};
+use crate::{approval, provenance, radius, response, review};
+
+/// The engine shared by every request.
+pub struct Engine {
+    policy: ArcSwap<Policy>,
+    verifier: ArcSwap<Arc<dyn ApprovalVerifier>>,
+    reach: Arc<dyn ChangeSetReach>,
+    workloads: Arc<dyn WorkloadAnnotations>,
+}
+
+/// The result of one review.
+#[derive(Debug)]
+pub struct Reviewed {
+    /// The HTTP status to answer with: 200, or 400 for a body that is not a review.
+    pub http_status: u16,
+    /// The response body (an AdmissionReview, or a plain message for 400).
+    pub body: Vec<u8>,
+    /// The request uid, when it could be read.
+    pub uid: Option<String>,
+    /// The change and its verdict, when the review could be judged.
+    pub judged: Option<(Change, Verdict)>,
+    /// Why the review could not be judged.
+    pub error: Option<String>,
+}
+
+impl Reviewed {
+    /// Whether the API server would admit the request.
+    pub fn allowed(&self) -> bool {
+        self.judged
+            .as_ref()
+            .is_some_and(|(_, v)| v.decision.allowed())
+    }
+}
+
+impl Engine {
+    /// An engine over a policy and an approval verifier, keeping change sets and
+    /// workload annotations in process memory.
+    pub fn new(policy: Policy, verifier: Arc<dyn ApprovalVerifier>) -> Self {
+        Self::with_state(
+            policy,
+            verifier,
+            Arc::new(InMemoryReach::default()),
+            Arc::new(InMemoryWorkloads::default()),
+        )
+    }
+
+    /// An engine with explicit sources of cross-request state.
+    pub fn with_state(
+        policy: Policy,
+        verifier: Arc<dyn ApprovalVerifier>,
+        reach: Arc<dyn ChangeSetReach>,
+        workloads: Arc<dyn WorkloadAnnotations>,
+    ) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            verifier: ArcSwap::from_pointee(verifier),
+            reach,
+            workloads,
+        }
+    }
+
+    /// Replaces the approval verifier (after the allowed_signers file changed).
+    pub fn set_verifier(&self, verifier: Arc<dyn ApprovalVerifier>) {
+        self.verifier.store(Arc::new(verifier));
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Replaces the policy; requests in flight finish with the one they started with.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Judges a raw AdmissionReview body.
+    pub fn review(&self, body: &[u8]) -> Reviewed {
+        let request = match review::decode(body) {
+            Ok(r) => r,
+            Err(rejected) => {
+                let message = rejected.error.to_string();
+                return match rejected.uid {
+                    Some(uid) => Reviewed {
+                        http_status: 200,
+                        body: review::encode_rejection(&uid, &message),
+                        uid: Some(uid),
+                        judged: None,
+                        error: Some(message),
+                    },
+                    None => Reviewed {
+                        http_status: 400,
+                        body: message.clone().into_bytes(),
+                        uid: None,
+                        judged: None,
+                        error: Some(message),
+                    },
+                };
+            }
+        };
+        let change = Change::from_request(&request);
+        let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
+        let response = response::respond(AdmissionResponse::from(&request), &change, &verdict);
+        Reviewed {
+            http_status: 200,
+            body: review::encode(response),
+            uid: Some(change.uid.clone()),
+            judged: Some((change, verdict)),
+            error: None,
+        }
+    }
+
+    /// Evaluates one change at the given time. An admitted change that is not a dry
+    /// run is recorded: its namespace in its change set, its approval annotations for
+    /// later scale requests.
+    pub fn evaluate(&self, change: &Change, now: SystemTime, instant: Instant) -> Verdict {
+        let verdict = self.judge(change, now, instant);
+        if verdict.decision.allowed() && !change.dry_run {
+            self.observe_workload(change);
+        }
+        verdict
+    }
+
+    fn judge(&self, change: &Change, now: SystemTime, instant: Instant) -> Verdict {
+        let policy = self.policy.load();
+        let mut findings = Findings {
+            signal: provenance::detect(change, &policy.provenance),
+            ..Findings::default()
+        };
+        if findings.signal.is_none() || change.operation == Operation::Connect {
+            return finish(findings, None, 1, None);
+        }
+        let namespace = change.target.namespace.as_deref();
+        let Some(rule) = policy.rule_for(namespace.unwrap_or(""), None) else {
+            return finish(findings, None, 1, None);
+        };
+        findings.rule = Some((rule.name.clone(), rule.mode));
+
+        let set_key = change.change_set_key();
+        let reach_count = namespace.map(|ns| self.reach.namespaces_with(&set_key, ns, instant));
+        let radius = radius::measure(change, reach_count);
+        findings.violations = radius::violations(&radius, &rule.limits);
+        findings.radius = Some(radius);
+
+        let mut payload = None;
+        let mut digest = None;
+        if !findings.violations.is_empty() {
+            match ApprovalSubject::of(change) {
+                Ok(subject) => {
+                    let parent;
+                    let annotations = match subject.operation {
+                        ApprovalOperation::Apply => Some(&change.new_annotations),
+                        ApprovalOperation::Delete => Some(&change.old_annotations),
+                        ApprovalOperation::Scale => {
+                            parent = self.workloads.annotations(&change.target);
+                            parent.as_ref()
+                        }
+                    };
+                    findings.approval = Some(self.verifier.load().verify(&ApprovalContext {
+                        change,
+                        subject: &subject,
+                        annotations,
+                        rule,
+                        settings: &policy.approvals,
+                        now,
+                    }));
+                    let ttl = approval::payload::DEFAULT_TTL.min(policy.approvals.max_ttl);
+                    digest = subject.digest.clone();
+                    payload = Some(subject.payload(now, ttl, ""));
+                }
+                Err(e) => {
+                    findings.approval = Some(ApprovalOutcome::Rejected {
+                        reason: "digest_error",
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+        let verdict = finish(findings, payload, rule.required_approvals, digest);
+        if verdict.decision.allowed()
+            && !change.dry_run
+            && let Some(ns) = namespace
+        {
+            self.reach.record(&set_key, ns, instant);
+        }
+        verdict
+    }
+
+    /// Keeps the parent-workload view used by scale approvals current.
+    fn observe_workload(&self, change: &Change) {
+        if change.workload != Workload::Replicated || change.is_scale() {
+            return;
+        }
+        match change.operation {
+            Operation::Create | Operation::Update => self
+                .workloads
+                .observe(&change.target, Some(&change.new_annotations)),
+            Operation::Delete => self.workloads.observe(&change.target, None),
+            Operation::Connect => {}
+        }
+    }
+}
+
+fn finish(
+    findings: Findings,
+    payload: Option<approval::ApprovalPayload>,
+    required_approvals: u32,
+    digest: Option<String>,
+) -> Verdict {
+    let (decision, reason) = decide(&findings);
+    // A payload to sign only helps where an approval would lift the decision.
+    let payload = payload.filter(|_| reason == Reason::OverLimits);
+    Verdict {
+        decision,
+        reason,
+        findings,
+        payload,
+        required_approvals,
+        digest,
+    }
+}

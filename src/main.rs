@@ -1,0 +1,5 @@
+//! The `blastguard` binary (also `kubectl-blastguard`): all logic lives in the library.
+
+fn main() -> std::process::ExitCode {
+    blastguard::cli::main()
+}

@@ -1,0 +1,263 @@
+//! Policy: which limits and mode apply to a namespace (DESIGN.md section 4).
+//!
+//! [`Policy`] is the checked, compiled form of a [`PolicyDocument`]: globs are
+//! compiled and durations parsed once at load, so the request path does no parsing.
+
+mod model;
+mod selector;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use wildmatch::WildMatch;
+
+pub use model::{
+    ApprovalsSpec, LabelRequirementSpec, LabelSelectorSpec, LimitsSpec, Mode, PolicyDocument,
+    PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec,
+};
+pub use validate::Problem;
+
+/// The embedded default policy, exactly as DESIGN.md section 4 prints it.
+pub const DEFAULT_POLICY_YAML: &str = include_str!("default.yaml");
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The document is not a valid policy; every problem found is listed.
+    #[error("invalid policy{}:\n{}", origin_suffix(.origin), format_problems(.problems))]
+    Invalid {
+        /// Where the document came from (a path), if anywhere.
+        origin: Option<String>,
+        /// Each problem with its path in the document.
+        problems: Vec<Problem>,
+    },
+}
+
+fn origin_suffix(origin: &Option<String>) -> String {
+    origin.as_ref().map(|o| format!(" {o}")).unwrap_or_default()
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A loaded, valid policy ready for the request path.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The document as written.
+    pub document: PolicyDocument,
+    /// The compiled rules, in order.
+    pub rules: Vec<Rule>,
+    /// Compiled provenance signals.
+    pub provenance: Provenance,
+    /// Parsed approval settings.
+    pub approvals: Approvals,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's name.
+    pub name: String,
+    namespaces: Vec<WildMatch>,
+    /// Label selector over the namespace's labels.
+    pub namespace_selector: Option<LabelSelectorSpec>,
+    /// Effective mode (rule override, else the policy's).
+    pub mode: Mode,
+    /// Limits.
+    pub limits: LimitsSpec,
+    /// Distinct approvers an approval needs.
+    pub required_approvals: u32,
+}
+
+/// Compiled provenance signals.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// Annotation keys that mark AI assistance.
+    pub annotations: Vec<String>,
+    /// Username globs.
+    pub users: Vec<WildMatch>,
+    /// Group globs.
+    pub groups: Vec<WildMatch>,
+    /// Field-manager globs.
+    pub field_managers: Vec<WildMatch>,
+    /// Whether markers on the old object count on UPDATE.
+    pub sticky: bool,
+}
+
+/// Parsed `spec.approvals`.
+#[derive(Debug, Clone)]
+pub struct Approvals {
+    /// Path of the allowed_signers file.
+    pub allowed_signers: String,
+    /// Longest allowed validity window.
+    pub max_ttl: Duration,
+    /// Tolerated clock skew.
+    pub clock_skew: Duration,
+}
+
+impl Policy {
+    /// The embedded default policy.
+    pub fn embedded() -> Self {
+        Self::from_yaml(DEFAULT_POLICY_YAML, None).expect("the embedded default policy is valid")
+    }
+
+    /// Reads and checks a policy file.
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, Some(path.display().to_string()))
+    }
+
+    /// Parses and checks a policy document; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: Option<String>) -> Result<Self, PolicyError> {
+        let document = validate::parse(text).map_err(|problems| PolicyError::Invalid {
+            origin: origin.clone(),
+            problems,
+        })?;
+        let problems = validate::check(&document);
+        if !problems.is_empty() {
+            return Err(PolicyError::Invalid { origin, problems });
+        }
+        Ok(Self::compile(document))
+    }
+
+    /// Compiles a document that [`validate::check`] accepted.
+    fn compile(document: PolicyDocument) -> Self {
+        let spec = &document.spec;
+        let globs = |v: &[String]| v.iter().map(|g| WildMatch::new(g)).collect::<Vec<_>>();
+        let rules = spec
+            .rules
+            .iter()
+            .map(|r| Rule {
+                name: r.name.clone(),
+                namespaces: globs(&r.namespaces),
+                namespace_selector: r.namespace_selector.clone(),
+                mode: r.mode.unwrap_or(spec.mode),
+                limits: r.limits.clone(),
+                required_approvals: r.required_approvals,
+            })
+            .collect();
+        let p = &spec.provenance;
+        let provenance = Provenance {
+            annotations: p.annotations.clone(),
+            users: globs(&p.users),
+            groups: globs(&p.groups),
+            field_managers: globs(&p.field_managers),
+            sticky: p.sticky,
+        };
+        let approvals = Approvals {
+            allowed_signers: spec.approvals.allowed_signers.clone(),
+            // check() has parsed both durations already.
+            max_ttl: humantime::parse_duration(&spec.approvals.max_ttl).unwrap_or_default(),
+            clock_skew: humantime::parse_duration(&spec.approvals.clock_skew).unwrap_or_default(),
+        };
+        Self {
+            document,
+            rules,
+            provenance,
+            approvals,
+        }
+    }
+
+    /// The first rule that matches the namespace by name glob or, when the namespace's
+    /// labels are known, by label selector. Cluster-scoped objects match with `""`.
+    pub fn rule_for(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(namespace, labels))
+    }
+}
+
+impl Rule {
+    /// Whether this rule applies to the namespace.
+    pub fn matches(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        self.namespaces.iter().any(|g| g.matches(namespace))
+            || match (&self.namespace_selector, labels) {
+                (Some(selector), Some(labels)) => selector::matches(selector, labels),
+                _ => false,
+            }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_policy_loads_with_the_documented_values() {
+        let p = Policy::embedded();
+        assert_eq!(p.document.metadata.name, "default");
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rules[0].name, "protected");
+        assert_eq!(p.rules[0].limits.max_pods_affected, Some(0));
+        assert_eq!(p.rules[0].required_approvals, 2);
+        assert_eq!(p.rules[1].limits.max_replicas, Some(100));
+        assert_eq!(p.rules[1].limits.max_namespaces_per_change, Some(3));
+        assert_eq!(p.rules[1].limits.max_percent_affected, None);
+        assert_eq!(p.approvals.max_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(p.approvals.clock_skew, Duration::from_secs(60));
+        assert!(p.provenance.sticky);
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let p = Policy::embedded();
+        let critical: BTreeMap<_, _> = [("blastguard.io/tier".to_string(), "critical".to_string())]
+            .into_iter()
+            .collect();
+        let cases: &[(&str, Option<&BTreeMap<String, String>>, &str)] = &[
+            ("prod", None, "protected"),
+            ("prod-eu", None, "protected"),
+            ("kube-system", None, "protected"),
+            ("production", None, "default"),
+            ("staging", None, "default"),
+            ("", None, "default"),
+            ("payments", Some(&critical), "protected"),
+            ("payments", Some(&BTreeMap::new()), "default"),
+        ];
+        for (ns, labels, want) in cases {
+            assert_eq!(
+                p.rule_for(ns, *labels).map(|r| r.name.as_str()),
+                Some(*want),
+                "namespace {ns:?} labels {labels:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_rule_matches_when_no_glob_covers_the_namespace() {
+        let yaml = DEFAULT_POLICY_YAML.replace("namespaces: [\"*\"]", "namespaces: [\"team-*\"]");
+        let p = Policy::from_yaml(&yaml, None).unwrap();
+        assert!(p.rule_for("staging", None).is_none());
+        assert_eq!(p.rule_for("team-a", None).unwrap().name, "default");
+    }
+
+    #[test]
+    fn rule_mode_overrides_policy_mode() {
+        let yaml = DEFAULT_POLICY_YAML
+            .replace("mode: enforce ", "mode: audit ")
+            .replace("- name: default", "- name: default\n      mode: warn");
+        let p = Policy::from_yaml(&yaml, None).unwrap();
+        assert_eq!(p.rules[0].mode, Mode::Audit);
+        assert_eq!(p.rules[1].mode, Mode::Warn);
+    }
+}

@@ -1,0 +1,350 @@
+//! Checking a policy document: every problem, each with its path in the document
+//! (`spec.rules[1].limits.maxPercentAffected: must be 0..100`).
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::model::{LabelSelectorSpec, PolicyDocument};
+
+/// The apiVersion a policy must declare.
+pub const API_VERSION: &str = "blastguard.io/v1alpha1";
+/// The kind a policy must declare.
+pub const KIND: &str = "BlastRadiusPolicy";
+
+/// One problem in a policy document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the document, e.g. `spec.rules[1].limits.maxPercentAffected`.
+    pub path: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Parses YAML (or JSON) into the typed document. A syntax or type error is reported
+/// with its path and line: parsing cannot go past the first one.
+pub(super) fn parse(text: &str) -> Result<PolicyDocument, Vec<Problem>> {
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        vec![Problem {
+            path: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }]
+    })
+}
+
+/// Every semantic problem of a well-typed document.
+pub(super) fn check(doc: &PolicyDocument) -> Vec<Problem> {
+    let mut out = Problems::default();
+    if doc.api_version != API_VERSION {
+        out.add(
+            "apiVersion",
+            format!("must be {API_VERSION}, got {:?}", doc.api_version),
+        );
+    }
+    if doc.kind != KIND {
+        out.add("kind", format!("must be {KIND}, got {:?}", doc.kind));
+    }
+    let spec = &doc.spec;
+
+    let p = &spec.provenance;
+    for (i, key) in p.annotations.iter().enumerate() {
+        if let Err(why) = qualified_name(key) {
+            out.add(format!("spec.provenance.annotations[{i}]"), why);
+        }
+    }
+    for (field, globs) in [
+        ("users", &p.users),
+        ("groups", &p.groups),
+        ("fieldManagers", &p.field_managers),
+    ] {
+        for (i, g) in globs.iter().enumerate() {
+            if g.trim().is_empty() {
+                out.add(format!("spec.provenance.{field}[{i}]"), "must not be empty");
+            }
+        }
+    }
+
+    if spec.rules.is_empty() {
+        out.add("spec.rules", "at least one rule is required");
+    }
+    let mut names = HashSet::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if rule.name.trim().is_empty() {
+            out.add(format!("{at}.name"), "must not be empty");
+        } else if !names.insert(rule.name.as_str()) {
+            out.add(
+                format!("{at}.name"),
+                format!("duplicate rule name {:?}", rule.name),
+            );
+        }
+        if rule.namespaces.is_empty() && rule.namespace_selector.is_none() {
+            out.add(
+                &at,
+                "matches no namespace: set namespaces, namespaceSelector, or both",
+            );
+        }
+        for (j, g) in rule.namespaces.iter().enumerate() {
+            if g.is_empty() {
+                out.add(format!("{at}.namespaces[{j}]"), "must not be empty");
+            }
+        }
+        if let Some(sel) = &rule.namespace_selector {
+            check_selector(sel, &format!("{at}.namespaceSelector"), &mut out);
+        }
+        if let Some(pct) = rule.limits.max_percent_affected
+            && pct > 100
+        {
+            out.add(
+                format!("{at}.limits.maxPercentAffected"),
+                format!("must be 0..100, got {pct}"),
+            );
+        }
+        if !(1..=16).contains(&rule.required_approvals) {
+            out.add(
+                format!("{at}.requiredApprovals"),
+                format!("must be 1..16, got {}", rule.required_approvals),
+            );
+        }
+    }
+
+    let a = &spec.approvals;
+    if a.allowed_signers.trim().is_empty() {
+        out.add("spec.approvals.allowedSigners", "must name a file");
+    }
+    match humantime::parse_duration(&a.max_ttl) {
+        Ok(d) if d.is_zero() => out.add("spec.approvals.maxTTL", "must be longer than 0s"),
+        Ok(_) => {}
+        Err(e) => out.add(
+            "spec.approvals.maxTTL",
+            format!("{:?} is not a duration like 24h or 90m: {e}", a.max_ttl),
+        ),
+    }
+    match humantime::parse_duration(&a.clock_skew) {
+        Ok(d) if d > std::time::Duration::from_secs(3600) => {
+            out.add("spec.approvals.clockSkew", "must be at most 1h")
+        }
+        Ok(_) => {}
+        Err(e) => out.add(
+            "spec.approvals.clockSkew",
+            format!("{:?} is not a duration like 60s: {e}", a.clock_skew),
+        ),
+    }
+    out.0
+}
+
+fn check_selector(sel: &LabelSelectorSpec, at: &str, out: &mut Problems) {
+    for (k, v) in &sel.match_labels {
+        if let Err(why) = qualified_name(k) {
+            out.add(format!("{at}.matchLabels.{k}"), why);
+        }
+        if let Err(why) = label_value(v) {
+            out.add(format!("{at}.matchLabels.{k}"), why);
+        }
+    }
+    for (i, req) in sel.match_expressions.iter().enumerate() {
+        let at = format!("{at}.matchExpressions[{i}]");
+        if let Err(why) = qualified_name(&req.key) {
+            out.add(format!("{at}.key"), why);
+        }
+        match req.operator.as_str() {
+            "In" | "NotIn" if req.values.is_empty() => out.add(
+                format!("{at}.values"),
+                format!("{} needs at least one value", req.operator),
+            ),
+            "Exists" | "DoesNotExist" if !req.values.is_empty() => out.add(
+                format!("{at}.values"),
+                format!("{} takes no values", req.operator),
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => out.add(
+                format!("{at}.operator"),
+                format!("must be In, NotIn, Exists or DoesNotExist, got {other:?}"),
+            ),
+        }
+    }
+}
+
+/// A Kubernetes qualified name (label or annotation key): optional DNS prefix and `/`.
+fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        let dns_ok = !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            });
+        if !dns_ok {
+            return Err(format!(
+                "{key:?}: prefix must be a DNS subdomain like example.com"
+            ));
+        }
+    }
+    if name.is_empty() || name.len() > 63 || label_value(name).is_err() {
+        return Err(format!(
+            "{key:?}: name must be 1-63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn label_value(v: &str) -> Result<(), String> {
+    let ok = v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{v:?} is not a valid label value"))
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DEFAULT_POLICY_YAML, Policy, PolicyError};
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Policy::from_yaml(yaml, None) {
+            Ok(_) => vec![],
+            Err(PolicyError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| p.to_string()).collect()
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    fn edited(from: &str, to: &str) -> String {
+        assert!(
+            DEFAULT_POLICY_YAML.contains(from),
+            "fixture edit {from:?} does not apply"
+        );
+        DEFAULT_POLICY_YAML.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn problem_table() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                edited("# maxPercentAffected: 50", "maxPercentAffected: 150"),
+                "spec.rules[1].limits.maxPercentAffected: must be 0..100, got 150",
+            ),
+            (
+                edited("maxReplicas: 100", "maxReplica: 100"),
+                "spec.rules[1].limits: unknown field `maxReplica`",
+            ),
+            (
+                edited("maxReplicas: 100", "maxReplicas: lots"),
+                "spec.rules[1].limits.maxReplicas: invalid type: string \"lots\"",
+            ),
+            (
+                edited("mode: enforce", "mode: block"),
+                "spec.mode: unknown variant `block`",
+            ),
+            (
+                edited("apiVersion: blastguard.io/v1alpha1", "apiVersion: v1"),
+                "apiVersion: must be blastguard.io/v1alpha1, got \"v1\"",
+            ),
+            (
+                edited("kind: BlastRadiusPolicy", "kind: Policy"),
+                "kind: must be BlastRadiusPolicy, got \"Policy\"",
+            ),
+            (
+                edited("requiredApprovals: 2", "requiredApprovals: 0"),
+                "spec.rules[0].requiredApprovals: must be 1..16, got 0",
+            ),
+            (
+                edited("- name: default", "- name: protected"),
+                "spec.rules[1].name: duplicate rule name \"protected\"",
+            ),
+            (
+                edited("maxTTL: 24h", "maxTTL: forever"),
+                "spec.approvals.maxTTL: \"forever\" is not a duration",
+            ),
+            (
+                edited("clockSkew: 60s", "clockSkew: 2h"),
+                "spec.approvals.clockSkew: must be at most 1h",
+            ),
+            (
+                edited(
+                    "{matchLabels: {blastguard.io/tier: critical}}",
+                    "{matchExpressions: [{key: tier, operator: Is}]}",
+                ),
+                "spec.rules[0].namespaceSelector.matchExpressions[0].operator: must be In, NotIn, Exists or DoesNotExist",
+            ),
+            (
+                edited(
+                    "{matchLabels: {blastguard.io/tier: critical}}",
+                    "{matchExpressions: [{key: tier, operator: In}]}",
+                ),
+                "spec.rules[0].namespaceSelector.matchExpressions[0].values: In needs at least one value",
+            ),
+            (
+                edited(
+                    "annotations: [blastguard.io/ai-agent",
+                    "annotations: [\"Bad Key!\"",
+                ),
+                "spec.provenance.annotations[0]: \"Bad Key!\"",
+            ),
+            (
+                edited("namespaces: [\"*\"]", "namespaces: []"),
+                "spec.rules[1]: matches no namespace",
+            ),
+            ("spec: [".to_string(), "did not find expected node content"),
+        ];
+        for (yaml, want) in &cases {
+            let got = problems(yaml);
+            assert!(
+                got.iter().any(|p| p.starts_with(want) || p.contains(want)),
+                "want {want:?} in {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_not_just_the_first() {
+        let yaml = edited("requiredApprovals: 2", "requiredApprovals: 0")
+            .replace("# maxPercentAffected: 50", "maxPercentAffected: 101")
+            .replace("maxTTL: 24h", "maxTTL: 0s");
+        let got = problems(&yaml);
+        assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn embedded_policy_has_no_problems() {
+        assert_eq!(problems(DEFAULT_POLICY_YAML), Vec::<String>::new());
+    }
+}

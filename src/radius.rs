@@ -1,0 +1,199 @@
+//! Radius: how far a change reaches (DESIGN.md section 5), and which limits it exceeds.
+
+use std::fmt;
+
+use crate::change::{Change, Operation, Workload};
+use crate::policy::LimitsSpec;
+
+/// How far one change reaches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Radius {
+    /// Pods created, replaced or removed.
+    pub pods_affected: u64,
+    /// Pods affected as a percentage of the old replica count; `None` on CREATE and
+    /// for objects without replicas.
+    pub percent_affected: Option<f64>,
+    /// Replica count after the change, for replicated workloads.
+    pub resulting_replicas: Option<u64>,
+    /// Whether the object is cluster-scoped (or a Namespace).
+    pub cluster_scoped: bool,
+    /// Whether the change reaches every node (DaemonSet).
+    pub node_wide: bool,
+    /// Distinct namespaces touched by the change set, this request included.
+    pub namespaces_in_change_set: Option<u64>,
+}
+
+/// One limit a change exceeds: measured value against the limit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Violation {
+    /// `maxPodsAffected`.
+    PodsAffected {
+        /// Measured.
+        measured: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// `maxPercentAffected`.
+    PercentAffected {
+        /// Measured percentage.
+        measured: f64,
+        /// Limit.
+        limit: u64,
+    },
+    /// `maxReplicas`.
+    Replicas {
+        /// Replicas after the change.
+        measured: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// `maxNamespacesPerChange`.
+    Namespaces {
+        /// Distinct namespaces in the change set.
+        measured: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// `allowClusterScoped: false`.
+    ClusterScoped,
+    /// `allowNodeWide: false`.
+    NodeWide,
+}
+
+impl Violation {
+    /// The policy field this violation is about.
+    pub fn limit_name(&self) -> &'static str {
+        match self {
+            Violation::PodsAffected { .. } => "maxPodsAffected",
+            Violation::PercentAffected { .. } => "maxPercentAffected",
+            Violation::Replicas { .. } => "maxReplicas",
+            Violation::Namespaces { .. } => "maxNamespacesPerChange",
+            Violation::ClusterScoped => "allowClusterScoped",
+            Violation::NodeWide => "allowNodeWide",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::PodsAffected { measured, limit } => {
+                write!(f, "pods affected {measured} > {limit} (maxPodsAffected)")
+            }
+            Violation::PercentAffected { measured, limit } => write!(
+                f,
+                "{measured:.0}% of current pods affected > {limit}% (maxPercentAffected)"
+            ),
+            Violation::Replicas { measured, limit } => {
+                write!(
+                    f,
+                    "replicas after change {measured} > {limit} (maxReplicas)"
+                )
+            }
+            Violation::Namespaces { measured, limit } => write!(
+                f,
+                "namespaces in this change set {measured} > {limit} (maxNamespacesPerChange)"
+            ),
+            Violation::ClusterScoped => {
+                write!(
+                    f,
+                    "cluster-scoped object: reaches the whole cluster (allowClusterScoped: false)"
+                )
+            }
+            Violation::NodeWide => {
+                write!(f, "DaemonSet: reaches every node (allowNodeWide: false)")
+            }
+        }
+    }
+}
+
+/// Measures a change. `namespaces_in_change_set` comes from the change-set tracker.
+pub fn measure(change: &Change, namespaces_in_change_set: Option<u64>) -> Radius {
+    let old = change.old_replicas;
+    let new = change.new_replicas;
+    let pods_affected = match (change.workload, change.operation) {
+        (_, Operation::Connect) => 0,
+        (Workload::DaemonSet | Workload::Namespace | Workload::Other, _) => 0,
+        (_, Operation::Create) => new.unwrap_or(0),
+        (_, Operation::Delete) => old.unwrap_or(0),
+        // Job pods do not roll: an update that changes the spec affects one run.
+        (Workload::Job | Workload::CronJob, Operation::Update) => {
+            if change.spec_changed {
+                new.unwrap_or(0)
+            } else {
+                0
+            }
+        }
+        (_, Operation::Update) => {
+            let (o, n) = (old.unwrap_or(0), new.unwrap_or(0));
+            if change.template_changed {
+                o.max(n)
+            } else {
+                o.abs_diff(n)
+            }
+        }
+    };
+    let percent_affected = match change.operation {
+        Operation::Update | Operation::Delete => old.map(|o| percent(pods_affected, o)),
+        Operation::Create | Operation::Connect => None,
+    };
+    let resulting_replicas = match (change.workload, change.operation) {
+        (Workload::Replicated, Operation::Delete) => Some(0),
+        (Workload::Replicated, _) => new,
+        _ => None,
+    };
+    Radius {
+        pods_affected,
+        percent_affected,
+        resulting_replicas,
+        cluster_scoped: change.is_cluster_scoped(),
+        node_wide: change.workload == Workload::DaemonSet,
+        namespaces_in_change_set,
+    }
+}
+
+/// `affected` as a percentage of `old`; growing from zero pods counts as 100%.
+fn percent(affected: u64, old: u64) -> f64 {
+    match (affected, old) {
+        (0, _) => 0.0,
+        (_, 0) => 100.0,
+        (a, o) => a as f64 * 100.0 / o as f64,
+    }
+}
+
+/// Every limit the radius exceeds, in the order the policy lists them.
+pub fn violations(radius: &Radius, limits: &LimitsSpec) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if let Some(limit) = limits.max_pods_affected
+        && radius.pods_affected > limit
+    {
+        out.push(Violation::PodsAffected {
+            measured: radius.pods_affected,
+            limit,
+        });
+    }
+    if let (Some(limit), Some(measured)) = (limits.max_percent_affected, radius.percent_affected)
+        && measured > limit as f64
+    {
+        out.push(Violation::PercentAffected { measured, limit });
+    }
+    if let (Some(limit), Some(measured)) = (limits.max_replicas, radius.resulting_replicas)
+        && measured > limit
+    {
+        out.push(Violation::Replicas { measured, limit });
+    }
+    if let (Some(limit), Some(measured)) = (
+        limits.max_namespaces_per_change,
+        radius.namespaces_in_change_set,
+    ) && measured > limit
+    {
+        out.push(Violation::Namespaces { measured, limit });
+    }
+    if radius.cluster_scoped && !limits.allow_cluster_scoped {
+        out.push(Violation::ClusterScoped);
+    }
+    if radius.node_wide && !limits.allow_node_wide {
+        out.push(Violation::NodeWide);
+    }
+    out
+}

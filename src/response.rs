@@ -1,0 +1,170 @@
+//! Turning a Verdict into the AdmissionResponse: the message a person reads in kubectl,
+//! warnings, and audit annotations.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use kube::core::admission::AdmissionResponse;
+
+use crate::approval::{ApprovalOperation, ApprovalOutcome, payload::SIGNATURE_NAMESPACE};
+use crate::change::Change;
+use crate::policy::Mode;
+use crate::verdict::{Decision, Verdict};
+
+/// Longest warning line; the API server's guidance for warnings.
+pub const MAX_WARNING_CHARS: usize = 120;
+
+/// Fills `base` (built from the request, so it carries the uid) from the verdict.
+pub fn respond(base: AdmissionResponse, change: &Change, verdict: &Verdict) -> AdmissionResponse {
+    let mut response = base;
+    response.audit_annotations = audit_annotations(verdict);
+    match verdict.decision {
+        Decision::Deny => {
+            response = response.deny(denial_message(change, verdict));
+            // AdmissionResponse::deny sets no code; 403 makes kubectl say "Forbidden".
+            response.result.code = 403;
+            response.result.reason = "Forbidden".to_string();
+            response.result.status = Some(kube::core::response::StatusSummary::Failure);
+        }
+        Decision::Warn => response.warnings = Some(warnings(change, verdict)),
+        Decision::Allow => {}
+    }
+    response
+}
+
+/// The audit annotations recorded with every decision (the API server prefixes the
+/// webhook's name).
+pub fn audit_annotations(v: &Verdict) -> HashMap<String, String> {
+    let mut a = HashMap::new();
+    a.insert("decision".to_string(), v.decision.as_str().to_string());
+    a.insert("reason".to_string(), v.reason.as_str().to_string());
+    let f = &v.findings;
+    if let Some((rule, mode)) = &f.rule {
+        a.insert("rule".to_string(), rule.clone());
+        a.insert("mode".to_string(), mode.as_str().to_string());
+    }
+    if let Some(signal) = &f.signal {
+        a.insert("ai-signal".to_string(), signal.to_string());
+    }
+    if let Some(r) = &f.radius {
+        a.insert("pods-affected".to_string(), r.pods_affected.to_string());
+    }
+    if !f.violations.is_empty() {
+        let names: Vec<_> = f.violations.iter().map(|v| v.limit_name()).collect();
+        a.insert("limits-exceeded".to_string(), names.join(","));
+    }
+    if let Some(approval) = &f.approval {
+        a.insert("approval".to_string(), approval.metric_label().to_string());
+    }
+    if let Some(d) = &v.digest {
+        a.insert("digest".to_string(), d.clone());
+    }
+    a
+}
+
+fn rule_name(v: &Verdict) -> (&str, Mode) {
+    v.findings
+        .rule
+        .as_ref()
+        .map(|(n, m)| (n.as_str(), *m))
+        .unwrap_or(("", Mode::Enforce))
+}
+
+/// The denial message: signal, each limit with measured value, the rule, and how to
+/// get approval. Written to be understood in one read of kubectl output.
+pub fn denial_message(change: &Change, v: &Verdict) -> String {
+    let (rule, mode) = rule_name(v);
+    let f = &v.findings;
+    let mut m = String::new();
+    let _ = write!(
+        m,
+        "blastguard: this AI-assisted {} of {} exceeds the blast-radius limits of rule {rule:?} (mode {}).",
+        verb(change),
+        change.target,
+        mode.as_str()
+    );
+    if let Some(signal) = &f.signal {
+        let _ = write!(m, "\nAI signal: {signal}.");
+    }
+    m.push_str("\nOver the limits:");
+    for violation in &f.violations {
+        let _ = write!(m, "\n  - {violation}");
+    }
+    if let Some(ApprovalOutcome::Rejected { detail, .. }) = &f.approval {
+        let _ = write!(
+            m,
+            "\nThe approval on the object was not accepted: {detail}."
+        );
+    }
+    match &v.payload {
+        Some(payload) => {
+            let n = v.required_approvals;
+            let approvers = if n == 1 {
+                "1 approver".to_string()
+            } else {
+                format!("{n} distinct approvers")
+            };
+            let on = match payload.operation {
+                ApprovalOperation::Apply => "to this object".to_string(),
+                ApprovalOperation::Delete => {
+                    "to the object before deleting it".to_string()
+                }
+                ApprovalOperation::Scale => format!("to {} (the scaled workload)", change.target),
+            };
+            let _ = write!(
+                m,
+                "\nTo proceed, {approvers} listed in allowed_signers (not the requester) must sign this exact payload \
+                 (SSH signature namespace {SIGNATURE_NAMESPACE}); add it as annotation blastguard.io/approval and the \
+                 signatures as blastguard.io/approval-signature {on}, then retry:\n{}\n\
+                 Sign with: blastguard approve -f <manifest> --key ~/.ssh/id_ed25519 \
+                 (or: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json)",
+                payload.to_json()
+            );
+        }
+        None => m.push_str(
+            "\nThis change cannot be bound to an approval (its digest could not be computed); ask a cluster administrator.",
+        ),
+    }
+    m
+}
+
+fn verb(change: &Change) -> &'static str {
+    if change.is_scale() {
+        return "scale";
+    }
+    match change.operation {
+        crate::change::Operation::Create => "create",
+        crate::change::Operation::Update => "update",
+        crate::change::Operation::Delete => "delete",
+        crate::change::Operation::Connect => "connect",
+    }
+}
+
+/// Warn-mode warnings, each at most [`MAX_WARNING_CHARS`] characters.
+pub fn warnings(change: &Change, v: &Verdict) -> Vec<String> {
+    let (rule, _) = rule_name(v);
+    let mut out = vec![format!(
+        "blastguard: AI-assisted {} of {} is over the limits of rule {rule:?} (warn mode)",
+        verb(change),
+        change.target
+    )];
+    for violation in &v.findings.violations {
+        out.push(format!("blastguard: {violation}"));
+    }
+    out.push(format!(
+        "blastguard: in enforce mode this needs {} signed approval(s); see `blastguard digest`",
+        v.required_approvals
+    ));
+    out.into_iter()
+        .map(|w| truncate(w, MAX_WARNING_CHARS))
+        .collect()
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.chars().count() > max {
+        let cut = s.char_indices().nth(max - 1).map_or(s.len(), |(i, _)| i);
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,190 @@
+//! Verdict: allow, warn or deny, from what the earlier stages found (DESIGN.md
+//! section 1). Pure: no I/O, no clock.
+
+use crate::approval::{ApprovalOutcome, ApprovalPayload};
+use crate::policy::Mode;
+use crate::provenance::Signal;
+use crate::radius::{Radius, Violation};
+
+/// The decision sent to the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted.
+    Allow,
+    /// Admitted, with warnings shown to the client.
+    Warn,
+    /// Rejected.
+    Deny,
+}
+
+impl Decision {
+    /// Lowercase name for logs, metrics and audit annotations.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Warn => "warn",
+            Decision::Deny => "deny",
+        }
+    }
+
+    /// Whether the API server admits the request.
+    pub fn allowed(self) -> bool {
+        self != Decision::Deny
+    }
+}
+
+/// Why the decision was reached (a stable metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// No AI signal: the fast path.
+    NotAiAssisted,
+    /// No rule matches the namespace.
+    NoMatchingRule,
+    /// AI-assisted and within every limit.
+    WithinLimits,
+    /// Over a limit, with a valid approval.
+    Approved,
+    /// Over a limit without a valid approval.
+    OverLimits,
+}
+
+impl Reason {
+    /// snake_case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAiAssisted => "not_ai_assisted",
+            Reason::NoMatchingRule => "no_matching_rule",
+            Reason::WithinLimits => "within_limits",
+            Reason::Approved => "approved",
+            Reason::OverLimits => "over_limits",
+        }
+    }
+}
+
+/// What the rules found for one change: the input of [`decide`].
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// The AI signal, if any.
+    pub signal: Option<Signal>,
+    /// The matched rule's name and effective mode.
+    pub rule: Option<(String, Mode)>,
+    /// How far the change reaches (only measured for AI-assisted changes).
+    pub radius: Option<Radius>,
+    /// Limits exceeded.
+    pub violations: Vec<Violation>,
+    /// The approval verifier's answer (only asked when over a limit).
+    pub approval: Option<ApprovalOutcome>,
+}
+
+/// The full result of evaluating one change.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Allow, warn or deny.
+    pub decision: Decision,
+    /// Why.
+    pub reason: Reason,
+    /// What the rules found.
+    pub findings: Findings,
+    /// The payload an approver would sign to lift the limits (when over a limit and
+    /// not approved).
+    pub payload: Option<ApprovalPayload>,
+    /// `requiredApprovals` of the matched rule.
+    pub required_approvals: u32,
+    /// The digest the change is bound to, if computed.
+    pub digest: Option<String>,
+}
+
+/// The decision for a set of findings.
+pub fn decide(f: &Findings) -> (Decision, Reason) {
+    if f.signal.is_none() {
+        return (Decision::Allow, Reason::NotAiAssisted);
+    }
+    let Some((_, mode)) = &f.rule else {
+        return (Decision::Allow, Reason::NoMatchingRule);
+    };
+    if f.violations.is_empty() {
+        return (Decision::Allow, Reason::WithinLimits);
+    }
+    if matches!(f.approval, Some(ApprovalOutcome::Valid { .. })) {
+        return (Decision::Allow, Reason::Approved);
+    }
+    let decision = match mode {
+        Mode::Enforce => Decision::Deny,
+        Mode::Warn => Decision::Warn,
+        Mode::Audit => Decision::Allow,
+    };
+    (decision, Reason::OverLimits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings(
+        ai: bool,
+        mode: Option<Mode>,
+        over: bool,
+        approval: Option<ApprovalOutcome>,
+    ) -> Findings {
+        Findings {
+            signal: ai.then(|| Signal::User("bot".into())),
+            rule: mode.map(|m| ("r".to_string(), m)),
+            radius: None,
+            violations: if over {
+                vec![Violation::NodeWide]
+            } else {
+                vec![]
+            },
+            approval,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let valid = || {
+            Some(ApprovalOutcome::Valid {
+                signers: vec!["alice".into()],
+            })
+        };
+        let rejected = || {
+            Some(ApprovalOutcome::Rejected {
+                reason: "expired",
+                detail: String::new(),
+            })
+        };
+        use Decision::*;
+        use Mode::*;
+        use Reason::*;
+        let cases = [
+            (
+                findings(false, Some(Enforce), true, None),
+                Allow,
+                NotAiAssisted,
+            ),
+            (findings(true, None, true, None), Allow, NoMatchingRule),
+            (
+                findings(true, Some(Enforce), false, None),
+                Allow,
+                WithinLimits,
+            ),
+            (findings(true, Some(Enforce), true, None), Deny, OverLimits),
+            (
+                findings(true, Some(Enforce), true, rejected()),
+                Deny,
+                OverLimits,
+            ),
+            (
+                findings(true, Some(Enforce), true, valid()),
+                Allow,
+                Approved,
+            ),
+            (findings(true, Some(Warn), true, None), Warn, OverLimits),
+            (findings(true, Some(Warn), false, None), Allow, WithinLimits),
+            (findings(true, Some(Audit), true, None), Allow, OverLimits),
+            (findings(true, Some(Audit), true, valid()), Allow, Approved),
+        ];
+        for (i, (f, decision, reason)) in cases.iter().enumerate() {
+            assert_eq!(decide(f), (*decision, *reason), "case {i}: {f:?}");
+        }
+    }
+}
