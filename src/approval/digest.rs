@@ -101,4 +101,111 @@ mod tests {
         );
         assert_eq!(object_digest(&cm).unwrap(), expected);
     }
+
+    /// RFC 8785 section 3.2.2: the example input, and its canonical UTF-8 bytes as the
+    /// RFC prints them in hex (numbers, escapes, a non-ASCII character).
+    #[test]
+    fn rfc8785_example_serializes_to_the_published_bytes() {
+        let input = r#"{
+  "numbers": [333333333.33333329, 1E30, 4.50,
+              2e-3, 0.000000000000000000000000001],
+  "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+  "literals": [null, true, false]
+}"#;
+        let expected_hex = "\
+            7b 22 6c 69 74 65 72 61 6c 73 22 3a 5b 6e 75 6c 6c 2c 74 72 \
+            75 65 2c 66 61 6c 73 65 5d 2c 22 6e 75 6d 62 65 72 73 22 3a \
+            5b 33 33 33 33 33 33 33 33 33 2e 33 33 33 33 33 33 33 2c 31 \
+            65 2b 33 30 2c 34 2e 35 2c 30 2e 30 30 32 2c 31 65 2d 32 37 \
+            5d 2c 22 73 74 72 69 6e 67 22 3a 22 e2 82 ac 24 5c 75 30 30 \
+            30 66 5c 6e 41 27 42 5c 22 5c 5c 5c 5c 5c 22 2f 22 7d";
+        let expected: Vec<u8> = expected_hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        let value: Value = serde_json::from_str(input).unwrap();
+        let canonical = canonical_json(&value).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical.clone()).unwrap(),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+        assert_eq!(canonical, expected);
+    }
+
+    /// RFC 8785 section 3.2.3: properties sorted by UTF-16 code units, so the emoji
+    /// (a surrogate pair, 0xD83D) sorts before U+FB33.
+    #[test]
+    fn rfc8785_sorts_properties_by_utf16_code_units() {
+        let input = r#"{
+  "\u20ac": "Euro Sign",
+  "\r": "Carriage Return",
+  "\ufb33": "Hebrew Letter Dalet With Dagesh",
+  "1": "One",
+  "\ud83d\ude00": "Emoji: Grinning Face",
+  "\u0080": "Control",
+  "\u00f6": "Latin Small Letter O With Diaeresis"
+}"#;
+        let value: Value = serde_json::from_str(input).unwrap();
+        let canonical = String::from_utf8(canonical_json(&value).unwrap()).unwrap();
+        assert_eq!(
+            canonical,
+            "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u{80}\":\"Control\",\
+             \"\u{f6}\":\"Latin Small Letter O With Diaeresis\",\"\u{20ac}\":\"Euro Sign\",\
+             \"\u{1f600}\":\"Emoji: Grinning Face\",\"\u{fb33}\":\"Hebrew Letter Dalet With Dagesh\"}"
+        );
+    }
+
+    /// RFC 8785 appendix B: IEEE 754 values and their canonical text. (NaN and
+    /// Infinity, which JCS refuses, cannot occur in parsed JSON.)
+    #[test]
+    fn rfc8785_number_serialization_table() {
+        let cases: &[(u64, &str)] = &[
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, want) in cases {
+            let number = f64::from_bits(*bits);
+            let from_value = canonical_json(&Value::from(number)).unwrap();
+            assert_eq!(
+                String::from_utf8(from_value).unwrap(),
+                *want,
+                "{bits:#018x}"
+            );
+            // The same number written as JSON text by someone else reads back the same.
+            let reparsed: Value = serde_json::from_str(&format!("{number:e}")).unwrap();
+            let from_text = canonical_json(&reparsed).unwrap();
+            assert_eq!(String::from_utf8(from_text).unwrap(), *want, "{number:e}");
+        }
+    }
+
+    /// Integers are I-JSON numbers (IEEE 754 doubles) in JCS, whatever type serde
+    /// parsed them as, so an API server's `1` and `1.0` digest alike.
+    #[test]
+    fn integers_canonicalize_as_doubles() {
+        let a = value_digest(&serde_json::from_str("{\"n\":1,\"m\":-20}").unwrap()).unwrap();
+        let b = value_digest(&serde_json::from_str("{\"m\":-2.0e1,\"n\":1.0}").unwrap()).unwrap();
+        assert_eq!(a, b);
+    }
 }

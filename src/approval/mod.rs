@@ -2,9 +2,16 @@
 //! section 3)?
 //!
 //! The rules ask an [`ApprovalVerifier`]; the verdict never looks at signatures itself.
+//! The real one is [`verifier::SignedApprovals`], over an OpenSSH allowed_signers file
+//! ([`allowed_signers`]) and SSHSIG signatures ([`sshsig`]); approvers sign with
+//! [`signing`].
 
+pub mod allowed_signers;
 pub mod digest;
 pub mod payload;
+pub mod signing;
+pub mod sshsig;
+pub mod verifier;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -54,7 +61,73 @@ pub enum ApprovalOutcome {
     },
 }
 
+/// The stable reasons of [`ApprovalOutcome::Rejected`] (the `result` labels of
+/// `blastguard_approvals_total` besides `valid` and `missing`).
+pub mod reason {
+    /// No allowed_signers file is loaded.
+    pub const NO_TRUSTED_SIGNERS: &str = "no_trusted_signers";
+    /// An annotation is over its size bound, or there are too many signatures.
+    pub const TOO_LARGE: &str = "too_large";
+    /// The payload, armor, base64 or SSHSIG structure does not parse.
+    pub const MALFORMED: &str = "malformed";
+    /// A payload without a signature annotation.
+    pub const UNSIGNED: &str = "unsigned";
+    /// The payload approves another operation (apply, delete, scale).
+    pub const OPERATION_MISMATCH: &str = "operation_mismatch";
+    /// The payload approves another object (group, kind, namespace, name).
+    pub const TARGET_MISMATCH: &str = "target_mismatch";
+    /// The object's spec is not the approved one.
+    pub const DIGEST_MISMATCH: &str = "digest_mismatch";
+    /// A scale beyond the approved replica count.
+    pub const REPLICAS_EXCEEDED: &str = "replicas_exceeded";
+    /// notAfter − notBefore is longer than the policy's maxTTL.
+    pub const TTL_TOO_LONG: &str = "ttl_too_long";
+    /// Before notBefore (beyond the clock skew).
+    pub const NOT_YET_VALID: &str = "not_yet_valid";
+    /// After notAfter (beyond the clock skew).
+    pub const EXPIRED: &str = "expired";
+    /// A signature made for another SSHSIG namespace.
+    pub const WRONG_NAMESPACE: &str = "wrong_namespace";
+    /// An RSA signature with SHA-1 (`ssh-rsa`).
+    pub const WEAK_ALGORITHM: &str = "weak_algorithm";
+    /// A key not in allowed_signers, or not trusted for approvals now.
+    pub const UNTRUSTED_KEY: &str = "untrusted_key";
+    /// A signature that does not verify over the payload.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// Too few approvers because one of them is the requester.
+    pub const SELF_APPROVAL: &str = "self_approval";
+    /// Fewer distinct approvers than the rule's requiredApprovals.
+    pub const NOT_ENOUGH_APPROVERS: &str = "not_enough_approvers";
+    /// The change's digest could not be computed (set by the engine).
+    pub const DIGEST_ERROR: &str = "digest_error";
+}
+
 impl ApprovalOutcome {
+    /// Every value [`ApprovalOutcome::metric_label`] can return, so a metric can
+    /// start each series at zero.
+    pub const LABELS: &'static [&'static str] = &[
+        "missing",
+        "valid",
+        reason::NO_TRUSTED_SIGNERS,
+        reason::TOO_LARGE,
+        reason::MALFORMED,
+        reason::UNSIGNED,
+        reason::OPERATION_MISMATCH,
+        reason::TARGET_MISMATCH,
+        reason::DIGEST_MISMATCH,
+        reason::REPLICAS_EXCEEDED,
+        reason::TTL_TOO_LONG,
+        reason::NOT_YET_VALID,
+        reason::EXPIRED,
+        reason::WRONG_NAMESPACE,
+        reason::WEAK_ALGORITHM,
+        reason::UNTRUSTED_KEY,
+        reason::BAD_SIGNATURE,
+        reason::SELF_APPROVAL,
+        reason::NOT_ENOUGH_APPROVERS,
+        reason::DIGEST_ERROR,
+    ];
+
     /// The `result` label of `blastguard_approvals_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -80,7 +153,7 @@ impl ApprovalVerifier for NoTrustedSigners {
     fn verify(&self, ctx: &ApprovalContext<'_>) -> ApprovalOutcome {
         match ctx.annotations {
             Some(a) if a.contains_key(crate::annotations::APPROVAL) => ApprovalOutcome::Rejected {
-                reason: "no_trusted_signers",
+                reason: reason::NO_TRUSTED_SIGNERS,
                 detail: "no allowed_signers file is loaded, so no signature can be trusted"
                     .to_string(),
             },
@@ -89,26 +162,13 @@ impl ApprovalVerifier for NoTrustedSigners {
     }
 }
 
-/// Why an allowed_signers file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SignersError {
-    /// The file could not be read.
-    #[error("cannot read allowed_signers file {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
+pub use allowed_signers::LoadError as SignersError;
 
-/// Loads an OpenSSH allowed_signers file into a verifier.
+/// Loads an OpenSSH allowed_signers file into a verifier. An error names the file and,
+/// for a line it cannot use, the line; the caller keeps the verifier it had.
 pub fn load_verifier(path: &Path) -> Result<Arc<dyn ApprovalVerifier>, SignersError> {
-    std::fs::read(path).map_err(|source| SignersError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(Arc::new(NoTrustedSigners))
+    let signers = allowed_signers::AllowedSigners::load(path)?;
+    Ok(Arc::new(verifier::SignedApprovals::new(signers)))
 }
 
 /// Where a scale approval is read from: the current annotations of the parent workload.

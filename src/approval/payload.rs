@@ -16,6 +16,27 @@ pub const KIND: &str = "Approval";
 pub const SIGNATURE_NAMESPACE: &str = "approval@blastguard.io";
 /// Validity offered in the payload a denial prints, capped by the policy's maxTTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// Largest approval payload read; a real one is about 400 bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
+
+/// Why an approval annotation is not a payload blastguard accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Longer than [`MAX_PAYLOAD_BYTES`].
+    #[error("it is {0} bytes long, more than the {MAX_PAYLOAD_BYTES} an approval may have")]
+    TooLarge(usize),
+    /// Not JSON of the payload's shape (unknown and duplicate fields included).
+    #[error("it is not a valid approval payload: {0}")]
+    Json(String),
+    /// JSON of the right shape with a wrong value.
+    #[error("{field}: {message}")]
+    Field {
+        /// The payload field, e.g. `notAfter`.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
 
 /// The object an approval is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,9 +164,215 @@ impl ApprovalPayload {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an approval payload always serializes")
     }
+
+    /// Reads an approval annotation strictly: bounded in size, no unknown or duplicate
+    /// field, the right apiVersion and kind, the fields its operation needs and no
+    /// others, and a validity window that parses and is not reversed.
+    pub fn parse(text: &str) -> Result<Self, PayloadError> {
+        if text.len() > MAX_PAYLOAD_BYTES {
+            return Err(PayloadError::TooLarge(text.len()));
+        }
+        let payload: Self =
+            serde_json::from_str(text).map_err(|e| PayloadError::Json(e.to_string()))?;
+        let field = |field, message: String| Err(PayloadError::Field { field, message });
+        if payload.api_version != API_VERSION {
+            return field(
+                "apiVersion",
+                format!("must be {API_VERSION:?}, got {:?}", payload.api_version),
+            );
+        }
+        if payload.kind != KIND {
+            return field("kind", format!("must be {KIND:?}, got {:?}", payload.kind));
+        }
+        if payload.target.kind.is_empty() || payload.target.name.is_empty() {
+            return field("target", "kind and name must be set".to_string());
+        }
+        match (payload.operation, &payload.digest, payload.replicas) {
+            (ApprovalOperation::Scale, None, Some(_)) => {}
+            (ApprovalOperation::Scale, _, _) => {
+                return field(
+                    "replicas",
+                    "a scale approval has replicas (the highest approved count) and no digest"
+                        .to_string(),
+                );
+            }
+            (_, Some(digest), None) if is_digest(digest) => {}
+            (op, _, _) => {
+                return field(
+                    "digest",
+                    format!(
+                        "an {} approval has a digest (sha256: and 64 lowercase hex digits) and no replicas",
+                        op.as_str()
+                    ),
+                );
+            }
+        }
+        payload.window()?;
+        Ok(payload)
+    }
+
+    /// `notBefore` and `notAfter` as times.
+    pub fn window(&self) -> Result<(SystemTime, SystemTime), PayloadError> {
+        let time = |field, value: &str| {
+            humantime::parse_rfc3339(value).map_err(|_| PayloadError::Field {
+                field,
+                message: format!("{value:?} is not an RFC 3339 UTC time like 2026-11-22T10:00:00Z"),
+            })
+        };
+        let not_before = time("notBefore", &self.not_before)?;
+        let not_after = time("notAfter", &self.not_after)?;
+        if not_after <= not_before {
+            return Err(PayloadError::Field {
+                field: "notAfter",
+                message: format!(
+                    "{} is not after notBefore {}",
+                    self.not_after, self.not_before
+                ),
+            });
+        }
+        Ok((not_before, not_after))
+    }
+}
+
+fn is_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+impl std::fmt::Display for ApprovalTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        if self.namespace.is_empty() {
+            write!(f, "{} {} (group {group})", self.kind, self.name)
+        } else {
+            write!(
+                f,
+                "{} {}/{} (group {group})",
+                self.kind, self.namespace, self.name
+            )
+        }
+    }
 }
 
 /// RFC 3339 in UTC with second precision, as approvals are written.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn apply() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "blastguard.io/v1", "kind": "Approval",
+            "target": {"group": "apps", "kind": "Deployment", "namespace": "prod", "name": "api"},
+            "operation": "apply", "digest": DIGEST,
+            "notBefore": "2026-11-22T10:00:00Z", "notAfter": "2026-11-22T12:00:00Z",
+            "reason": "CHG-1234"
+        })
+    }
+
+    #[test]
+    fn the_documented_payload_parses_and_round_trips() {
+        let text = apply().to_string();
+        let payload = ApprovalPayload::parse(&text).unwrap();
+        assert_eq!(
+            payload.target.to_string(),
+            "Deployment prod/api (group apps)"
+        );
+        assert_eq!(ApprovalPayload::parse(&payload.to_json()).unwrap(), payload);
+        let (nb, na) = payload.window().unwrap();
+        assert_eq!(na.duration_since(nb).unwrap(), Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn payloads_are_read_strictly() {
+        let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = apply();
+            f(&mut v);
+            v.to_string()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), "not a valid approval payload"),
+            (edit(&|v| v["extra"] = 1.into()), "unknown field `extra`"),
+            (
+                edit(&|v| v["target"]["uid"] = "x".into()),
+                "unknown field `uid`",
+            ),
+            (
+                apply().to_string().replacen(
+                    "\"kind\":\"Approval\"",
+                    "\"kind\":\"Approval\",\"kind\":\"Approval\"",
+                    1,
+                ),
+                "duplicate field `kind`",
+            ),
+            (
+                edit(&|v| v["apiVersion"] = "blastguard.io/v2".into()),
+                "apiVersion: must be",
+            ),
+            (edit(&|v| v["kind"] = "Approvals".into()), "kind: must be"),
+            (
+                edit(&|v| v["operation"] = "patch".into()),
+                "unknown variant `patch`",
+            ),
+            (
+                edit(&|v| v["digest"] = "sha256:abc".into()),
+                "digest: an apply approval has a digest",
+            ),
+            (
+                edit(&|v| v["digest"] = DIGEST.to_uppercase().into()),
+                "digest:",
+            ),
+            (
+                edit(&|v| {
+                    v.as_object_mut().unwrap().remove("digest");
+                }),
+                "digest:",
+            ),
+            (edit(&|v| v["replicas"] = 3.into()), "no replicas"),
+            (
+                edit(&|v| v["operation"] = "scale".into()),
+                "replicas: a scale approval",
+            ),
+            (
+                edit(&|v| v["target"]["name"] = "".into()),
+                "target: kind and name",
+            ),
+            (
+                edit(&|v| v["notBefore"] = "2026-11-22 10:00".into()),
+                "notBefore: ",
+            ),
+            (
+                edit(&|v| v["notAfter"] = "2026-11-22T12:00:00+01:00".into()),
+                "notAfter: ",
+            ),
+            (
+                edit(&|v| v["notAfter"] = "2026-11-22T09:00:00Z".into()),
+                "is not after notBefore",
+            ),
+            (
+                edit(&|v| v["reason"] = "x".repeat(MAX_PAYLOAD_BYTES).into()),
+                "bytes long",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = ApprovalPayload::parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(want), "{text:.120}: {err:?} lacks {want:?}");
+        }
+        let scale = edit(&|v| {
+            v["operation"] = "scale".into();
+            v["replicas"] = 30.into();
+            v.as_object_mut().unwrap().remove("digest");
+        });
+        assert_eq!(ApprovalPayload::parse(&scale).unwrap().replicas, Some(30));
+    }
 }
