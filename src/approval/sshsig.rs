@@ -270,7 +270,8 @@ mod tests {
             blob.extend_from_slice(b"junk");
             format!("{BEGIN}\n{}\n{END}\n", Base64::encode_string(&blob))
         };
-        let cases: Vec<(String, fn(&ArmorError) -> bool)> = vec![
+        type Check = fn(&ArmorError) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             (String::new(), |e| *e == ArmorError::Empty),
             ("   \n".into(), |e| *e == ArmorError::Empty),
             ("hello".into(), |e| *e == ArmorError::Stray),

@@ -10,7 +10,9 @@ use super::allowed_signers::{
 };
 use super::payload::{ApprovalPayload, PayloadError, SIGNATURE_NAMESPACE, rfc3339};
 use super::sshsig::{self, ArmorError, VerifyError};
-use super::{ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalVerifier, reason};
+use super::{
+    ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, reason,
+};
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
 
 /// Largest `blastguard.io/approval-signature` annotation read: 20 RSA-4096
@@ -23,10 +25,13 @@ pub struct SignedApprovals {
     signers: AllowedSigners,
 }
 
-/// One refusal: the metric label and the sentence for kubectl.
-struct Refusal {
-    reason: &'static str,
-    detail: String,
+/// Why an approval does not count: the metric label and the sentence for kubectl.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// A [`reason`] constant.
+    pub reason: &'static str,
+    /// What exactly is wrong.
+    pub detail: String,
 }
 
 fn refuse(reason: &'static str, detail: impl Into<String>) -> Refusal {
@@ -79,7 +84,7 @@ impl SignedApprovals {
             };
             refuse(label, format!("{APPROVAL}: {e}"))
         })?;
-        binds_to_change(ctx, &payload)?;
+        binds_to(ctx.subject, &payload)?;
         within_window(ctx, &payload)?;
         let signers = self.verified_signers(ctx, payload_text, signature_text)?;
         count_approvers(ctx, &signers)
@@ -194,9 +199,9 @@ impl ApprovalVerifier for SignedApprovals {
     }
 }
 
-/// Target, operation and digest (or replicas) must be those of the change.
-fn binds_to_change(ctx: &ApprovalContext<'_>, payload: &ApprovalPayload) -> Result<(), Refusal> {
-    let subject = ctx.subject;
+/// Target, operation and digest (or, for scale, a replica count at least the one
+/// requested) must be those of the change.
+pub fn binds_to(subject: &ApprovalSubject, payload: &ApprovalPayload) -> Result<(), Refusal> {
     if payload.operation != subject.operation {
         return Err(refuse(
             reason::OPERATION_MISMATCH,
@@ -369,7 +374,7 @@ mod tests {
     use ssh_key::private::{Ed25519Keypair, KeypairData, PrivateKey};
 
     use super::*;
-    use crate::approval::{ApprovalSubject, allowed_signers::AllowedSigners, sshsig::armor};
+    use crate::approval::{allowed_signers::AllowedSigners, sshsig::armor};
     use crate::change::Change;
     use crate::policy::Policy;
 

@@ -1,21 +1,731 @@
 //! `blastguard digest` and `blastguard approve`: the approver's commands.
+//!
+//! Both read one object (a manifest, `kubectl get -o json` output, or an
+//! AdmissionReview) and build the payload the webhook will ask for; `approve` signs
+//! it with an SSH key file or through ssh-agent. When the object already carries an
+//! approval, `approve` signs that exact payload and appends its signature, so
+//! approvers can sign one after the other.
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::EXIT_BAD_INPUT;
+use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+use crate::approval::allowed_signers::{AllowedSigners, KeyTrust, fingerprint};
+use crate::approval::digest::json_object_digest;
+use crate::approval::payload::{DEFAULT_TTL, SIGNATURE_NAMESPACE, rfc3339};
+use crate::approval::verifier::binds_to;
+use crate::approval::{
+    ApprovalOperation, ApprovalPayload, ApprovalSubject, ApprovalTarget, signing, sshsig,
+};
+use crate::change::Change;
+use crate::policy::Policy;
+
+/// Largest input read: an AdmissionReview of the largest object etcd stores.
+const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `--operation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OperationArg {
+    /// Create or update the object with exactly this spec.
+    Apply,
+    /// Delete the object (approval on the object before it is deleted).
+    Delete,
+    /// Scale the workload up to --replicas.
+    Scale,
+}
+
+impl From<OperationArg> for ApprovalOperation {
+    fn from(op: OperationArg) -> Self {
+        match op {
+            OperationArg::Apply => ApprovalOperation::Apply,
+            OperationArg::Delete => ApprovalOperation::Delete,
+            OperationArg::Scale => ApprovalOperation::Scale,
+        }
+    }
+}
+
+/// What both commands read, and how the payload is built.
+#[derive(Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// The object: a manifest (YAML or JSON), `kubectl get -o json` output, or an
+    /// AdmissionReview; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Read FILE as an AdmissionReview (as the webhook receives it): the payload is
+    /// exactly the one the webhook asks for.
+    #[arg(long)]
+    pub review: bool,
+    /// What is approved (default: apply, or the operation of an approval already on
+    /// the object).
+    #[arg(long, value_enum)]
+    pub operation: Option<OperationArg>,
+    /// With --operation scale: the highest replica count approved.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u64>,
+    /// The object's namespace when the manifest does not say.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The object is cluster-scoped (a manifest without a namespace is otherwise an
+    /// error).
+    #[arg(long, conflicts_with = "namespace")]
+    pub cluster_scoped: bool,
+    /// How long the approval is valid, from now (at most the policy's maxTTL).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
+    /// Why the change is approved (kept in the payload, for the audit trail).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Policy file, for its maxTTL (default: the embedded policy).
+    #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
 
 /// Arguments of `blastguard digest`.
 #[derive(Debug, clap::Args)]
-pub struct DigestArgs {}
+#[command(after_help = "Examples:\n  \
+    kubectl get deployment api -n prod -o json | blastguard digest -f -\n  \
+    blastguard digest -f deploy.yaml --operation scale --replicas 40\n  \
+    blastguard digest --review -f review.json")]
+pub struct DigestArgs {
+    /// What to build the payload for.
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
 
 /// Arguments of `blastguard approve`.
 #[derive(Debug, clap::Args)]
-pub struct ApproveArgs {}
+#[command(after_help = "Examples:\n  \
+    blastguard approve -f deploy.yaml --key ~/.ssh/id_ed25519 --reason 'CHG-1234' --annotate\n  \
+    blastguard approve -f deploy.yaml --agent --key ~/.ssh/id_ed25519.pub --annotate\n  \
+    blastguard approve -f payload.json --key ~/.ssh/id_ed25519\n\n\
+    A second approver runs the same command on the annotated manifest: the payload is kept\n\
+    and their signature is appended.")]
+pub struct ApproveArgs {
+    /// What to approve. FILE may also be an approval payload (as printed in a denial
+    /// or by `blastguard digest`): it is signed as it is.
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Private key to sign with (OpenSSH format); with --agent, the key (public or
+    /// private file) whose agent copy signs.
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Sign through ssh-agent (SSH_AUTH_SOCK).
+    #[arg(long)]
+    pub agent: bool,
+    /// Write the approval annotations into FILE (standard output for `-`) instead of
+    /// printing them.
+    #[arg(long)]
+    pub annotate: bool,
+    /// allowed_signers file to check the signing key against (overrides the
+    /// policy's path).
+    #[arg(long, env = "BLASTGUARD_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+}
 
 /// Runs `digest`.
-pub fn run_digest(_args: DigestArgs) -> ExitCode {
-    ExitCode::from(super::EXIT_BAD_INPUT)
+pub fn run_digest(args: DigestArgs) -> ExitCode {
+    match digest(&args.change, SystemTime::now()) {
+        Ok(prepared) => {
+            println!("{}", prepared.payload_text);
+            for note in &prepared.notes {
+                eprintln!("note: {note}");
+            }
+            eprintln!(
+                "Sign with: blastguard approve -f {} --key ~/.ssh/id_ed25519\n\
+                 (or save the line above as payload.json and run: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json)",
+                args.change.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 /// Runs `approve`.
-pub fn run_approve(_args: ApproveArgs) -> ExitCode {
-    ExitCode::from(super::EXIT_BAD_INPUT)
+pub fn run_approve(args: ApproveArgs) -> ExitCode {
+    match approve(&args, SystemTime::now()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// What was read from FILE.
+enum Input {
+    /// A Kubernetes object, with the format it was written in.
+    Object { object: Value, json: bool },
+    /// An AdmissionReview, judged as the webhook would.
+    Review(Box<Change>),
+    /// An approval payload, exactly as written (less a trailing newline).
+    Payload(String),
+}
+
+/// The payload to sign and where it came from.
+struct Prepared {
+    input: Input,
+    payload_text: String,
+    /// Signatures already on the object for this payload.
+    existing_signatures: Option<String>,
+    /// Things the approver should know.
+    notes: Vec<String>,
+}
+
+fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
+    let prepared = prepare(args, now)?;
+    if let Input::Payload(_) = prepared.input {
+        return Err(format!(
+            "{} is already an approval payload; sign it with blastguard approve",
+            args.file.display()
+        ));
+    }
+    Ok(prepared)
+}
+
+fn prepare(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
+    let text = read_input(&args.file)?;
+    let policy = match &args.policy {
+        Some(path) => Policy::from_file(path).map_err(|e| e.to_string())?,
+        None => Policy::embedded(),
+    };
+    let max_ttl = policy.approvals.max_ttl;
+    let ttl = match args.ttl {
+        Some(ttl) if ttl > max_ttl => {
+            return Err(format!(
+                "--ttl {} is longer than the policy's maxTTL of {}: the webhook would refuse the approval",
+                humantime::format_duration(ttl),
+                humantime::format_duration(max_ttl)
+            ));
+        }
+        Some(ttl) if ttl.is_zero() => return Err("--ttl must be longer than 0s".into()),
+        Some(ttl) => ttl,
+        None => DEFAULT_TTL.min(max_ttl),
+    };
+    let input = parse_input(&text, args)?;
+    let mut notes = Vec::new();
+    let (subject, annotations) = match &input {
+        Input::Payload(payload_text) => {
+            if args.operation.is_some()
+                || args.replicas.is_some()
+                || args.ttl.is_some()
+                || args.reason.is_some()
+            {
+                return Err(
+                    "--operation, --replicas, --ttl and --reason do not apply to a payload file: it is signed as it is"
+                        .into(),
+                );
+            }
+            let payload = ApprovalPayload::parse(payload_text).map_err(|e| e.to_string())?;
+            still_usable(&payload, now, max_ttl)?;
+            return Ok(Prepared {
+                payload_text: payload_text.clone(),
+                input,
+                existing_signatures: None,
+                notes,
+            });
+        }
+        Input::Review(change) => {
+            if args.operation.is_some() || args.namespace.is_some() || args.cluster_scoped {
+                return Err(
+                    "--operation, --namespace and --cluster-scoped come from the AdmissionReview itself"
+                        .into(),
+                );
+            }
+            let mut subject = ApprovalSubject::of(change).map_err(|e| e.to_string())?;
+            if let Some(replicas) = args.replicas {
+                raise_replicas(&mut subject, replicas)?;
+            }
+            let annotations = match subject.operation {
+                ApprovalOperation::Apply => Some(&change.new_annotations),
+                ApprovalOperation::Delete => Some(&change.old_annotations),
+                ApprovalOperation::Scale => None,
+            };
+            (subject, annotations.cloned().unwrap_or_default())
+        }
+        Input::Object { object, .. } => {
+            let annotations = object_annotations(object);
+            let existing_operation = annotations
+                .get(APPROVAL)
+                .and_then(|p| ApprovalPayload::parse(p).ok())
+                .map(|p| p.operation);
+            let operation = args
+                .operation
+                .map(ApprovalOperation::from)
+                .or(existing_operation)
+                .unwrap_or(ApprovalOperation::Apply);
+            let subject = object_subject(object, operation, args)?;
+            if operation == ApprovalOperation::Apply && !from_server(object) {
+                notes.push(
+                    "this digest is of the manifest as written; the API server adds defaults before the webhook \
+                     sees the object, so its digest usually differs. Sign the payload printed by \
+                     `kubectl apply --dry-run=server` (in the denial), or digest `kubectl get -o json` output"
+                        .into(),
+                );
+            }
+            (subject, annotations)
+        }
+    };
+    if let Some(existing) = annotations.get(APPROVAL) {
+        let payload = ApprovalPayload::parse(existing)
+            .map_err(|e| format!("the object's {APPROVAL} annotation is not usable: {e}"))?;
+        binds_to(&subject, &payload).map_err(|r| {
+            format!(
+                "the object already carries an approval that does not match it ({}); remove the {APPROVAL} and \
+                 {APPROVAL_SIGNATURE} annotations to start a new one",
+                r.detail
+            )
+        })?;
+        still_usable(&payload, now, max_ttl)?;
+        if args.ttl.is_some() || args.reason.is_some() {
+            notes.push(
+                "the object already carries an approval: its payload is kept, so --ttl and --reason are ignored"
+                    .into(),
+            );
+        }
+        return Ok(Prepared {
+            payload_text: existing.clone(),
+            existing_signatures: annotations.get(APPROVAL_SIGNATURE).cloned(),
+            input,
+            notes,
+        });
+    }
+    let payload = subject.payload(now, ttl, args.reason.as_deref().unwrap_or_default());
+    Ok(Prepared {
+        payload_text: payload.to_json(),
+        input,
+        existing_signatures: None,
+        notes,
+    })
+}
+
+/// A payload worth signing: not expired, and within the policy's maxTTL.
+fn still_usable(
+    payload: &ApprovalPayload,
+    now: SystemTime,
+    max_ttl: Duration,
+) -> Result<(), String> {
+    let (not_before, not_after) = payload.window().map_err(|e| e.to_string())?;
+    if not_after <= now {
+        return Err(format!(
+            "the approval expired at {} (now is {}); start a new one",
+            payload.not_after,
+            rfc3339(now)
+        ));
+    }
+    let ttl = not_after.duration_since(not_before).unwrap_or_default();
+    if ttl > max_ttl {
+        return Err(format!(
+            "the approval is valid for {}, longer than the policy's maxTTL of {}: the webhook would refuse it",
+            humantime::format_duration(ttl),
+            humantime::format_duration(max_ttl)
+        ));
+    }
+    Ok(())
+}
+
+fn raise_replicas(subject: &mut ApprovalSubject, replicas: u64) -> Result<(), String> {
+    if subject.operation != ApprovalOperation::Scale {
+        return Err("--replicas only applies to a scale approval".into());
+    }
+    if let Some(requested) = subject.replicas
+        && replicas < requested
+    {
+        return Err(format!(
+            "--replicas {replicas} is below the {requested} replicas the request asks for"
+        ));
+    }
+    subject.replicas = Some(replicas);
+    Ok(())
+}
+
+fn read_input(path: &Path) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    let what = path.display();
+    let result = if path == Path::new("-") {
+        std::io::stdin()
+            .take(MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+    };
+    result.map_err(|e| format!("cannot read {what}: {e}"))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(format!("{what} is larger than {MAX_INPUT_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8 text"))
+}
+
+fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
+    let file = args.file.display();
+    let json = text.trim_start().starts_with('{');
+    let value: Value = if json {
+        serde_json::from_str(text).map_err(|e| format!("{file}: invalid JSON: {e}"))?
+    } else {
+        let mut documents = Vec::new();
+        for document in serde_yaml::Deserializer::from_str(text) {
+            let value: Value = serde::Deserialize::deserialize(document)
+                .map_err(|e| format!("{file}: invalid YAML: {e}"))?;
+            if !value.is_null() {
+                documents.push(value);
+            }
+        }
+        match documents.len() {
+            1 => documents.pop().expect("one document"),
+            0 => return Err(format!("{file} holds no object")),
+            n => {
+                return Err(format!(
+                    "{file} holds {n} objects; approve one object at a time"
+                ));
+            }
+        }
+    };
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if args.review || kind == "AdmissionReview" {
+        if kind != "AdmissionReview" {
+            return Err(format!("{file} is not an AdmissionReview (kind {kind:?})"));
+        }
+        let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        let request = crate::review::decode(&body).map_err(|r| format!("{file}: {}", r.error))?;
+        return Ok(Input::Review(Box::new(Change::from_request(&request))));
+    }
+    if api_version == crate::approval::payload::API_VERSION
+        && kind == crate::approval::payload::KIND
+    {
+        let exact = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(text);
+        return Ok(Input::Payload(exact.to_string()));
+    }
+    if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+        return Err(format!(
+            "{file} is a {kind}; approve one object at a time (kubectl get KIND NAME -o json)"
+        ));
+    }
+    if kind.is_empty() || api_version.is_empty() {
+        return Err(format!("{file}: an object needs apiVersion and kind"));
+    }
+    Ok(Input::Object {
+        object: value,
+        json,
+    })
+}
+
+fn object_annotations(object: &Value) -> std::collections::BTreeMap<String, String> {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the object is as the API server presents it (it has server-set fields).
+fn from_server(object: &Value) -> bool {
+    ["uid", "resourceVersion", "creationTimestamp"]
+        .iter()
+        .any(|f| {
+            object
+                .pointer(&format!("/metadata/{f}"))
+                .is_some_and(|v| !v.is_null())
+        })
+}
+
+/// What an object must be approved as, as [`ApprovalSubject::of`] does for a request.
+fn object_subject(
+    object: &Value,
+    operation: ApprovalOperation,
+    args: &ChangeArgs,
+) -> Result<ApprovalSubject, String> {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    let api_version = text("/apiVersion").unwrap_or_default();
+    let group = api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g.to_string())
+        .unwrap_or_default();
+    let name = text("/metadata/name")
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name is not set: an approval is bound to one named object")?;
+    let namespace = match (
+        text("/metadata/namespace"),
+        &args.namespace,
+        args.cluster_scoped,
+    ) {
+        (Some(ns), Some(flag), _) if ns != flag => {
+            return Err(format!(
+                "--namespace {flag} contradicts metadata.namespace {ns}"
+            ));
+        }
+        (Some(_), _, true) => {
+            return Err("--cluster-scoped contradicts metadata.namespace".into());
+        }
+        (Some(ns), _, _) => ns.to_string(),
+        (None, Some(flag), _) => flag.clone(),
+        (None, None, true) => String::new(),
+        (None, None, false) => {
+            return Err(
+                "metadata.namespace is not set: pass --namespace NAME (or --cluster-scoped for a cluster-scoped object)"
+                    .into(),
+            );
+        }
+    };
+    let target = ApprovalTarget {
+        group,
+        kind: text("/kind").unwrap_or_default().to_string(),
+        namespace,
+        name: name.to_string(),
+    };
+    let (digest, replicas) = match operation {
+        ApprovalOperation::Scale => {
+            let existing = object_annotations(object)
+                .get(APPROVAL)
+                .and_then(|p| ApprovalPayload::parse(p).ok())
+                .and_then(|p| p.replicas);
+            let replicas = args.replicas.or(existing).ok_or(
+                "--replicas N (the highest replica count approved) is required with --operation scale",
+            )?;
+            (None, Some(replicas))
+        }
+        ApprovalOperation::Apply | ApprovalOperation::Delete => {
+            if args.replicas.is_some() {
+                return Err("--replicas only applies to --operation scale".into());
+            }
+            (
+                Some(json_object_digest(object).map_err(|e| e.to_string())?),
+                None,
+            )
+        }
+    };
+    Ok(ApprovalSubject {
+        target,
+        operation,
+        digest,
+        replicas,
+    })
+}
+
+fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
+    let signer = signer(args)?;
+    let prepared = prepare(&args.change, now)?;
+    if args.annotate && !matches!(prepared.input, Input::Object { .. }) {
+        return Err(
+            "--annotate writes the approval into a manifest; FILE is not one (print the annotations instead)"
+                .into(),
+        );
+    }
+    let public = signer.public_key()?;
+    if let Some(existing) = &prepared.existing_signatures {
+        let signatures = sshsig::parse_signatures(existing).map_err(|e| {
+            format!("the object's {APPROVAL_SIGNATURE} annotation is not usable: {e}")
+        })?;
+        if signatures
+            .iter()
+            .any(|s| s.public_key() == public.key_data())
+        {
+            return Err(format!(
+                "key {} has already signed this approval",
+                fingerprint(public.key_data())
+            ));
+        }
+    }
+    for note in &prepared.notes {
+        eprintln!("note: {note}");
+    }
+    eprintln!(
+        "Signing this approval payload:\n  {}",
+        prepared.payload_text
+    );
+    check_trust(args, &public, now);
+
+    let payload = prepared.payload_text.as_bytes();
+    let sig = match &signer {
+        Signer::KeyFile(path) => signing::sign_with_key_file(path, payload),
+        Signer::Agent { socket, key } => signing::sign_with_agent(socket, key, payload),
+    }
+    .map_err(|e| e.to_string())?;
+    let armored = sshsig::armor(&sig).map_err(|e| e.to_string())?;
+    let signatures = match &prepared.existing_signatures {
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{}\n{armored}", existing.trim_end())
+        }
+        _ => armored,
+    };
+    let count = sshsig::parse_signatures(&signatures)
+        .map(|s| s.len())
+        .unwrap_or(1);
+
+    match prepared.input {
+        Input::Object { mut object, json } if args.annotate => {
+            let annotations = annotations_mut(&mut object)?;
+            annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
+            annotations.insert(APPROVAL_SIGNATURE.into(), signatures.into());
+            write_back(&args.change.file, &object, json)?;
+            eprintln!(
+                "Added the approval with {count} signature(s) to {}.",
+                args.change.file.display()
+            );
+        }
+        _ => {
+            let pair: std::collections::BTreeMap<&str, &str> = [
+                (APPROVAL, prepared.payload_text.as_str()),
+                (APPROVAL_SIGNATURE, signatures.as_str()),
+            ]
+            .into_iter()
+            .collect();
+            let yaml = serde_yaml::to_string(&pair).map_err(|e| e.to_string())?;
+            eprintln!(
+                "Add these annotations under metadata.annotations ({count} signature(s); for scale, on the workload):"
+            );
+            print!("{yaml}");
+        }
+    }
+    Ok(())
+}
+
+/// How the approver signs.
+enum Signer {
+    KeyFile(PathBuf),
+    Agent {
+        socket: PathBuf,
+        key: ssh_key::PublicKey,
+    },
+}
+
+impl Signer {
+    fn public_key(&self) -> Result<ssh_key::PublicKey, String> {
+        match self {
+            Signer::KeyFile(path) => signing::read_public_key(path).map_err(|e| e.to_string()),
+            Signer::Agent { key, .. } => Ok(key.clone()),
+        }
+    }
+}
+
+fn signer(args: &ApproveArgs) -> Result<Signer, String> {
+    if args.agent {
+        let socket = std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .ok_or("--agent needs SSH_AUTH_SOCK (is ssh-agent running?)")?;
+        let wanted = args
+            .key
+            .as_deref()
+            .map(signing::read_public_key)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let key = signing::agent_key(&socket, wanted.as_ref()).map_err(|e| e.to_string())?;
+        return Ok(Signer::Agent { socket, key });
+    }
+    match &args.key {
+        Some(path) => Ok(Signer::KeyFile(path.clone())),
+        None => Err("pass --key ~/.ssh/id_ed25519 (a private key file) or --agent".into()),
+    }
+}
+
+/// Tells the approver whether the webhook will count their signature (a warning, not
+/// an error: their allowed_signers copy may be older than the cluster's).
+fn check_trust(args: &ApproveArgs, public: &ssh_key::PublicKey, now: SystemTime) {
+    let path = match (&args.allowed_signers, &args.change.policy) {
+        (Some(path), _) => path.clone(),
+        (None, Some(policy)) => match Policy::from_file(policy) {
+            Ok(p) => PathBuf::from(p.approvals.allowed_signers),
+            Err(_) => return,
+        },
+        (None, None) => return,
+    };
+    match AllowedSigners::load(&path) {
+        Err(e) => eprintln!("warning: cannot check the key against allowed_signers: {e}"),
+        Ok(signers) => match signers.trust(public.key_data(), SIGNATURE_NAMESPACE, now) {
+            KeyTrust::Trusted(lines) => {
+                let who: Vec<&str> = lines.iter().map(|l| l.principals.as_str()).collect();
+                eprintln!(
+                    "Signing as {} (key {}, trusted by {}).",
+                    who.join(","),
+                    fingerprint(public.key_data()),
+                    path.display()
+                );
+            }
+            KeyTrust::Restricted(why) => eprintln!(
+                "warning: {} does not trust key {} for approvals now ({}): the webhook will not count this signature",
+                path.display(),
+                fingerprint(public.key_data()),
+                why.join("; ")
+            ),
+            KeyTrust::NotListed => eprintln!(
+                "warning: key {} is not in {}: the webhook will not count this signature",
+                fingerprint(public.key_data()),
+                path.display()
+            ),
+        },
+    }
+}
+
+fn annotations_mut(object: &mut Value) -> Result<&mut serde_json::Map<String, Value>, String> {
+    let metadata = object
+        .as_object_mut()
+        .ok_or("the object is not a mapping")?
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let annotations = metadata
+        .as_object_mut()
+        .ok_or("metadata is not a mapping")?
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Default::default());
+    }
+    annotations
+        .as_object_mut()
+        .ok_or_else(|| "metadata.annotations is not a mapping".to_string())
+}
+
+/// Writes the annotated object in its original format: atomically over FILE, or to
+/// standard output for `-`.
+fn write_back(path: &Path, object: &Value, json: bool) -> Result<(), String> {
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(object).map_err(|e| e.to_string())?;
+        t.push('\n');
+        t
+    } else {
+        serde_yaml::to_string(object).map_err(|e| e.to_string())?
+    };
+    if path == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    if !json
+        && std::fs::read_to_string(path)
+            .map(|t| t.lines().any(|l| l.trim_start().starts_with('#')))
+            .unwrap_or(false)
+    {
+        eprintln!(
+            "note: {} was rewritten as plain YAML; its comments are not kept",
+            path.display()
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let error = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| error(&e))?;
+    file.write_all(text.as_bytes()).map_err(|e| error(&e))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(file.path(), meta.permissions()).map_err(|e| error(&e))?;
+    }
+    file.persist(path).map_err(|e| error(&e))?;
+    Ok(())
 }
