@@ -7,6 +7,7 @@
 //!   ECDSA-P256 + RSA-3072 pair), with their ratio to the digest and to each other;
 //! - a whole `Engine::review` of an approved request, against the same request
 //!   without an approval (denied);
+//!
 //! and the process's peak RSS.
 
 use std::collections::BTreeMap;
@@ -114,7 +115,10 @@ fn peak_rss_kib() -> Option<u64> {
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let keys = [
-        ("alice@corp", keygen(dir.path(), "alice", &["-t", "ed25519"])),
+        (
+            "alice@corp",
+            keygen(dir.path(), "alice", &["-t", "ed25519"]),
+        ),
         ("bob@corp", keygen(dir.path(), "bob", &["-t", "ed25519"])),
         (
             "carol@corp",
@@ -171,7 +175,10 @@ fn main() {
                 settings: &policy.approvals,
                 now: SystemTime::now(),
             });
-            assert!(matches!(outcome, ApprovalOutcome::Valid { .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, ApprovalOutcome::Valid { .. }),
+                "{outcome:?}"
+            );
             black_box(outcome);
         }
     };
@@ -199,9 +206,16 @@ fn main() {
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("approval verification (median of 7 rounds; spec of {} bytes canonical JSON)",
-        blastguard::approval::digest::canonical_json(object.data.get("spec").expect("spec")).expect("jcs").len());
-    println!("  digest alone (baseline)                     {:>9.1} µs", us(digest));
+    println!(
+        "approval verification (median of 7 rounds; spec of {} bytes canonical JSON)",
+        blastguard::approval::digest::canonical_json(object.data.get("spec").expect("spec"))
+            .expect("jcs")
+            .len()
+    );
+    println!(
+        "  digest alone (baseline)                     {:>9.1} µs",
+        us(digest)
+    );
     println!(
         "  1 signature,  ed25519                       {:>9.1} µs  ({:.1}× digest)",
         us(ed_one),
