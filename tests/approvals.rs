@@ -1130,22 +1130,49 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
         !ok && stderr.contains("has already signed this approval"),
         "{stderr}"
     );
+    // The spec edited after the first signatures: a manifest as written cannot be
+    // checked here (the note says so), and the webhook refuses it.
     let mut edited = second.clone();
     edited["spec"]["replicas"] = json!(80);
     std::fs::write(&manifest, serde_yaml::to_string(&edited).unwrap()).unwrap();
+    let carol = keys().key("carol");
     let (ok, _, stderr) = blastguard(
         &[
             "approve",
             "-f",
             file,
             "--key",
-            keys().key("carol").to_str().unwrap(),
+            carol.to_str().unwrap(),
             "--annotate",
         ],
         &[],
     );
     assert!(
-        !ok && stderr.contains("already carries an approval that does not match it"),
+        ok && stderr.contains("its digest cannot be checked here"),
+        "{stderr}"
+    );
+    let third: Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        outcome(&engine.review(&create(&third))).metric_label(),
+        reason::DIGEST_MISMATCH
+    );
+    // The object as the server stores it is checked here, before anyone signs.
+    edited["metadata"]["uid"] = json!("0b4f7a52-1d3e-4b0e-9a43-1f2e3d4c5b6a");
+    let stored = dir.path().join("stored.json");
+    std::fs::write(&stored, edited.to_string()).unwrap();
+    let (ok, _, stderr) = blastguard(
+        &[
+            "approve",
+            "-f",
+            stored.to_str().unwrap(),
+            "--key",
+            carol.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("the approval already on the object does not match")
+            && stderr.contains("the object was changed after it was approved"),
         "{stderr}"
     );
 }
@@ -1378,6 +1405,115 @@ fn a_payload_from_a_denial_can_be_signed_as_it_is() {
     );
     assert!(
         !ok && stderr.contains("--annotate writes the approval into a manifest"),
+        "{stderr}"
+    );
+}
+
+/// What the API server adds to a Deployment before admission webhooks see it.
+fn with_server_defaults(manifest: &Value) -> Value {
+    let mut object = manifest.clone();
+    let spec = &mut object["spec"];
+    spec["revisionHistoryLimit"] = json!(10);
+    spec["progressDeadlineSeconds"] = json!(600);
+    spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+    let pod = &mut spec["template"]["spec"];
+    pod["restartPolicy"] = json!("Always");
+    pod["dnsPolicy"] = json!("ClusterFirst");
+    pod["terminationGracePeriodSeconds"] = json!(30);
+    pod["containers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
+    pod["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
+    object
+}
+
+#[test]
+fn approvers_sign_the_servers_payload_into_the_manifest() {
+    let engine = engine();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("deploy.yaml");
+    let written = deployment("prod", "api", 40, "nginx:1.27");
+    std::fs::write(&manifest, serde_yaml::to_string(&written).unwrap()).unwrap();
+    let file = manifest.to_str().unwrap();
+    let annotated =
+        || -> Value { serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap() };
+
+    // Signing the manifest as written binds the approval to a spec the webhook never
+    // sees: the API server's defaults change the digest.
+    let (ok, _, stderr) = blastguard(
+        &[
+            "approve",
+            "-f",
+            file,
+            "--key",
+            keys().key("alice").to_str().unwrap(),
+            "--annotate",
+        ],
+        &[],
+    );
+    assert!(ok && stderr.contains("manifest as written"), "{stderr}");
+    let reviewed = engine.review(&create(&with_server_defaults(&annotated())));
+    assert_eq!(outcome(&reviewed).metric_label(), reason::DIGEST_MISMATCH);
+    std::fs::write(&manifest, serde_yaml::to_string(&written).unwrap()).unwrap();
+
+    // The way that works: the payload from the server's denial (`kubectl apply
+    // --dry-run=server`), signed into the manifest by each approver in turn.
+    let denied = engine.review(&create(&with_server_defaults(&written)));
+    let payload_file = dir.path().join("payload.json");
+    std::fs::write(&payload_file, format!("{}\n", payload_from_denial(&denied))).unwrap();
+    let payload_arg = payload_file.to_str().unwrap();
+    let (ok, _, stderr) = blastguard(
+        &[
+            "approve",
+            "-f",
+            file,
+            "--payload",
+            payload_arg,
+            "--key",
+            keys().key("alice").to_str().unwrap(),
+            "--annotate",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("its digest cannot be checked here"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = blastguard(
+        &[
+            "approve",
+            "-f",
+            file,
+            "--key",
+            keys().key("carol").to_str().unwrap(),
+            "--annotate",
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    let reviewed = engine.review(&create(&with_server_defaults(&annotated())));
+    assert_approved(&reviewed, &["alice@corp.example", "carol@corp.example"]);
+
+    // A payload for another object is refused before signing.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        serde_yaml::to_string(&deployment("prod", "web", 40, "nginx:1.27")).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, stderr) = blastguard(
+        &[
+            "approve",
+            "-f",
+            other.to_str().unwrap(),
+            "--payload",
+            payload_arg,
+            "--key",
+            keys().key("bob").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        !ok && stderr.contains("but this request is for Deployment prod/web"),
         "{stderr}"
     );
 }

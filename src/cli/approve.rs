@@ -100,6 +100,7 @@ pub struct DigestArgs {
 /// Arguments of `blastguard approve`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
+    blastguard approve -f deploy.yaml --payload payload.json --key ~/.ssh/id_ed25519 --annotate\n  \
     blastguard approve -f deploy.yaml --key ~/.ssh/id_ed25519 --reason 'CHG-1234' --annotate\n  \
     blastguard approve -f deploy.yaml --agent --key ~/.ssh/id_ed25519.pub --annotate\n  \
     blastguard approve -f payload.json --key ~/.ssh/id_ed25519\n\n\
@@ -110,6 +111,10 @@ pub struct ApproveArgs {
     /// or by `blastguard digest`): it is signed as it is.
     #[command(flatten)]
     pub change: ChangeArgs,
+    /// The payload to sign (as printed in a denial of `kubectl apply --dry-run=server`),
+    /// for the object in FILE; with --annotate it is written into FILE.
+    #[arg(long, value_name = "PAYLOAD_FILE")]
+    pub payload: Option<PathBuf>,
     /// Private key to sign with (OpenSSH format); with --agent, the key (public or
     /// private file) whose agent copy signs.
     #[arg(long, value_name = "PATH")]
@@ -180,7 +185,7 @@ struct Prepared {
 }
 
 fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
-    let prepared = prepare(args, now)?;
+    let prepared = prepare(args, None, now)?;
     if let Input::Payload(_) = prepared.input {
         return Err(format!(
             "{} is already an approval payload; sign it with blastguard approve",
@@ -190,8 +195,19 @@ fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
     Ok(prepared)
 }
 
-fn prepare(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
+/// Builds the payload to sign for FILE: the one in `given` (a payload file), else the
+/// approval already on the object, else a new one.
+fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<Prepared, String> {
     let text = read_input(&args.file)?;
+    let given = given
+        .map(|path| {
+            let text = read_input(path)?;
+            let exact = strip_one_newline(&text).to_string();
+            let payload =
+                ApprovalPayload::parse(&exact).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok::<_, String>((exact, payload))
+        })
+        .transpose()?;
     let policy = match &args.policy {
         Some(path) => Policy::from_file(path).map_err(|e| e.to_string())?,
         None => Policy::embedded(),
@@ -211,7 +227,12 @@ fn prepare(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
     };
     let input = parse_input(&text, args)?;
     let mut notes = Vec::new();
+    // Whether the digest of FILE is the one the webhook computes.
+    let mut digest_checkable = true;
     let (subject, annotations) = match &input {
+        Input::Payload(_) if given.is_some() => {
+            return Err("--payload needs FILE to be the object the payload approves".into());
+        }
         Input::Payload(payload_text) => {
             if args.operation.is_some()
                 || args.replicas.is_some()
@@ -259,10 +280,16 @@ fn prepare(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
             let operation = args
                 .operation
                 .map(ApprovalOperation::from)
+                .or(given.as_ref().map(|(_, p)| p.operation))
                 .or(existing_operation)
                 .unwrap_or(ApprovalOperation::Apply);
             let subject = object_subject(object, operation, args)?;
-            if operation == ApprovalOperation::Apply && !from_server(object) {
+            digest_checkable = from_server(object);
+            if operation == ApprovalOperation::Apply
+                && !digest_checkable
+                && given.is_none()
+                && !annotations.contains_key(APPROVAL)
+            {
                 notes.push(
                     "this digest is of the manifest as written; the API server adds defaults before the webhook \
                      sees the object, so its digest usually differs. Sign the payload printed by \
@@ -273,25 +300,52 @@ fn prepare(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
             (subject, annotations)
         }
     };
-    if let Some(existing) = annotations.get(APPROVAL) {
-        let payload = ApprovalPayload::parse(existing)
-            .map_err(|e| format!("the object's {APPROVAL} annotation is not usable: {e}"))?;
-        binds_to(&subject, &payload).map_err(|r| {
+    let existing = annotations.get(APPROVAL);
+    let chosen = match (&given, existing) {
+        (Some((text, _)), Some(existing)) if text != existing => {
+            return Err(format!(
+                "{} already carries a different approval; remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
+                 annotations to start over with --payload",
+                args.file.display()
+            ));
+        }
+        (Some((text, _)), _) => Some((text.clone(), "the payload given with --payload")),
+        (None, Some(existing)) => Some((existing.clone(), "the approval already on the object")),
+        (None, None) => None,
+    };
+    if let Some((payload_text, what)) = chosen {
+        let payload = ApprovalPayload::parse(&payload_text)
+            .map_err(|e| format!("{what} is not usable: {e}"))?;
+        let mut bound = subject.clone();
+        if !digest_checkable {
+            // A manifest as written lacks the server's defaults: only the webhook can
+            // compare the digest. Target and operation are still checked here.
+            bound.digest.clone_from(&payload.digest);
+            if payload.digest.is_some() {
+                notes.push(format!(
+                    "{} is a manifest as written: its digest cannot be checked here; the webhook compares \
+                     {} with the object the API server presents",
+                    args.file.display(),
+                    payload.digest.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        binds_to(&bound, &payload).map_err(|r| {
             format!(
-                "the object already carries an approval that does not match it ({}); remove the {APPROVAL} and \
-                 {APPROVAL_SIGNATURE} annotations to start a new one",
+                "{what} does not match {} ({}); remove the {APPROVAL} and {APPROVAL_SIGNATURE} annotations \
+                 to start a new one",
+                args.file.display(),
                 r.detail
             )
         })?;
         still_usable(&payload, now, max_ttl)?;
         if args.ttl.is_some() || args.reason.is_some() {
-            notes.push(
-                "the object already carries an approval: its payload is kept, so --ttl and --reason are ignored"
-                    .into(),
-            );
+            notes.push(format!(
+                "{what} is signed as it is: --ttl and --reason are ignored"
+            ));
         }
         return Ok(Prepared {
-            payload_text: existing.clone(),
+            payload_text,
             existing_signatures: annotations.get(APPROVAL_SIGNATURE).cloned(),
             input,
             notes,
@@ -403,11 +457,7 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
     if api_version == crate::approval::payload::API_VERSION
         && kind == crate::approval::payload::KIND
     {
-        let exact = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(text);
-        return Ok(Input::Payload(exact.to_string()));
+        return Ok(Input::Payload(strip_one_newline(text).to_string()));
     }
     if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
         return Err(format!(
@@ -421,6 +471,14 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
         object: value,
         json,
     })
+}
+
+/// A payload file as the annotation holds it: without the newline an editor or
+/// `echo` ends the file with.
+fn strip_one_newline(text: &str) -> &str {
+    text.strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text)
 }
 
 fn object_annotations(object: &Value) -> std::collections::BTreeMap<String, String> {
@@ -521,7 +579,7 @@ fn object_subject(
 
 fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
     let signer = signer(args)?;
-    let prepared = prepare(&args.change, now)?;
+    let prepared = prepare(&args.change, args.payload.as_deref(), now)?;
     if args.annotate && !matches!(prepared.input, Input::Object { .. }) {
         return Err(
             "--annotate writes the approval into a manifest; FILE is not one (print the annotations instead)"
