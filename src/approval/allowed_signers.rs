@@ -407,15 +407,12 @@ fn dequote<'a>(s: &'a str, option: &str) -> Result<(String, &'a str), String> {
 /// that verifies. The webhook's time zone is not the one the file's author had in
 /// mind, so such a time is refused rather than guessed.
 fn parse_absolute_time(value: &str, option: &str) -> Result<u64, String> {
-    let digits = if value.len() > 1 && value[value.len() - 1..].eq_ignore_ascii_case("z") {
-        &value[..value.len() - 1]
-    } else if value.len() > 3
-        && value
-            .get(value.len() - 3..)
-            .is_some_and(|s| s.eq_ignore_ascii_case("utc"))
-    {
-        &value[..value.len() - 3]
-    } else {
+    let strip_suffix_ci = |suffix: &str| {
+        let at = value.len().checked_sub(suffix.len())?;
+        let (head, tail) = (value.get(..at)?, value.get(at..)?);
+        (tail.eq_ignore_ascii_case(suffix) && !head.is_empty()).then_some(head)
+    };
+    let Some(digits) = strip_suffix_ci("z").or_else(|| strip_suffix_ci("utc")) else {
         return Err(format!(
             "{option}=\"{value}\" has no Z suffix: ssh-keygen would read it in the verifying machine's \
              local time zone; write it in UTC with a Z, e.g. {option}=\"{value}Z\""
@@ -715,6 +712,9 @@ mod tests {
             ("19700101Z", None),
             ("2024-02-29Z", None),
             ("20240229T1200Z", None),
+            ("2024022é", None),
+            ("é", None),
+            ("Z", None),
         ];
         for (value, want) in cases {
             assert_eq!(

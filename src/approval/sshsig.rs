@@ -7,10 +7,10 @@
 //! a clear reason for every refusal, and the one-trailing-newline variant of the
 //! signed bytes (DESIGN.md section 3).
 
+use ssh_encoding::Decode;
 use ssh_encoding::base64::{Base64, Encoding};
-use ssh_encoding::{Decode, Reader};
 use ssh_key::public::KeyData;
-use ssh_key::{Algorithm, LineEnding, PublicKey, SshSig};
+use ssh_key::{Algorithm, HashAlg, LineEnding, PublicKey, Signature, SshSig};
 
 use super::payload::SIGNATURE_NAMESPACE;
 
@@ -115,38 +115,69 @@ fn decode_block(body: &str, index: usize) -> Result<SshSig, ArmorError> {
         return Err(ArmorError::TooLong { index });
     }
     let blob = Base64::decode_vec(&compact).map_err(|_| ArmorError::Base64 { index })?;
-    let mut reader: &[u8] = &blob;
-    match SshSig::decode(&mut reader) {
-        Ok(sig) if reader.is_finished() => Ok(sig),
-        Ok(_) => Err(ArmorError::Format {
-            index,
-            message: "trailing data after the signature".into(),
-        }),
-        Err(e) => {
-            if signature_algorithm(&blob).as_deref() == Some("ssh-rsa") {
-                return Err(ArmorError::WeakAlgorithm { index });
-            }
-            Err(ArmorError::Format {
-                index,
-                message: e.to_string(),
-            })
-        }
-    }
+    decode_sshsig(&blob).map_err(|e| match e {
+        SshSigError::WeakAlgorithm => ArmorError::WeakAlgorithm { index },
+        SshSigError::Format(message) => ArmorError::Format { index, message },
+    })
 }
 
-/// The algorithm name inside the signature of an SSHSIG blob, read without checking
-/// the rest; the crate refuses `ssh-rsa` (SHA-1) while decoding, and the person
-/// reading the denial deserves to know that was the reason.
-fn signature_algorithm(blob: &[u8]) -> Option<String> {
-    let mut r: &[u8] = blob.strip_prefix(b"SSHSIG")?;
-    let _version = u32::decode(&mut r).ok()?;
-    let _public_key = Vec::<u8>::decode(&mut r).ok()?;
-    let _namespace = Vec::<u8>::decode(&mut r).ok()?;
-    let _reserved = Vec::<u8>::decode(&mut r).ok()?;
-    let _hash = Vec::<u8>::decode(&mut r).ok()?;
-    let signature = Vec::<u8>::decode(&mut r).ok()?;
-    let mut s: &[u8] = &signature;
-    String::decode(&mut s).ok()
+enum SshSigError {
+    WeakAlgorithm,
+    Format(String),
+}
+
+/// Reads an SSHSIG blob (PROTOCOL.sshsig) as `ssh-keygen -Y verify` does: every
+/// length exact, no trailing data, version 1. The crate's own decoder tolerates a
+/// length prefix longer than its content, which would let one signature take many
+/// byte forms; the parts are read here and each is decoded by the crate.
+fn decode_sshsig(blob: &[u8]) -> Result<SshSig, SshSigError> {
+    let format = |message: &str| SshSigError::Format(message.to_string());
+    let mut r: &[u8] = blob
+        .strip_prefix(b"SSHSIG")
+        .ok_or_else(|| format("the SSHSIG preamble is missing"))?;
+    let truncated = |_| format("the signature is truncated");
+    let version = u32::decode(&mut r).map_err(truncated)?;
+    if version != SshSig::VERSION {
+        // Version 1 is the only one there is; the version is not signed.
+        return Err(SshSigError::Format(format!(
+            "unsupported SSHSIG version {version}"
+        )));
+    }
+    let public_key = Vec::<u8>::decode(&mut r).map_err(truncated)?;
+    let namespace = String::decode(&mut r).map_err(truncated)?;
+    // Reserved: ignored, and verified as empty, as ssh-keygen does.
+    let _reserved = Vec::<u8>::decode(&mut r).map_err(truncated)?;
+    let hash = String::decode(&mut r).map_err(truncated)?;
+    let signature = Vec::<u8>::decode(&mut r).map_err(truncated)?;
+    if !r.is_empty() {
+        return Err(format("trailing data after the signature"));
+    }
+    let public_key: KeyData =
+        exact(&public_key).map_err(|e| SshSigError::Format(format!("public key: {e}")))?;
+    let hash = HashAlg::new(&hash)
+        .map_err(|_| SshSigError::Format(format!("unsupported hash algorithm {hash:?}")))?;
+    if String::decode(&mut &signature[..]).is_ok_and(|alg| alg == "ssh-rsa") {
+        // The crate refuses SHA-1 RSA signatures while decoding; the person reading
+        // the denial deserves to know that was the reason.
+        return Err(SshSigError::WeakAlgorithm);
+    }
+    let signature: Signature =
+        exact(&signature).map_err(|e| SshSigError::Format(format!("signature: {e}")))?;
+    SshSig::new(public_key, namespace, hash, signature)
+        .map_err(|e| SshSigError::Format(e.to_string()))
+}
+
+/// Decodes `bytes` as one `T`, refusing trailing bytes.
+fn exact<T: Decode>(bytes: &[u8]) -> Result<T, String>
+where
+    T::Error: std::fmt::Display,
+{
+    let mut r = bytes;
+    let value = T::decode(&mut r).map_err(|e| e.to_string())?;
+    if !r.is_empty() {
+        return Err("trailing data".into());
+    }
+    Ok(value)
 }
 
 /// Why a decoded signature does not verify.
@@ -309,6 +340,31 @@ mod tests {
                 .len(),
             MAX_SIGNATURES
         );
+    }
+
+    #[test]
+    fn no_single_byte_change_makes_another_valid_signature() {
+        let payload = br#"{"a":1}"#;
+        let good = signed(payload, SIGNATURE_NAMESPACE);
+        let original = parse_signatures(&good).unwrap().remove(0);
+        let body: String = good.lines().filter(|l| !l.starts_with("-----")).collect();
+        let blob = Base64::decode_vec(&body).unwrap();
+        for at in 0..blob.len() {
+            let mut mutated = blob.clone();
+            mutated[at] ^= 0x01;
+            let text = format!("{BEGIN}\n{}\n{END}\n", Base64::encode_string(&mutated));
+            if let Ok(sigs) = parse_signatures(&text)
+                && verify(&sigs[0], payload).is_ok()
+            {
+                // Only a re-encoding of the very same signature may pass (an
+                // inner length the crate reads leniently): same key, namespace,
+                // hash and signature bytes.
+                assert_eq!(sigs[0], original, "byte {at} flipped");
+            }
+            // Truncation at any point is refused, without a panic.
+            let text = format!("{BEGIN}\n{}\n{END}\n", Base64::encode_string(&blob[..at]));
+            assert!(parse_signatures(&text).is_err(), "truncated at {at}");
+        }
     }
 
     #[test]

@@ -222,6 +222,13 @@ fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<P
             ));
         }
         Some(ttl) if ttl.is_zero() => return Err("--ttl must be longer than 0s".into()),
+        // RFC 3339 ends at year 9999.
+        Some(ttl) if now.checked_add(ttl).is_none_or(|end| end > latest_time()) => {
+            return Err(format!(
+                "--ttl {} ends after year 9999",
+                humantime::format_duration(ttl)
+            ));
+        }
         Some(ttl) => ttl,
         None => DEFAULT_TTL.min(max_ttl),
     };
@@ -358,6 +365,10 @@ fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<P
         existing_signatures: None,
         notes,
     })
+}
+
+fn latest_time() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
 }
 
 /// A payload worth signing: not expired, and within the policy's maxTTL.
