@@ -299,8 +299,8 @@ fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<P
             {
                 notes.push(
                     "this digest is of the manifest as written; the API server adds defaults before the webhook \
-                     sees the object, so its digest usually differs. Sign the payload printed by \
-                     `kubectl apply --dry-run=server` (in the denial), or digest `kubectl get -o json` output"
+                     sees the object, so its digest usually differs. Save the payload printed in the denial of \
+                     `kubectl apply --dry-run=server` and sign it with --payload FILE, or digest `kubectl get -o json` output"
                         .into(),
                 );
             }
