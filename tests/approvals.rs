@@ -1315,6 +1315,40 @@ fn blastguard_digest_prints_what_the_webhook_asks_for() {
     );
     assert!(!stderr.contains("manifest as written"), "{stderr}");
 
+    // An object that carries an apply approval: digest shows it while it fits, and a
+    // delete approval replaces it.
+    let apply_payload = serde_json::to_string(&asked).unwrap();
+    let approved = with_approval(
+        stored.clone(),
+        &apply_payload,
+        &sign_all(&["alice"], &apply_payload),
+    );
+    std::fs::write(&stored_file, approved.to_string()).unwrap();
+    let (ok, stdout, stderr) = blastguard(&["digest", "-f", stored_file.to_str().unwrap()], &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim_end(), apply_payload);
+    let (ok, stdout, stderr) = blastguard(
+        &[
+            "digest",
+            "-f",
+            stored_file.to_str().unwrap(),
+            "--operation",
+            "delete",
+        ],
+        &[],
+    );
+    assert!(
+        ok && stderr.contains("this new \"delete\" approval replaces it"),
+        "{stderr}"
+    );
+    assert_eq!(
+        ApprovalPayload::parse(stdout.trim_end())
+            .unwrap()
+            .operation
+            .as_str(),
+        "delete"
+    );
+
     // A plain manifest gets a warning about server-side defaults; scale needs --replicas.
     let manifest = dir.path().join("deploy.yaml");
     std::fs::write(

@@ -185,7 +185,7 @@ struct Prepared {
 }
 
 fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
-    let prepared = prepare(args, None, now)?;
+    let prepared = prepare(args, None, Existing::ReplaceIfStale, now)?;
     if let Input::Payload(_) = prepared.input {
         return Err(format!(
             "{} is already an approval payload; sign it with blastguard approve",
@@ -195,9 +195,24 @@ fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
     Ok(prepared)
 }
 
+/// What to do with an approval already on the object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Sign it again (a next approver); refuse when it no longer fits the object, so
+    /// nobody's signature is dropped unnoticed.
+    Extend,
+    /// Show it when it still fits, else build a new payload (`digest` only reads).
+    ReplaceIfStale,
+}
+
 /// Builds the payload to sign for FILE: the one in `given` (a payload file), else the
 /// approval already on the object, else a new one.
-fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<Prepared, String> {
+fn prepare(
+    args: &ChangeArgs,
+    given: Option<&Path>,
+    existing_mode: Existing,
+    now: SystemTime,
+) -> Result<Prepared, String> {
     let text = read_input(&args.file)?;
     let given = given
         .map(|path| {
@@ -307,7 +322,21 @@ fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<P
             (subject, annotations)
         }
     };
-    let existing = annotations.get(APPROVAL);
+    let existing = annotations.get(APPROVAL).filter(|text| {
+        // An approval for another operation than the one asked for is replaced, not
+        // extended: one object carries one approval.
+        match (args.operation, ApprovalPayload::parse(text)) {
+            (Some(asked), Ok(p)) if ApprovalOperation::from(asked) != p.operation => {
+                notes.push(format!(
+                    "the object's approval is for operation {:?}; this new {:?} approval replaces it",
+                    p.operation.as_str(),
+                    ApprovalOperation::from(asked).as_str()
+                ));
+                false
+            }
+            _ => true,
+        }
+    });
     let chosen = match (&given, existing) {
         (Some((text, _)), Some(existing)) if text != existing => {
             return Err(format!(
@@ -337,15 +366,30 @@ fn prepare(args: &ChangeArgs, given: Option<&Path>, now: SystemTime) -> Result<P
                 ));
             }
         }
-        binds_to(&bound, &payload).map_err(|r| {
-            format!(
-                "{what} does not match {} ({}); remove the {APPROVAL} and {APPROVAL_SIGNATURE} annotations \
-                 to start a new one",
-                args.file.display(),
-                r.detail
-            )
-        })?;
-        still_usable(&payload, now, max_ttl)?;
+        let fits = binds_to(&bound, &payload)
+            .map_err(|r| {
+                format!(
+                    "{what} does not match {} ({}); remove the {APPROVAL} and {APPROVAL_SIGNATURE} \
+                     annotations to start a new one",
+                    args.file.display(),
+                    r.detail
+                )
+            })
+            .and_then(|()| still_usable(&payload, now, max_ttl));
+        match fits {
+            Err(e) if existing_mode == Existing::ReplaceIfStale && given.is_none() => {
+                notes.push(format!("a new payload, because {e}"));
+                return Ok(Prepared {
+                    payload_text: subject
+                        .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
+                        .to_json(),
+                    input,
+                    existing_signatures: None,
+                    notes,
+                });
+            }
+            fits => fits?,
+        }
         if args.ttl.is_some() || args.reason.is_some() {
             notes.push(format!(
                 "{what} is signed as it is: --ttl and --reason are ignored"
@@ -590,7 +634,7 @@ fn object_subject(
 
 fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
     let signer = signer(args)?;
-    let prepared = prepare(&args.change, args.payload.as_deref(), now)?;
+    let prepared = prepare(&args.change, args.payload.as_deref(), Existing::Extend, now)?;
     if args.annotate && !matches!(prepared.input, Input::Object { .. }) {
         return Err(
             "--annotate writes the approval into a manifest; FILE is not one (print the annotations instead)"
