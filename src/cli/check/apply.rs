@@ -220,17 +220,50 @@ mod tests {
         let env_a = json!([{"name": "MODE", "value": "a"}]);
         let cases = [
             // (what the manifest does, manifest, template changed?, replicas after)
-            ("scale only", manifest(12, "nginx:1.27", env_a.clone()), false, 12),
-            ("new image", manifest(10, "nginx:1.28", env_a.clone()), true, 10),
-            ("env value", manifest(10, "nginx:1.27", json!([{"name": "MODE", "value": "b"}])), true, 10),
-            ("env added", manifest(10, "nginx:1.27", json!([{"name": "MODE", "value": "a"}, {"name": "X", "value": "1"}])), true, 10),
+            (
+                "scale only",
+                manifest(12, "nginx:1.27", env_a.clone()),
+                false,
+                12,
+            ),
+            (
+                "new image",
+                manifest(10, "nginx:1.28", env_a.clone()),
+                true,
+                10,
+            ),
+            (
+                "env value",
+                manifest(10, "nginx:1.27", json!([{"name": "MODE", "value": "b"}])),
+                true,
+                10,
+            ),
+            (
+                "env added",
+                manifest(
+                    10,
+                    "nginx:1.27",
+                    json!([{"name": "MODE", "value": "a"}, {"name": "X", "value": "1"}]),
+                ),
+                true,
+                10,
+            ),
             // The previous apply set MODE; dropping it from the manifest removes it.
-            ("env removed", manifest(10, "nginx:1.27", json!([])), true, 10),
+            (
+                "env removed",
+                manifest(10, "nginx:1.27", json!([])),
+                true,
+                10,
+            ),
         ];
         for (what, manifest, changed, replicas) in cases {
             let (old, new) = update_pair(live(), manifest);
             assert_eq!(template_changed(&old, &new), changed, "{what}");
-            assert_eq!(new.pointer("/spec/replicas"), Some(&json!(replicas)), "{what}");
+            assert_eq!(
+                new.pointer("/spec/replicas"),
+                Some(&json!(replicas)),
+                "{what}"
+            );
             // The API server's view keeps its defaults and the manifest's annotations.
             assert_eq!(
                 new.pointer("/spec/strategy/type"),
@@ -248,7 +281,9 @@ mod tests {
     #[test]
     fn fields_added_by_others_stay_without_a_previous_apply() {
         let mut live = live();
-        let annotations = live["metadata"]["annotations"].as_object_mut().expect("map");
+        let annotations = live["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("map");
         annotations.remove(LAST_APPLIED);
         // An injected sidecar (not in any manifest) stays.
         live["spec"]["template"]["spec"]["containers"]
@@ -274,9 +309,17 @@ mod tests {
     #[test]
     fn unnamed_lists_merge_by_position_or_are_replaced() {
         let live = json!({"ports": [{"containerPort": 80, "protocol": "TCP"}], "args": ["a", "b"]});
-        let same = applied(&live, None, &json!({"ports": [{"containerPort": 80}], "args": ["a", "b"]}));
+        let same = applied(
+            &live,
+            None,
+            &json!({"ports": [{"containerPort": 80}], "args": ["a", "b"]}),
+        );
         assert_eq!(same, live);
-        let changed = applied(&live, None, &json!({"ports": [{"containerPort": 80}, {"containerPort": 81}], "args": ["a"]}));
+        let changed = applied(
+            &live,
+            None,
+            &json!({"ports": [{"containerPort": 80}, {"containerPort": 81}], "args": ["a"]}),
+        );
         assert_eq!(
             changed,
             json!({"ports": [{"containerPort": 80}, {"containerPort": 81}], "args": ["a"]})

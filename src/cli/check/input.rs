@@ -421,7 +421,10 @@ mod tests {
             ("- a\n- b\n", "found a list"),
             ("kind: ConfigMap\n", "no apiVersion"),
             ("apiVersion: v1\nmetadata: {}\n", "no kind"),
-            ("apiVersion: v1\nkind: List\nitems: 3\n", "items must be a list"),
+            (
+                "apiVersion: v1\nkind: List\nitems: 3\n",
+                "items must be a list",
+            ),
             ("apiVersion: v1\nkind: List\nitems: [7]\n", "found a number"),
         ];
         for (text, expected) in cases {

@@ -160,8 +160,18 @@ mod tests {
             ("", "Namespace", "namespaces", false),
             ("", "Node", "nodes", false),
             ("", "PersistentVolume", "persistentvolumes", false),
-            ("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", false),
-            ("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true),
+            (
+                "rbac.authorization.k8s.io",
+                "ClusterRole",
+                "clusterroles",
+                false,
+            ),
+            (
+                "rbac.authorization.k8s.io",
+                "RoleBinding",
+                "rolebindings",
+                true,
+            ),
             (
                 "apiextensions.k8s.io",
                 "CustomResourceDefinition",
@@ -169,14 +179,24 @@ mod tests {
                 false,
             ),
             ("storage.k8s.io", "StorageClass", "storageclasses", false),
-            ("scheduling.k8s.io", "PriorityClass", "priorityclasses", false),
+            (
+                "scheduling.k8s.io",
+                "PriorityClass",
+                "priorityclasses",
+                false,
+            ),
             (
                 "admissionregistration.k8s.io",
                 "ValidatingWebhookConfiguration",
                 "validatingwebhookconfigurations",
                 false,
             ),
-            ("policy", "PodDisruptionBudget", "poddisruptionbudgets", true),
+            (
+                "policy",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                true,
+            ),
         ];
         for (group, kind, plural, namespaced) in cases {
             let info = kinds

@@ -76,7 +76,9 @@ impl Outcome {
         };
         let first_line = |text: &str| {
             let line = text.lines().next().unwrap_or_default();
-            line.strip_prefix("blastguard: ").unwrap_or(line).to_string()
+            line.strip_prefix("blastguard: ")
+                .unwrap_or(line)
+                .to_string()
         };
         let v = &e.verdict;
         match v.decision {
@@ -93,8 +95,12 @@ impl Outcome {
                     _ => "over the limits, approved".to_string(),
                 },
                 Reason::OverLimits => {
-                    let limits: Vec<_> =
-                        v.findings.violations.iter().map(|x| x.limit_name()).collect();
+                    let limits: Vec<_> = v
+                        .findings
+                        .violations
+                        .iter()
+                        .map(|x| x.limit_name())
+                        .collect();
                     format!("over the limits (audit mode): {}", limits.join(", "))
                 }
             },
@@ -201,6 +207,7 @@ fn row(o: &Outcome) -> [String; 8] {
     });
     let namespace = o.key.namespace.as_deref();
     let reach = match (radius, namespace) {
+        _ if e.is_none() => dash(),
         (Some(r), _) if r.cluster_scoped => "cluster".to_string(),
         (Some(r), Some(ns)) if r.node_wide => format!("{ns}, every node"),
         (Some(r), Some(ns)) => match r.namespaces_in_change_set {
@@ -264,7 +271,7 @@ pub fn text(outcomes: &[Outcome], style: Style) -> String {
         };
         let _ = write!(
             out,
-            "\n{} {} ({}):\n{details}\n",
+            "\n{} {}, from {}:\n{details}\n",
             o.verdict_name(),
             o.object_label(),
             o.origin

@@ -65,8 +65,8 @@ pub struct ObjectKey {
     pub version: String,
     /// Kind.
     pub kind: String,
-    /// Namespace: the object's, else the default; `None` when cluster-scoped or when
-    /// the kind is unknown.
+    /// Namespace: the object's, else the default; `None` when cluster-scoped (for an
+    /// unknown kind, the namespace as written).
     pub namespace: Option<String>,
     /// `metadata.name`, else `metadata.generateName`.
     pub name: String,
@@ -99,7 +99,9 @@ pub enum SynthError {
         kind: String,
     },
     /// `generateName` only works for CREATE.
-    #[error("{origin}: {kind} has only metadata.generateName; an update or delete needs metadata.name")]
+    #[error(
+        "{origin}: {kind} has only metadata.generateName; an update or delete needs metadata.name"
+    )]
     GeneratedName {
         /// Where.
         origin: Origin,
@@ -136,7 +138,8 @@ impl Planner {
     /// Learns the custom kinds defined by CustomResourceDefinitions among `manifests`.
     pub fn learn_definitions<'a>(&mut self, manifests: impl IntoIterator<Item = &'a Manifest>) {
         for m in manifests {
-            self.kinds.learn_definition(&Value::Object(m.object.clone()));
+            self.kinds
+                .learn_definition(&Value::Object(m.object.clone()));
         }
     }
 
@@ -156,10 +159,12 @@ impl Planner {
                 .filter(|s| !s.is_empty())
         };
         let namespace = match self.kinds.lookup(&group, &kind) {
-            Some(ResourceInfo {
-                namespaced: true, ..
-            }) => Some(field("namespace").unwrap_or(&self.namespace).to_string()),
-            _ => None,
+            Some(info) if info.namespaced => {
+                Some(field("namespace").unwrap_or(&self.namespace).to_string())
+            }
+            Some(_) => None,
+            // Scope unknown: the namespace as written, to name the object.
+            None => field("namespace").map(str::to_string),
         };
         let name = field("name")
             .or_else(|| field("generateName"))
@@ -284,16 +289,18 @@ impl Planner {
         has_name: bool,
     ) -> Value {
         let kind = json!({"group": key.group, "version": key.version, "kind": key.kind});
-        let resource =
-            json!({"group": key.group, "version": key.version, "resource": info.plural});
+        let resource = json!({"group": key.group, "version": key.version, "resource": info.plural});
         let mut groups = self.requester.groups.clone();
         if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             groups.push(AUTHENTICATED_GROUP.to_string());
         }
         let mut options = json!({"kind": operation.options_kind(), "apiVersion": "meta.k8s.io/v1"});
-        // DeleteOptions has no fieldManager: the API server never reports one for DELETE.
-        if let (Some(manager), false) = (&self.requester.field_manager, operation == Operation::Delete) {
-            options["fieldManager"] = Value::String(manager.clone());
+        match (operation, &self.requester.field_manager) {
+            // DeleteOptions has no fieldManager: the API server never reports one for
+            // DELETE. kubectl delete asks for background propagation.
+            (Operation::Delete, _) => options["propagationPolicy"] = json!("Background"),
+            (_, Some(manager)) => options["fieldManager"] = Value::String(manager.clone()),
+            (_, None) => {}
         }
         let mut request = json!({
             // The API server sends a UUID; a stable one keeps check's output reproducible.
@@ -356,7 +363,8 @@ mod tests {
         }
     }
 
-    const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {replicas: 3}\n";
+    const DEPLOY: &str =
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec: {replicas: 3}\n";
 
     #[test]
     fn create_request_has_the_api_servers_fields() {
@@ -367,13 +375,19 @@ mod tests {
         let r = &review["request"];
         assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(r["operation"], "CREATE");
-        assert_eq!(r["kind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
+        assert_eq!(
+            r["kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
         assert_eq!(r["resource"]["resource"], "deployments");
         assert_eq!(r["namespace"], "team");
         assert_eq!(r["object"]["metadata"]["namespace"], "team");
         assert_eq!(r["oldObject"], Value::Null);
         assert_eq!(r["userInfo"]["username"], "alice");
-        assert_eq!(r["userInfo"]["groups"], json!(["devs", "system:authenticated"]));
+        assert_eq!(
+            r["userInfo"]["groups"],
+            json!(["devs", "system:authenticated"])
+        );
         assert_eq!(
             r["options"],
             json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-ai"})
@@ -382,8 +396,12 @@ mod tests {
 
     #[test]
     fn operation_follows_old_state_and_delete_flag() {
-        let old_same = manifest("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: team}\nspec: {replicas: 1}\n");
-        let old_other_ns = manifest("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: prod}\nspec: {replicas: 1}\n");
+        let old_same = manifest(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: team}\nspec: {replicas: 1}\n",
+        );
+        let old_other_ns = manifest(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: prod}\nspec: {replicas: 1}\n",
+        );
         let cases = [
             (vec![], false, "CREATE"),
             (vec![old_other_ns.clone()], false, "CREATE"),
@@ -417,7 +435,9 @@ mod tests {
         let planned = planner()
             .plan(
                 vec![
-                    manifest("apiVersion: v1\nkind: Namespace\nmetadata: {name: x, namespace: stray}\n"),
+                    manifest(
+                        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, namespace: stray}\n",
+                    ),
                     manifest("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"),
                 ],
                 vec![],
@@ -437,14 +457,24 @@ mod tests {
         let planned = planner()
             .plan(vec![manifest(generated)], vec![], false)
             .expect("plans");
-        assert_eq!(planned[0].review.as_ref().expect("known")["request"]["name"], "");
+        assert_eq!(
+            planned[0].review.as_ref().expect("known")["request"]["name"],
+            ""
+        );
         let err = planner()
             .plan(vec![manifest(generated)], vec![], true)
             .expect_err("delete needs a name");
         assert!(err.to_string().contains("needs metadata.name"), "{err}");
         let err = planner()
-            .plan(vec![manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")], vec![], false)
+            .plan(
+                vec![manifest("apiVersion: v1\nkind: ConfigMap\nmetadata: {}\n")],
+                vec![],
+                false,
+            )
             .expect_err("no name");
-        assert_eq!(err.to_string(), "t.yaml (document 1): ConfigMap has no metadata.name");
+        assert_eq!(
+            err.to_string(),
+            "t.yaml (document 1): ConfigMap has no metadata.name"
+        );
     }
 }
