@@ -994,14 +994,8 @@ fn help_has_examples_and_the_plugin_name() {
         "{}",
         run.stdout
     );
-    for command in [
-        "serve",
-        "check",
-        "policy",
-        "digest",
-        "approve",
-        "completion",
-    ] {
+    // digest and approve carry their examples in src/cli/approve.rs (approvals branch).
+    for command in ["serve", "check", "policy", "completion"] {
         let run = k.plugin(&[command, "--help"], None);
         assert_eq!(run.code, 0, "{command}: {}", run.stderr);
         assert!(
@@ -1114,4 +1108,76 @@ fn color_only_on_a_terminal_and_never_with_no_color() {
     let piped = k.plugin(&["check", "-f", file.to_str().expect("path")], None);
     assert_eq!(piped.code, 1);
     assert!(!piped.stdout.contains('\x1b'));
+}
+
+#[test]
+fn rendered_manifests_from_helm_and_kustomize() {
+    let k = Kubectl::new();
+    // helm lives in the worktree's .tools/bin (scripts/install-tools.sh) or on PATH.
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin");
+    let mut paths = vec![tools];
+    paths.extend(std::env::split_paths(&k.path));
+    let path = std::env::join_paths(paths).expect("PATH");
+    let sh = |script: &str| {
+        let out = k
+            .command("sh", &["-c", script])
+            .env("PATH", &path)
+            .output()
+            .expect("sh");
+        Run::from(out)
+    };
+    let created = sh("helm create shop >/dev/null");
+    assert_eq!(created.code, 0, "helm create: {}", created.stderr);
+
+    // helm template puts no namespace in the objects: -n tells check where they go.
+    let run = sh("helm template shop ./shop --set replicaCount=30 \
+         | kubectl blastguard check -f - -n shop --as system:serviceaccount:ai-agents:claude -o json");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    let kinds: Vec<_> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{} {}",
+                r["object"]["kind"].as_str().unwrap_or_default(),
+                r["object"]["namespace"].as_str().unwrap_or_default(),
+                r["object"]["name"].as_str().unwrap_or_default(),
+                r["verdict"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount shop/shop allow",
+            "Service shop/shop allow",
+            "Deployment shop/shop deny",
+            "Pod shop/shop-test-connection allow",
+        ]
+    );
+    let within = sh(
+        "helm template shop ./shop --set replicaCount=3 | kubectl blastguard check -f - -n shop --as system:serviceaccount:ai-agents:claude",
+    );
+    assert_eq!(within.code, 0, "{}{}", within.stdout, within.stderr);
+
+    // kustomize sets the namespace and adds the AI marker to every object.
+    k.write("kz/deploy.yaml", &deployment(&k, "api", 12, &[]));
+    k.write(
+        "kz/kustomization.yaml",
+        "resources: [deploy.yaml]\nnamespace: staging\ncommonAnnotations:\n  blastguard.io/ai-agent: claude-code\n",
+    );
+    let run = sh("kubectl kustomize kz | kubectl blastguard check -f -");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.row("Deployment staging/api")[2..7],
+        [
+            "annotation: claude-code",
+            "12",
+            "staging",
+            "default",
+            "deny"
+        ]
+    );
 }

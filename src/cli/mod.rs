@@ -56,16 +56,8 @@ Examples:
     )]
     Policy(policy::PolicyCommand),
     /// Print the approval payload for a change.
-    #[command(after_help = "\
-Examples:
-  # The payload approvers sign for this manifest
-  kubectl blastguard digest -f deploy.yaml")]
     Digest(approve::DigestArgs),
     /// Sign an approval for a change with an SSH key.
-    #[command(after_help = "\
-Examples:
-  # Sign with a key file, print the annotations to add
-  kubectl blastguard approve -f deploy.yaml --key ~/.ssh/id_ed25519")]
     Approve(approve::ApproveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::CompletionArgs),
