@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 /// bound on what a runaway pipe can make `check` hold.
 pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Most bytes read over all sources of one run (a directory may hold many files).
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The name stdin is given in messages.
 pub const STDIN_NAME: &str = "<stdin>";
 
@@ -63,6 +66,14 @@ pub enum InputError {
         /// The file.
         path: String,
     },
+    /// All sources together exceed [`MAX_TOTAL_BYTES`].
+    #[error(
+        "{path}: the inputs together are larger than {MAX_TOTAL_BYTES} bytes; check them in parts"
+    )]
+    TotalTooLarge {
+        /// The file that went over.
+        path: String,
+    },
     /// Not valid UTF-8 text.
     #[error("{path}: not UTF-8 text")]
     NotText {
@@ -100,6 +111,7 @@ pub enum InputError {
 #[derive(Debug, Default)]
 pub struct Reader {
     stdin_used: bool,
+    total_bytes: u64,
 }
 
 impl Reader {
@@ -109,21 +121,40 @@ impl Reader {
             if std::mem::replace(&mut self.stdin_used, true) {
                 return Err(InputError::StdinTwice);
             }
-            let text = read_text(source, STDIN_NAME)?;
+            let text = self.read_text(source, STDIN_NAME)?;
             return parse(STDIN_NAME, &text, false);
         }
         let name = source.display().to_string();
         let metadata = std::fs::metadata(source).map_err(|e| read_error(&name, e))?;
         if !metadata.is_dir() {
-            return read_file(source);
+            return self.read_file(source);
         }
         let mut files = Vec::new();
         collect_manifest_files(source, &mut files)?;
         let mut out = Vec::new();
         for file in files {
-            out.extend(read_file(&file)?);
+            out.extend(self.read_file(&file)?);
         }
         Ok(out)
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<Vec<Manifest>, InputError> {
+        let name = path.display().to_string();
+        let text = self.read_text(path, &name)?;
+        parse(&name, &text, has_extension(path, &["json"]))
+    }
+
+    fn read_text(&mut self, source: &Path, name: &str) -> Result<String, InputError> {
+        let bytes = read_source(source)?;
+        self.total_bytes += bytes.len() as u64;
+        if self.total_bytes > MAX_TOTAL_BYTES {
+            return Err(InputError::TotalTooLarge {
+                path: name.to_string(),
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| InputError::NotText {
+            path: name.to_string(),
+        })
     }
 }
 
@@ -134,40 +165,29 @@ fn read_error(path: &str, source: std::io::Error) -> InputError {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<Manifest>, InputError> {
-    let name = path.display().to_string();
-    let text = read_text(path, &name)?;
-    parse(&name, &text, has_extension(path, &["json"]))
-}
-
 /// The bytes of one file, or of stdin for `-`, at most [`MAX_SOURCE_BYTES`].
 pub fn read_source(source: &Path) -> Result<Vec<u8>, InputError> {
     if source.as_os_str() == "-" {
-        return read_bytes(std::io::stdin().lock(), STDIN_NAME);
+        return read_bytes(std::io::stdin().lock(), STDIN_NAME, MAX_SOURCE_BYTES);
     }
     let name = source.display().to_string();
     let file = std::fs::File::open(source).map_err(|e| read_error(&name, e))?;
-    read_bytes(file, &name)
+    read_bytes(file, &name, MAX_SOURCE_BYTES)
 }
 
-fn read_bytes(reader: impl Read, name: &str) -> Result<Vec<u8>, InputError> {
+/// Reads at most `limit` bytes: one more is read only to tell that there are more.
+fn read_bytes(reader: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, InputError> {
     let mut bytes = Vec::new();
     reader
-        .take(MAX_SOURCE_BYTES + 1)
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| read_error(name, e))?;
-    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(InputError::TooLarge {
             path: name.to_string(),
         });
     }
     Ok(bytes)
-}
-
-fn read_text(source: &Path, name: &str) -> Result<String, InputError> {
-    String::from_utf8(read_source(source)?).map_err(|_| InputError::NotText {
-        path: name.to_string(),
-    })
 }
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
@@ -413,6 +433,18 @@ mod tests {
                 other => panic!("{text}: expected a syntax error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        // An endless source stops one byte past the limit.
+        let endless = std::io::repeat(b'a');
+        match read_bytes(endless, "<stdin>", 1024) {
+            Err(InputError::TooLarge { path }) => assert_eq!(path, "<stdin>"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let exact = read_bytes(&[b'a'; 1024][..], "f", 1024).expect("at the limit is fine");
+        assert_eq!(exact.len(), 1024);
     }
 
     #[test]
