@@ -6,7 +6,9 @@
 //! manifest does not. Compared as they are, every update would look like a pod-template
 //! change. The API server instead sees the current object with the manifest applied,
 //! which is what [`applied`] builds, the way `kubectl apply` does:
-//! - mappings are merged key by key; `null` in the manifest removes the key;
+//! - mappings are merged key by key; `null` in the manifest removes the key, except
+//!   where the stored object holds `null` too (kubectl writes `creationTimestamp: null`
+//!   into every manifest, and the API server shows unset timestamps the same way);
 //! - lists of mappings that all have a `name` (containers, volumes, env) are merged by
 //!   name, other lists of mappings of equal length item by item, anything else is
 //!   replaced by the manifest's value;
@@ -15,8 +17,7 @@
 //!
 //! When `--old` is itself a manifest (no `metadata.resourceVersion`: for example the
 //! same file on the base branch), both sides are compared as written: the API server
-//! would default both alike. Null-valued fields are dropped from both sides of a live
-//! comparison, because the API server serializes an unset field and a null one alike.
+//! would default both alike.
 
 use serde_json::{Map, Value};
 
@@ -39,7 +40,6 @@ pub fn update_pair(old: Value, manifest: Value) -> (Value, Value) {
     if !is_live(&old) {
         return (old, manifest);
     }
-    let old = without_nulls(old);
     let last = old
         .pointer(&format!(
             "/metadata/annotations/{}",
@@ -47,7 +47,7 @@ pub fn update_pair(old: Value, manifest: Value) -> (Value, Value) {
         ))
         .and_then(Value::as_str)
         .and_then(|text| serde_json::from_str::<Value>(text).ok());
-    let new = without_nulls(applied(&old, last.as_ref(), &manifest));
+    let new = applied(&old, last.as_ref(), &manifest);
     (old, new)
 }
 
@@ -75,7 +75,9 @@ fn merge_maps(
     let mut out = live.clone();
     for (key, value) in manifest {
         if value.is_null() {
-            out.remove(key);
+            if !live.get(key).is_none_or(Value::is_null) {
+                out.remove(key);
+            }
             continue;
         }
         let merged = match live.get(key) {
@@ -141,20 +143,6 @@ fn merge_lists(live: &[Value], last: Option<&Vec<Value>>, manifest: &[Value]) ->
             .collect();
     }
     manifest.to_vec()
-}
-
-/// `value` with every null-valued mapping entry removed, at any depth.
-pub fn without_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]
@@ -324,5 +312,12 @@ mod tests {
             changed,
             json!({"ports": [{"containerPort": 80}, {"containerPort": 81}], "args": ["a"]})
         );
+    }
+
+    #[test]
+    fn null_removes_a_field_unless_it_is_stored_as_null() {
+        let live = json!({"a": 1, "t": null, "keep": 2});
+        let got = applied(&live, None, &json!({"a": null, "t": null, "new": null}));
+        assert_eq!(got, json!({"t": null, "keep": 2}));
     }
 }
