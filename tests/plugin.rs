@@ -743,9 +743,10 @@ fn bad_input_exits_2_and_says_where() {
     );
     k.write("bad.json", "{\"apiVersion\": \"v1\",\n \"kind\": }");
     k.write("empty.yaml", "# nothing here\n");
+    k.write("kz/kustomization.yaml", "resources: [deploy.yaml]\n");
     k.write("good.yaml", &good);
     let bad_line = good_lines + 7;
-    let cases: [(&[&str], String); 8] = [
+    let cases: [(&[&str], String); 9] = [
         (&["-f", "bad.yaml"], format!("bad.yaml:{bad_line}:")),
         (&["-f", "bad.json"], "bad.json:2:".to_string()),
         (
@@ -763,6 +764,10 @@ fn bad_input_exits_2_and_says_where() {
         (
             &["-f", "empty.yaml"],
             "no Kubernetes objects found in empty.yaml".to_string(),
+        ),
+        (
+            &["-f", "kz"],
+            "kz/kustomization.yaml (document 1): not a Kubernetes object: no apiVersion (a kustomization: check what it renders, `kubectl kustomize kz | kubectl blastguard check -f -`)".to_string(),
         ),
         (
             &["-f", "-", "--old", "-"],

@@ -141,7 +141,13 @@ impl Reader {
     fn read_file(&mut self, path: &Path) -> Result<Vec<Manifest>, InputError> {
         let name = path.display().to_string();
         let text = self.read_text(path, &name)?;
-        parse(&name, &text, has_extension(path, &["json"]))
+        parse(&name, &text, has_extension(path, &["json"])).map_err(|e| match e {
+            InputError::NotAnObject { origin, problem } => InputError::NotAnObject {
+                problem: problem + &render_hint(path),
+                origin,
+            },
+            other => other,
+        })
     }
 
     fn read_text(&mut self, source: &Path, name: &str) -> Result<String, InputError> {
@@ -188,6 +194,27 @@ fn read_bytes(reader: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, Inpu
         });
     }
     Ok(bytes)
+}
+
+/// How to check the source files of kustomize and Helm, which are not objects.
+fn render_hint(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .map_or(".".into(), |d| d.display().to_string());
+    let dir = if dir.is_empty() { ".".to_string() } else { dir };
+    match file {
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization" => format!(
+            " (a kustomization: check what it renders, `kubectl kustomize {dir} | kubectl blastguard check -f -`)"
+        ),
+        "Chart.yaml" | "values.yaml" | "values.yml" => format!(
+            " (a Helm chart file: check what the chart renders, `helm template NAME {dir} | kubectl blastguard check -f -`)"
+        ),
+        _ => String::new(),
+    }
 }
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
