@@ -151,7 +151,10 @@ fn objects(yaml: &str) -> Vec<Value> {
 fn kind_and_name(o: &Value) -> (String, String) {
     (
         o["kind"].as_str().unwrap_or_default().to_string(),
-        o["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+        o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -252,7 +255,10 @@ fn kubernetes_validate(files: &[PathBuf], version: &str) -> Result<Validation, S
     if !out.status.success() || report.contains("ERROR") {
         return Err(report);
     }
-    let passed = report.lines().filter(|l| l.contains(" passed for ")).count();
+    let passed = report
+        .lines()
+        .filter(|l| l.contains(" passed for "))
+        .count();
     let schemaless = report
         .lines()
         .filter_map(|l| l.split("Couldn't find schema for kind ").nth(1))
@@ -359,7 +365,10 @@ fn each_mode_renders_exactly_its_objects() {
         let volumes = d["spec"]["template"]["spec"]["volumes"]
             .as_array()
             .expect("volumes");
-        volumes.iter().find(|v| v["name"] == "tls").expect("tls volume")["secret"]["secretName"]
+        volumes
+            .iter()
+            .find(|v| v["name"] == "tls")
+            .expect("tls volume")["secret"]["secretName"]
             .as_str()
             .expect("secretName")
             .to_string()
@@ -390,7 +399,10 @@ fn each_mode_renders_exactly_its_objects() {
     let ca_cert = object(&cm, "Certificate", "blastguard-ca");
     assert_eq!(ca_cert["spec"]["isCA"], true);
     assert_eq!(ca_cert["spec"]["secretName"], "blastguard-ca");
-    assert_eq!(ca_cert["spec"]["issuerRef"]["name"], "blastguard-selfsigned");
+    assert_eq!(
+        ca_cert["spec"]["issuerRef"]["name"],
+        "blastguard-selfsigned"
+    );
     assert_eq!(
         object(&cm, "Issuer", "blastguard-ca")["spec"]["ca"]["secretName"],
         "blastguard-ca"
@@ -413,7 +425,12 @@ fn each_mode_renders_exactly_its_objects() {
         vwc.metadata.annotations.unwrap_or_default()["cert-manager.io/inject-ca-from"],
         "blastguard/blastguard-tls"
     );
-    assert!(vwc.webhooks.unwrap_or_default()[0].client_config.ca_bundle.is_none());
+    assert!(
+        vwc.webhooks.unwrap_or_default()[0]
+            .client_config
+            .ca_bundle
+            .is_none()
+    );
 
     // cert-manager with an issuer of one's own: only the serving Certificate.
     let own = objects(&render(renderings()[2].1));
@@ -478,7 +495,9 @@ fn each_mode_renders_exactly_its_objects() {
             .as_str()
             .expect("allowed_signers")
             .lines()
-            .any(|l| l.starts_with("alice@example.com namespaces=\"approval@blastguard.io\" ssh-ed25519 ")),
+            .any(|l| l.starts_with(
+                "alice@example.com namespaces=\"approval@blastguard.io\" ssh-ed25519 "
+            )),
         "the approver's line is in allowed_signers"
     );
 }
@@ -515,8 +534,8 @@ fn webhook_configuration_follows_the_contract() {
         .find(|p| p["port"] == json!(svc.port.unwrap_or(443)))
         .expect("the webhook's port on the Service");
     assert_eq!(port["targetPort"], "webhook");
-    let container = &object(&objs, "Deployment", "blastguard")["spec"]["template"]["spec"]
-        ["containers"][0];
+    let container =
+        &object(&objs, "Deployment", "blastguard")["spec"]["template"]["spec"]["containers"][0];
     assert!(
         container["ports"]
             .as_array()
@@ -646,7 +665,10 @@ impl MatchConditions {
             .into_iter()
             .map(|c| {
                 let program = env.compile(&c.expression).unwrap_or_else(|e| {
-                    panic!("matchCondition {} does not compile: {e}\n{}", c.name, c.expression)
+                    panic!(
+                        "matchCondition {} does not compile: {e}\n{}",
+                        c.name, c.expression
+                    )
                 });
                 (c.name, program)
             })
@@ -708,9 +730,15 @@ impl Request {
         let gvk = json!({"group": group, "version": version, "kind": kind});
         let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
         let options = match operation {
-            "CREATE" => json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}),
-            "UPDATE" => json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}),
-            _ => json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"}),
+            "CREATE" => {
+                json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"})
+            }
+            "UPDATE" => {
+                json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"})
+            }
+            _ => {
+                json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"})
+            }
         };
         let mut req = json!({
             "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
@@ -907,9 +935,21 @@ fn match_conditions_send_only_ai_assisted_requests() {
 
     let cases = [
         // People.
-        ("a person creates a Deployment", Request::on("CREATE", Some(deploy), None), false),
-        ("a person updates it", Request::on("UPDATE", Some(&updated), Some(deploy)), false),
-        ("a person deletes it", Request::on("DELETE", None, Some(deploy)), false),
+        (
+            "a person creates a Deployment",
+            Request::on("CREATE", Some(deploy), None),
+            false,
+        ),
+        (
+            "a person updates it",
+            Request::on("UPDATE", Some(&updated), Some(deploy)),
+            false,
+        ),
+        (
+            "a person deletes it",
+            Request::on("DELETE", None, Some(deploy)),
+            false,
+        ),
         (
             "a person deletes one an AI made",
             Request::on("DELETE", None, Some(&marked)),
@@ -918,9 +958,11 @@ fn match_conditions_send_only_ai_assisted_requests() {
         ("a person scales it", Request::scale(deploy, 3, 30), false),
         (
             "the HPA scales it",
-            Request::scale(deploy, 3, 30)
-                .by(hpa)
-                .in_groups(&["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]),
+            Request::scale(deploy, 3, 30).by(hpa).in_groups(&[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ]),
             false,
         ),
         (
@@ -935,12 +977,23 @@ fn match_conditions_send_only_ai_assisted_requests() {
         ),
         (
             "a person marks ai-agent false",
-            Request::on("CREATE", Some(&annotated(deploy, &[("blastguard.io/ai-agent", "false")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(deploy, &[("blastguard.io/ai-agent", "false")])),
+                None,
+            ),
             false,
         ),
         (
             "a person marks ai-assisted ' False '",
-            Request::on("CREATE", Some(&annotated(deploy, &[("blastguard.io/ai-assisted", " False ")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(
+                    deploy,
+                    &[("blastguard.io/ai-assisted", " False ")],
+                )),
+                None,
+            ),
             false,
         ),
         (
@@ -952,21 +1005,49 @@ fn match_conditions_send_only_ai_assisted_requests() {
             ),
             false,
         ),
-        ("a person creates a Namespace", Request::on("CREATE", Some(&o.namespace), None), false),
+        (
+            "a person creates a Namespace",
+            Request::on("CREATE", Some(&o.namespace), None),
+            false,
+        ),
         // AI-assisted.
-        ("an AI-annotated create", Request::on("CREATE", Some(&marked), None), true),
+        (
+            "an AI-annotated create",
+            Request::on("CREATE", Some(&marked), None),
+            true,
+        ),
         (
             "an ai-assisted: true update",
             Request::on(
                 "UPDATE",
-                Some(&annotated(&updated, &[("blastguard.io/ai-assisted", "true")])),
+                Some(&annotated(
+                    &updated,
+                    &[("blastguard.io/ai-assisted", "true")],
+                )),
                 Some(deploy),
             ),
             true,
         ),
         (
             "a marker whose value is 'falsely'",
-            Request::on("CREATE", Some(&annotated(deploy, &[("blastguard.io/ai-agent", "falsely")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(deploy, &[("blastguard.io/ai-agent", "falsely")])),
+                None,
+            ),
+            true,
+        ),
+        (
+            // Unicode case folding would call it "false"; the server compares ASCII only.
+            "a marker 'fal\u{17f}e'",
+            Request::on(
+                "CREATE",
+                Some(&annotated(
+                    deploy,
+                    &[("blastguard.io/ai-agent", "fal\u{17f}e")],
+                )),
+                None,
+            ),
             true,
         ),
         (
@@ -983,8 +1064,16 @@ fn match_conditions_send_only_ai_assisted_requests() {
             ),
             true,
         ),
-        ("an AI identity deletes", Request::on("DELETE", None, Some(deploy)).by(ai), true),
-        ("an AI identity scales", Request::scale(deploy, 3, 30).by(ai), true),
+        (
+            "an AI identity deletes",
+            Request::on("DELETE", None, Some(deploy)).by(ai),
+            true,
+        ),
+        (
+            "an AI identity scales",
+            Request::scale(deploy, 3, 30).by(ai),
+            true,
+        ),
         (
             "an AI tool's field manager scales",
             Request::scale(deploy, 3, 30).field_manager("kubectl-ai-scaler"),
@@ -1002,12 +1091,26 @@ fn match_conditions_send_only_ai_assisted_requests() {
         ),
         (
             "an AI-annotated Namespace",
-            Request::on("CREATE", Some(&annotated(&o.namespace, &[("blastguard.io/ai-agent", "copilot")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(
+                    &o.namespace,
+                    &[("blastguard.io/ai-agent", "copilot")],
+                )),
+                None,
+            ),
             true,
         ),
         (
             "an AI-annotated CronJob",
-            Request::on("CREATE", Some(&annotated(&o.cronjob, &[("blastguard.io/ai-assisted", "true")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(
+                    &o.cronjob,
+                    &[("blastguard.io/ai-assisted", "true")],
+                )),
+                None,
+            ),
             true,
         ),
     ];
@@ -1035,18 +1138,54 @@ policy:
         ("user bot-42", create().by("bot-42"), true),
         ("user bot-4", create().by("bot-4"), false),
         ("user bot-423", create().by("bot-423"), false),
-        ("user x@ai.example.com", create().by("x@ai.example.com"), true),
-        ("user x@aiXexample.com", create().by("x@aiXexample.com"), false),
-        ("group ai:agents", create().in_groups(&["developers", "ai:agents"]), true),
-        ("group ai:agents-2", create().in_groups(&["ai:agents-2"]), false),
-        ("group team-(x)+1", create().in_groups(&["team-(x)+1"]), true),
+        (
+            "user x@ai.example.com",
+            create().by("x@ai.example.com"),
+            true,
+        ),
+        (
+            "user x@aiXexample.com",
+            create().by("x@aiXexample.com"),
+            false,
+        ),
+        (
+            "group ai:agents",
+            create().in_groups(&["developers", "ai:agents"]),
+            true,
+        ),
+        (
+            "group ai:agents-2",
+            create().in_groups(&["ai:agents-2"]),
+            false,
+        ),
+        (
+            "group team-(x)+1",
+            create().in_groups(&["team-(x)+1"]),
+            true,
+        ),
         ("group team-x1", create().in_groups(&["team-x1"]), false),
-        ("field manager agent.k", create().field_manager("agent.k"), true),
-        ("field manager agentXk", create().field_manager("agentXk"), false),
-        ("the configured annotation", Request::on("CREATE", Some(&marked), None), true),
+        (
+            "field manager agent.k",
+            create().field_manager("agent.k"),
+            true,
+        ),
+        (
+            "field manager agentXk",
+            create().field_manager("agentXk"),
+            false,
+        ),
+        (
+            "the configured annotation",
+            Request::on("CREATE", Some(&marked), None),
+            true,
+        ),
         (
             "an annotation no longer configured",
-            Request::on("CREATE", Some(&annotated(d, &[("blastguard.io/ai-agent", "x")])), None),
+            Request::on(
+                "CREATE",
+                Some(&annotated(d, &[("blastguard.io/ai-agent", "x")])),
+                None,
+            ),
             false,
         ),
         (
@@ -1073,7 +1212,8 @@ policy:
     check_cases(values, &cases);
 
     // No signal at all: nothing is AI-assisted, nothing is sent, and nothing errors.
-    let none = "policy:\n  provenance: {annotations: [], users: [], groups: [], fieldManagers: []}\n";
+    let none =
+        "policy:\n  provenance: {annotations: [], users: [], groups: [], fieldManagers: []}\n";
     let conditions = MatchConditions::of(&objects(&render(none)));
     for request in [
         Request::on("CREATE", Some(&marked), None).by("system:serviceaccount:ai-agents:a"),
@@ -1110,12 +1250,32 @@ fn the_policy_config_map_is_the_servers_default_policy() {
 #[test]
 fn values_schema_rejects_bad_values() {
     let cases = [
-        ("a negative replica count", "replicaCount: -1\n", "/replicaCount"),
-        ("an unknown certificate mode", "certificates: {mode: self-signed}\n", "/certificates/mode"),
-        ("an unknown policy mode", "policy: {mode: block}\n", "/policy/mode"),
+        (
+            "a negative replica count",
+            "replicaCount: -1\n",
+            "/replicaCount",
+        ),
+        (
+            "an unknown certificate mode",
+            "certificates: {mode: self-signed}\n",
+            "/certificates/mode",
+        ),
+        (
+            "an unknown policy mode",
+            "policy: {mode: block}\n",
+            "/policy/mode",
+        ),
         ("a misspelt key", "replicas: 3\n", "'replicas' not allowed"),
-        ("a timeout over 30s", "webhook: {timeoutSeconds: 31}\n", "/webhook/timeoutSeconds"),
-        ("an unknown failure policy", "webhook: {failurePolicy: Retry}\n", "/webhook/failurePolicy"),
+        (
+            "a timeout over 30s",
+            "webhook: {timeoutSeconds: 31}\n",
+            "/webhook/timeoutSeconds",
+        ),
+        (
+            "an unknown failure policy",
+            "webhook: {failurePolicy: Retry}\n",
+            "/webhook/failurePolicy",
+        ),
         (
             "a percent limit over 100",
             "policy: {rules: [{name: r, namespaces: ['*'], limits: {maxPercentAffected: 150}}]}\n",
@@ -1219,7 +1379,13 @@ fn pods_are_highly_available_and_hardened() {
     let pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_i64()
         .expect("preStop sleep");
-    assert!(pre_stop > 0 && pre_stop < pod["terminationGracePeriodSeconds"].as_i64().expect("grace"));
+    assert!(
+        pre_stop > 0
+            && pre_stop
+                < pod["terminationGracePeriodSeconds"]
+                    .as_i64()
+                    .expect("grace")
+    );
 
     // Probes on the admin port, which is where the server's admin listener is.
     let args = c["args"].as_array().expect("args");
@@ -1227,16 +1393,28 @@ fn pods_are_highly_available_and_hardened() {
     assert_eq!(args[0], "serve");
     assert_eq!(arg_value(args, "--admin-listen"), "0.0.0.0:8080");
     assert_eq!(arg_value(args, "--listen"), "0.0.0.0:8443");
-    assert!(c["ports"].as_array().expect("ports").contains(
-        &json!({"name": "admin", "containerPort": 8080, "protocol": "TCP"})
-    ));
-    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "admin"}));
-    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/livez", "port": "admin"}));
+    assert!(
+        c["ports"]
+            .as_array()
+            .expect("ports")
+            .contains(&json!({"name": "admin", "containerPort": 8080, "protocol": "TCP"}))
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "admin"})
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/livez", "port": "admin"})
+    );
 
     // Restricted security.
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -1270,12 +1448,21 @@ fn pods_are_highly_available_and_hardened() {
             .iter()
             .find(|v| v["name"] == mount["name"])
             .expect("the mount's volume");
-        let file = path.file_name().expect("file").to_str().expect("UTF-8").to_string();
+        let file = path
+            .file_name()
+            .expect("file")
+            .to_str()
+            .expect("UTF-8")
+            .to_string();
         (volume.clone(), file)
     };
     for (flag, key) in [("--tls-cert", "tls.crt"), ("--tls-key", "tls.key")] {
         let (volume, file) = source_of(flag);
-        let secret = object(&objs, "Secret", volume["secret"]["secretName"].as_str().expect("secret"));
+        let secret = object(
+            &objs,
+            "Secret",
+            volume["secret"]["secretName"].as_str().expect("secret"),
+        );
         assert!(
             volume["secret"]["items"]
                 .as_array()
@@ -1316,13 +1503,20 @@ fn dockerfile_builds_the_image_the_pods_run() {
     assert!(final_stage.contains("COPY --from=build /blastguard /blastguard"));
     let objs = objects(&render(""));
     let pod = &object(&objs, "Deployment", "blastguard")["spec"]["template"]["spec"];
-    let user = pod["securityContext"]["runAsUser"].as_i64().expect("runAsUser");
+    let user = pod["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("runAsUser");
     assert!(final_stage.contains(&format!("\nUSER {user}:{user}\n")));
-    let command = pod["containers"][0]["command"][0].as_str().expect("command");
+    let command = pod["containers"][0]["command"][0]
+        .as_str()
+        .expect("command");
     assert!(final_stage.contains(&format!("ENTRYPOINT [\"{command}\"]")));
     let ignored = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
     for dir in ["target", ".tools", ".git"] {
-        assert!(ignored.lines().any(|l| l == dir), ".dockerignore keeps out {dir}");
+        assert!(
+            ignored.lines().any(|l| l == dir),
+            ".dockerignore keeps out {dir}"
+        );
     }
 }
 
@@ -1437,7 +1631,10 @@ fn the_documented_certificate_step_completes_the_plain_manifests() {
         .iter()
         .find(|v| v["name"] == "tls")
         .expect("tls volume");
-    assert_eq!(secret["metadata"]["name"], tls_volume["secret"]["secretName"]);
+    assert_eq!(
+        secret["metadata"]["name"],
+        tls_volume["secret"]["secretName"]
+    );
     assert_eq!(secret["metadata"]["namespace"], NAMESPACE);
 
     // The webhook configuration is manifests/webhook.yaml plus the CA bundle...
@@ -1465,7 +1662,12 @@ fn the_documented_certificate_step_completes_the_plain_manifests() {
 /// A TLS handshake in memory between a rustls server (the webhook's TLS stack) with
 /// this certificate and key, and a client that trusts only `ca_pem` and asks for
 /// `server_name`, as the API server does with the webhook's caBundle.
-fn tls_handshake(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8], server_name: &str) -> Result<(), String> {
+fn tls_handshake(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    ca_pem: &[u8],
+    server_name: &str,
+) -> Result<(), String> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = CertificateDer::pem_slice_iter(cert_pem)
@@ -1551,7 +1753,11 @@ fn generated_certificates_serve_tls_for_the_webhook_service() {
     let tls = object(&objs, "Secret", "blastguard-tls");
     let ca = object(&objs, "Secret", "blastguard-ca");
     let bundle = ca_bundle(&objs);
-    assert_eq!(secret_data(ca, "tls.crt"), bundle, "the bundle is the CA's certificate");
+    assert_eq!(
+        secret_data(ca, "tls.crt"),
+        bundle,
+        "the bundle is the CA's certificate"
+    );
     assert_eq!(secret_data(tls, "ca.crt"), bundle);
     let (cert, key) = (secret_data(tls, "tls.crt"), secret_data(tls, "tls.key"));
 
@@ -1608,8 +1814,11 @@ mod fake_apiserver {
 
     type Store = Arc<Mutex<BTreeMap<String, Value>>>;
 
+    /// A resource: plural name, kind, namespaced.
+    type Resource = (&'static str, &'static str, bool);
+
     /// The resources the chart renders by default, per group version.
-    const RESOURCES: &[(&str, &[(&str, &str, bool)])] = &[
+    const RESOURCES: &[(&str, &[Resource])] = &[
         (
             "v1",
             &[
@@ -1620,10 +1829,17 @@ mod fake_apiserver {
             ],
         ),
         ("apps/v1", &[("deployments", "Deployment", true)]),
-        ("policy/v1", &[("poddisruptionbudgets", "PodDisruptionBudget", true)]),
+        (
+            "policy/v1",
+            &[("poddisruptionbudgets", "PodDisruptionBudget", true)],
+        ),
         (
             "admissionregistration.k8s.io/v1",
-            &[("validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false)],
+            &[(
+                "validatingwebhookconfigurations",
+                "ValidatingWebhookConfiguration",
+                false,
+            )],
         ),
     ];
 
@@ -1638,7 +1854,9 @@ mod fake_apiserver {
             listener.set_nonblocking(true).expect("nonblocking");
             let url = format!("http://{}", listener.local_addr().expect("address"));
             let store: Store = Arc::default();
-            let app = axum::Router::new().fallback(answer).with_state(store.clone());
+            let app = axum::Router::new()
+                .fallback(answer)
+                .with_state(store.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -1656,10 +1874,16 @@ mod fake_apiserver {
             let (gv, plural) = RESOURCES
                 .iter()
                 .find_map(|(gv, rs)| {
-                    rs.iter().find(|(_, k, _)| *k == kind).map(|(p, _, _)| (*gv, *p))
+                    rs.iter()
+                        .find(|(_, k, _)| *k == kind)
+                        .map(|(p, _, _)| (*gv, *p))
                 })
                 .expect("a known kind");
-            let prefix = if gv.contains('/') { format!("/apis/{gv}") } else { format!("/api/{gv}") };
+            let prefix = if gv.contains('/') {
+                format!("/apis/{gv}")
+            } else {
+                format!("/api/{gv}")
+            };
             format!("{prefix}/namespaces/{namespace}/{plural}/{name}")
         }
 
@@ -1719,14 +1943,20 @@ mod fake_apiserver {
             );
         }
         match path {
-            "/version" => reply(StatusCode::OK, json!({
-                "major": "1", "minor": "31", "gitVersion": "v1.31.0",
-                "platform": "linux/amd64", "goVersion": "go1.22.5", "compiler": "gc"
-            })),
-            "/api" => reply(StatusCode::OK, json!({
-                "kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]
-            })),
+            "/version" => reply(
+                StatusCode::OK,
+                json!({
+                    "major": "1", "minor": "31", "gitVersion": "v1.31.0",
+                    "platform": "linux/amd64", "goVersion": "go1.22.5", "compiler": "gc"
+                }),
+            ),
+            "/api" => reply(
+                StatusCode::OK,
+                json!({
+                    "kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]
+                }),
+            ),
             "/apis" => {
                 let groups: Vec<Value> = RESOURCES
                     .iter()
@@ -1736,12 +1966,15 @@ mod fake_apiserver {
                         json!({"name": group, "versions": [v], "preferredVersion": v})
                     })
                     .collect();
-                reply(StatusCode::OK, json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+                reply(
+                    StatusCode::OK,
+                    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+                )
             }
             _ => {
-                let list = RESOURCES.iter().find(|(gv, _)| {
-                    path == format!("/api/{gv}") || path == format!("/apis/{gv}")
-                });
+                let list = RESOURCES
+                    .iter()
+                    .find(|(gv, _)| path == format!("/api/{gv}") || path == format!("/apis/{gv}"));
                 if let Some((gv, resources)) = list {
                     let resources: Vec<Value> = resources
                         .iter()
@@ -1753,8 +1986,11 @@ mod fake_apiserver {
                             })
                         })
                         .collect();
-                    return reply(StatusCode::OK, json!({"kind": "APIResourceList", "apiVersion": "v1",
-                        "groupVersion": gv, "resources": resources}));
+                    return reply(
+                        StatusCode::OK,
+                        json!({"kind": "APIResourceList", "apiVersion": "v1",
+                        "groupVersion": gv, "resources": resources}),
+                    );
                 }
                 match store.lock().expect("store").get(path) {
                     Some(object) => reply(StatusCode::OK, object.clone()),
@@ -1784,7 +2020,12 @@ fn generated_certificates_are_kept_across_helm_upgrade() {
             tool("helm")
                 .args(["template", RELEASE])
                 .arg(chart_dir())
-                .args(["--namespace", NAMESPACE, "--dry-run=server", "--disable-openapi-validation"])
+                .args([
+                    "--namespace",
+                    NAMESPACE,
+                    "--dry-run=server",
+                    "--disable-openapi-validation",
+                ])
                 .env("KUBECONFIG", &kubeconfig),
         ))
     };
@@ -1821,20 +2062,35 @@ fn generated_certificates_are_kept_across_helm_upgrade() {
     let mut renamed = tls_secret.clone();
     renamed["metadata"]["annotations"]["certs.blastguard.io/dns-names"] =
         json!("blastguard.old.svc");
-    for (why, stored) in [("due for renewal", Some(due)), ("lost", None), ("for other names", Some(renamed))] {
+    for (why, stored) in [
+        ("due for renewal", Some(due)),
+        ("lost", None),
+        ("for other names", Some(renamed)),
+    ] {
         match &stored {
             Some(s) => api.put_installed(s, RELEASE, NAMESPACE),
             None => api.remove("Secret", NAMESPACE, "blastguard-tls"),
         }
         let renewed = upgrade();
         assert_eq!(ca_of(&renewed), ca_of(&installed), "{why}: the CA is kept");
-        assert_eq!(ca_bundle(&renewed), ca_bundle(&installed), "{why}: the bundle is kept");
+        assert_eq!(
+            ca_bundle(&renewed),
+            ca_bundle(&installed),
+            "{why}: the bundle is kept"
+        );
         let (cert, key) = leaf_of(&renewed);
-        assert_ne!(cert, leaf_of(&installed).0, "{why}: a new serving certificate");
+        assert_ne!(
+            cert,
+            leaf_of(&installed).0,
+            "{why}: a new serving certificate"
+        );
         tls_handshake(&cert, &key, &ca_bundle(&installed), SERVICE_DNS_NAME)
             .unwrap_or_else(|e| panic!("{why}: the new certificate does not serve: {e}"));
         let (_, until, _) = certificate_facts(&cert);
-        assert!((until - unix_now() - 365 * DAY).abs() <= DAY, "{why}: a full year");
+        assert!(
+            (until - unix_now() - 365 * DAY).abs() <= DAY,
+            "{why}: a full year"
+        );
     }
 }
 
@@ -1971,8 +2227,9 @@ fn dashboard_queries_are_valid_promql_over_blastguard_metrics() {
     let objs = objects(&render(OPTIONAL_PARTS));
     let cm = object(&objs, "ConfigMap", "blastguard-dashboard");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
-    let dashboard: Value = serde_json::from_str(cm["data"]["blastguard.json"].as_str().expect("json"))
-        .expect("the dashboard is JSON");
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["blastguard.json"].as_str().expect("json"))
+            .expect("the dashboard is JSON");
     let mut rules = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
