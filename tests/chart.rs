@@ -2049,10 +2049,13 @@ fn generated_certificates_are_kept_across_helm_upgrade() {
     assert_eq!(ca_of(&kept), ca_of(&installed));
     assert_eq!(ca_bundle(&kept), ca_bundle(&installed));
     assert_eq!(leaf_of(&kept), leaf_of(&installed));
-    assert_eq!(
-        object(&kept, "Secret", "blastguard-tls")["metadata"]["annotations"],
-        tls_secret["metadata"]["annotations"]
-    );
+    for name in ["blastguard-ca", "blastguard-tls"] {
+        assert_eq!(
+            object(&kept, "Secret", name)["metadata"]["annotations"],
+            object(&installed, "Secret", name)["metadata"]["annotations"],
+            "{name}: the recorded expiry is kept"
+        );
+    }
 
     // Each reason for a new serving certificate: due for renewal, lost, issued for
     // other names. The new one comes from the same CA, so the bundle stays.
@@ -2092,6 +2095,37 @@ fn generated_certificates_are_kept_across_helm_upgrade() {
             "{why}: a full year"
         );
     }
+
+    // The CA due for renewal: a new CA, a serving certificate from it, and a bundle
+    // that trusts both, so the pods' current certificate keeps working until kubelet
+    // delivers the new one. The next upgrade drops the old CA.
+    api.put_installed(tls_secret, RELEASE, NAMESPACE);
+    let mut ca_due = ca_secret.clone();
+    ca_due["metadata"]["annotations"]["certs.blastguard.io/not-after"] =
+        json!((unix_now() + 10 * DAY).to_string());
+    api.put_installed(&ca_due, RELEASE, NAMESPACE);
+    let rotated = upgrade();
+    let new_ca = ca_of(&rotated);
+    assert_ne!(new_ca, ca_of(&installed), "a new CA");
+    let bundle = ca_bundle(&rotated);
+    assert_eq!(bundle, [new_ca.clone(), ca_of(&installed)].concat());
+    let (cert, key) = leaf_of(&rotated);
+    tls_handshake(&cert, &key, &new_ca, SERVICE_DNS_NAME)
+        .unwrap_or_else(|e| panic!("the certificate from the new CA does not serve: {e}"));
+    let (old_cert, old_key) = leaf_of(&installed);
+    tls_handshake(&old_cert, &old_key, &bundle, SERVICE_DNS_NAME)
+        .unwrap_or_else(|e| panic!("the pods' current certificate is no longer trusted: {e}"));
+    let (_, ca_until, _) = certificate_facts(&new_ca);
+    assert!((ca_until - unix_now() - 3650 * DAY).abs() <= DAY);
+    for o in &rotated {
+        if o["kind"] == "Secret" {
+            api.put_installed(o, RELEASE, NAMESPACE);
+        }
+    }
+    let after = upgrade();
+    assert_eq!(ca_of(&after), new_ca);
+    assert_eq!(ca_bundle(&after), new_ca, "the old CA leaves the bundle");
+    assert_eq!(leaf_of(&after), leaf_of(&rotated));
 }
 
 // ---------------------------------------------------------------------------------
