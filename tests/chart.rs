@@ -172,29 +172,34 @@ fn typed<T: serde::de::DeserializeOwned>(o: &Value) -> T {
         .unwrap_or_else(|e| panic!("{:?} does not deserialize: {e}", kind_and_name(o)))
 }
 
-fn secret_data(secret: &Value, key: &str) -> Vec<u8> {
+/// A Secret's value as text (certificates and keys are PEM).
+fn secret_data(secret: &Value, key: &str) -> String {
     let s: Secret = typed(secret);
-    s.data
+    let bytes = s
+        .data
         .unwrap_or_default()
         .get(key)
         .unwrap_or_else(|| panic!("Secret {:?} has no {key}", kind_and_name(secret)))
         .0
-        .clone()
+        .clone();
+    String::from_utf8(bytes).expect("PEM is text")
 }
 
 fn webhook_config(objs: &[Value]) -> ValidatingWebhookConfiguration {
     typed(object(objs, "ValidatingWebhookConfiguration", "blastguard"))
 }
 
-fn ca_bundle(objs: &[Value]) -> Vec<u8> {
+/// The webhook's caBundle as PEM text.
+fn ca_bundle(objs: &[Value]) -> String {
     let vwc = webhook_config(objs);
     let webhooks = vwc.webhooks.unwrap_or_default();
-    webhooks[0]
+    let bytes = webhooks[0]
         .client_config
         .ca_bundle
         .clone()
         .expect("the webhook configuration has a caBundle")
-        .0
+        .0;
+    String::from_utf8(bytes).expect("PEM is text")
 }
 
 fn unix_now() -> i64 {
@@ -444,7 +449,7 @@ fn each_mode_renders_exactly_its_objects() {
     let existing = objects(&render(renderings()[3].1));
     assert_eq!(names(&existing), with(&[]));
     assert_eq!(volume_secret(&existing), "corp-tls");
-    assert_eq!(ca_bundle(&existing), b"ca-bundle");
+    assert_eq!(ca_bundle(&existing), "ca-bundle");
 
     // Optional parts.
     let optional = objects(&render(OPTIONAL_PARTS));
@@ -1663,17 +1668,18 @@ fn the_documented_certificate_step_completes_the_plain_manifests() {
 /// this certificate and key, and a client that trusts only `ca_pem` and asks for
 /// `server_name`, as the API server does with the webhook's caBundle.
 fn tls_handshake(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    ca_pem: &[u8],
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
     server_name: &str,
 ) -> Result<(), String> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("certificate PEM: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key PEM: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("key PEM: {e}"))?;
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -1681,7 +1687,7 @@ fn tls_handshake(
         .with_single_cert(chain, key)
         .map_err(|e| format!("the server cannot use this certificate and key: {e}"))?;
     let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem) {
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots
             .add(ca.map_err(|e| format!("CA PEM: {e}"))?)
             .map_err(|e| format!("CA: {e}"))?;
@@ -1721,8 +1727,8 @@ fn tls_handshake(
 }
 
 /// notBefore and notAfter (unix seconds) and the DNS names of a PEM certificate.
-fn certificate_facts(pem: &[u8]) -> (i64, i64, Vec<String>) {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).expect("PEM certificate");
+fn certificate_facts(pem: &str) -> (i64, i64, Vec<String>) {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM certificate");
     let cert = pem.parse_x509().expect("X.509 certificate");
     let names = cert
         .subject_alternative_name()
