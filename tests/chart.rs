@@ -1228,6 +1228,62 @@ policy:
     }
 }
 
+#[test]
+fn notes_try_an_ai_change_that_reaches_the_webhook() {
+    let out = succeed(
+        tool("helm")
+            .args(["install", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NAMESPACE, "--dry-run=client"]),
+    );
+    let notes = out.split("NOTES:").nth(1).expect("helm prints the notes");
+
+    // The try-it command: a pipeline continued over lines with backslashes.
+    let lines: Vec<&str> = notes.lines().map(str::trim).collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("kubectl -n default create deployment"))
+        .expect("the notes show a command to try");
+    let mut command = String::new();
+    for line in &lines[start..] {
+        let continued = line.ends_with('\\');
+        command.push_str(line.trim_end_matches('\\').trim_end());
+        command.push(' ');
+        if !continued {
+            break;
+        }
+    }
+    let stages: Vec<&str> = command.split(" | ").map(str::trim).collect();
+    assert_eq!(
+        stages.last(),
+        Some(&"kubectl apply --dry-run=server -f -"),
+        "{command}"
+    );
+
+    // Everything before the server-side dry run runs offline; what it would send is
+    // AI-assisted, and the same Deployment without the annotation stage is not.
+    let objs = objects(&render(""));
+    let conditions = MatchConditions::of(&objs);
+    let policy = rendered_policy(&objs);
+    let offline = |stages: &[&str]| {
+        let yaml = succeed(tool("bash").args(["-c", &stages.join(" | ")]));
+        let object = objects(&yaml).remove(0);
+        Request::on("CREATE", Some(&object), None)
+    };
+    let marked = offline(&stages[..stages.len() - 1]);
+    assert_eq!(conditions.sends(&marked), Ok(true), "{command}");
+    assert!(server_calls_ai(&policy, &marked));
+    let plain = offline(&stages[..1]);
+    assert_eq!(conditions.sends(&plain), Ok(false));
+
+    // Uninstall: the webhook configuration first.
+    let delete = notes
+        .find("kubectl delete validatingwebhookconfiguration blastguard")
+        .expect("the notes delete the webhook configuration");
+    let uninstall = notes.find("helm uninstall").expect("the notes uninstall");
+    assert!(delete < uninstall);
+}
+
 // ---------------------------------------------------------------------------------
 // The policy, values.schema.json, the pods.
 
