@@ -1123,6 +1123,41 @@ fn match_conditions_send_only_ai_assisted_requests() {
 }
 
 #[test]
+fn match_conditions_agree_with_the_server_on_the_shared_fixtures() {
+    // tests/fixtures: AdmissionReviews built from real kubectl output, shared with the
+    // engine's tests.
+    let objs = objects(&render(""));
+    let conditions = MatchConditions::of(&objs);
+    let policy = rendered_policy(&objs);
+    let mut answers = BTreeSet::new();
+    let dir = repo().join("tests/fixtures");
+    for entry in std::fs::read_dir(&dir).expect("tests/fixtures") {
+        let path = entry.expect("fixture").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let review: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read fixture")).expect("JSON");
+        let request = Request(review["request"].clone());
+        let sent = conditions
+            .sends(&request)
+            .unwrap_or_else(|e| panic!("{}: a matchCondition errors: {e}", path.display()));
+        assert_eq!(
+            sent,
+            server_calls_ai(&policy, &request),
+            "{}: the matchConditions and the server's provenance check disagree",
+            path.display()
+        );
+        answers.insert(sent);
+    }
+    assert_eq!(
+        answers,
+        BTreeSet::from([false, true]),
+        "the fixtures hold both kinds"
+    );
+}
+
+#[test]
 fn match_conditions_follow_the_configured_provenance_values() {
     // Globs with regex metacharacters, groups, another annotation, sticky off: the
     // rendering must escape them and match exactly as the server's globs do.
