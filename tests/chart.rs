@@ -1056,6 +1056,18 @@ fn match_conditions_send_only_ai_assisted_requests() {
             true,
         ),
         (
+            "a marker value longer than the regex is run on",
+            Request::on(
+                "CREATE",
+                Some(&annotated(
+                    deploy,
+                    &[("blastguard.io/ai-agent", &"agent ".repeat(50))],
+                )),
+                None,
+            ),
+            true,
+        ),
+        (
             "an UPDATE that strips the marker",
             Request::on("UPDATE", Some(&updated), Some(&marked)),
             true,

@@ -115,14 +115,17 @@ as an RE2 regex, quoted as a CEL string. (?s) lets * and ? match newlines too. *
 {{/* `<obj>` carries a provenance annotation with a value other than "false": a CEL
 expression. The server trims the value and compares case-insensitively; the regex
 allows only ASCII blanks and letters around "false", so it never calls "false" a
-value the server calls AI. */}}
+value the server calls AI. A value over 64 characters counts as a marker without the
+regex, which bounds the expression's CEL cost (the API server's budget is per request,
+and exceeding it is an error) at the price of sending a few needless requests. */}}
 {{- define "blastguard.celMarked" -}}
 {{- $annotations := printf "%s.metadata.annotations" .obj }}
 {{- $false := include "blastguard.celString" "^[\t\n\v\f\r ]*[fF][aA][lL][sS][eE][\t\n\v\f\r ]*$" }}
 {{- $keys := list }}
 {{- range .keys }}
 {{- $key := include "blastguard.celString" . }}
-{{- $keys = append $keys (printf "(%s in %s && !%s[%s].matches(%s))" $key $annotations $annotations $key $false) }}
+{{- $value := printf "%s[%s]" $annotations $key }}
+{{- $keys = append $keys (printf "(%s in %s && (size(%s) > 64 || !%s.matches(%s)))" $key $annotations $value $value $false) }}
 {{- end }}
 {{- printf "has(%s.metadata) && has(%s)\n    && (%s)" .obj $annotations (join "\n        || " $keys) }}
 {{- end }}
