@@ -272,6 +272,23 @@ fn multi_document_file_denies_the_big_ai_change_only() {
         run.stdout
             .contains("4 object(s): 1 denied, 0 warned, 3 allowed, 0 skipped")
     );
+
+    // A reader that stops early (`| head`) does not turn a denial into an error. The
+    // table is made longer than a pipe's buffer, so the write surely finds it closed.
+    let many: Vec<String> = (0..1500)
+        .map(|i| config.replace("name: cfg", &format!("name: cfg-{i}")))
+        .collect();
+    let mut docs = vec![big.as_str()];
+    docs.extend(many.iter().map(String::as_str));
+    let long = k.write("long.yaml", &stream(&docs));
+    let script = format!(
+        "kubectl blastguard check -f {} | head -1; echo \"exit=${{PIPESTATUS[0]}}\"",
+        long.display()
+    );
+    let piped = Run::from(k.command("bash", &["-c", &script]).output().expect("bash"));
+    assert!(piped.stdout.starts_with("OBJECT "), "{}", piped.stdout);
+    assert!(piped.stdout.ends_with("exit=1\n"), "{}", piped.stdout);
+    assert!(piped.stderr.is_empty(), "{}", piped.stderr);
 }
 
 #[test]

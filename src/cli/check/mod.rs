@@ -214,26 +214,36 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
         });
     }
 
-    let mut stdout = std::io::stdout().lock();
-    match args.output {
+    let rendered = match args.output {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &output::report(&outcomes))
+            let mut json = serde_json::to_string_pretty(&output::report(&outcomes))
                 .map_err(std::io::Error::from)?;
-            writeln!(stdout)?;
+            json.push('\n');
+            json
         }
-        Format::Text => {
-            let style = Style {
+        Format::Text => output::text(
+            &outcomes,
+            Style {
                 color: std::io::stdout().is_terminal() && !no_color(),
-            };
-            stdout.write_all(output::text(&outcomes, style).as_bytes())?;
-        }
-    }
-    stdout.flush()?;
+            },
+        ),
+    };
+    print_out(rendered.as_bytes())?;
     Ok(if outcomes.iter().any(Outcome::denied) {
         EXIT_DENIED
     } else {
         EXIT_OK
     })
+}
+
+/// Writes to stdout. A reader that stopped reading (`| head`) is not an error: the
+/// exit code still tells the verdict.
+fn print_out(bytes: &[u8]) -> Result<(), CheckError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// `NO_COLOR` set to anything but the empty string turns colors off (no-color.org).
@@ -335,10 +345,9 @@ fn check_review(engine: &Engine, path: &Path) -> Result<u8, CheckError> {
             detail: reviewed.error.unwrap_or_default(),
         });
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&reviewed.body)?;
-    writeln!(stdout)?;
-    stdout.flush()?;
+    let mut answer = reviewed.body.clone();
+    answer.push(b'\n');
+    print_out(&answer)?;
     match &reviewed.judged {
         // A review with a uid but not judgeable: the answer is printed (the API server
         // would get it), and the input was still bad.
