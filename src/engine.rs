@@ -239,3 +239,6 @@ fn finish(
         digest,
     }
 }
+
+#[cfg(test)]
+mod tests;

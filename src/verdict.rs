@@ -152,8 +152,8 @@ mod tests {
                 detail: String::new(),
             })
         };
-        use Decision::*;
-        use Mode::*;
+        use Decision::{Allow, Deny};
+        use Mode::{Audit, Enforce};
         use Reason::*;
         let cases = [
             (
@@ -178,8 +178,16 @@ mod tests {
                 Allow,
                 Approved,
             ),
-            (findings(true, Some(Warn), true, None), Warn, OverLimits),
-            (findings(true, Some(Warn), false, None), Allow, WithinLimits),
+            (
+                findings(true, Some(Mode::Warn), true, None),
+                Decision::Warn,
+                OverLimits,
+            ),
+            (
+                findings(true, Some(Mode::Warn), false, None),
+                Allow,
+                WithinLimits,
+            ),
             (findings(true, Some(Audit), true, None), Allow, OverLimits),
             (findings(true, Some(Audit), true, valid()), Allow, Approved),
         ];

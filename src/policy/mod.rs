@@ -224,7 +224,8 @@ mod tests {
         let critical: BTreeMap<_, _> = [("blastguard.io/tier".to_string(), "critical".to_string())]
             .into_iter()
             .collect();
-        let cases: &[(&str, Option<&BTreeMap<String, String>>, &str)] = &[
+        type Labels<'a> = Option<&'a BTreeMap<String, String>>;
+        let cases: &[(&str, Labels, &str)] = &[
             ("prod", None, "protected"),
             ("prod-eu", None, "protected"),
             ("kube-system", None, "protected"),

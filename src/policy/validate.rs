@@ -31,14 +31,13 @@ impl fmt::Display for Problem {
 }
 
 /// Parses YAML (or JSON) into the typed document. A syntax or type error is reported
-/// with its path and line: parsing cannot go past the first one.
+/// with its path and line (serde_yaml puts both in its message): parsing cannot go past
+/// the first one.
 pub(super) fn parse(text: &str) -> Result<PolicyDocument, Vec<Problem>> {
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
+    serde_yaml::from_str(text).map_err(|e| {
         vec![Problem {
-            path: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
+            path: String::new(),
+            message: e.to_string(),
         }]
     })
 }
@@ -323,7 +322,14 @@ mod tests {
                 edited("namespaces: [\"*\"]", "namespaces: []"),
                 "spec.rules[1]: matches no namespace",
             ),
-            ("spec: [".to_string(), "did not find expected node content"),
+            (
+                "spec:\n  mode: \"open".to_string(),
+                "found unexpected end of stream",
+            ),
+            (
+                "spec: [1]".to_string(),
+                "spec: invalid type: sequence, expected struct PolicySpec at line 1",
+            ),
         ];
         for (yaml, want) in &cases {
             let got = problems(yaml);
