@@ -249,9 +249,8 @@ impl Metrics {
 
     /// The `kind` label for a kind named in a request, bounded in number and shape.
     fn kind_label(&self, kind: &str) -> String {
-        let plausible = !kind.is_empty()
-            && kind.len() <= 63
-            && kind.bytes().all(|b| b.is_ascii_alphanumeric());
+        let plausible =
+            !kind.is_empty() && kind.len() <= 63 && kind.bytes().all(|b| b.is_ascii_alphanumeric());
         if !plausible {
             return if kind.is_empty() { UNKNOWN } else { "invalid" }.to_string();
         }

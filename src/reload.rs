@@ -169,13 +169,19 @@ mod tests {
     #[test]
     fn sees_kubelet_symlink_swaps_of_a_pair() {
         let dir = tempfile::tempdir().unwrap();
-        kubelet_write(dir.path(), 1, &[("tls.crt", "cert-1"), ("tls.key", "key-1")]);
-        let mut watch = ContentWatch::new(vec![
-            dir.path().join("tls.crt"),
-            dir.path().join("tls.key"),
-        ]);
+        kubelet_write(
+            dir.path(),
+            1,
+            &[("tls.crt", "cert-1"), ("tls.key", "key-1")],
+        );
+        let mut watch =
+            ContentWatch::new(vec![dir.path().join("tls.crt"), dir.path().join("tls.key")]);
         assert_eq!(watch.poll(), Some(bytes(&["cert-1", "key-1"])));
-        kubelet_write(dir.path(), 2, &[("tls.crt", "cert-2"), ("tls.key", "key-2")]);
+        kubelet_write(
+            dir.path(),
+            2,
+            &[("tls.crt", "cert-2"), ("tls.key", "key-2")],
+        );
         assert_eq!(watch.poll(), Some(bytes(&["cert-2", "key-2"])));
         assert_eq!(watch.poll(), None);
     }

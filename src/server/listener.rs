@@ -136,7 +136,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    info!(endpoint = name, "stopped accepting; draining open connections");
+    info!(
+        endpoint = name,
+        "stopped accepting; draining open connections"
+    );
     match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
         Ok(()) => Drained::Complete,
         Err(_) => Drained::TimedOut,

@@ -56,12 +56,24 @@ pub struct ServeArgs {
     #[arg(long, env = "BLASTGUARD_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// PEM certificate chain served by the webhook; reloaded when it changes.
-    #[arg(long, env = "BLASTGUARD_TLS_CERT", value_name = "FILE",
-          required_unless_present = "dev", conflicts_with = "dev", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "BLASTGUARD_TLS_CERT",
+        value_name = "FILE",
+        required_unless_present = "dev",
+        conflicts_with = "dev",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of the certificate; reloaded when it changes.
-    #[arg(long, env = "BLASTGUARD_TLS_KEY", value_name = "FILE",
-          required_unless_present = "dev", conflicts_with = "dev", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "BLASTGUARD_TLS_KEY",
+        value_name = "FILE",
+        required_unless_present = "dev",
+        conflicts_with = "dev",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Policy file (YAML); reloaded when it changes [default: the embedded policy].
     #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
@@ -78,30 +90,74 @@ pub struct ServeArgs {
     #[arg(long, env = "BLASTGUARD_DEV")]
     pub dev: bool,
     /// How often the certificate, policy and allowed_signers files are read for changes.
-    #[arg(long, env = "BLASTGUARD_RELOAD_INTERVAL", value_name = "DURATION",
-          default_value = "2s", value_parser = parse_reload_interval)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_RELOAD_INTERVAL",
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = parse_reload_interval
+    )]
     pub reload_interval: Duration,
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub limits: Box<LimitArgs>,
+}
+
+/// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits and timeouts")]
+pub struct LimitArgs {
     /// Most webhook connections served at once; more wait to be accepted.
-    #[arg(long, env = "BLASTGUARD_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
-    #[arg(long, env = "BLASTGUARD_MAX_CONCURRENT_STREAMS", value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        default_value_t = 100
+    )]
     pub max_concurrent_streams: u32,
     /// Time allowed for a TLS handshake.
-    #[arg(long, env = "BLASTGUARD_HANDSHAKE_TIMEOUT", value_name = "DURATION",
-          default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_HANDSHAKE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
     pub handshake_timeout: Duration,
     /// Time allowed for an HTTP/1 request head, and for an idle keep-alive connection.
-    #[arg(long, env = "BLASTGUARD_HEADER_READ_TIMEOUT", value_name = "DURATION",
-          default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_HEADER_READ_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
     pub header_read_timeout: Duration,
     /// Time allowed to receive a request body (capped by the API server's ?timeout=).
-    #[arg(long, env = "BLASTGUARD_BODY_TIMEOUT", value_name = "DURATION",
-          default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_BODY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
     pub body_timeout: Duration,
     /// On SIGTERM, how long requests in flight may take to finish before exit.
-    #[arg(long, env = "BLASTGUARD_DRAIN_TIMEOUT", value_name = "DURATION",
-          default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "BLASTGUARD_DRAIN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "20s",
+        value_parser = humantime::parse_duration
+    )]
     pub drain_timeout: Duration,
 }
 
@@ -182,7 +238,9 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     let loopback = dev.is_some();
     let listen = args.listen.unwrap_or_else(|| default_addr(loopback, 8443));
-    let admin_listen = args.admin_listen.unwrap_or_else(|| default_addr(loopback, 8080));
+    let admin_listen = args
+        .admin_listen
+        .unwrap_or_else(|| default_addr(loopback, 8080));
 
     let metrics = Arc::new(Metrics::new());
     let (policy, policy_file) = match &args.policy {
@@ -225,21 +283,19 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     spawn_reloaders(&args, cert_files, policy_file, signers, &engine, &metrics)?;
 
     let limits = Limits {
-        max_connections: args.max_connections,
-        handshake_timeout: args.handshake_timeout,
-        header_read_timeout: args.header_read_timeout,
-        max_concurrent_streams: args.max_concurrent_streams,
+        max_connections: args.limits.max_connections,
+        handshake_timeout: args.limits.handshake_timeout,
+        header_read_timeout: args.limits.header_read_timeout,
+        max_concurrent_streams: args.limits.max_concurrent_streams,
     };
     let webhook = Endpoint {
         name: "webhook",
         listener: webhook_listener,
-        tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(
-            resolver,
-        )?))),
+        tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(resolver)?))),
         router: routes::router(routes::Webhook {
             engine: engine.clone(),
             metrics: metrics.clone(),
-            body_timeout: args.body_timeout,
+            body_timeout: args.limits.body_timeout,
         }),
         limits,
     };
@@ -256,7 +312,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let webhook_task = tokio::spawn(listener::serve(
         webhook,
         webhook_stopped,
-        args.drain_timeout,
+        args.limits.drain_timeout,
     ));
 
     info!(%webhook_addr, %admin_addr, "listening");
@@ -272,7 +328,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     };
     info!(
         signal = received,
-        drain_timeout = %humantime::format_duration(args.drain_timeout),
+        drain_timeout = %humantime::format_duration(args.limits.drain_timeout),
         "shutting down: not ready, no new connections, finishing requests in flight; a second signal exits at once"
     );
     readiness.start_draining();
@@ -280,9 +336,9 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let _ = stop_webhook.send(true);
     match webhook_task.await {
         Ok(Drained::Complete) => info!("all requests in flight finished"),
-        Ok(Drained::TimedOut) => warn!(
-            "drain timeout passed with connections still open; closing them"
-        ),
+        Ok(Drained::TimedOut) => {
+            warn!("drain timeout passed with connections still open; closing them")
+        }
         Err(e) => error!("webhook task failed: {e}"),
     }
     let _ = stop_admin.send(true);

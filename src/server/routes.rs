@@ -75,10 +75,9 @@ async fn method_not_allowed() -> Response {
 async fn validate(State(webhook): State<Webhook>, request: Request) -> Response {
     let started = Instant::now();
     let _inflight = webhook.metrics.inflight();
-    let budget = api_server_timeout(request.uri().query())
-        .map_or(webhook.body_timeout, |t| {
-            t.max(MIN_API_TIMEOUT).min(webhook.body_timeout)
-        });
+    let budget = api_server_timeout(request.uri().query()).map_or(webhook.body_timeout, |t| {
+        t.max(MIN_API_TIMEOUT).min(webhook.body_timeout)
+    });
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -235,11 +234,7 @@ fn log_review(reviewed: &Reviewed, elapsed: Duration) {
         return;
     };
     let findings = &verdict.findings;
-    let limits: Vec<&str> = findings
-        .violations
-        .iter()
-        .map(|v| v.limit_name())
-        .collect();
+    let limits: Vec<&str> = findings.violations.iter().map(|v| v.limit_name()).collect();
     info!(
         uid = %change.uid,
         operation = change.operation.as_str(),

@@ -179,7 +179,11 @@ mod tests {
                 key_b.as_bytes(),
                 "tls.crt: invalid PEM certificate",
             ),
-            (cert_a.as_bytes(), b"not a key", "tls.key: no PEM private key"),
+            (
+                cert_a.as_bytes(),
+                b"not a key",
+                "tls.key: no PEM private key",
+            ),
             (
                 cert_a.as_bytes(),
                 key_b.as_bytes(),
@@ -188,7 +192,10 @@ mod tests {
         ];
         for (cert, key, want) in cases {
             let err = parse_pair(cert, key, "tls.crt", "tls.key").unwrap_err();
-            assert!(err.to_string().contains(want), "{err} should contain {want}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want}"
+            );
         }
     }
 }
