@@ -677,3 +677,69 @@ fn dev_mode_prints_a_curl_command_that_works() {
     assert_eq!(review["response"]["allowed"], false, "{review}");
     assert_eq!(review["response"]["status"]["code"], 403);
 }
+
+/// Reads until the server closes the connection; `Err` when it stays open for
+/// [`PATIENCE`].
+async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<String, &'static str> {
+    let mut seen = Vec::new();
+    match tokio::time::timeout(PATIENCE, stream.read_to_end(&mut seen)).await {
+        // A reset after the answer also ends the connection.
+        Ok(_) => Ok(String::from_utf8_lossy(&seen).into_owned()),
+        Err(_) => Err("the server kept the connection open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_or_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let server = Server::start_with_leaf(
+        dir.path(),
+        &pki.leaf(1, 2030),
+        &[
+            "--handshake-timeout",
+            "1s",
+            "--header-read-timeout",
+            "1s",
+            "--body-timeout",
+            "1s",
+        ],
+    );
+
+    // Connects and never starts the TLS handshake.
+    let mut tcp = tokio::net::TcpStream::connect(server.webhook)
+        .await
+        .unwrap();
+    read_until_closed(&mut tcp).await.unwrap();
+
+    // Completes the handshake, then sends half a request head.
+    let mut tls = tls_connect(&server, &pki.ca_pem, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"POST /validate?timeout=10s HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut tls).await.unwrap();
+
+    // Sends the head and part of the body: answered 408 with the reason.
+    let mut tls = tls_connect(&server, &pki.ca_pem, &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /validate?timeout=10s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"apiVersion\":",
+    )
+    .await
+    .unwrap();
+    let answer = read_until_closed(&mut tls).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("request body not received within 1s"),
+        "{answer}"
+    );
+
+    let (_, metrics) = admin_get(&server, "/metrics").await.unwrap();
+    let timeouts = r#"blastguard_admission_requests_total{decision="error",kind="unknown",operation="unknown",reason="body_timeout"}"#;
+    assert_eq!(metric(&metrics, timeouts), Some(1.0), "{metrics}");
+}
