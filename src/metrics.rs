@@ -34,6 +34,8 @@ pub enum Unjudged {
     TooLarge,
     /// The body did not arrive in time.
     Timeout,
+    /// Other requests held all the memory for bodies.
+    Busy,
     /// The connection failed while the body was read.
     BodyError,
 }
@@ -45,6 +47,7 @@ impl Unjudged {
             Unjudged::Malformed => "malformed",
             Unjudged::TooLarge => "body_too_large",
             Unjudged::Timeout => "body_timeout",
+            Unjudged::Busy => "server_busy",
             Unjudged::BodyError => "body_error",
         }
     }

@@ -292,11 +292,11 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         name: "webhook",
         listener: webhook_listener,
         tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(resolver)?))),
-        router: routes::router(routes::Webhook {
-            engine: engine.clone(),
-            metrics: metrics.clone(),
-            body_timeout: args.limits.body_timeout,
-        }),
+        router: routes::router(routes::Webhook::new(
+            engine.clone(),
+            metrics.clone(),
+            args.limits.body_timeout,
+        )),
         limits,
     };
     let admin = Endpoint {

@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
 
 use crate::engine::{Engine, Reviewed};
@@ -30,6 +31,14 @@ const OVERSIZE_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// stall the other requests on the same async worker.
 const INLINE_REVIEW_BYTES: usize = 256 * 1024;
 
+/// Request bodies held in memory at once, across all requests: connections times
+/// HTTP/2 streams times the size cap would otherwise allow gigabytes. Room for four
+/// bodies at the cap; the API server's reviews are a few kilobytes.
+pub const BODY_MEMORY_BYTES: usize = 4 * MAX_BODY_BYTES;
+
+/// Unit of the body memory budget.
+const BUDGET_UNIT: usize = 1024;
+
 /// Shortest body deadline taken from the API server's `?timeout=`, so a tiny or zero
 /// value does not fail every request.
 const MIN_API_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,6 +52,25 @@ pub struct Webhook {
     pub metrics: Arc<Metrics>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
+    /// Memory for request bodies shared by all requests, in [`BUDGET_UNIT`]s.
+    pub body_memory: Arc<Semaphore>,
+}
+
+impl Webhook {
+    /// The webhook over an engine, with the standard body memory budget.
+    pub fn new(engine: Arc<Engine>, metrics: Arc<Metrics>, body_timeout: Duration) -> Self {
+        Self {
+            engine,
+            metrics,
+            body_timeout,
+            body_memory: body_memory(BODY_MEMORY_BYTES),
+        }
+    }
+}
+
+/// A body memory budget of `bytes`.
+fn body_memory(bytes: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(bytes / BUDGET_UNIT))
 }
 
 /// The webhook's routes.
@@ -83,8 +111,13 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let body = match read_body(request.into_body(), declared, started + budget).await {
-        Ok(body) => body,
+    let reader = BodyReader {
+        memory: &webhook.body_memory,
+        declared,
+        deadline: started + budget,
+    };
+    let (body, _memory) = match reader.read(request.into_body()).await {
+        Ok(read) => read,
         Err(e) => {
             let elapsed = started.elapsed();
             webhook.metrics.record_unjudged(e.metric(), elapsed);
@@ -145,6 +178,7 @@ fn api_server_timeout(query: Option<&str>) -> Option<Duration> {
 enum BodyError {
     TooLarge,
     Timeout,
+    Busy,
     Read(String),
 }
 
@@ -153,6 +187,7 @@ impl BodyError {
         match self {
             BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             BodyError::Read(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -161,6 +196,7 @@ impl BodyError {
         match self {
             BodyError::TooLarge => Unjudged::TooLarge,
             BodyError::Timeout => Unjudged::Timeout,
+            BodyError::Busy => Unjudged::Busy,
             BodyError::Read(_) => Unjudged::BodyError,
         }
     }
@@ -175,49 +211,82 @@ impl BodyError {
                 "request body not received within {}",
                 humantime::format_duration(budget)
             ),
+            BodyError::Busy => format!(
+                "server busy: other requests hold all {} MiB of body memory; retry",
+                BODY_MEMORY_BYTES / (1024 * 1024)
+            ),
             BodyError::Read(e) => format!("could not read the request body: {e}"),
         }
     }
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] before `deadline`; the cap is enforced while
-/// reading, whatever Content-Length claims.
-async fn read_body(
-    mut body: Body,
+/// Reads one request body within the size cap, the deadline and the shared memory
+/// budget.
+struct BodyReader<'a> {
+    memory: &'a Arc<Semaphore>,
     declared: Option<usize>,
     deadline: Instant,
-) -> Result<Vec<u8>, BodyError> {
-    let deadline = tokio::time::Instant::from_std(deadline);
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
-    let mut too_large = declared.is_some_and(|n| n > MAX_BODY_BYTES);
-    let mut discarded = 0usize;
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) if too_large => return Err(BodyError::TooLarge),
-            Err(_) => return Err(BodyError::Timeout),
-            Ok(None) => break,
-            Ok(Some(Err(_))) if too_large => return Err(BodyError::TooLarge),
-            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if too_large || buf.len() + data.len() > MAX_BODY_BYTES {
-            too_large = true;
-            buf = Vec::new();
-            discarded += data.len();
-            if discarded > OVERSIZE_DRAIN_BYTES {
-                return Err(BodyError::TooLarge);
+}
+
+impl BodyReader<'_> {
+    /// Reads at most [`MAX_BODY_BYTES`] before the deadline; the cap is enforced while
+    /// reading, whatever Content-Length claims. The permit returned holds the body's
+    /// share of the memory budget until dropped.
+    async fn read(
+        &self,
+        mut body: Body,
+    ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        // Content-Length only sizes the first allocation, never beyond what the
+        // budget would grant a first chunk.
+        let mut buf = Vec::with_capacity(self.declared.unwrap_or(0).min(64 * 1024));
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut too_large = self.declared.is_some_and(|n| n > MAX_BODY_BYTES);
+        let mut discarded = 0usize;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) if too_large => return Err(BodyError::TooLarge),
+                Err(_) => return Err(BodyError::Timeout),
+                Ok(None) => break,
+                Ok(Some(Err(_))) if too_large => return Err(BodyError::TooLarge),
+                Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if too_large || buf.len() + data.len() > MAX_BODY_BYTES {
+                too_large = true;
+                buf = Vec::new();
+                held = None;
+                discarded += data.len();
+                if discarded > OVERSIZE_DRAIN_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+                continue;
             }
-            continue;
+            let units = (buf.len() + data.len()).div_ceil(BUDGET_UNIT);
+            let more = units - held.as_ref().map_or(0, |p| p.num_permits());
+            if more > 0 {
+                let permit = tokio::time::timeout_at(
+                    deadline,
+                    self.memory.clone().acquire_many_owned(more as u32),
+                )
+                .await
+                .map_err(|_| BodyError::Busy)?
+                .map_err(|_| BodyError::Busy)?;
+                match &mut held {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
+            }
+            buf.extend_from_slice(&data);
         }
-        buf.extend_from_slice(&data);
+        if too_large {
+            return Err(BodyError::TooLarge);
+        }
+        Ok((buf, held))
     }
-    if too_large {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(buf)
 }
 
 /// One structured line per decision: who changed what, how far it reached, and why
@@ -287,20 +356,63 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
+    fn reader(
+        memory: &Arc<Semaphore>,
+        declared: Option<usize>,
+        deadline: Instant,
+    ) -> BodyReader<'_> {
+        BodyReader {
+            memory,
+            declared,
+            deadline,
+        }
+    }
+
     #[tokio::test]
     async fn the_size_cap_holds_whatever_content_length_says() {
+        let memory = body_memory(BODY_MEMORY_BYTES);
         let at_cap = vec![b'x'; MAX_BODY_BYTES];
-        let read = read_body(Body::from(at_cap.clone()), None, far()).await;
-        assert_eq!(read.unwrap().len(), MAX_BODY_BYTES);
+        let read = reader(&memory, None, far()).read(Body::from(at_cap)).await;
+        assert_eq!(read.unwrap().0.len(), MAX_BODY_BYTES);
 
         let over = vec![b'x'; MAX_BODY_BYTES + 1];
         for declared in [None, Some(10), Some(MAX_BODY_BYTES + 1)] {
-            let read = read_body(Body::from(over.clone()), declared, far()).await;
+            let read = reader(&memory, declared, far())
+                .read(Body::from(over.clone()))
+                .await;
             assert!(
                 matches!(read, Err(BodyError::TooLarge)),
                 "declared {declared:?}"
             );
         }
+        assert_eq!(
+            memory.available_permits(),
+            BODY_MEMORY_BYTES / BUDGET_UNIT,
+            "every body's memory is given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_wait_for_memory_held_by_others_and_give_up_at_the_deadline() {
+        let memory = body_memory(MAX_BODY_BYTES);
+        let first = reader(&memory, None, far())
+            .read(Body::from(vec![b'x'; MAX_BODY_BYTES - 100]))
+            .await
+            .unwrap();
+        assert_eq!(
+            first.1.as_ref().map(|p| p.num_permits()),
+            Some(MAX_BODY_BYTES / BUDGET_UNIT)
+        );
+        let soon = Instant::now() + Duration::from_millis(50);
+        let second = reader(&memory, None, soon)
+            .read(Body::from(vec![b'y'; 10]))
+            .await;
+        assert!(matches!(second, Err(BodyError::Busy)));
+        drop(first);
+        let third = reader(&memory, None, far())
+            .read(Body::from(vec![b'z'; 10]))
+            .await;
+        assert_eq!(third.unwrap().0, b"zzzzzzzzzz");
     }
 
     /// A client that sent its headers and then nothing.
@@ -320,8 +432,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_never_ends_times_out() {
+        let memory = body_memory(BODY_MEMORY_BYTES);
         let deadline = Instant::now() + Duration::from_millis(50);
-        let read = read_body(Body::new(NeverEnds), Some(100), deadline).await;
+        let read = reader(&memory, Some(100), deadline)
+            .read(Body::new(NeverEnds))
+            .await;
         assert!(matches!(read, Err(BodyError::Timeout)));
     }
 }
