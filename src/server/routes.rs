@@ -103,9 +103,10 @@ async fn method_not_allowed() -> Response {
 async fn validate(State(webhook): State<Webhook>, request: Request) -> Response {
     let started = Instant::now();
     let _inflight = webhook.metrics.inflight();
-    let budget = api_server_timeout(request.uri().query()).map_or(webhook.body_timeout, |t| {
-        t.max(MIN_API_TIMEOUT).min(webhook.body_timeout)
-    });
+    let time_allowed = api_server_timeout(request.uri().query())
+        .map_or(webhook.body_timeout, |t| {
+            t.max(MIN_API_TIMEOUT).min(webhook.body_timeout)
+        });
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -114,7 +115,7 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
     let reader = BodyReader {
         memory: &webhook.body_memory,
         declared,
-        deadline: started + budget,
+        deadline: started + time_allowed,
     };
     let (body, _memory) = match reader.read(request.into_body()).await {
         Ok(read) => read,
@@ -122,11 +123,11 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
             let elapsed = started.elapsed();
             webhook.metrics.record_unjudged(e.metric(), elapsed);
             warn!(
-                error = %e.message(budget),
+                error = %e.message(time_allowed),
                 duration_seconds = elapsed.as_secs_f64(),
                 "admission request body not read"
             );
-            return text(e.status(), format!("{}\n", e.message(budget)));
+            return text(e.status(), format!("{}\n", e.message(time_allowed)));
         }
     };
     let Some(reviewed) = review(&webhook.engine, body).await else {
@@ -201,7 +202,7 @@ impl BodyError {
         }
     }
 
-    fn message(&self, budget: Duration) -> String {
+    fn message(&self, time_allowed: Duration) -> String {
         match self {
             BodyError::TooLarge => format!(
                 "request body too large: an AdmissionReview may be at most {} MiB ({MAX_BODY_BYTES} bytes)",
@@ -209,7 +210,7 @@ impl BodyError {
             ),
             BodyError::Timeout => format!(
                 "request body not received within {}",
-                humantime::format_duration(budget)
+                humantime::format_duration(time_allowed)
             ),
             BodyError::Busy => format!(
                 "server busy: other requests hold all {} MiB of body memory; retry",
@@ -237,8 +238,8 @@ impl BodyReader<'_> {
         mut body: Body,
     ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        // Content-Length only sizes the first allocation, never beyond what the
-        // budget would grant a first chunk.
+        // Content-Length only sizes the first allocation, and only up to 64 KiB: a
+        // client may claim 8 MiB and send nothing.
         let mut buf = Vec::with_capacity(self.declared.unwrap_or(0).min(64 * 1024));
         let mut held: Option<OwnedSemaphorePermit> = None;
         let mut too_large = self.declared.is_some_and(|n| n > MAX_BODY_BYTES);
