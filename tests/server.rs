@@ -248,6 +248,43 @@ async fn certificate_rotates_by_symlink_swap_without_a_failed_request() {
         series("blastguard_tls_cert_not_after_seconds"),
         Some(new.not_after as f64)
     );
+
+    // A pair whose key does not belong to its certificate never replaces a good one.
+    let other = pki.leaf(1003, 2032);
+    secret.write(&[
+        ("tls.crt", other.cert_pem.as_bytes()),
+        ("tls.key", new.key_pem.as_bytes()),
+    ]);
+    eventually("the failed reload to show in /metrics", || async {
+        let failures = server_metric(
+            &server,
+            "blastguard_tls_cert_reloads_total{result=\"failure\"}",
+        );
+        (failures.await? == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        served_certificate(&server, &pki.ca_pem).await.unwrap(),
+        new.der
+    );
+    let client = webhook_client_builder(&pki.ca_pem, Http::One)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let id = uid(1004);
+    let r = response(
+        &post_review(&client, &server, plain_deployment_in_prod(&id))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r["uid"], id.as_str());
+    assert!(
+        server
+            .stderr()
+            .contains("keeping the certificate being served"),
+        "{}",
+        server.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -291,7 +291,8 @@ impl BodyReader<'_> {
 }
 
 /// One structured line per decision: who changed what, how far it reached, and why
-/// it was admitted or not.
+/// it was admitted or not. Decisions log under the target `blastguard::decision`, so
+/// `RUST_LOG=warn,blastguard::decision=info` keeps them and little else.
 fn log_review(reviewed: &Reviewed, elapsed: Duration) {
     let Some((change, verdict)) = &reviewed.judged else {
         warn!(
@@ -306,6 +307,7 @@ fn log_review(reviewed: &Reviewed, elapsed: Duration) {
     let findings = &verdict.findings;
     let limits: Vec<&str> = findings.violations.iter().map(|v| v.limit_name()).collect();
     info!(
+        target: "blastguard::decision",
         uid = %change.uid,
         operation = change.operation.as_str(),
         kind = %change.target.kind,
