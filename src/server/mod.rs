@@ -1,12 +1,397 @@
-//! `blastguard serve`: the HTTPS webhook and its admin port.
+//! `blastguard serve`: the HTTPS webhook and its admin port (DESIGN.md section 6).
+//!
+//! Startup order: policy (an invalid one is fatal), allowed_signers (a missing one
+//! only makes approvals impossible), both ports bound, the certificate (readiness
+//! waits for it), then serving until SIGTERM or SIGINT drains the webhook.
 
+pub mod admin;
+pub mod dev;
+pub mod listener;
+pub mod reloaders;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Arguments of `blastguard serve`.
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::{error, info, warn};
+
+use crate::approval::NoTrustedSigners;
+use crate::engine::Engine;
+use crate::logging::{self, LogFormat};
+use crate::metrics::{Metrics, Reloaded};
+use crate::policy::Policy;
+use crate::reload;
+use listener::{Drained, Endpoint, Limits};
+use reloaders::{CertFiles, LoadError, PolicyFile, SignersFile};
+
+/// Exit code when the server cannot start (invalid policy, port in use).
+pub const EXIT_FATAL: u8 = 1;
+
+/// How long the admin port keeps answering probes after the webhook has drained.
+const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Shortest `--reload-interval`: each tick reads the watched files.
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Arguments of `blastguard serve`. Every flag can also be set by an environment
+/// variable `BLASTGUARD_<FLAG>`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+#[command(after_help = "Examples:\n  \
+    blastguard serve --tls-cert /certs/tls.crt --tls-key /certs/tls.key --policy /etc/blastguard/policy.yaml\n  \
+    blastguard serve --dev")]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook [default: 0.0.0.0:8443; 127.0.0.1:8443 with --dev].
+    #[arg(long, env = "BLASTGUARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the plain-HTTP admin port (/livez, /readyz, /metrics)
+    /// [default: 0.0.0.0:8080; 127.0.0.1:8080 with --dev].
+    #[arg(long, env = "BLASTGUARD_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain served by the webhook; reloaded when it changes.
+    #[arg(
+        long,
+        env = "BLASTGUARD_TLS_CERT",
+        value_name = "FILE",
+        required_unless_present = "dev",
+        conflicts_with = "dev",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate; reloaded when it changes.
+    #[arg(
+        long,
+        env = "BLASTGUARD_TLS_KEY",
+        value_name = "FILE",
+        required_unless_present = "dev",
+        conflicts_with = "dev",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Policy file (YAML); reloaded when it changes [default: the embedded policy].
+    #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// OpenSSH allowed_signers file of the approvers; overrides the policy's
+    /// spec.approvals.allowedSigners; reloaded when it changes.
+    #[arg(long, env = "BLASTGUARD_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Log format (logs go to stderr; RUST_LOG filters).
+    #[arg(long, env = "BLASTGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Run without a cluster: self-signed certificate for localhost, loopback
+    /// addresses, and instructions on how to reach the server.
+    #[arg(long, env = "BLASTGUARD_DEV")]
+    pub dev: bool,
+    /// How often the certificate, policy and allowed_signers files are read for changes.
+    #[arg(
+        long,
+        env = "BLASTGUARD_RELOAD_INTERVAL",
+        value_name = "DURATION",
+        default_value = "2s",
+        value_parser = parse_reload_interval
+    )]
+    pub reload_interval: Duration,
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub limits: Box<LimitArgs>,
+}
 
-/// Runs the server until SIGTERM.
-pub fn run(_args: ServeArgs) -> ExitCode {
-    ExitCode::from(crate::cli::EXIT_BAD_INPUT)
+/// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits and timeouts")]
+pub struct LimitArgs {
+    /// Most webhook connections served at once; more wait to be accepted.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONCURRENT_STREAMS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    pub max_concurrent_streams: u32,
+    /// Time allowed for a TLS handshake.
+    #[arg(
+        long,
+        env = "BLASTGUARD_HANDSHAKE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub handshake_timeout: Duration,
+    /// Time allowed for an HTTP/1 request head, and for an idle keep-alive connection.
+    #[arg(
+        long,
+        env = "BLASTGUARD_HEADER_READ_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a request body (capped by the API server's ?timeout=).
+    #[arg(
+        long,
+        env = "BLASTGUARD_BODY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub body_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish before exit.
+    #[arg(
+        long,
+        env = "BLASTGUARD_DRAIN_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "20s",
+        value_parser = humantime::parse_duration
+    )]
+    pub drain_timeout: Duration,
+}
+
+fn parse_reload_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < MIN_RELOAD_INTERVAL {
+        return Err(format!(
+            "must be at least {}",
+            humantime::format_duration(MIN_RELOAD_INTERVAL)
+        ));
+    }
+    Ok(d)
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policy given with `--policy` cannot be used.
+    #[error("cannot start: {0}")]
+    Policy(LoadError),
+    /// A port could not be bound.
+    #[error("cannot listen for the {what} on {addr}: {source}")]
+    Bind {
+        /// `webhook` or `admin port`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The dev certificate could not be made.
+    #[error("cannot start in dev mode: {0}")]
+    Dev(#[from] dev::DevError),
+    /// TLS could not be configured.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Threads, signal handlers or the runtime could not be set up.
+    #[error("cannot start: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// Neither certificate flags nor `--dev` were given.
+    #[error("serve needs --tls-cert and --tls-key, or --dev")]
+    NoCertificate,
+}
+
+/// Runs the server until SIGTERM or SIGINT and the drain that follows.
+pub fn run(args: ServeArgs) -> ExitCode {
+    logging::init(args.log_format);
+    // Anything else in the process that asks rustls for the default provider (the
+    // kube client, for one) gets ring too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    let result = runtime.block_on(serve(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(EXIT_FATAL)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+    let dev = args.dev.then(dev::DevSetup::create).transpose()?;
+    let (cert_path, key_path) = match (&dev, &args.tls_cert, &args.tls_key) {
+        (Some(d), _, _) => (d.cert.clone(), d.key.clone()),
+        (None, Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => return Err(ServeError::NoCertificate),
+    };
+    let loopback = dev.is_some();
+    let listen = args.listen.unwrap_or_else(|| default_addr(loopback, 8443));
+    let admin_listen = args
+        .admin_listen
+        .unwrap_or_else(|| default_addr(loopback, 8080));
+
+    let metrics = Arc::new(Metrics::new());
+    let (policy, policy_file) = match &args.policy {
+        Some(path) => {
+            let (file, policy) = PolicyFile::load(path, &metrics).map_err(ServeError::Policy)?;
+            (policy, Some(file))
+        }
+        None => {
+            metrics.record_reload(Reloaded::Policy, true);
+            (Policy::embedded(), None)
+        }
+    };
+    info!(
+        policy = %args.policy.as_ref().map_or("embedded".to_string(), |p| p.display().to_string()),
+        name = %policy.document.metadata.name,
+        rules = policy.rules.len(),
+        "policy loaded"
+    );
+    let engine = Arc::new(Engine::new(policy, Arc::new(NoTrustedSigners)));
+    let mut signers = SignersFile::new(args.allowed_signers.clone());
+    signers.tick(&engine, &metrics);
+
+    // Signals are caught before the addresses are printed, so whoever reads them can
+    // signal at once.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let resolver = Arc::new(tls::CertResolver::default());
+    let readiness = Arc::new(admin::Readiness::new(
+        resolver.clone(),
+        format!("{} and {}", cert_path.display(), key_path.display()),
+    ));
+    let admin_listener = bind("admin port", admin_listen).await?;
+    let webhook_listener = bind("webhook", listen).await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let webhook_addr = webhook_listener.local_addr()?;
+
+    let mut cert_files = CertFiles::new(cert_path, key_path, resolver.clone());
+    cert_files.tick(&metrics);
+    spawn_reloaders(&args, cert_files, policy_file, signers, &engine, &metrics)?;
+
+    let limits = Limits {
+        max_connections: args.limits.max_connections,
+        handshake_timeout: args.limits.handshake_timeout,
+        header_read_timeout: args.limits.header_read_timeout,
+        max_concurrent_streams: args.limits.max_concurrent_streams,
+    };
+    let webhook = Endpoint {
+        name: "webhook",
+        listener: webhook_listener,
+        tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(resolver)?))),
+        router: routes::router(routes::Webhook::new(
+            engine.clone(),
+            metrics.clone(),
+            args.limits.body_timeout,
+        )),
+        limits,
+    };
+    let admin = Endpoint {
+        name: "admin",
+        listener: admin_listener,
+        tls: None,
+        router: admin::router(readiness.clone(), metrics.clone()),
+        limits,
+    };
+    let (stop_webhook, webhook_stopped) = watch::channel(false);
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(listener::serve(admin, admin_stopped, ADMIN_DRAIN_TIMEOUT));
+    let webhook_task = tokio::spawn(listener::serve(
+        webhook,
+        webhook_stopped,
+        args.limits.drain_timeout,
+    ));
+
+    info!(%webhook_addr, %admin_addr, "listening");
+    println!("blastguard: webhook listening on https://{webhook_addr}/validate");
+    println!("blastguard: admin listening on http://{admin_addr} (/livez /readyz /metrics)");
+    if let Some(dev) = &dev {
+        println!("{}", dev.instructions(webhook_addr, admin_addr));
+    }
+
+    let received = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    info!(
+        signal = received,
+        drain_timeout = %humantime::format_duration(args.limits.drain_timeout),
+        "shutting down: not ready, no new connections, finishing requests in flight; a second signal exits at once"
+    );
+    readiness.start_draining();
+    tokio::spawn(exit_on_second_signal(terminate, interrupt));
+    let _ = stop_webhook.send(true);
+    match webhook_task.await {
+        Ok(Drained::Complete) => info!("all requests in flight finished"),
+        Ok(Drained::TimedOut) => {
+            warn!("drain timeout passed with connections still open; closing them")
+        }
+        Err(e) => error!("webhook task failed: {e}"),
+    }
+    let _ = stop_admin.send(true);
+    let _ = admin_task.await;
+    info!("stopped");
+    // Keeps the dev files until the server is done with them.
+    drop(dev);
+    Ok(())
+}
+
+fn default_addr(loopback: bool, port: u16) -> SocketAddr {
+    let ip = if loopback {
+        std::net::Ipv4Addr::LOCALHOST
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED
+    };
+    SocketAddr::from((ip, port))
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+/// Starts one polling thread per watched file.
+fn spawn_reloaders(
+    args: &ServeArgs,
+    mut cert_files: CertFiles,
+    policy_file: Option<PolicyFile>,
+    mut signers: SignersFile,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<()> {
+    let interval = args.reload_interval;
+    let m = metrics.clone();
+    reload::spawn_poller("certificate", interval, move || cert_files.tick(&m))?;
+    if let Some(mut policy_file) = policy_file {
+        let (e, m) = (engine.clone(), metrics.clone());
+        reload::spawn_poller("policy", interval, move || policy_file.tick(&e, &m))?;
+    }
+    let (e, m) = (engine.clone(), metrics.clone());
+    reload::spawn_poller("allowed-signers", interval, move || signers.tick(&e, &m))?;
+    Ok(())
+}
+
+/// During the drain, a second SIGTERM or SIGINT ends the process at once, with the
+/// shell's code for death by that signal.
+async fn exit_on_second_signal(mut terminate: Signal, mut interrupt: Signal) {
+    let code = tokio::select! {
+        _ = terminate.recv() => 128 + 15,
+        _ = interrupt.recv() => 128 + 2,
+    };
+    warn!("second signal: exiting without finishing requests in flight");
+    std::process::exit(code);
 }

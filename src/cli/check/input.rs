@@ -1,0 +1,500 @@
+//! Reading manifests for `check`: files, directories (recursively: `.yaml`, `.yml`,
+//! `.json`), and stdin (`-`); multi-document YAML and JSON streams; `List` kinds
+//! unpacked. Every error names the file and, for a parse error, the line.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Most bytes read from one file or from stdin: far above any real manifest set, and a
+/// bound on what a runaway pipe can make `check` hold.
+pub const MAX_SOURCE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most bytes read over all sources of one run (a directory may hold many files).
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The name stdin is given in messages.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Where an object was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file (as given or found in a directory), or `<stdin>`.
+    pub file: String,
+    /// The document in the file, from 1 (YAML `---` documents, or JSON values).
+    pub document: usize,
+    /// The index in a `List`'s `items`, from 0, when the object came from a list.
+    pub item: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (document {}", self.file, self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ", item {item}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// One Kubernetes object read from the input.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where it came from.
+    pub origin: Origin,
+    /// The object; it has string `apiVersion` and `kind`.
+    pub object: Map<String, Value>,
+}
+
+/// Why the input could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A source exceeds [`MAX_SOURCE_BYTES`].
+    #[error("{path}: larger than {MAX_SOURCE_BYTES} bytes; split the input")]
+    TooLarge {
+        /// The file.
+        path: String,
+    },
+    /// All sources together exceed [`MAX_TOTAL_BYTES`].
+    #[error(
+        "{path}: the inputs together are larger than {MAX_TOTAL_BYTES} bytes; check them in parts"
+    )]
+    TotalTooLarge {
+        /// The file that went over.
+        path: String,
+    },
+    /// Not valid UTF-8 text.
+    #[error("{path}: not UTF-8 text")]
+    NotText {
+        /// The file.
+        path: String,
+    },
+    /// YAML or JSON syntax error.
+    #[error("{path}:{line}:{column}: invalid {format}: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// Line, from 1.
+        line: usize,
+        /// Column, from 1.
+        column: usize,
+        /// `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message.
+        message: String,
+    },
+    /// A document that is not a Kubernetes object.
+    #[error("{origin}: not a Kubernetes object: {problem}")]
+    NotAnObject {
+        /// Where.
+        origin: Origin,
+        /// What is missing or wrong.
+        problem: String,
+    },
+    /// `-` given more than once (stdin can be read only once).
+    #[error("stdin (-) can be read only once, but it was given more than once")]
+    StdinTwice,
+}
+
+/// Reads sources, remembering whether stdin was consumed.
+#[derive(Debug, Default)]
+pub struct Reader {
+    stdin_used: bool,
+    total_bytes: u64,
+}
+
+impl Reader {
+    /// Reads every object of one source: a file, a directory (recursively), or `-`.
+    pub fn read(&mut self, source: &Path) -> Result<Vec<Manifest>, InputError> {
+        if source.as_os_str() == "-" {
+            if std::mem::replace(&mut self.stdin_used, true) {
+                return Err(InputError::StdinTwice);
+            }
+            let text = self.read_text(source, STDIN_NAME)?;
+            return parse(STDIN_NAME, &text, false);
+        }
+        let name = source.display().to_string();
+        let metadata = std::fs::metadata(source).map_err(|e| read_error(&name, e))?;
+        if !metadata.is_dir() {
+            return self.read_file(source);
+        }
+        let mut files = Vec::new();
+        collect_manifest_files(source, &mut files)?;
+        let mut out = Vec::new();
+        for file in files {
+            out.extend(self.read_file(&file)?);
+        }
+        Ok(out)
+    }
+
+    fn read_file(&mut self, path: &Path) -> Result<Vec<Manifest>, InputError> {
+        let name = path.display().to_string();
+        let text = self.read_text(path, &name)?;
+        parse(&name, &text, has_extension(path, &["json"])).map_err(|e| match e {
+            InputError::NotAnObject { origin, problem } => InputError::NotAnObject {
+                problem: problem + &render_hint(path),
+                origin,
+            },
+            other => other,
+        })
+    }
+
+    fn read_text(&mut self, source: &Path, name: &str) -> Result<String, InputError> {
+        let bytes = read_source(source)?;
+        self.total_bytes += bytes.len() as u64;
+        if self.total_bytes > MAX_TOTAL_BYTES {
+            return Err(InputError::TotalTooLarge {
+                path: name.to_string(),
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| InputError::NotText {
+            path: name.to_string(),
+        })
+    }
+}
+
+fn read_error(path: &str, source: std::io::Error) -> InputError {
+    InputError::Read {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The bytes of one file, or of stdin for `-`, at most [`MAX_SOURCE_BYTES`].
+pub fn read_source(source: &Path) -> Result<Vec<u8>, InputError> {
+    if source.as_os_str() == "-" {
+        return read_bytes(std::io::stdin().lock(), STDIN_NAME, MAX_SOURCE_BYTES);
+    }
+    let name = source.display().to_string();
+    let file = std::fs::File::open(source).map_err(|e| read_error(&name, e))?;
+    read_bytes(file, &name, MAX_SOURCE_BYTES)
+}
+
+/// Reads at most `limit` bytes: one more is read only to tell that there are more.
+fn read_bytes(reader: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, InputError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_error(name, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(InputError::TooLarge {
+            path: name.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// How to check the source files of kustomize and Helm, which are not objects.
+fn render_hint(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .map_or(".".into(), |d| d.display().to_string());
+    let dir = if dir.is_empty() { ".".to_string() } else { dir };
+    match file {
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization" => format!(
+            " (a kustomization: check what it renders, `kubectl kustomize {dir} | kubectl blastguard check -f -`)"
+        ),
+        "Chart.yaml" | "values.yaml" | "values.yml" => format!(
+            " (a Helm chart file: check what the chart renders, `helm template NAME {dir} | kubectl blastguard check -f -`)"
+        ),
+        _ => String::new(),
+    }
+}
+
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The manifest files under `dir`, in name order at every level so results are stable.
+/// Symbolic links to directories are not followed (no cycles); links to files are.
+fn collect_manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let name = dir.display().to_string();
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(|e| read_error(&name, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_error(&name, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let file_type = entry
+            .file_type()
+            .map_err(|e| read_error(&path.display().to_string(), e))?;
+        if file_type.is_dir() {
+            collect_manifest_files(&path, out)?;
+        } else if has_extension(&path, &["yaml", "yml", "json"])
+            && (file_type.is_file() || path.is_file())
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Parses a text of YAML documents or JSON values into objects. JSON is read as a
+/// stream of values when the file is `.json` or the text starts like JSON; anything
+/// else (and JSON-looking text that is not JSON, such as a YAML flow mapping) as YAML.
+fn parse(name: &str, text: &str, is_json_file: bool) -> Result<Vec<Manifest>, InputError> {
+    let looks_like_json = text.trim_start().starts_with(['{', '[']);
+    let documents = if is_json_file {
+        json_documents(name, text)?
+    } else if looks_like_json {
+        json_documents(name, text).or_else(|_| yaml_documents(name, text))?
+    } else {
+        yaml_documents(name, text)?
+    };
+    let mut out = Vec::new();
+    for (index, value) in documents.into_iter().enumerate() {
+        let origin = Origin {
+            file: name.to_string(),
+            document: index + 1,
+            item: None,
+        };
+        // Empty documents (`---` at the end, comments only) hold nothing.
+        if !value.is_null() {
+            unpack(origin, value, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn json_documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| InputError::Syntax {
+            path: name.to_string(),
+            line: e.line(),
+            column: e.column(),
+            format: "JSON",
+            message: e.to_string(),
+        })
+}
+
+fn yaml_documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
+    // One deserializer over the whole stream, so error positions are in file lines.
+    serde_yaml::Deserializer::from_str(text)
+        .map(Value::deserialize)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            let location = e.location();
+            InputError::Syntax {
+                path: name.to_string(),
+                line: location.as_ref().map_or(1, |l| l.line()),
+                column: location.as_ref().map_or(1, |l| l.column()),
+                format: "YAML",
+                message: e.to_string(),
+            }
+        })
+}
+
+/// Adds `value` to `out`, or its items when it is a `List` (`kind: List`, or a typed
+/// list such as `DeploymentList`, whose items may omit apiVersion and kind).
+fn unpack(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), InputError> {
+    let not_an_object = |problem: String| InputError::NotAnObject {
+        origin: origin.clone(),
+        problem,
+    };
+    let Value::Object(mut object) = value else {
+        return Err(not_an_object(format!(
+            "expected a mapping with apiVersion and kind, found {}",
+            json_type(&value)
+        )));
+    };
+    let text = |object: &Map<String, Value>, key: &str| {
+        object
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let api_version =
+        text(&object, "apiVersion").ok_or_else(|| not_an_object("no apiVersion".into()))?;
+    let kind = text(&object, "kind").ok_or_else(|| not_an_object("no kind".into()))?;
+
+    let is_list = kind == "List" || (kind.ends_with("List") && object.contains_key("items"));
+    if !is_list {
+        out.push(Manifest { origin, object });
+        return Ok(());
+    }
+    let items = match object.remove("items") {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => Vec::new(),
+        Some(other) => {
+            return Err(not_an_object(format!(
+                "{kind}.items must be a list, found {}",
+                json_type(&other)
+            )));
+        }
+    };
+    let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+    for (index, mut item) in items.into_iter().enumerate() {
+        // Typed lists (DeploymentList) leave apiVersion and kind off their items.
+        if let (Value::Object(fields), Some(item_kind)) = (&mut item, item_kind) {
+            fields
+                .entry("apiVersion")
+                .or_insert_with(|| Value::String(api_version.clone()));
+            fields
+                .entry("kind")
+                .or_insert_with(|| Value::String(item_kind.to_string()));
+        }
+        let item_origin = Origin {
+            item: Some(index),
+            ..origin.clone()
+        };
+        unpack(item_origin, item, out)?;
+    }
+    Ok(())
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(manifests: &[Manifest]) -> Vec<(String, usize, Option<usize>)> {
+        manifests
+            .iter()
+            .map(|m| {
+                (
+                    m.object["kind"].as_str().unwrap_or_default().to_string(),
+                    m.origin.document,
+                    m.origin.item,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn yaml_stream_with_empty_documents_and_a_list() {
+        let text = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: s}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: d}\n---\n";
+        let got = parse("m.yaml", text, false).expect("parses");
+        assert_eq!(
+            kinds(&got),
+            vec![
+                ("ConfigMap".to_string(), 1, None),
+                ("Secret".to_string(), 3, Some(0)),
+                ("Deployment".to_string(), 3, Some(1)),
+            ]
+        );
+    }
+
+    #[test]
+    fn typed_list_items_get_apiversion_and_kind() {
+        let text = r#"{"apiVersion":"apps/v1","kind":"DeploymentList","items":[{"metadata":{"name":"a"}}]}"#;
+        let got = parse("l.json", text, true).expect("parses");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].object["kind"], "Deployment");
+        assert_eq!(got[0].object["apiVersion"], "apps/v1");
+    }
+
+    #[test]
+    fn json_stream_of_several_values() {
+        let text = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}\n{\"apiVersion\":\"v1\",\"kind\":\"Secret\"}\n";
+        let got = parse("<stdin>", text, false).expect("parses");
+        assert_eq!(
+            kinds(&got),
+            vec![
+                ("ConfigMap".to_string(), 1, None),
+                ("Secret".to_string(), 2, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn yaml_flow_mapping_is_not_taken_for_json() {
+        let got = parse("f.yaml", "{apiVersion: v1, kind: ConfigMap}\n", false).expect("parses");
+        assert_eq!(kinds(&got), vec![("ConfigMap".to_string(), 1, None)]);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let cases = [
+            // The bad line is in the second document: the line counts from the file.
+            (
+                "apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: [Secret\nmetadata: {}\n",
+                false,
+                "YAML",
+                5,
+            ),
+            ("{\"apiVersion\": \"v1\",\n \"kind\": }\n", true, "JSON", 2),
+        ];
+        for (text, json, format, line) in cases {
+            match parse("bad.yaml", text, json) {
+                Err(InputError::Syntax {
+                    path,
+                    line: got,
+                    format: f,
+                    ..
+                }) => {
+                    assert_eq!((path.as_str(), f), ("bad.yaml", format), "{text}");
+                    assert!(got >= line && got <= line + 1, "{text}: line {got}");
+                }
+                other => panic!("{text}: expected a syntax error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        // An endless source stops one byte past the limit.
+        let endless = std::io::repeat(b'a');
+        match read_bytes(endless, "<stdin>", 1024) {
+            Err(InputError::TooLarge { path }) => assert_eq!(path, "<stdin>"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        let exact = read_bytes(&[b'a'; 1024][..], "f", 1024).expect("at the limit is fine");
+        assert_eq!(exact.len(), 1024);
+    }
+
+    #[test]
+    fn documents_that_are_not_objects_are_errors() {
+        let cases = [
+            ("- a\n- b\n", "found a list"),
+            ("kind: ConfigMap\n", "no apiVersion"),
+            ("apiVersion: v1\nmetadata: {}\n", "no kind"),
+            (
+                "apiVersion: v1\nkind: List\nitems: 3\n",
+                "items must be a list",
+            ),
+            ("apiVersion: v1\nkind: List\nitems: [7]\n", "found a number"),
+        ];
+        for (text, expected) in cases {
+            match parse("x.yaml", text, false) {
+                Err(e @ InputError::NotAnObject { .. }) => {
+                    let message = e.to_string();
+                    assert!(message.starts_with("x.yaml (document 1"), "{message}");
+                    assert!(message.contains(expected), "{text}: {message}");
+                }
+                other => panic!("{text}: expected NotAnObject, got {other:?}"),
+            }
+        }
+    }
+}

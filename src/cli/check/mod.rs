@@ -1,0 +1,364 @@
+//! `blastguard check`: would this pass? Manifests (or a raw AdmissionReview) judged
+//! offline by the webhook's own engine (DESIGN.md section 6).
+//!
+//! Each manifest becomes the AdmissionReview the API server would send ([`synth`]),
+//! and [`Engine::review`] judges it exactly as `serve` does: no rule lives here.
+
+pub mod apply;
+pub mod input;
+pub mod kinds;
+pub mod output;
+pub mod synth;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
+use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
+use crate::engine::Engine;
+use crate::policy::{Policy, PolicyError};
+use input::{InputError, Manifest, Reader};
+use output::{Evaluation, Outcome, Style};
+use synth::{Planner, Requester, SynthError};
+
+/// The requester reported when neither `--as` nor a local user name is known.
+pub const FALLBACK_USER: &str = "kubectl-blastguard-check";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Would these manifests pass? (exit 0: all pass, 1: any denied, 2: bad input)
+  kubectl blastguard check -f deploy.yaml -f k8s/
+
+  # Rendered manifests on stdin
+  kubectl kustomize overlays/prod | kubectl blastguard check -f -
+  helm template shop ./chart | kubectl blastguard check -f -
+
+  # An update, measured against the current state in the cluster
+  kubectl get deploy api -n shop -o yaml > current.yaml
+  kubectl blastguard check -f deploy.yaml --old current.yaml
+
+  # As the AI agent's identity would be judged, as JSON for a pipeline
+  kubectl blastguard check -f k8s/ --as system:serviceaccount:ai-agents:claude -o json
+
+  # Deleting these objects
+  kubectl blastguard check -f deploy.yaml --delete
+
+  # A raw AdmissionReview: prints the response the webhook would send
+  blastguard check --review review.json";
+
+/// Output format of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table, then the full message of each denial and warning.
+    Text,
+    /// The JSON report (schema: docs/kubectl-plugin.md).
+    Json,
+}
+
+/// Arguments of `blastguard check`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct CheckArgs {
+    /// Manifests to check: a file, a directory (recursively: .yaml, .yml, .json), or
+    /// - for stdin. Multi-document YAML, JSON, and List kinds. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required_unless_present = "review"
+    )]
+    pub files: Vec<PathBuf>,
+
+    /// The current state (e.g. `kubectl get -o yaml`): objects found here by group,
+    /// kind, namespace and name are checked as updates; the rest as creations.
+    /// Repeatable.
+    #[arg(long, value_name = "FILE|DIR|-")]
+    pub old: Vec<PathBuf>,
+
+    /// Check the objects as deletions.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// The user the change is made as [default: the local user name].
+    #[arg(long = "as", value_name = "USER")]
+    pub as_user: Option<String>,
+
+    /// A group of that user. Repeatable.
+    #[arg(long = "as-group", value_name = "GROUP")]
+    pub as_groups: Vec<String>,
+
+    /// The field manager the change is made with (as `kubectl apply
+    /// --field-manager`). Deletions carry none.
+    #[arg(long, value_name = "NAME")]
+    pub field_manager: Option<String>,
+
+    /// The namespace of namespaced objects that do not name one.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = synth::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// Policy file [default: the embedded policy].
+    #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// OpenSSH allowed_signers file of trusted approvers [default: the policy's
+    /// spec.approvals.allowedSigners, when that file exists].
+    #[arg(long, env = "BLASTGUARD_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// Judge a raw AdmissionReview (file or -) and print the AdmissionReview response
+    /// the webhook would send.
+    #[arg(
+        long,
+        value_name = "FILE|-",
+        conflicts_with_all = ["files", "old", "delete", "as_user", "as_groups", "field_manager", "output"]
+    )]
+    pub review: Option<PathBuf>,
+}
+
+/// Why `check` could not judge its input (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A manifest could not be read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A manifest cannot become a request.
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+    /// The policy could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The allowed_signers file could not be loaded.
+    #[error(transparent)]
+    Signers(#[from] SignersError),
+    /// The inputs hold no objects.
+    #[error("no Kubernetes objects found in {0}")]
+    NoObjects(String),
+    /// The engine could not judge a request built from a manifest.
+    #[error("{origin}: the review built from this object was not judged: {detail}")]
+    NotJudged {
+        /// Where the object came from.
+        origin: String,
+        /// The engine's error.
+        detail: String,
+    },
+    /// `--review` input is not an AdmissionReview.
+    #[error("{path}: {detail}")]
+    Review {
+        /// The file.
+        path: String,
+        /// The engine's error.
+        detail: String,
+    },
+    /// Writing the output failed (e.g. a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs `check`: exit 0 when everything passes, 1 when anything is denied, 2 on bad
+/// input.
+pub fn run(args: CheckArgs) -> ExitCode {
+    match execute(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("blastguard check: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn execute(args: CheckArgs) -> Result<u8, CheckError> {
+    let engine = load_engine(args.policy.as_deref(), args.allowed_signers.as_deref())?;
+    if let Some(path) = &args.review {
+        return check_review(&engine, path);
+    }
+
+    let mut reader = Reader::default();
+    let manifests = read_all(&mut reader, &args.files)?;
+    let old = read_all(&mut reader, &args.old)?;
+    if manifests.is_empty() {
+        let sources: Vec<_> = args.files.iter().map(|p| p.display().to_string()).collect();
+        return Err(CheckError::NoObjects(sources.join(", ")));
+    }
+
+    let mut planner = Planner {
+        kinds: kinds::Kinds::builtin(),
+        namespace: args.namespace.clone(),
+        requester: Requester {
+            username: args.as_user.clone().unwrap_or_else(local_user),
+            groups: args.as_groups.clone(),
+            field_manager: args.field_manager.clone(),
+        },
+    };
+    planner.learn_definitions(manifests.iter().chain(&old));
+    let planned = planner.plan(manifests, old, args.delete)?;
+
+    let mut outcomes = Vec::with_capacity(planned.len());
+    for p in planned {
+        let evaluation = match &p.review {
+            Some(review) => Some(evaluate(&engine, review, &p.origin)?),
+            None => None,
+        };
+        outcomes.push(Outcome {
+            origin: p.origin,
+            key: p.key,
+            operation: p.operation,
+            evaluation,
+        });
+    }
+
+    let rendered = match args.output {
+        Format::Json => {
+            let mut json = serde_json::to_string_pretty(&output::report(&outcomes))
+                .map_err(std::io::Error::from)?;
+            json.push('\n');
+            json
+        }
+        Format::Text => output::text(
+            &outcomes,
+            Style {
+                color: std::io::stdout().is_terminal() && !no_color(),
+            },
+        ),
+    };
+    print_out(rendered.as_bytes())?;
+    Ok(if outcomes.iter().any(Outcome::denied) {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    })
+}
+
+/// Writes to stdout. A reader that stopped reading (`| head`) is not an error: the
+/// exit code still tells the verdict.
+fn print_out(bytes: &[u8]) -> Result<(), CheckError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `NO_COLOR` set to anything but the empty string turns colors off (no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// The local user name, as the requester when `--as` is not given.
+fn local_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| FALLBACK_USER.to_string())
+}
+
+fn read_all(reader: &mut Reader, sources: &[PathBuf]) -> Result<Vec<Manifest>, InputError> {
+    let mut out = Vec::new();
+    for source in sources {
+        out.extend(reader.read(source)?);
+    }
+    Ok(out)
+}
+
+/// The engine with the policy and approvers the webhook would have: `--policy` (else
+/// the embedded policy) and `--allowed-signers` (else the policy's file when it
+/// exists; without one, no approval can be trusted, and denials say so).
+pub fn load_engine(policy: Option<&Path>, signers: Option<&Path>) -> Result<Engine, CheckError> {
+    let policy = match policy {
+        Some(path) => Policy::from_file(path)?,
+        None => Policy::embedded(),
+    };
+    let verifier: Arc<dyn ApprovalVerifier> = match signers {
+        Some(path) => approval::load_verifier(path)?,
+        None => {
+            let path = Path::new(&policy.approvals.allowed_signers);
+            if path.exists() {
+                approval::load_verifier(path)?
+            } else {
+                Arc::new(NoTrustedSigners)
+            }
+        }
+    };
+    Ok(Engine::new(policy, verifier))
+}
+
+/// Judges one synthesized review and reads the verdict and the response's message
+/// and warnings, exactly as the API server would receive them.
+fn evaluate(
+    engine: &Engine,
+    review: &Value,
+    origin: &input::Origin,
+) -> Result<Evaluation, CheckError> {
+    let not_judged = |detail: String| CheckError::NotJudged {
+        origin: origin.to_string(),
+        detail,
+    };
+    let body = serde_json::to_vec(review).map_err(|e| not_judged(e.to_string()))?;
+    let reviewed = engine.review(&body);
+    let Some((change, verdict)) = reviewed.judged else {
+        return Err(not_judged(reviewed.error.unwrap_or_default()));
+    };
+    let response: Value =
+        serde_json::from_slice(&reviewed.body).map_err(|e| not_judged(e.to_string()))?;
+    let message = response
+        .pointer("/response/status/message")
+        .and_then(Value::as_str)
+        .filter(|_| !verdict.decision.allowed())
+        .map(str::to_string);
+    let warnings = response
+        .pointer("/response/warnings")
+        .and_then(Value::as_array)
+        .map(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Evaluation {
+        change,
+        verdict,
+        message,
+        warnings,
+    })
+}
+
+/// `check --review`: prints the AdmissionReview the webhook would answer with.
+fn check_review(engine: &Engine, path: &Path) -> Result<u8, CheckError> {
+    let name = if path.as_os_str() == "-" {
+        input::STDIN_NAME.to_string()
+    } else {
+        path.display().to_string()
+    };
+    let body = input::read_source(path)?;
+    let reviewed = engine.review(&body);
+    if reviewed.http_status != 200 {
+        return Err(CheckError::Review {
+            path: name,
+            detail: reviewed.error.unwrap_or_default(),
+        });
+    }
+    let mut answer = reviewed.body.clone();
+    answer.push(b'\n');
+    print_out(&answer)?;
+    match &reviewed.judged {
+        // A review with a uid but not judgeable: the answer is printed (the API server
+        // would get it), and the input was still bad.
+        None => {
+            eprintln!(
+                "blastguard check: {name}: {}",
+                reviewed.error.unwrap_or_default()
+            );
+            Ok(EXIT_BAD_INPUT)
+        }
+        Some(_) if reviewed.allowed() => Ok(EXIT_OK),
+        Some(_) => Ok(EXIT_DENIED),
+    }
+}

@@ -1,0 +1,327 @@
+//! Prometheus metrics of the webhook (DESIGN.md section 6), in base units.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::engine::Reviewed;
+
+/// Label value for requests that could not be judged.
+pub const UNKNOWN: &str = "unknown";
+
+/// Most distinct `kind` label values kept; further kinds count as `other`. The API
+/// server only sends the kinds the webhook registers, but anyone who reaches the port
+/// could invent kinds, and every label value is a new time series held forever.
+const MAX_KIND_LABELS: usize = 64;
+
+/// Buckets of the admission duration: a judgement takes tens of microseconds, a large
+/// review with a signature check some milliseconds, and the API server gives up at
+/// its timeout (at most 30s, usually a few).
+const DURATION_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Why a request body never reached the engine, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unjudged {
+    /// The body is not an AdmissionReview blastguard can judge.
+    Malformed,
+    /// The body exceeds the size limit.
+    TooLarge,
+    /// The body did not arrive in time.
+    Timeout,
+    /// Other requests held all the memory for bodies.
+    Busy,
+    /// The connection failed while the body was read.
+    BodyError,
+}
+
+impl Unjudged {
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unjudged::Malformed => "malformed",
+            Unjudged::TooLarge => "body_too_large",
+            Unjudged::Timeout => "body_timeout",
+            Unjudged::Busy => "server_busy",
+            Unjudged::BodyError => "body_error",
+        }
+    }
+}
+
+/// A file the server reloads, as in the metric names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The policy file.
+    Policy,
+    /// The allowed_signers file.
+    AllowedSigners,
+    /// The serving certificate and key.
+    TlsCert,
+}
+
+/// Every metric the server exports, in one registry of its own.
+pub struct Metrics {
+    registry: Registry,
+    admission_requests: IntCounterVec,
+    admission_duration: Histogram,
+    approvals: IntCounterVec,
+    policy_reloads: IntCounterVec,
+    policy_last_reload_success: IntGauge,
+    allowed_signers_reloads: IntCounterVec,
+    tls_cert_reloads: IntCounterVec,
+    tls_cert_not_after: IntGauge,
+    inflight: IntGauge,
+    kinds: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric; reload counters start at zero for both
+    /// results so dashboards and alerts see the series before the first failure.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let admission_requests = counter(
+            "blastguard_admission_requests_total",
+            "Admission reviews answered, by operation, kind, decision and reason.",
+            &["operation", "kind", "decision", "reason"],
+        );
+        let approvals = counter(
+            "blastguard_approvals_total",
+            "Approvals checked for changes over a limit, by result.",
+            &["result"],
+        );
+        let policy_reloads = counter(
+            "blastguard_policy_reloads_total",
+            "Loads of the policy file (at startup and on each change), by result.",
+            &["result"],
+        );
+        let allowed_signers_reloads = counter(
+            "blastguard_allowed_signers_reloads_total",
+            "Loads of the allowed_signers file (at startup and on each change), by result.",
+            &["result"],
+        );
+        let tls_cert_reloads = counter(
+            "blastguard_tls_cert_reloads_total",
+            "Loads of the serving certificate and key (at startup and on each change), by result.",
+            &["result"],
+        );
+        for c in [&policy_reloads, &allowed_signers_reloads, &tls_cert_reloads] {
+            for result in ["success", "failure"] {
+                c.with_label_values(&[result]);
+            }
+        }
+        let admission_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "blastguard_admission_duration_seconds",
+                "Time from receiving an admission request to having its answer, body read included.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(admission_duration.clone()))
+            .expect("metric names are unique");
+        Self {
+            admission_requests,
+            admission_duration,
+            approvals,
+            policy_reloads,
+            policy_last_reload_success: gauge(
+                "blastguard_policy_last_reload_success",
+                "Whether the last load of the policy file succeeded (1) or the last good policy is kept (0).",
+            ),
+            allowed_signers_reloads,
+            tls_cert_reloads,
+            tls_cert_not_after: gauge(
+                "blastguard_tls_cert_not_after_seconds",
+                "Expiry (notAfter, unix time) of the certificate being served.",
+            ),
+            inflight: gauge(
+                "blastguard_inflight_requests",
+                "Admission requests being handled now.",
+            ),
+            kinds: Mutex::new(HashSet::new()),
+            registry,
+        }
+    }
+
+    /// Counts a review the engine answered: its decision when it was judged, else as
+    /// malformed.
+    pub fn record_review(&self, reviewed: &Reviewed, elapsed: Duration) {
+        match &reviewed.judged {
+            Some((change, verdict)) => {
+                let kind = self.kind_label(&change.target.kind);
+                self.admission_requests
+                    .with_label_values(&[
+                        change.operation.as_str(),
+                        kind.as_str(),
+                        verdict.decision.as_str(),
+                        verdict.reason.as_str(),
+                    ])
+                    .inc();
+                if let Some(approval) = &verdict.findings.approval {
+                    self.approvals
+                        .with_label_values(&[approval.metric_label()])
+                        .inc();
+                }
+            }
+            None => self.count_unjudged(Unjudged::Malformed),
+        }
+        self.admission_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request whose body never reached the engine.
+    pub fn record_unjudged(&self, why: Unjudged, elapsed: Duration) {
+        self.count_unjudged(why);
+        self.admission_duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn count_unjudged(&self, why: Unjudged) {
+        self.admission_requests
+            .with_label_values(&[UNKNOWN, UNKNOWN, "error", why.as_str()])
+            .inc();
+    }
+
+    /// Counts one load of a reloaded file.
+    pub fn record_reload(&self, what: Reloaded, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        match what {
+            Reloaded::Policy => {
+                self.policy_reloads.with_label_values(&[result]).inc();
+                self.policy_last_reload_success.set(i64::from(ok));
+            }
+            Reloaded::AllowedSigners => self
+                .allowed_signers_reloads
+                .with_label_values(&[result])
+                .inc(),
+            Reloaded::TlsCert => self.tls_cert_reloads.with_label_values(&[result]).inc(),
+        }
+    }
+
+    /// Sets the expiry of the certificate now served.
+    pub fn set_tls_cert_not_after(&self, unix_seconds: i64) {
+        self.tls_cert_not_after.set(unix_seconds);
+    }
+
+    /// Counts a request as in flight until the guard is dropped (also on panic or
+    /// cancellation, so the gauge never drifts).
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight.inc();
+        InflightGuard(self.inflight.clone())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which the
+        // definitions above cannot produce.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The `kind` label for a kind named in a request, bounded in number and shape.
+    fn kind_label(&self, kind: &str) -> String {
+        let plausible =
+            !kind.is_empty() && kind.len() <= 63 && kind.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !plausible {
+            return if kind.is_empty() { UNKNOWN } else { "invalid" }.to_string();
+        }
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if kinds.contains(kind) {
+            return kind.to_string();
+        }
+        if kinds.len() < MAX_KIND_LABELS {
+            kinds.insert(kind.to_string());
+            return kind.to_string();
+        }
+        "other".to_string()
+    }
+}
+
+/// Keeps a request counted in `blastguard_inflight_requests` while alive.
+#[derive(Debug)]
+pub struct InflightGuard(IntGauge);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_labels_are_bounded_in_shape_and_number() {
+        let m = Metrics::new();
+        assert_eq!(m.kind_label("Deployment"), "Deployment");
+        assert_eq!(m.kind_label(""), UNKNOWN);
+        assert_eq!(m.kind_label("Deploy\"ment"), "invalid");
+        assert_eq!(m.kind_label(&"K".repeat(64)), "invalid");
+        for i in 0..MAX_KIND_LABELS {
+            m.kind_label(&format!("Kind{i}"));
+        }
+        assert_eq!(m.kind_label("OneTooMany"), "other");
+        assert_eq!(m.kind_label("Deployment"), "Deployment");
+    }
+
+    #[test]
+    fn inflight_guard_decrements_on_drop() {
+        let m = Metrics::new();
+        let a = m.inflight();
+        let b = m.inflight();
+        assert!(m.encode().contains("blastguard_inflight_requests 2"));
+        drop(a);
+        drop(b);
+        assert!(m.encode().contains("blastguard_inflight_requests 0"));
+    }
+
+    #[test]
+    fn reload_results_start_at_zero_and_the_gauge_follows_the_last_policy_load() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(text.contains("blastguard_tls_cert_reloads_total{result=\"failure\"} 0"));
+        m.record_reload(Reloaded::Policy, true);
+        assert!(
+            m.encode()
+                .contains("blastguard_policy_last_reload_success 1")
+        );
+        m.record_reload(Reloaded::Policy, false);
+        let text = m.encode();
+        assert!(text.contains("blastguard_policy_last_reload_success 0"));
+        assert!(text.contains("blastguard_policy_reloads_total{result=\"failure\"} 1"));
+        assert!(text.contains("blastguard_policy_reloads_total{result=\"success\"} 1"));
+    }
+}

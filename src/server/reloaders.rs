@@ -1,0 +1,208 @@
+//! What happens when a watched file changes: the certificate pair is swapped into the
+//! TLS resolver, the policy and the allowed_signers file into the engine. An invalid
+//! new version never replaces a good one; it is logged and counted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use super::tls::{self, CertError, CertResolver};
+use crate::approval::{self, SignersError};
+use crate::engine::Engine;
+use crate::metrics::{Metrics, Reloaded};
+use crate::policy::{Policy, PolicyError};
+use crate::reload::{ContentWatch, ReadError};
+
+/// Why a watched file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A policy file that is not UTF-8 text.
+    #[error("{path}: not UTF-8 text ({source})")]
+    NotText {
+        /// The file.
+        path: String,
+        /// Where the bytes stop being UTF-8.
+        source: std::str::Utf8Error,
+    },
+    /// The policy is invalid.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The allowed_signers file is invalid.
+    #[error(transparent)]
+    Signers(#[from] SignersError),
+    /// The certificate pair is unusable.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+}
+
+/// The policy file given with `--policy`.
+#[derive(Debug)]
+pub struct PolicyFile {
+    path: PathBuf,
+    watch: ContentWatch,
+}
+
+impl PolicyFile {
+    /// Loads the policy at startup; any problem is fatal there.
+    pub fn load(path: &Path, metrics: &Metrics) -> Result<(Self, Policy), LoadError> {
+        let mut file = Self {
+            path: path.to_path_buf(),
+            watch: ContentWatch::new(vec![path.to_path_buf()]),
+        };
+        let snapshot = file.watch.read();
+        let policy = parse_policy(&file.path, snapshot)?;
+        metrics.record_reload(Reloaded::Policy, true);
+        Ok((file, policy))
+    }
+
+    /// Reloads the policy if the file changed; an invalid one keeps the last good.
+    pub fn tick(&mut self, engine: &Engine, metrics: &Metrics) {
+        let Some(snapshot) = self.watch.poll() else {
+            return;
+        };
+        match parse_policy(&self.path, snapshot) {
+            Ok(policy) => {
+                info!(
+                    path = %self.path.display(),
+                    name = %policy.document.metadata.name,
+                    rules = policy.rules.len(),
+                    "policy reloaded"
+                );
+                engine.set_policy(policy);
+                metrics.record_reload(Reloaded::Policy, true);
+            }
+            Err(e) => {
+                error!(
+                    path = %self.path.display(),
+                    "policy reload failed, keeping the last good policy: {e}"
+                );
+                metrics.record_reload(Reloaded::Policy, false);
+            }
+        }
+    }
+}
+
+fn parse_policy(path: &Path, snapshot: crate::reload::Snapshot) -> Result<Policy, LoadError> {
+    let bytes = snapshot?.into_iter().next().unwrap_or_default();
+    let text = std::str::from_utf8(&bytes).map_err(|source| LoadError::NotText {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Policy::from_yaml(text, Some(path.display().to_string()))?)
+}
+
+/// The allowed_signers file: `--allowed-signers`, else the policy's
+/// `spec.approvals.allowedSigners` (followed when a policy reload changes it).
+#[derive(Debug)]
+pub struct SignersFile {
+    flag: Option<PathBuf>,
+    watch: Option<ContentWatch>,
+    loaded: bool,
+}
+
+impl SignersFile {
+    /// Signers from the flag's path if given, else from the policy's.
+    pub fn new(flag: Option<PathBuf>) -> Self {
+        Self {
+            flag,
+            watch: None,
+            loaded: false,
+        }
+    }
+
+    /// Loads the file if it (or its path) changed. Until one load succeeds no
+    /// signature is trusted, so approvals are impossible but the webhook serves; after
+    /// that, a failed load keeps the last good signers.
+    pub fn tick(&mut self, engine: &Engine, metrics: &Metrics) {
+        let path = match &self.flag {
+            Some(p) => p.clone(),
+            None => PathBuf::from(&engine.policy().approvals.allowed_signers),
+        };
+        let watch = match &mut self.watch {
+            Some(w) if w.paths() == [path.clone()] => w,
+            slot => slot.insert(ContentWatch::new(vec![path.clone()])),
+        };
+        let Some(snapshot) = watch.poll() else {
+            return;
+        };
+        let loaded = snapshot
+            .map_err(LoadError::from)
+            .and_then(|_| approval::load_verifier(&path).map_err(LoadError::from));
+        match loaded {
+            Ok(verifier) => {
+                engine.set_verifier(verifier);
+                self.loaded = true;
+                metrics.record_reload(Reloaded::AllowedSigners, true);
+                info!(path = %path.display(), "allowed_signers loaded");
+            }
+            Err(e) => {
+                metrics.record_reload(Reloaded::AllowedSigners, false);
+                if self.loaded {
+                    error!(path = %path.display(), "allowed_signers reload failed, keeping the last good signers: {e}");
+                } else {
+                    warn!(path = %path.display(), "no allowed_signers loaded, so no approval can be valid until it is: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The serving certificate and key.
+#[derive(Debug)]
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    watch: ContentWatch,
+    resolver: Arc<CertResolver>,
+}
+
+impl CertFiles {
+    /// Watches the pair; nothing is loaded until the first tick.
+    pub fn new(cert: PathBuf, key: PathBuf, resolver: Arc<CertResolver>) -> Self {
+        let watch = ContentWatch::new(vec![cert.clone(), key.clone()]);
+        Self {
+            cert,
+            key,
+            watch,
+            resolver,
+        }
+    }
+
+    /// Loads the pair if it changed; an unusable pair keeps the one being served.
+    pub fn tick(&mut self, metrics: &Metrics) {
+        let Some(snapshot) = self.watch.poll() else {
+            return;
+        };
+        let (cert_path, key_path) = (self.cert.display(), self.key.display());
+        let parsed = snapshot.map_err(LoadError::from).and_then(|files| {
+            let [cert, key] = files.as_slice() else {
+                unreachable!("the watch reads exactly the certificate and the key")
+            };
+            tls::parse_pair(cert, key, &cert_path.to_string(), &key_path.to_string())
+                .map_err(LoadError::from)
+        });
+        match parsed {
+            Ok(pair) => {
+                let description = tls::describe(&pair);
+                if let Some(not_after) = tls::not_after(&pair) {
+                    metrics.set_tls_cert_not_after(not_after);
+                }
+                self.resolver.set(pair);
+                metrics.record_reload(Reloaded::TlsCert, true);
+                info!(cert = %cert_path, key = %key_path, "serving certificate loaded: {description}");
+            }
+            Err(e) => {
+                metrics.record_reload(Reloaded::TlsCert, false);
+                if self.resolver.is_loaded() {
+                    error!("certificate reload failed, keeping the certificate being served: {e}");
+                } else {
+                    warn!("no serving certificate yet, not ready until one loads: {e}");
+                }
+            }
+        }
+    }
+}
