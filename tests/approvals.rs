@@ -7,7 +7,10 @@
 //! The AdmissionReview bodies stand in for the Kubernetes API server: they are built
 //! the way it builds them (object JSON from `kubectl ... -o json`, the request's kind,
 //! resource, subresource, userInfo and options) and fed to `Engine::review`, the same
-//! entry point the HTTPS server calls.
+//! entry point the HTTPS server calls; one test sends them to `blastguard serve` over
+//! TLS verified against the CA bundle, as the API server does.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1549,5 +1552,97 @@ fn approvers_sign_the_servers_payload_into_the_manifest() {
     assert!(
         !ok && stderr.contains("but this request is for Deployment prod/web"),
         "{stderr}"
+    );
+}
+
+// --- through the HTTPS server ----------------------------------------------------------
+
+/// Stands in for the API server calling the webhook: AdmissionReview v1 over TLS
+/// verified against the CA bundle, `POST /validate?timeout=10s`, HTTP/1.1 and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_https_server_the_approved_request_passes_and_the_unapproved_is_denied() {
+    use common::{Http, Pki, Server, post_review, server_metric, webhook_client};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let signers = keys().allowed_signers();
+    let server = Server::start_with_leaf(
+        dir.path(),
+        &pki.leaf(1, 2030),
+        &["--allowed-signers", signers.to_str().unwrap()],
+    );
+    let answer = |http: Http, text: &str| -> Value {
+        let review: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(review["kind"], "AdmissionReview", "{http:?}");
+        review["response"].clone()
+    };
+    for (i, http) in [Http::One, Http::Two].into_iter().enumerate() {
+        let client = webhook_client(&pki.ca_pem, http);
+        let object = deployment("prod", &format!("api-{i}"), 40, "nginx:1.27");
+        let unapproved = create(&object);
+
+        let denied = post_review(&client, &server, unapproved.clone())
+            .await
+            .unwrap();
+        assert_eq!((denied.status, denied.version), (200, http.version()));
+        let response = answer(http, &denied.text);
+        assert_eq!(response["allowed"], false);
+        assert_eq!(response["status"]["code"], 403);
+        let message = response["status"]["message"].as_str().unwrap();
+        let payload = message
+            .lines()
+            .find(|l| l.starts_with("{\"apiVersion\":\"blastguard.io/v1\""))
+            .unwrap_or_else(|| panic!("no payload in {message}"))
+            .to_string();
+        assert_eq!(
+            response["auditAnnotations"]["digest"].as_str(),
+            ApprovalPayload::parse(&payload).unwrap().digest.as_deref()
+        );
+
+        let signed = with_approval(
+            object.clone(),
+            &payload,
+            &sign_all(&["alice", "bob"], &payload),
+        );
+        let approved = post_review(&client, &server, create(&signed))
+            .await
+            .unwrap();
+        let response = answer(http, &approved.text);
+        assert_eq!(response["allowed"], true, "{}", approved.text);
+        assert_eq!(response["auditAnnotations"]["approval"], "valid");
+        assert_eq!(response["auditAnnotations"]["reason"], "approved");
+
+        // The same request without the approval is still denied, and one signed by an
+        // untrusted key is denied with that reason.
+        let again = answer(
+            http,
+            &post_review(&client, &server, unapproved)
+                .await
+                .unwrap()
+                .text,
+        );
+        assert_eq!(again["allowed"], false);
+        let forged = with_approval(object, &payload, &sign_all(&["alice", "mallory"], &payload));
+        let forged = answer(
+            http,
+            &post_review(&client, &server, create(&forged))
+                .await
+                .unwrap()
+                .text,
+        );
+        assert_eq!(forged["allowed"], false);
+        assert_eq!(forged["auditAnnotations"]["approval"], "untrusted_key");
+        assert!(
+            forged["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("which is not in allowed_signers")
+        );
+    }
+    let series = |result: &str| format!("blastguard_approvals_total{{result=\"{result}\"}}");
+    assert_eq!(server_metric(&server, &series("valid")).await, Some(2.0));
+    assert_eq!(server_metric(&server, &series("missing")).await, Some(4.0));
+    assert_eq!(
+        server_metric(&server, &series("untrusted_key")).await,
+        Some(2.0)
     );
 }
