@@ -116,7 +116,8 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
                 "\nTo proceed, {approvers} listed in allowed_signers (not the requester) must sign this exact payload \
                  (SSH signature namespace {SIGNATURE_NAMESPACE}); add it as annotation blastguard.io/approval and the \
                  signatures as blastguard.io/approval-signature {on}, then retry:\n{}\n\
-                 Sign with: blastguard approve -f <manifest> --key ~/.ssh/id_ed25519 \
+                 Save that line as payload.json; each approver signs it into the manifest with: \
+                 blastguard approve -f <manifest> --payload payload.json --key ~/.ssh/id_ed25519 --annotate \
                  (or: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json)",
                 payload.to_json()
             );
