@@ -135,9 +135,10 @@ pub struct Change {
 }
 
 impl Change {
-    /// Reads a Change out of an admission request. Never fails: unknown kinds are
-    /// [`Workload::Other`] and missing fields are simply absent.
-    pub fn from_request(req: &AdmissionRequest<DynamicObject>) -> Self {
+    /// Reads a Change out of an admission request, taking its objects (they can be
+    /// megabytes: no copy). Never fails: unknown kinds are [`Workload::Other`] and
+    /// missing fields are simply absent.
+    pub fn from_request(mut req: AdmissionRequest<DynamicObject>) -> Self {
         let operation = Operation::from(&req.operation);
         let subresource = req.sub_resource.clone().filter(|s| !s.is_empty());
         let is_scale = subresource.as_deref() == Some("scale");
@@ -157,7 +158,7 @@ impl Change {
                 group: req.kind.group.clone(),
                 kind: req.kind.kind.clone(),
                 namespace: namespace.clone(),
-                name: object_name(req),
+                name: object_name(&req),
             };
             let workload = classify(&req.kind.group, &req.kind.kind);
             (target, workload)
@@ -191,6 +192,8 @@ impl Change {
                 .unwrap_or_default()
         };
 
+        let new_annotations = annotations_of(new);
+        let old_annotations = annotations_of(old);
         Self {
             uid: req.uid.clone(),
             operation,
@@ -212,11 +215,11 @@ impl Change {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
-            new_annotations: annotations_of(new),
-            old_annotations: annotations_of(old),
+            new_annotations,
+            old_annotations,
             dry_run: req.dry_run,
-            object: req.object.clone(),
-            old_object: req.old_object.clone(),
+            object: req.object.take(),
+            old_object: req.old_object.take(),
         }
     }
 

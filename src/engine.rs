@@ -118,9 +118,10 @@ impl Engine {
                 };
             }
         };
-        let change = Change::from_request(&request);
+        let base = AdmissionResponse::from(&request);
+        let change = Change::from_request(request);
         let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
-        let response = response::respond(AdmissionResponse::from(&request), &change, &verdict);
+        let response = response::respond(base, &change, &verdict);
         Reviewed {
             http_status: 200,
             body: review::encode(response),

@@ -849,7 +849,7 @@ impl Request {
 fn server_calls_ai(policy: &Policy, request: &Request) -> bool {
     let req = blastguard::review::decode(&request.review())
         .unwrap_or_else(|r| panic!("the server cannot read the sample: {}", r.error));
-    let change = Change::from_request(&req);
+    let change = Change::from_request(req);
     blastguard::provenance::detect(&change, &policy.provenance).is_some()
 }
 

@@ -780,3 +780,61 @@ async fn slow_clients_are_cut_off_or_answered() {
     let timeouts = r#"blastguard_admission_requests_total{decision="error",kind="unknown",operation="unknown",reason="body_timeout"}"#;
     assert_eq!(metric(&metrics, timeouts), Some(1.0), "{metrics}");
 }
+
+/// Large reviews are judged one at a time off the async workers (they take about 13
+/// times their size in memory while parsed): several sent at once over one HTTP/2
+/// connection and over separate HTTP/1.1 connections each still get their own answer,
+/// and small reviews sent meanwhile are answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_reviews_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let server = Server::start_with_leaf(dir.path(), &pki.leaf(1, 2030), &[]);
+    // 1.4 MiB: the size of the largest object etcd stores, well over the inline limit.
+    let blob = "y".repeat(1400 * 1024);
+    let mut tasks = Vec::new();
+    for (i, http) in [Http::Two, Http::Two, Http::One, Http::One]
+        .into_iter()
+        .enumerate()
+    {
+        let client = webhook_client(&pki.ca_pem, http);
+        let uid = uid(500 + i as u32);
+        let replicas = if i % 2 == 0 { 40 } else { 1 };
+        let body = DeploymentCreate {
+            uid: &uid,
+            namespace: "staging",
+            name: "api",
+            replicas,
+            annotations: &[
+                ("blastguard.io/ai-agent", "claude-code"),
+                ("example.com/blob", &blob),
+            ],
+            user: "alice@example.com",
+        }
+        .body();
+        assert!(body.len() > 1024 * 1024);
+        let url = server.webhook_url("/validate?timeout=10s");
+        tasks.push(tokio::spawn(async move {
+            let answer = send(
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await
+            .unwrap();
+            (uid, replicas, answer)
+        }));
+    }
+    let small_client = webhook_client(&pki.ca_pem, Http::Two);
+    let small = post_review(&small_client, &server, plain_deployment_in_prod(&uid(600)))
+        .await
+        .unwrap();
+    assert_eq!(response(&small)["allowed"], true);
+    for task in tasks {
+        let (uid, replicas, answer) = task.await.unwrap();
+        let r = response(&answer);
+        assert_eq!(r["uid"], uid.as_str());
+        assert_eq!(r["allowed"], replicas == 1, "replicas {replicas}: {r}");
+    }
+}

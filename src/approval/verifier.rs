@@ -409,7 +409,7 @@ mod tests {
             }
         });
         let request = crate::review::decode(review.to_string().as_bytes()).unwrap();
-        Change::from_request(&request)
+        Change::from_request(request)
     }
 
     struct Case {

@@ -507,7 +507,7 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
         }
         let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
         let request = crate::review::decode(&body).map_err(|r| format!("{file}: {}", r.error))?;
-        return Ok(Input::Review(Box::new(Change::from_request(&request))));
+        return Ok(Input::Review(Box::new(Change::from_request(request))));
     }
     if api_version == crate::approval::payload::API_VERSION
         && kind == crate::approval::payload::KIND
