@@ -17,6 +17,7 @@ use crate::approval::{
 use crate::change::{Change, Operation, Workload};
 use crate::policy::Policy;
 use crate::reach::{ChangeSetReach, InMemoryReach};
+use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
 
@@ -40,7 +41,7 @@ pub struct Reviewed {
     /// The change and its verdict, when the review could be judged.
     pub judged: Option<(Change, Verdict)>,
     /// Why the review could not be judged.
-    pub error: Option<String>,
+    pub error: Option<ReviewError>,
 }
 
 impl Reviewed {
@@ -100,20 +101,21 @@ impl Engine {
             Ok(r) => r,
             Err(rejected) => {
                 let message = rejected.error.to_string();
+                let error = Some(rejected.error);
                 return match rejected.uid {
                     Some(uid) => Reviewed {
                         http_status: 200,
                         body: review::encode_rejection(&uid, &message),
                         uid: Some(uid),
                         judged: None,
-                        error: Some(message),
+                        error,
                     },
                     None => Reviewed {
                         http_status: 400,
-                        body: message.clone().into_bytes(),
+                        body: message.into_bytes(),
                         uid: None,
                         judged: None,
-                        error: Some(message),
+                        error,
                     },
                 };
             }

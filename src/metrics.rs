@@ -28,8 +28,8 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Why a request body never reached the engine, as the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unjudged {
-    /// The body is not an AdmissionReview blastguard can judge.
-    Malformed,
+    /// The body is not an AdmissionReview blastguard can judge; the label says why.
+    Review(&'static str),
     /// The body exceeds the size limit.
     TooLarge,
     /// The body did not arrive in time.
@@ -44,7 +44,7 @@ impl Unjudged {
     /// The `reason` label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Unjudged::Malformed => "malformed",
+            Unjudged::Review(why) => why,
             Unjudged::TooLarge => "body_too_large",
             Unjudged::Timeout => "body_timeout",
             Unjudged::Busy => "server_busy",
@@ -176,8 +176,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a review the engine answered: its decision when it was judged, else as
-    /// malformed.
+    /// Counts a review the engine answered: its decision when it was judged, else why
+    /// it could not be.
     pub fn record_review(&self, reviewed: &Reviewed, elapsed: Duration) {
         match &reviewed.judged {
             Some((change, verdict)) => {
@@ -196,7 +196,9 @@ impl Metrics {
                         .inc();
                 }
             }
-            None => self.count_unjudged(Unjudged::Malformed),
+            None => self.count_unjudged(Unjudged::Review(
+                reviewed.error.as_ref().map_or("malformed", |e| e.label()),
+            )),
         }
         self.admission_duration.observe(elapsed.as_secs_f64());
     }

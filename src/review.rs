@@ -11,7 +11,7 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
 /// Why a request body is not an AdmissionReview blastguard can judge.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReviewError {
     /// Not JSON, or JSON of the wrong shape.
     #[error("the body is not a valid AdmissionReview: {0}")]
@@ -27,6 +27,18 @@ pub enum ReviewError {
     /// No `request` in the review.
     #[error("the AdmissionReview has no request")]
     MissingRequest,
+}
+
+impl ReviewError {
+    /// A stable snake_case name (the `reason` label of the request metric).
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReviewError::Malformed(_) => "malformed",
+            ReviewError::ApiVersion(_) => "unsupported_api_version",
+            ReviewError::Kind(_) => "wrong_kind",
+            ReviewError::MissingRequest => "missing_request",
+        }
+    }
 }
 
 /// A review that could not be judged, with the uid when it could be read, so the

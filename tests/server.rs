@@ -551,6 +551,7 @@ async fn decisions_are_counted_logged_and_metrics_pass_promtool() {
         ai_deployment_in_prod(&uid(12)),
         plain_deployment_in_prod(&uid(13)),
         b"{not json".to_vec(),
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
     ] {
         post_review(&client, &server, body).await.unwrap();
     }
@@ -570,8 +571,12 @@ async fn decisions_are_counted_logged_and_metrics_pass_promtool() {
             r#"blastguard_admission_requests_total{decision="error",kind="unknown",operation="unknown",reason="malformed"}"#,
             1.0,
         ),
+        (
+            r#"blastguard_admission_requests_total{decision="error",kind="unknown",operation="unknown",reason="missing_request"}"#,
+            1.0,
+        ),
         (r#"blastguard_approvals_total{result="missing"}"#, 2.0),
-        ("blastguard_admission_duration_seconds_count", 4.0),
+        ("blastguard_admission_duration_seconds_count", 5.0),
         ("blastguard_inflight_requests", 0.0),
         ("blastguard_policy_last_reload_success", 1.0),
     ];

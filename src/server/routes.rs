@@ -343,7 +343,11 @@ fn log_review(reviewed: &Reviewed, elapsed: Duration) {
         warn!(
             uid = reviewed.uid.as_deref().unwrap_or(""),
             status = reviewed.http_status,
-            error = reviewed.error.as_deref().unwrap_or(""),
+            error = reviewed
+                .error
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
             duration_seconds = elapsed.as_secs_f64(),
             "admission request could not be judged"
         );

@@ -303,7 +303,9 @@ fn evaluate(
     let body = serde_json::to_vec(review).map_err(|e| not_judged(e.to_string()))?;
     let reviewed = engine.review(&body);
     let Some((change, verdict)) = reviewed.judged else {
-        return Err(not_judged(reviewed.error.unwrap_or_default()));
+        return Err(not_judged(
+            reviewed.error.map(|e| e.to_string()).unwrap_or_default(),
+        ));
     };
     let response: Value =
         serde_json::from_slice(&reviewed.body).map_err(|e| not_judged(e.to_string()))?;
@@ -342,7 +344,7 @@ fn check_review(engine: &Engine, path: &Path) -> Result<u8, CheckError> {
     if reviewed.http_status != 200 {
         return Err(CheckError::Review {
             path: name,
-            detail: reviewed.error.unwrap_or_default(),
+            detail: reviewed.error.map(|e| e.to_string()).unwrap_or_default(),
         });
     }
     let mut answer = reviewed.body.clone();
@@ -354,7 +356,7 @@ fn check_review(engine: &Engine, path: &Path) -> Result<u8, CheckError> {
         None => {
             eprintln!(
                 "blastguard check: {name}: {}",
-                reviewed.error.unwrap_or_default()
+                reviewed.error.map(|e| e.to_string()).unwrap_or_default()
             );
             Ok(EXIT_BAD_INPUT)
         }
