@@ -6,7 +6,7 @@
 //! approval, `approve` signs that exact payload and appends its signature, so
 //! approvers can sign one after the other.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -24,9 +24,6 @@ use crate::approval::{
 };
 use crate::change::Change;
 use crate::policy::Policy;
-
-/// Largest input read: an AdmissionReview of the largest object etcd stores.
-const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// `--operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -456,20 +453,8 @@ fn raise_replicas(subject: &mut ApprovalSubject, replicas: u64) -> Result<(), St
 }
 
 fn read_input(path: &Path) -> Result<String, String> {
-    let mut bytes = Vec::new();
-    let what = path.display();
-    let result = if path == Path::new("-") {
-        std::io::stdin()
-            .take(MAX_INPUT_BYTES + 1)
-            .read_to_end(&mut bytes)
-    } else {
-        std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
-    };
-    result.map_err(|e| format!("cannot read {what}: {e}"))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(format!("{what} is larger than {MAX_INPUT_BYTES} bytes"));
-    }
-    String::from_utf8(bytes).map_err(|_| format!("{what} is not UTF-8 text"))
+    let bytes = super::check::input::read_source(path).map_err(|e| format!("cannot read {e}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {

@@ -8,7 +8,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use serde_json::json;
 
 /// Names the dev certificate is valid for.
 const DEV_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -79,7 +78,7 @@ impl DevSetup {
         write(&setup.ca, ca_cert.pem().as_bytes())?;
         write(&setup.cert, leaf_cert.pem().as_bytes())?;
         write(&setup.key, leaf_key.serialize_pem().as_bytes())?;
-        write(&setup.review, &example_review())?;
+        write(&setup.review, example_review())?;
         Ok(setup)
     }
 
@@ -132,66 +131,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), DevError> {
 }
 
 /// A CREATE of a 40-replica Deployment by Claude Code in namespace prod, as the API
-/// server sends it (defaults applied).
-fn example_review() -> Vec<u8> {
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0b4e5a3c-2f9d-4c1e-9a57-6d0c8e1f2a3b",
-            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-            "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
-            "name": "api",
-            "namespace": "prod",
-            "operation": "CREATE",
-            "userInfo": {"username": "dev@example.com", "groups": ["developers", "system:authenticated"]},
-            "object": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {
-                    "name": "api",
-                    "namespace": "prod",
-                    "labels": {"app": "api"},
-                    "annotations": {"blastguard.io/ai-agent": "claude-code"}
-                },
-                "spec": {
-                    "replicas": 40,
-                    "selector": {"matchLabels": {"app": "api"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "api"}},
-                        "spec": {
-                            "containers": [{
-                                "name": "nginx",
-                                "image": "nginx",
-                                "resources": {},
-                                "terminationMessagePath": "/dev/termination-log",
-                                "terminationMessagePolicy": "File",
-                                "imagePullPolicy": "Always"
-                            }],
-                            "restartPolicy": "Always",
-                            "terminationGracePeriodSeconds": 30,
-                            "dnsPolicy": "ClusterFirst",
-                            "securityContext": {},
-                            "schedulerName": "default-scheduler"
-                        }
-                    },
-                    "strategy": {
-                        "type": "RollingUpdate",
-                        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}
-                    },
-                    "revisionHistoryLimit": 10,
-                    "progressDeadlineSeconds": 600
-                },
-                "status": {}
-            },
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
-        }
-    });
-    serde_json::to_vec_pretty(&review).unwrap_or_default()
+/// server sends it: the kubectl-made fixture the tests and README use.
+fn example_review() -> &'static [u8] {
+    include_bytes!("../../tests/fixtures/deployment-create-ai-prod.json")
 }
 
 #[cfg(test)]
@@ -204,7 +146,7 @@ mod tests {
             crate::policy::Policy::embedded(),
             std::sync::Arc::new(crate::approval::NoTrustedSigners),
         );
-        let reviewed = engine.review(&example_review());
+        let reviewed = engine.review(example_review());
         let (_, verdict) = reviewed.judged.expect("the example is a valid review");
         assert_eq!(verdict.decision, crate::verdict::Decision::Deny);
     }
