@@ -52,6 +52,12 @@ app.kubernetes.io/part-of: blastguard
 validate.blastguard.io
 {{- end }}
 
+{{/* "true" when the webhook runs in the cluster. With webhook.url it runs elsewhere
+(development) and nothing that needs pods is rendered: the API server calls the URL. */}}
+{{- define "blastguard.runsPods" -}}
+{{- if not .Values.webhook.url }}true{{ end }}
+{{- end }}
+
 {{/* The DNS names the API server may use for the webhook Service. */}}
 {{- define "blastguard.serviceDNSNames" -}}
 {{- $svc := include "blastguard.fullname" . }}
@@ -83,11 +89,13 @@ can never block its own recovery) and the configured ones. */}}
 CEL. The matchConditions are rendered from policy.provenance, the same values the
 server's policy is rendered from, and mirror the server's provenance check
 (src/provenance.rs): identity first (user, groups, field manager), then markers on the
-new object, then (sticky) on the old object for UPDATE. DELETE and scale are judged by
-identity alone. Every expression must evaluate without error on every request: under
-failurePolicy Fail an error rejects the request. So every optional field is read behind
-has(), `object`/`oldObject` only where the operation guarantees them, and regexes only
-over strings.
+new object, then (sticky) on the old object for UPDATE. DELETE and subresources (a
+Scale, an Eviction) are judged by identity alone, and so are the cluster's own
+controllers, which copy admitted objects' annotations onto what they make. Every
+expression must evaluate without error on every request: under failurePolicy Fail an
+error rejects the request. So every optional field is read behind has(),
+`object`/`oldObject` only where the operation guarantees them, and regexes only over
+strings.
 */}}
 
 {{/* A CEL string literal. JSON string syntax is valid CEL string syntax. */}}
@@ -96,20 +104,20 @@ over strings.
 {{- end }}
 
 {{/* A glob (only * and ?, no escapes, whole-string match, as the server's wildmatch)
-as an RE2 regex, quoted as a CEL string. (?s) lets * and ? match newlines too. */}}
+as an RE2 regex. */}}
 {{- define "blastguard.globRegex" -}}
-{{- $re := regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." }}
-{{- include "blastguard.celString" (printf "^(?s:%s)$" $re) }}
+{{- regexQuoteMeta . | replace "\\*" ".*" | replace "\\?" "." }}
 {{- end }}
 
-{{/* `<str>` matches any of the globs in .globs: a CEL expression. */}}
+{{/* `<str>` matches any of the globs in .globs: a CEL expression. One regex for all of
+them, anchored around the alternation, keeps the expression short and its CEL cost to
+one match however many globs there are. (?s) lets * and ? match newlines too. */}}
 {{- define "blastguard.celAnyGlob" -}}
-{{- $str := .str }}
 {{- $parts := list }}
 {{- range .globs }}
-{{- $parts = append $parts (printf "%s.matches(%s)" $str (include "blastguard.globRegex" .)) }}
+{{- $parts = append $parts (include "blastguard.globRegex" .) }}
 {{- end }}
-{{- join " || " $parts }}
+{{- printf "%s.matches(%s)" .str (include "blastguard.celString" (printf "^(?s:%s)$" (join "|" $parts))) }}
 {{- end }}
 
 {{/* `<obj>` carries a provenance annotation with a value other than "false": a CEL
@@ -127,17 +135,17 @@ and exceeding it is an error) at the price of sending a few needless requests. *
 {{- $value := printf "%s[%s]" $annotations $key }}
 {{- $keys = append $keys (printf "(%s in %s && (size(%s) > 64 || !%s.matches(%s)))" $key $annotations $value $value $false) }}
 {{- end }}
-{{- printf "has(%s.metadata) && has(%s)\n    && (%s)" .obj $annotations (join "\n        || " $keys) }}
+{{- $indent := default "    " .indent }}
+{{- printf "has(%s.metadata) && has(%s)\n%s&& (%s)" .obj $annotations $indent (join (printf "\n%s  || " $indent) $keys) }}
 {{- end }}
 
 {{/* The whole condition: is this request AI-assisted? One expression, because every
 matchCondition must hold for a request to be sent. */}}
 {{- define "blastguard.aiAssistedExpression" -}}
 {{- $p := .Values.policy.provenance }}
-{{- $notScale := "!(has(request.subResource) && request.subResource == \"scale\")" }}
+{{- $user := "(has(request.userInfo.username) ? request.userInfo.username : \"\")" }}
 {{- $signals := list }}
 {{- if $p.users }}
-{{- $user := "(has(request.userInfo.username) ? request.userInfo.username : \"\")" }}
 {{- $signals = append $signals (list "the requester is an AI identity" (include "blastguard.celAnyGlob" (dict "str" $user "globs" $p.users))) }}
 {{- end }}
 {{- if $p.groups }}
@@ -147,10 +155,20 @@ matchCondition must hold for a request to be sent. */}}
 {{- $signals = append $signals (list "the field manager is an AI tool" (printf "has(request.options) && has(request.options.fieldManager)\n    && (%s)" (include "blastguard.celAnyGlob" (dict "str" "request.options.fieldManager" "globs" $p.fieldManagers)))) }}
 {{- end }}
 {{- if $p.annotations }}
-{{- $signals = append $signals (list "the new object is marked (DELETE has none; a Scale's annotations are not the workload's)" (printf "%s\n    && (request.operation == \"CREATE\" || request.operation == \"UPDATE\")\n    && %s" $notScale (include "blastguard.celMarked" (dict "obj" "object" "keys" $p.annotations)))) }}
-{{- if $p.sticky }}
-{{- $signals = append $signals (list "sticky: the old object was marked; removing the marker does not make a change human" (printf "%s\n    && request.operation == \"UPDATE\"\n    && %s" $notScale (include "blastguard.celMarked" (dict "obj" "oldObject" "keys" $p.annotations)))) }}
+{{- /* A Scale or an Eviction carries no annotations of the workload: whatever a client
+puts on it says nothing about the change. */ -}}
+{{- $guards := list "(!has(request.subResource) || request.subResource == \"\")" }}
+{{- with $p.controllers }}
+{{- /* A controller's object is the consequence of a change already admitted (the
+deployment controller copies a Deployment's markers onto its ReplicaSets); sending it
+would let a webhook outage stop a rollout. */ -}}
+{{- $guards = append $guards (printf "!(%s)" (include "blastguard.celAnyGlob" (dict "str" $user "globs" .))) }}
 {{- end }}
+{{- $marked := list (printf "// the new object is marked (DELETE has none)\n      ((request.operation == \"CREATE\" || request.operation == \"UPDATE\")\n        && %s)" (include "blastguard.celMarked" (dict "obj" "object" "keys" $p.annotations "indent" "        "))) }}
+{{- if $p.sticky }}
+{{- $marked = append $marked (printf "// sticky: the old object was marked; removing the marker does not make a change human\n      || (request.operation == \"UPDATE\"\n        && %s)" (include "blastguard.celMarked" (dict "obj" "oldObject" "keys" $p.annotations "indent" "        "))) }}
+{{- end }}
+{{- $signals = append $signals (list "an annotation marks it, on the object itself and not from a controller" (printf "%s\n    && (\n      %s\n    )" (join "\n    && " $guards) (join "\n      " $marked))) }}
 {{- end }}
 {{- if not $signals }}
 {{- /* No signal configured: nothing is AI-assisted, so nothing is sent. */ -}}
@@ -159,5 +177,66 @@ false
 {{- range $i, $s := $signals }}
 {{- if $i }}{{ "\n" }}{{ end }}
 {{- printf "// %s\n%s(%s)" (index $s 0) (ternary "|| " "" (gt $i 0)) (index $s 1) }}
+{{- end }}
+{{- end }}
+
+{{/* The plural resource of a custom workload (policy.workloads): `resource`, or the
+lowercased kind + "s", as the server names it. */}}
+{{- define "blastguard.workloadResource" -}}
+{{- default (printf "%ss" (lower .kind)) .resource }}
+{{- end }}
+
+{{/* Adds resources to the rule for (group, version, scope, operations), keeping the
+order rules were first asked for, so the rendering reads like files/kinds.yaml. */}}
+{{- define "blastguard.addRule" -}}
+{{- $key := printf "%s|%s|%s|%s" .group .version .scope (join "," .operations) }}
+{{- $rules := .state.rules }}
+{{- if not (hasKey $rules $key) }}
+{{- $_ := set $rules $key (dict "group" .group "version" .version "scope" .scope "operations" .operations "resources" list) }}
+{{- $_ := set .state "order" (append .state.order $key) }}
+{{- end }}
+{{- $rule := get $rules $key }}
+{{- range .resources }}
+{{- if not (has . $rule.resources) }}
+{{- $_ := set $rule "resources" (append $rule.resources .) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The webhook's rules: every kind the engine judges (files/kinds.yaml, which the
+engine compiles in), each custom workload of the policy, and the extra cluster-scoped
+resources, one rule per API group, version, scope and operations. A kind missing here
+is a kind an AI agent changes unjudged; tests/chart.rs holds this to the engine's list. */}}
+{{- define "blastguard.webhookRules" -}}
+{{- $all := list "CREATE" "UPDATE" "DELETE" }}
+{{- /* A subresource is sent for the one operation it has: a scale is an UPDATE, an
+eviction a CREATE. */ -}}
+{{- $subresourceOps := dict "scale" (list "UPDATE") "eviction" (list "CREATE") }}
+{{- $state := dict "rules" dict "order" list }}
+{{- range .Files.Get "files/kinds.yaml" | fromYamlArray }}
+{{- $scope := ternary "Cluster" "Namespaced" (default false .clusterScoped) }}
+{{- include "blastguard.addRule" (dict "state" $state "group" .group "version" .version "scope" $scope "operations" $all "resources" (list .resource)) }}
+{{- $kind := . }}
+{{- range .subresources }}
+{{- $ops := required (printf "files/kinds.yaml: no operation known for subresource %s" .) (get $subresourceOps .) }}
+{{- include "blastguard.addRule" (dict "state" $state "group" $kind.group "version" $kind.version "scope" $scope "operations" $ops "resources" (list (printf "%s/%s" $kind.resource .))) }}
+{{- end }}
+{{- end }}
+{{- range .Values.policy.workloads }}
+{{- $resource := include "blastguard.workloadResource" . }}
+{{- /* Any version: the policy names a kind, not a version, and its pointers read
+whichever version the API server sends. */ -}}
+{{- include "blastguard.addRule" (dict "state" $state "group" .group "version" "*" "scope" "Namespaced" "operations" $all "resources" (list $resource (printf "%s/scale" $resource))) }}
+{{- end }}
+{{- range .Values.webhook.extraClusterScopedResources }}
+{{- include "blastguard.addRule" (dict "state" $state "group" .apiGroup "version" .apiVersion "scope" "Cluster" "operations" $all "resources" (list .resource)) }}
+{{- end }}
+{{- range $state.order }}
+{{- $r := get $state.rules . }}
+- apiGroups: [{{ $r.group | quote }}]
+  apiVersions: [{{ $r.version | quote }}]
+  operations: [{{ join ", " $r.operations }}]
+  resources: [{{ join ", " $r.resources }}]
+  scope: {{ $r.scope }}
 {{- end }}
 {{- end }}
