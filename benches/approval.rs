@@ -141,7 +141,7 @@ fn main() {
 
     let bare = deployment(&BTreeMap::new());
     let request = blastguard::review::decode(&review(&bare)).expect("review");
-    let change = Change::from_request(request);
+    let change = Change::from_request(request, &blastguard::policy::Policy::embedded());
     let subject = ApprovalSubject::of(&change).expect("subject");
     let payload = subject
         .payload(SystemTime::now(), Duration::from_secs(7200), "bench")

@@ -10,6 +10,8 @@ use kube::core::admission::{AdmissionRequest, Operation as KubeOperation};
 use serde_json::Value;
 
 use crate::annotations;
+use crate::kinds::{self, Reach};
+use crate::policy::{Policy, WorkloadSpec};
 
 /// The admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +49,12 @@ impl From<&KubeOperation> for Operation {
     }
 }
 
-/// What kind of object the change is to, as far as its reach is concerned.
+/// What kind of object the change is to, as far as its reach is concerned
+/// ([`crate::kinds::Reach`], plus the policy's custom workloads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
-    /// Deployment, StatefulSet, ReplicaSet or ReplicationController: `spec.replicas` pods.
+    /// Deployment, StatefulSet, ReplicaSet, ReplicationController, or a custom kind of
+    /// `spec.workloads`: replicas pods.
     Replicated,
     /// A DaemonSet: one pod per node.
     DaemonSet,
@@ -58,11 +62,14 @@ pub enum Workload {
     Job,
     /// A CronJob: `spec.jobTemplate.spec.parallelism` pods per run.
     CronJob,
-    /// A bare Pod.
+    /// A HorizontalPodAutoscaler: its `minReplicas` is a floor the HPA controller
+    /// scales its target to under its own identity.
+    Autoscaler,
+    /// A bare Pod, or an eviction of one.
     Pod,
-    /// A Namespace: cluster reach.
-    Namespace,
-    /// Anything else (ConfigMap, Service, RBAC, CRDs...): no pods.
+    /// A Namespace or another cluster-scoped kind: cluster reach.
+    Cluster,
+    /// Anything else (ConfigMap, Service, ...): no pods.
     Other,
 }
 
@@ -114,10 +121,18 @@ pub struct Change {
     pub old_replicas: Option<u64>,
     /// Desired pods after the change.
     pub new_replicas: Option<u64>,
-    /// Whether the pod template (Job template for CronJob) changed semantically.
-    pub template_changed: bool,
+    /// Whether the update replaces every pod: the pod template changed, or any other
+    /// field of the spec that is not known to leave running pods alone (DESIGN.md
+    /// section 5).
+    pub replaces_pods: bool,
     /// Whether anything in the object's spec changed (for Jobs, whose pods do not roll).
     pub spec_changed: bool,
+    /// A HorizontalPodAutoscaler's `maxReplicas` after the change: the replicas it can
+    /// scale its target to.
+    pub autoscaler_max: Option<u64>,
+    /// What could not be read of a field the pod count depends on; an AI-assisted
+    /// change that cannot be measured is not admitted on a guess.
+    pub unmeasurable: Option<String>,
     /// The requesting user.
     pub requester: Requester,
     /// `request.options.fieldManager`, if set.
@@ -136,58 +151,100 @@ pub struct Change {
 
 impl Change {
     /// Reads a Change out of an admission request, taking its objects (they can be
-    /// megabytes: no copy). Never fails: unknown kinds are [`Workload::Other`] and
-    /// missing fields are simply absent.
-    pub fn from_request(mut req: AdmissionRequest<DynamicObject>) -> Self {
+    /// megabytes: no copy). Never fails: unknown kinds are [`Workload::Other`], and a
+    /// count that cannot be read is noted in [`Change::unmeasurable`].
+    pub fn from_request(mut req: AdmissionRequest<DynamicObject>, policy: &Policy) -> Self {
         let operation = Operation::from(&req.operation);
         let subresource = req.sub_resource.clone().filter(|s| !s.is_empty());
-        let is_scale = subresource.as_deref() == Some("scale");
         let namespace = req.namespace.clone().filter(|n| !n.is_empty());
+        let sub = Subresource::of(subresource.as_deref(), &req.resource.resource);
 
-        let (target, workload) = if is_scale {
-            let kind = scale_parent_kind(&req.resource.resource).unwrap_or("Unknown");
-            let target = Target {
-                group: req.resource.group.clone(),
-                kind: kind.to_string(),
-                namespace: namespace.clone(),
-                name: req.name.clone(),
-            };
-            (target, Workload::Replicated)
-        } else {
-            let target = Target {
-                group: req.kind.group.clone(),
-                kind: req.kind.kind.clone(),
-                namespace: namespace.clone(),
-                name: object_name(&req),
-            };
-            let workload = classify(&req.kind.group, &req.kind.kind);
-            (target, workload)
+        let (target, shape) = match sub {
+            Subresource::Scale => {
+                let parent = parent_of(&req.resource.group, &req.resource.resource, policy);
+                let kind = parent.as_deref().unwrap_or("Unknown");
+                let target = Target {
+                    group: req.resource.group.clone(),
+                    kind: kind.to_string(),
+                    namespace: namespace.clone(),
+                    name: req.name.clone(),
+                };
+                (target, Shape::scale())
+            }
+            Subresource::Eviction => {
+                let target = Target {
+                    group: String::new(),
+                    kind: "Pod".to_string(),
+                    namespace: namespace.clone(),
+                    name: req.name.clone(),
+                };
+                (target, Shape::of(Workload::Pod))
+            }
+            Subresource::Other | Subresource::None => {
+                let target = Target {
+                    group: req.kind.group.clone(),
+                    kind: req.kind.kind.clone(),
+                    namespace: namespace.clone(),
+                    name: object_name(&req),
+                };
+                let shape = match (sub, policy.custom_workload(&req.kind.group, &req.kind.kind)) {
+                    (Subresource::Other, _) => Shape::of(Workload::Other),
+                    (_, Some(custom)) => Shape::custom(custom),
+                    (_, None) => Shape::of(classify(&req.kind.group, &req.kind.kind)),
+                };
+                (target, shape)
+            }
         };
+        let workload = shape.workload;
 
         let new = req.object.as_ref();
         let old = req.old_object.as_ref();
-        let (new_replicas, old_replicas) = if is_scale {
-            (new.and_then(scale_replicas), old.and_then(scale_replicas))
-        } else {
-            (
-                new.and_then(|o| desired_pods(workload, o)),
-                old.and_then(|o| desired_pods(workload, o)),
-            )
+        let mut unreadable = Vec::new();
+        let mut count = |o: Option<&DynamicObject>, which: &str| {
+            let o = o?;
+            if workload == Workload::Pod {
+                return Some(1);
+            }
+            match shape.replicas.map(|r| r.read(&o.data)) {
+                Some(Ok(n)) => n,
+                Some(Err(why)) => {
+                    unreadable.push(format!("{which} {why}"));
+                    None
+                }
+                None => None,
+            }
         };
-        let template_changed = !is_scale
-            && match (new, old) {
-                (Some(n), Some(o)) => template(workload, n) != template(workload, o),
-                _ => false,
-            };
-        let spec_changed = match (new, old) {
-            (Some(n), Some(o)) => n.data.get("spec") != o.data.get("spec"),
-            _ => false,
+        let new_replicas = count(new, "the new object's");
+        let old_replicas = count(old, "the old object's");
+        if operation == Operation::Delete && old.is_none() && shape.replicas.is_some() {
+            unreadable
+                .push("the DELETE carries no oldObject, so its pods cannot be counted".into());
+        }
+        if sub == Subresource::Scale && operation != Operation::Delete && new.is_none() {
+            unreadable.push("the scale request carries no Scale object".into());
+        }
+        let autoscaler_max = match (workload, new) {
+            (Workload::Autoscaler, Some(n)) => match INT32_MAX_REPLICAS.read(&n.data) {
+                Ok(max) => max,
+                Err(why) => {
+                    unreadable.push(format!("the new object's {why}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (replaces_pods, spec_changed) = match (new, old) {
+            (Some(n), Some(o)) if sub == Subresource::None => (
+                shape.replaces_pods(&n.data, &o.data),
+                n.data.get("spec") != o.data.get("spec"),
+            ),
+            _ => (false, false),
         };
 
-        // A scale object's annotations are not the workload's: never read provenance
-        // or approvals from them.
+        // A subresource's object (Scale, Eviction) carries no annotations of the
+        // workload's: never read provenance or approvals from it.
         let annotations_of = |o: Option<&DynamicObject>| {
-            o.filter(|_| !is_scale)
+            o.filter(|_| sub == Subresource::None)
                 .and_then(|o| o.metadata.annotations.clone())
                 .unwrap_or_default()
         };
@@ -202,8 +259,10 @@ impl Change {
             workload,
             old_replicas,
             new_replicas,
-            template_changed,
+            replaces_pods,
             spec_changed,
+            autoscaler_max,
+            unmeasurable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
             requester: Requester {
                 username: req.user_info.username.clone().unwrap_or_default(),
                 groups: req.user_info.groups.clone().unwrap_or_default(),
@@ -223,6 +282,26 @@ impl Change {
         }
     }
 
+    /// Whether this request is to a subresource that carries no annotations of the
+    /// object's own (`scale`, `eviction`): its provenance is the requester's alone.
+    pub fn is_identity_only(&self) -> bool {
+        matches!(self.subresource.as_deref(), Some("scale" | "eviction"))
+    }
+
+    /// The annotations an approval of this change is read from, when the request
+    /// carries them: the new object's for apply, the deleted object's for delete. A
+    /// scale's approval is on the parent workload, which the request does not carry
+    /// (`None`).
+    pub fn approval_annotations(&self) -> Option<&BTreeMap<String, String>> {
+        if self.is_scale() {
+            None
+        } else if self.operation == Operation::Delete {
+            Some(&self.old_annotations)
+        } else {
+            Some(&self.new_annotations)
+        }
+    }
+
     /// Whether this is a request to the `scale` subresource.
     pub fn is_scale(&self) -> bool {
         self.subresource.as_deref() == Some("scale")
@@ -230,44 +309,235 @@ impl Change {
 
     /// Whether the object is cluster-scoped (no namespace), Namespaces included.
     pub fn is_cluster_scoped(&self) -> bool {
-        self.target.namespace.is_none() || self.workload == Workload::Namespace
+        self.target.namespace.is_none() || self.workload == Workload::Cluster
     }
 
-    /// The change-set key for namespace reach: the `change-id` annotation of the new
-    /// (else old) object, else the requester.
-    pub fn change_set_key(&self) -> String {
-        self.new_annotations
+    /// The change sets this change counts toward (DESIGN.md section 5): its
+    /// requester's always, and its `change-id`'s (new object, else old) when it has
+    /// one. Counting both means a fresh change-id per object still meets the
+    /// requester's count.
+    pub fn change_set_keys(&self) -> Vec<String> {
+        let mut keys = vec![format!("user:{}", self.requester.username)];
+        if let Some(id) = self
+            .new_annotations
             .get(annotations::CHANGE_ID)
             .or_else(|| self.old_annotations.get(annotations::CHANGE_ID))
             .filter(|id| !id.is_empty())
-            .map(|id| format!("change-id:{id}"))
-            .unwrap_or_else(|| format!("user:{}", self.requester.username))
+        {
+            keys.push(format!("change-id:{id}"));
+        }
+        keys
     }
 }
 
-/// The Workload class of a (group, kind).
+/// The Workload class of a built-in (group, kind).
 pub fn classify(group: &str, kind: &str) -> Workload {
-    match (group, kind) {
-        ("apps" | "extensions", "Deployment" | "ReplicaSet") => Workload::Replicated,
-        ("apps", "StatefulSet") | ("", "ReplicationController") => Workload::Replicated,
-        ("apps" | "extensions", "DaemonSet") => Workload::DaemonSet,
-        ("batch", "Job") => Workload::Job,
-        ("batch", "CronJob") => Workload::CronJob,
-        ("", "Pod") => Workload::Pod,
-        ("", "Namespace") => Workload::Namespace,
-        _ => Workload::Other,
+    match kinds::find(group, kind).map(|k| k.reach) {
+        Some(Reach::Replicas) => Workload::Replicated,
+        Some(Reach::Nodes) => Workload::DaemonSet,
+        Some(Reach::Job) => Workload::Job,
+        Some(Reach::Cronjob) => Workload::CronJob,
+        Some(Reach::Autoscaler) => Workload::Autoscaler,
+        Some(Reach::Pod) => Workload::Pod,
+        Some(Reach::Cluster) => Workload::Cluster,
+        None => Workload::Other,
     }
 }
 
-/// The kind whose `scale` subresource a resource name is.
-pub fn scale_parent_kind(resource: &str) -> Option<&'static str> {
-    match resource {
-        "deployments" => Some("Deployment"),
-        "statefulsets" => Some("StatefulSet"),
-        "replicasets" => Some("ReplicaSet"),
-        "replicationcontrollers" => Some("ReplicationController"),
-        _ => None,
+/// The kind of the workload whose `scale` subresource `resource` is: a built-in kind
+/// with a scale subresource, or a custom workload.
+fn parent_of(group: &str, resource: &str, policy: &Policy) -> Option<String> {
+    if let Some(k) = kinds::by_resource(group, resource)
+        && k.subresources.iter().any(|s| s == "scale")
+    {
+        return Some(k.kind.clone());
     }
+    policy
+        .document
+        .spec
+        .workloads
+        .iter()
+        .find(|w| w.group == group && w.resource_name() == resource)
+        .map(|w| w.kind.clone())
+}
+
+/// Which subresource a request is to, as far as reach is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subresource {
+    /// The object itself.
+    None,
+    /// `scale`: replicas of the parent workload.
+    Scale,
+    /// `pods/eviction`: one pod.
+    Eviction,
+    /// Any other (`status`, ...): no pods.
+    Other,
+}
+
+impl Subresource {
+    fn of(subresource: Option<&str>, resource: &str) -> Self {
+        match (subresource, resource) {
+            (None, _) => Subresource::None,
+            (Some("scale"), _) => Subresource::Scale,
+            (Some("eviction"), "pods") => Subresource::Eviction,
+            (Some(_), _) => Subresource::Other,
+        }
+    }
+}
+
+/// Where a count is read, and what stands when the field is absent.
+#[derive(Debug, Clone, Copy)]
+struct Count<'a> {
+    pointer: &'a str,
+    /// The API server's default when the field is absent. The API server always sends
+    /// the defaulted value in a review; this default serves manifests (`check -f`)
+    /// and kinds whose controllers apply the default themselves.
+    absent: u64,
+}
+
+const INT32_MAX_REPLICAS: Count<'static> = Count {
+    pointer: "/spec/maxReplicas",
+    absent: 0,
+};
+
+impl Count<'_> {
+    /// The count, or why it cannot be read: present but not an int32 (a float, a
+    /// string, a negative number, or beyond 2^31-1) is unmeasurable, never a default.
+    fn read(&self, object: &Value) -> Result<Option<u64>, String> {
+        match object.pointer(self.pointer) {
+            None | Some(Value::Null) => Ok(Some(self.absent)),
+            Some(v) => match v.as_u64().filter(|n| *n <= i32::MAX as u64) {
+                Some(n) => Ok(Some(n)),
+                None => Err(format!(
+                    "{} is {v}, not an int32 replica count",
+                    self.pointer.trim_start_matches('/').replace('/', ".")
+                )),
+            },
+        }
+    }
+}
+
+/// How one kind's pods are counted and when its update replaces them.
+#[derive(Debug, Clone, Copy)]
+struct Shape<'a> {
+    workload: Workload,
+    replicas: Option<Count<'a>>,
+    template: Option<&'a str>,
+    /// A custom kind: only its template pointer says whether pods are replaced.
+    custom: bool,
+}
+
+impl<'a> Shape<'a> {
+    fn of(workload: Workload) -> Self {
+        let (replicas, template) = match workload {
+            Workload::Replicated => (Some(("/spec/replicas", 1)), Some("/spec/template")),
+            Workload::DaemonSet => (None, Some("/spec/template")),
+            Workload::Job => (Some(("/spec/parallelism", 1)), Some("/spec/template")),
+            Workload::CronJob => (
+                Some(("/spec/jobTemplate/spec/parallelism", 1)),
+                Some("/spec/jobTemplate"),
+            ),
+            Workload::Autoscaler => (Some(("/spec/minReplicas", 1)), None),
+            Workload::Pod => (None, Some("/spec")),
+            Workload::Cluster | Workload::Other => (None, None),
+        };
+        Self {
+            workload,
+            replicas: replicas.map(|(pointer, absent)| Count { pointer, absent }),
+            template,
+            custom: false,
+        }
+    }
+
+    fn scale() -> Self {
+        Self {
+            workload: Workload::Replicated,
+            // A Scale's spec.replicas is omitted when 0 (omitempty in its Go type).
+            replicas: Some(Count {
+                pointer: "/spec/replicas",
+                absent: 0,
+            }),
+            template: None,
+            custom: false,
+        }
+    }
+
+    fn custom(spec: &'a WorkloadSpec) -> Self {
+        Self {
+            workload: Workload::Replicated,
+            replicas: Some(Count {
+                pointer: &spec.replicas,
+                absent: 1,
+            }),
+            template: Some(spec.template.as_str()),
+            custom: true,
+        }
+    }
+
+    /// Whether an update from `old` to `new` replaces every pod.
+    fn replaces_pods(&self, new: &Value, old: &Value) -> bool {
+        let Some(template) = self.template else {
+            return false;
+        };
+        if new.pointer(template) != old.pointer(template) {
+            return true;
+        }
+        self.workload == Workload::Replicated && !self.custom && other_spec_changed(new, old)
+    }
+}
+
+/// Spec fields known not to touch running pods (DESIGN.md section 5): any other spec
+/// change of a replicated workload (a StatefulSet's ordinals or volumeClaimTemplates,
+/// a selector, ...) replaces every pod.
+const NON_DISRUPTIVE: &[&str] = &[
+    "replicas",
+    "revisionHistoryLimit",
+    "progressDeadlineSeconds",
+    "minReadySeconds",
+    "paused",
+];
+
+/// Rollout strategies, whose numbers (maxSurge, maxUnavailable, partition) pace a
+/// rollout without starting one.
+const STRATEGIES: &[&str] = &["strategy", "updateStrategy"];
+
+fn other_spec_changed(new: &Value, old: &Value) -> bool {
+    let empty = serde_json::Map::new();
+    let (new, old) = (spec_of(new, &empty), spec_of(old, &empty));
+    let keys = new
+        .keys()
+        .chain(old.keys().filter(|k| !new.contains_key(*k)));
+    for key in keys {
+        if NON_DISRUPTIVE.contains(&key.as_str()) || key == "template" {
+            continue;
+        }
+        let (n, o) = (new.get(key), old.get(key));
+        let differs = if STRATEGIES.contains(&key.as_str()) {
+            strategy_kind(n) != strategy_kind(o)
+        } else {
+            n != o
+        };
+        if differs {
+            return true;
+        }
+    }
+    false
+}
+
+fn spec_of<'a>(
+    o: &'a Value,
+    empty: &'a serde_json::Map<String, Value>,
+) -> &'a serde_json::Map<String, Value> {
+    o.get("spec").and_then(Value::as_object).unwrap_or(empty)
+}
+
+/// A strategy without its numbers: what is left when `rollingUpdate` is set aside.
+fn strategy_kind(s: Option<&Value>) -> Option<Vec<(&String, &Value)>> {
+    s.and_then(Value::as_object).map(|m| {
+        m.iter()
+            .filter(|(k, _)| k.as_str() != "rollingUpdate")
+            .collect()
+    })
 }
 
 fn object_name(req: &AdmissionRequest<DynamicObject>) -> String {
@@ -279,37 +549,4 @@ fn object_name(req: &AdmissionRequest<DynamicObject>) -> String {
         .or(req.old_object.as_ref())
         .and_then(|o| o.metadata.name.clone().or(o.metadata.generate_name.clone()))
         .unwrap_or_default()
-}
-
-fn pointer_u64(o: &DynamicObject, pointer: &str) -> Option<u64> {
-    o.data.pointer(pointer).and_then(Value::as_u64)
-}
-
-/// Desired pods of a workload object, with the API server's defaults when unset.
-fn desired_pods(workload: Workload, o: &DynamicObject) -> Option<u64> {
-    match workload {
-        Workload::Replicated => Some(pointer_u64(o, "/spec/replicas").unwrap_or(1)),
-        Workload::Job => Some(pointer_u64(o, "/spec/parallelism").unwrap_or(1)),
-        Workload::CronJob => {
-            Some(pointer_u64(o, "/spec/jobTemplate/spec/parallelism").unwrap_or(1))
-        }
-        Workload::Pod => Some(1),
-        Workload::DaemonSet | Workload::Namespace | Workload::Other => None,
-    }
-}
-
-fn scale_replicas(o: &DynamicObject) -> Option<u64> {
-    Some(pointer_u64(o, "/spec/replicas").unwrap_or(0))
-}
-
-/// The part of the spec whose change replaces pods.
-fn template(workload: Workload, o: &DynamicObject) -> Option<&Value> {
-    match workload {
-        Workload::Replicated | Workload::DaemonSet | Workload::Job => {
-            o.data.pointer("/spec/template")
-        }
-        Workload::CronJob => o.data.pointer("/spec/jobTemplate"),
-        Workload::Pod => o.data.get("spec"),
-        Workload::Namespace | Workload::Other => None,
-    }
 }

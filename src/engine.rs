@@ -11,12 +11,13 @@ use arc_swap::ArcSwap;
 use kube::core::admission::AdmissionResponse;
 
 use crate::approval::{
-    ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalSubject, ApprovalVerifier,
-    InMemoryWorkloads, WorkloadAnnotations,
+    ApprovalContext, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, InMemoryWorkloads,
+    WorkloadAnnotations,
 };
 use crate::change::{Change, Operation, Workload};
 use crate::policy::Policy;
-use crate::reach::{ChangeSetReach, InMemoryReach};
+use crate::radius::Violation;
+use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
@@ -121,7 +122,7 @@ impl Engine {
             }
         };
         let base = AdmissionResponse::from(&request);
-        let change = Change::from_request(request);
+        let change = Change::from_request(request, &self.policy.load());
         let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
         let response = response::respond(base, &change, &verdict);
         Reviewed {
@@ -159,22 +160,42 @@ impl Engine {
         };
         findings.rule = Some((rule.name.clone(), rule.mode));
 
-        let set_key = change.change_set_key();
-        let reach_count = namespace.map(|ns| self.reach.namespaces_with(&set_key, ns, instant));
-        let radius = radius::measure(change, reach_count);
+        let mut radius = radius::measure(change);
+        let entry = Entry {
+            namespace,
+            pods: radius.pods_affected,
+        };
+        let window = policy.change_set_window;
+        let set_keys = change.change_set_keys();
+        // Counted by change-id and by requester: the larger decides, so neither a
+        // fresh change-id per object nor one shared id hides a change set's size.
+        let usage = set_keys
+            .iter()
+            .map(|key| self.reach.usage_with(key, entry, window, instant))
+            .fold(Usage::default(), |a, u| Usage {
+                namespaces: a.namespaces.max(u.namespaces),
+                pods: a.pods.max(u.pods),
+            });
+        radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
+        radius.pods_in_change_set = Some(usage.pods);
         findings.violations = radius::violations(&radius, &rule.limits);
         findings.radius = Some(radius);
+        let measurable = !findings
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::Unmeasurable(_)));
 
         let mut payload = None;
         let mut digest = None;
-        if !findings.violations.is_empty() {
+        // An approval binds a measured change: one that cannot be measured has no
+        // subject an approver could sign.
+        if !findings.violations.is_empty() && measurable {
             match ApprovalSubject::of(change) {
                 Ok(subject) => {
                     let parent;
-                    let annotations = match subject.operation {
-                        ApprovalOperation::Apply => Some(&change.new_annotations),
-                        ApprovalOperation::Delete => Some(&change.old_annotations),
-                        ApprovalOperation::Scale => {
+                    let annotations = match change.approval_annotations() {
+                        Some(own) => Some(own),
+                        None => {
                             parent = self.workloads.annotations(&change.target);
                             parent.as_ref()
                         }
@@ -187,9 +208,8 @@ impl Engine {
                         settings: &policy.approvals,
                         now,
                     }));
-                    let ttl = approval::payload::DEFAULT_TTL.min(policy.approvals.max_ttl);
                     digest = subject.digest.clone();
-                    payload = Some(subject.payload(now, ttl, ""));
+                    payload = Some(subject.payload(now, policy.approvals.offered_ttl(), ""));
                 }
                 Err(e) => {
                     findings.approval = Some(ApprovalOutcome::Rejected {
@@ -200,18 +220,17 @@ impl Engine {
             }
         }
         let verdict = finish(findings, payload, rule.required_approvals, digest);
-        if verdict.decision.allowed()
-            && !change.dry_run
-            && let Some(ns) = namespace
-        {
-            self.reach.record(&set_key, ns, instant);
+        if verdict.decision.allowed() && !change.dry_run {
+            for key in &set_keys {
+                self.reach.record(key, entry, window, instant);
+            }
         }
         verdict
     }
 
     /// Keeps the parent-workload view used by scale approvals current.
     fn observe_workload(&self, change: &Change) {
-        if change.workload != Workload::Replicated || change.is_scale() {
+        if change.workload != Workload::Replicated || change.subresource.is_some() {
             return;
         }
         match change.operation {

@@ -13,6 +13,7 @@ pub mod approval;
 pub mod change;
 pub mod cli;
 pub mod engine;
+pub mod kinds;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -82,8 +82,13 @@ pub fn detect(change: &Change, p: &Provenance) -> Option<Signal> {
     {
         return Some(Signal::FieldManager(m.clone()));
     }
-    // DELETE and scale are judged by identity alone (DESIGN.md section 2).
-    if change.operation == Operation::Delete || change.is_scale() {
+    // DELETE, scale and eviction are judged by identity alone (DESIGN.md section 2).
+    if change.operation == Operation::Delete || change.is_identity_only() {
+        return None;
+    }
+    // The cluster's controllers act on changes already admitted: the annotations they
+    // carry were copied (Deployment to ReplicaSet, CronJob to Job), never new AI work.
+    if p.controllers.iter().any(|g| g.matches(user)) {
         return None;
     }
     if let Some((key, value)) = marker(&change.new_annotations, p) {

@@ -21,6 +21,11 @@ pub struct Radius {
     pub node_wide: bool,
     /// Distinct namespaces touched by the change set, this request included.
     pub namespaces_in_change_set: Option<u64>,
+    /// Pods affected by the change set's admitted changes within the window, this
+    /// request included.
+    pub pods_in_change_set: Option<u64>,
+    /// What could not be read of a field the count depends on.
+    pub unmeasurable: Option<String>,
 }
 
 /// One limit a change exceeds: measured value against the limit.
@@ -54,6 +59,15 @@ pub enum Violation {
         /// Limit.
         limit: u64,
     },
+    /// `maxPodsPerChangeSet`.
+    PodsPerChangeSet {
+        /// Pods affected by the change set, this change included.
+        measured: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// A field the count depends on could not be read: no limit can be shown to hold.
+    Unmeasurable(String),
     /// `allowClusterScoped: false`.
     ClusterScoped,
     /// `allowNodeWide: false`.
@@ -68,6 +82,8 @@ impl Violation {
             Violation::PercentAffected { .. } => "maxPercentAffected",
             Violation::Replicas { .. } => "maxReplicas",
             Violation::Namespaces { .. } => "maxNamespacesPerChange",
+            Violation::PodsPerChangeSet { .. } => "maxPodsPerChangeSet",
+            Violation::Unmeasurable(_) => "unmeasurable",
             Violation::ClusterScoped => "allowClusterScoped",
             Violation::NodeWide => "allowNodeWide",
         }
@@ -94,6 +110,13 @@ impl fmt::Display for Violation {
                 f,
                 "namespaces in this change set {measured} > {limit} (maxNamespacesPerChange)"
             ),
+            Violation::PodsPerChangeSet { measured, limit } => write!(
+                f,
+                "pods affected by this change set {measured} > {limit} (maxPodsPerChangeSet)"
+            ),
+            Violation::Unmeasurable(what) => {
+                write!(f, "the change cannot be measured: {what}")
+            }
             Violation::ClusterScoped => {
                 write!(
                     f,
@@ -107,13 +130,19 @@ impl fmt::Display for Violation {
     }
 }
 
-/// Measures a change. `namespaces_in_change_set` comes from the change-set tracker.
-pub fn measure(change: &Change, namespaces_in_change_set: Option<u64>) -> Radius {
+/// Measures a change on its own; the engine adds the change-set counts.
+pub fn measure(change: &Change) -> Radius {
     let old = change.old_replicas;
     let new = change.new_replicas;
     let pods_affected = match (change.workload, change.operation) {
         (_, Operation::Connect) => 0,
-        (Workload::DaemonSet | Workload::Namespace | Workload::Other, _) => 0,
+        (Workload::DaemonSet | Workload::Cluster | Workload::Other, _) => 0,
+        // Deleting an autoscaler leaves its target's replicas as they are.
+        (Workload::Autoscaler, Operation::Delete) => 0,
+        // The floor it raises is what the HPA controller will scale to.
+        (Workload::Autoscaler, Operation::Update) => {
+            new.unwrap_or(0).saturating_sub(old.unwrap_or(0))
+        }
         (_, Operation::Create) => new.unwrap_or(0),
         (_, Operation::Delete) => old.unwrap_or(0),
         // Job pods do not roll: an update that changes the spec affects one run.
@@ -126,20 +155,22 @@ pub fn measure(change: &Change, namespaces_in_change_set: Option<u64>) -> Radius
         }
         (_, Operation::Update) => {
             let (o, n) = (old.unwrap_or(0), new.unwrap_or(0));
-            if change.template_changed {
+            if change.replaces_pods {
                 o.max(n)
             } else {
                 o.abs_diff(n)
             }
         }
     };
-    let percent_affected = match change.operation {
-        Operation::Update | Operation::Delete => old.map(|o| percent(pods_affected, o)),
-        Operation::Create | Operation::Connect => None,
+    let percent_affected = match (change.workload, change.operation) {
+        (Workload::Autoscaler, _) => None,
+        (_, Operation::Update | Operation::Delete) => old.map(|o| percent(pods_affected, o)),
+        (_, Operation::Create | Operation::Connect) => None,
     };
     let resulting_replicas = match (change.workload, change.operation) {
         (Workload::Replicated, Operation::Delete) => Some(0),
         (Workload::Replicated, _) => new,
+        (Workload::Autoscaler, Operation::Create | Operation::Update) => change.autoscaler_max,
         _ => None,
     };
     Radius {
@@ -148,7 +179,9 @@ pub fn measure(change: &Change, namespaces_in_change_set: Option<u64>) -> Radius
         resulting_replicas,
         cluster_scoped: change.is_cluster_scoped(),
         node_wide: change.workload == Workload::DaemonSet,
-        namespaces_in_change_set,
+        namespaces_in_change_set: None,
+        pods_in_change_set: None,
+        unmeasurable: change.unmeasurable.clone(),
     }
 }
 
@@ -164,6 +197,9 @@ fn percent(affected: u64, old: u64) -> f64 {
 /// Every limit the radius exceeds, in the order the policy lists them.
 pub fn violations(radius: &Radius, limits: &LimitsSpec) -> Vec<Violation> {
     let mut out = Vec::new();
+    if let Some(what) = &radius.unmeasurable {
+        out.push(Violation::Unmeasurable(what.clone()));
+    }
     if let Some(limit) = limits.max_pods_affected
         && radius.pods_affected > limit
     {
@@ -188,6 +224,12 @@ pub fn violations(radius: &Radius, limits: &LimitsSpec) -> Vec<Violation> {
     ) && measured > limit
     {
         out.push(Violation::Namespaces { measured, limit });
+    }
+    if let (Some(limit), Some(measured)) =
+        (limits.max_pods_per_change_set, radius.pods_in_change_set)
+        && measured > limit
+    {
+        out.push(Violation::PodsPerChangeSet { measured, limit });
     }
     if radius.cluster_scoped && !limits.allow_cluster_scoped {
         out.push(Violation::ClusterScoped);

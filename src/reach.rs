@@ -1,15 +1,14 @@
-//! Namespace reach of a change set across requests (DESIGN.md section 5).
+//! Change sets across requests (DESIGN.md section 5): the namespaces one change set
+//! touches and the pods its admitted changes affected within the policy's window.
 //!
-//! A change set is keyed by its `change-id` annotation, else by its requester. This
-//! module keeps it in process memory; a cluster-backed implementation of
-//! [`ChangeSetReach`] can replace it without touching the rules.
+//! A change set is keyed by its `change-id` annotation and by its requester; the engine
+//! asks for both and the larger count decides. This module keeps the sets in process
+//! memory (`--dev`, `check`); a cluster-backed [`ChangeSetReach`] can replace it
+//! without touching the rules.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// How long a namespace stays counted in a change set after its last change.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Most change sets tracked at once; the oldest is forgotten past this, so memory
 /// stays bounded whatever a client sends.
@@ -18,75 +17,124 @@ pub const MAX_CHANGE_SETS: usize = 10_000;
 /// Most namespaces remembered per change set (far above any sane limit).
 const MAX_NAMESPACES_PER_SET: usize = 1_000;
 
-/// Counts the distinct namespaces one change set touches.
+/// Most pod entries remembered per change set; past this the two oldest merge into
+/// one, stamped with the later time, so a count can only last longer, never vanish.
+const MAX_POD_ENTRIES_PER_SET: usize = 256;
+
+/// What a change set has used within the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Distinct namespaces.
+    pub namespaces: u64,
+    /// Pods affected by its admitted changes.
+    pub pods: u64,
+}
+
+/// One change, as a change set counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// Its namespace; `None` for cluster-scoped objects.
+    pub namespace: Option<&'a str>,
+    /// Pods it affects.
+    pub pods: u64,
+}
+
+/// Counts what one change set has used.
 pub trait ChangeSetReach: Send + Sync {
-    /// Distinct namespaces of change set `key` within the window, counting `namespace`
-    /// as if this request were admitted. Records nothing.
-    fn namespaces_with(&self, key: &str, namespace: &str, now: Instant) -> u64;
-    /// Records that an admitted change of set `key` touched `namespace`.
-    fn record(&self, key: &str, namespace: &str, now: Instant);
+    /// What set `key` has used within `window` before `now`, counting `entry` as if
+    /// it were admitted. Records nothing.
+    fn usage_with(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) -> Usage;
+    /// Records that an admitted change of set `key` used `entry`.
+    fn record(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant);
+}
+
+#[derive(Debug, Default)]
+struct Set {
+    namespaces: HashMap<String, Instant>,
+    pods: Vec<(Instant, u64)>,
+}
+
+impl Set {
+    fn last_seen(&self) -> Option<Instant> {
+        let ns = self.namespaces.values().max().copied();
+        let pods = self.pods.iter().map(|(t, _)| *t).max();
+        ns.max(pods)
+    }
+
+    fn forget_before(&mut self, window: Duration, now: Instant) {
+        self.namespaces.retain(|_, seen| live(*seen, window, now));
+        self.pods.retain(|(seen, _)| live(*seen, window, now));
+    }
+}
+
+fn live(seen: Instant, window: Duration, now: Instant) -> bool {
+    now.saturating_duration_since(seen) <= window
 }
 
 /// The in-process [`ChangeSetReach`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct InMemoryReach {
-    window: Duration,
-    sets: Mutex<HashMap<String, HashMap<String, Instant>>>,
-}
-
-impl Default for InMemoryReach {
-    fn default() -> Self {
-        Self::new(DEFAULT_WINDOW)
-    }
-}
-
-impl InMemoryReach {
-    /// A tracker with the given window.
-    pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            sets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn live(&self, seen: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(seen) <= self.window
-    }
+    sets: Mutex<HashMap<String, Set>>,
 }
 
 impl ChangeSetReach for InMemoryReach {
-    fn namespaces_with(&self, key: &str, namespace: &str, now: Instant) -> u64 {
+    fn usage_with(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) -> Usage {
         let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        let others = sets.get(key).map_or(0, |set| {
-            set.iter()
-                .filter(|(ns, seen)| ns.as_str() != namespace && self.live(**seen, now))
-                .count()
+        let set = sets.get(key);
+        let others = set.map_or(0, |set| {
+            set.namespaces
+                .iter()
+                .filter(|(ns, seen)| {
+                    Some(ns.as_str()) != entry.namespace && live(**seen, window, now)
+                })
+                .count() as u64
         });
-        others as u64 + 1
+        let pods = set.map_or(0, |set| {
+            set.pods
+                .iter()
+                .filter(|(seen, _)| live(*seen, window, now))
+                .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods))
+        });
+        Usage {
+            namespaces: others + u64::from(entry.namespace.is_some()),
+            pods: pods.saturating_add(entry.pods),
+        }
     }
 
-    fn record(&self, key: &str, namespace: &str, now: Instant) {
+    fn record(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
         if !sets.contains_key(key) && sets.len() >= MAX_CHANGE_SETS {
             sets.retain(|_, set| {
-                set.retain(|_, seen| self.live(*seen, now));
-                !set.is_empty()
+                set.forget_before(window, now);
+                set.last_seen().is_some()
             });
             if sets.len() >= MAX_CHANGE_SETS
                 && let Some(oldest) = sets
                     .iter()
-                    .min_by_key(|(_, set)| set.values().max().copied())
+                    .min_by_key(|(_, set)| set.last_seen())
                     .map(|(k, _)| k.clone())
             {
                 sets.remove(&oldest);
             }
         }
         let set = sets.entry(key.to_string()).or_default();
-        if set.len() >= MAX_NAMESPACES_PER_SET && !set.contains_key(namespace) {
-            set.retain(|_, seen| self.live(*seen, now));
+        if let Some(ns) = entry.namespace {
+            if set.namespaces.len() >= MAX_NAMESPACES_PER_SET && !set.namespaces.contains_key(ns) {
+                set.forget_before(window, now);
+            }
+            if set.namespaces.len() < MAX_NAMESPACES_PER_SET || set.namespaces.contains_key(ns) {
+                set.namespaces.insert(ns.to_string(), now);
+            }
         }
-        if set.len() < MAX_NAMESPACES_PER_SET || set.contains_key(namespace) {
-            set.insert(namespace.to_string(), now);
+        if entry.pods > 0 {
+            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
+                set.forget_before(window, now);
+            }
+            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
+                let (_, first) = set.pods.remove(0);
+                set.pods[0].1 = set.pods[0].1.saturating_add(first);
+            }
+            set.pods.push((now, entry.pods));
         }
     }
 }
@@ -95,43 +143,111 @@ impl ChangeSetReach for InMemoryReach {
 mod tests {
     use super::*;
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn at(ns: &str, pods: u64) -> Entry<'_> {
+        Entry {
+            namespace: Some(ns),
+            pods,
+        }
+    }
+
     #[test]
-    fn counts_distinct_namespaces_within_the_window() {
-        let r = InMemoryReach::new(Duration::from_secs(60));
+    fn counts_distinct_namespaces_and_pods_within_the_window() {
+        let r = InMemoryReach::default();
+        let w = Duration::from_secs(60);
         let t0 = Instant::now();
-        assert_eq!(r.namespaces_with("set", "a", t0), 1);
-        r.record("set", "a", t0);
-        r.record("set", "a", t0);
         assert_eq!(
-            r.namespaces_with("set", "a", t0),
-            1,
-            "same namespace counts once"
+            r.usage_with("set", at("a", 5), w, t0),
+            Usage {
+                namespaces: 1,
+                pods: 5
+            }
         );
-        assert_eq!(r.namespaces_with("set", "b", t0), 2);
-        r.record("set", "b", t0);
-        assert_eq!(r.namespaces_with("set", "c", t0), 3);
-        assert_eq!(r.namespaces_with("other", "c", t0), 1, "sets are separate");
+        r.record("set", at("a", 5), w, t0);
+        r.record("set", at("a", 5), w, t0);
+        let u = r.usage_with("set", at("a", 0), w, t0);
+        assert_eq!(
+            u,
+            Usage {
+                namespaces: 1,
+                pods: 10
+            },
+            "same namespace counts once, pods add up"
+        );
+        assert_eq!(r.usage_with("set", at("b", 1), w, t0).namespaces, 2);
+        r.record("set", at("b", 1), w, t0);
+        assert_eq!(
+            r.usage_with("set", at("c", 0), w, t0),
+            Usage {
+                namespaces: 3,
+                pods: 11
+            }
+        );
+        assert_eq!(
+            r.usage_with("other", at("c", 0), w, t0).namespaces,
+            1,
+            "sets are separate"
+        );
+        let cluster = Entry {
+            namespace: None,
+            pods: 0,
+        };
+        assert_eq!(
+            r.usage_with("set", cluster, w, t0).namespaces,
+            2,
+            "cluster-scoped adds none"
+        );
         let later = t0 + Duration::from_secs(61);
-        assert_eq!(r.namespaces_with("set", "c", later), 1, "window expired");
+        assert_eq!(
+            r.usage_with("set", at("c", 2), w, later),
+            Usage {
+                namespaces: 1,
+                pods: 2
+            },
+            "window expired"
+        );
+        assert_eq!(
+            r.usage_with("set", at("c", 0), HOUR, later).pods,
+            11,
+            "a longer window still counts them"
+        );
+    }
+
+    #[test]
+    fn merged_pod_entries_keep_their_sum() {
+        let r = InMemoryReach::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_POD_ENTRIES_PER_SET as u64 + 40) {
+            r.record("set", at("a", 1), HOUR, t0 + Duration::from_millis(i));
+        }
+        let u = r.usage_with("set", at("a", 0), HOUR, t0 + Duration::from_secs(1));
+        assert_eq!(u.pods, MAX_POD_ENTRIES_PER_SET as u64 + 40);
+        assert!(r.sets.lock().unwrap()["set"].pods.len() <= MAX_POD_ENTRIES_PER_SET);
     }
 
     #[test]
     fn memory_stays_bounded() {
-        let r = InMemoryReach::new(Duration::from_secs(3600));
+        let r = InMemoryReach::default();
         let t0 = Instant::now();
         for i in 0..(MAX_CHANGE_SETS + 50) {
             r.record(
                 &format!("set-{i}"),
-                "ns",
+                at("ns", 1),
+                HOUR,
                 t0 + Duration::from_millis(i as u64),
             );
         }
         assert!(r.sets.lock().unwrap().len() <= MAX_CHANGE_SETS);
         // The newest set survives eviction.
         let newest = format!("set-{}", MAX_CHANGE_SETS + 49);
+        let u = r.usage_with(&newest, at("other", 0), HOUR, t0 + Duration::from_secs(1));
         assert_eq!(
-            r.namespaces_with(&newest, "other", t0 + Duration::from_secs(1)),
-            2
+            u,
+            Usage {
+                namespaces: 2,
+                pods: 1
+            }
         );
     }
 }

@@ -46,6 +46,8 @@ pub enum Reason {
     Approved,
     /// Over a limit without a valid approval.
     OverLimits,
+    /// A field the pod count depends on could not be read; no approval lifts it.
+    Unmeasurable,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::WithinLimits => "within_limits",
             Reason::Approved => "approved",
             Reason::OverLimits => "over_limits",
+            Reason::Unmeasurable => "unmeasurable",
         }
     }
 }
@@ -105,15 +108,21 @@ pub fn decide(f: &Findings) -> (Decision, Reason) {
     if f.violations.is_empty() {
         return (Decision::Allow, Reason::WithinLimits);
     }
-    if matches!(f.approval, Some(ApprovalOutcome::Valid { .. })) {
-        return (Decision::Allow, Reason::Approved);
-    }
-    let decision = match mode {
+    let by_mode = match mode {
         Mode::Enforce => Decision::Deny,
         Mode::Warn => Decision::Warn,
         Mode::Audit => Decision::Allow,
     };
-    (decision, Reason::OverLimits)
+    if f.violations
+        .iter()
+        .any(|v| matches!(v, Violation::Unmeasurable(_)))
+    {
+        return (by_mode, Reason::Unmeasurable);
+    }
+    if matches!(f.approval, Some(ApprovalOutcome::Valid { .. })) {
+        return (Decision::Allow, Reason::Approved);
+    }
+    (by_mode, Reason::OverLimits)
 }
 
 #[cfg(test)]

@@ -317,10 +317,12 @@ async fn policy_reload_applies_a_good_file_and_keeps_the_last_good_on_a_bad_one(
     };
     assert!(!allowed().await, "the default policy protects prod");
 
-    // prod is no longer protected, and the default rule allows 50 pods.
+    // prod is no longer protected, and the default rule allows 50 pods a change, and
+    // enough per change set for every probe below to be admitted.
     let relaxed = default
         .replace("kube-node-lease, prod, \"prod-*\"", "kube-node-lease")
-        .replace("maxPodsAffected: 10", "maxPodsAffected: 50");
+        .replace("maxPodsAffected: 10", "maxPodsAffected: 50")
+        .replace("maxPodsPerChangeSet: 50", "maxPodsPerChangeSet: 1000000");
     assert_ne!(relaxed, default);
     config_map.write(&[("policy.yaml", relaxed.as_bytes())]);
     eventually("the relaxed policy to take effect", || async {

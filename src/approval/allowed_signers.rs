@@ -519,8 +519,10 @@ pub fn match_pattern_list(name: &str, list: &str) -> PatternMatch {
 /// pattern of one matches one of the other, or both are wildcards (which may
 /// overlap). Negations are ignored, so the answer errs towards "the same".
 pub fn may_overlap(a: &str, b: &str) -> bool {
+    // Case-folded: `Alice@corp` and `alice@corp` are one person with two keys.
     let positives = |list: &'_ str| -> Vec<String> {
-        list.split(',')
+        fold_case(list)
+            .split(',')
             .filter(|p| !p.starts_with('!') && !p.is_empty())
             .map(str::to_string)
             .collect()
@@ -535,6 +537,14 @@ pub fn may_overlap(a: &str, b: &str) -> bool {
                 || WildMatch::new(pb).matches(pa)
         })
     })
+}
+
+/// Unicode default case folding, for comparing identities: a principal that differs
+/// from a username only by case is the same person. (Confusable characters, such as
+/// Cyrillic `а` for Latin `a`, are not folded: allowed_signers is the operators' file,
+/// docs/security.md says so.)
+pub fn fold_case(s: &str) -> String {
+    caseless::default_case_fold_str(s)
 }
 
 /// A key's SHA-256 fingerprint, as ssh-keygen prints it.

@@ -1,8 +1,14 @@
-//! The approval digest: `sha256:` + hex SHA-256 of the RFC 8785 (JCS) canonical JSON
-//! of the object's `spec` as the API server presents it (DESIGN.md section 3).
+//! The approval digest (DESIGN.md section 3): `sha256:` + hex SHA-256 of the RFC 8785
+//! (JCS) canonical JSON of the object as the API server presents it, without
+//! `apiVersion`, `kind` and `status`, and with `metadata` reduced to its labels.
+//!
+//! The digest binds the spec (or `rules`, `data`, ... for kinds without one) and the
+//! labels, which select pods, aggregate ClusterRoles and set a Namespace's Pod Security
+//! level: an approval for one set of labels is no approval for another. Annotations
+//! are outside it, so adding the approval does not change it.
 
 use kube::core::DynamicObject;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Why a digest could not be computed.
@@ -10,29 +16,28 @@ use sha2::{Digest, Sha256};
 #[error("cannot canonicalize the object for its approval digest: {0}")]
 pub struct DigestError(String);
 
-/// The digest of an object: of its `spec`, or for a kind without `spec`, of the object
-/// without `metadata` and `status`. Annotations are outside it, so adding an approval
-/// does not change it.
+/// The digest of an object. `metadata` becomes `{"labels": {...}}`, or `{}` when the
+/// object has no labels.
 pub fn object_digest(object: &DynamicObject) -> Result<String, DigestError> {
-    match object.data.get("spec") {
-        Some(spec) => value_digest(spec),
-        None => {
-            let mut whole = match &object.data {
-                Value::Object(map) => map.clone(),
-                _ => serde_json::Map::new(),
-            };
-            whole.remove("status");
-            whole.remove("metadata");
-            if let Some(types) = &object.types {
-                whole.insert(
-                    "apiVersion".into(),
-                    Value::String(types.api_version.clone()),
-                );
-                whole.insert("kind".into(), Value::String(types.kind.clone()));
-            }
-            value_digest(&Value::Object(whole))
-        }
+    let mut metadata = Map::new();
+    if let Some(labels) = object.metadata.labels.as_ref().filter(|l| !l.is_empty()) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        metadata.insert("labels".into(), Value::Object(labels));
     }
+    let mut whole = match &object.data {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    // DynamicObject keeps apiVersion and kind apart from data; drop any copy a
+    // caller's JSON still had in it.
+    for key in ["apiVersion", "kind", "status", "metadata"] {
+        whole.remove(key);
+    }
+    whole.insert("metadata".into(), Value::Object(metadata));
+    value_digest(&Value::Object(whole))
 }
 
 /// The digest of a JSON object as a manifest or `kubectl get -o json` shows it.
@@ -61,45 +66,83 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn sha(text: &str) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+    }
+
+    fn object(v: Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
-    fn digest_is_of_the_canonical_spec_and_ignores_metadata() {
-        let a: DynamicObject = serde_json::from_value(json!({
+    fn digest_binds_spec_and_labels_and_ignores_the_rest_of_metadata() {
+        let a = object(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "api", "annotations": {"x": "1"}},
+            "metadata": {"name": "api", "labels": {"app": "api"}, "annotations": {"x": "1"}},
             "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}}}
-        }))
-        .unwrap();
-        let b: DynamicObject = serde_json::from_value(json!({
+        }));
+        let b = object(json!({
             "kind": "Deployment", "apiVersion": "apps/v1",
             "spec": {"selector": {"matchLabels": {"app": "api"}}, "replicas": 3},
-            "metadata": {"name": "api", "annotations": {"blastguard.io/approval": "{}"}},
+            "metadata": {"name": "api", "uid": "u", "resourceVersion": "7", "labels": {"app": "api"},
+                         "annotations": {"blastguard.io/approval": "{}"}},
             "status": {"replicas": 1}
-        }))
-        .unwrap();
-        let expected = format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(
-                br#"{"replicas":3,"selector":{"matchLabels":{"app":"api"}}}"#
-            ))
+        }));
+        let expected = sha(
+            r#"{"metadata":{"labels":{"app":"api"}},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"api"}}}}"#,
         );
         assert_eq!(object_digest(&a).unwrap(), expected);
         assert_eq!(object_digest(&b).unwrap(), expected);
     }
 
+    /// The approval-scope bypass: one approval for a Namespace reused after its labels
+    /// changed (Pod Security level, a tier label a rule selects on) or for a ClusterRole
+    /// after it was made to aggregate into admin.
     #[test]
-    fn kinds_without_spec_digest_the_object_without_metadata_and_status() {
-        let cm: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "c"}, "data": {"k": "v"}
-        }))
-        .unwrap();
-        let expected = format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(
-                br#"{"apiVersion":"v1","data":{"k":"v"},"kind":"ConfigMap"}"#
+    fn a_label_change_changes_the_digest() {
+        let ns = |labels: Value| {
+            object(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "payments", "labels": labels},
+                "spec": {"finalizers": ["kubernetes"]}}))
+        };
+        let base = object_digest(&ns(json!({"blastguard.io/tier": "critical"}))).unwrap();
+        for labels in [
+            json!({}),
+            json!({"blastguard.io/tier": "critical", "pod-security.kubernetes.io/enforce": "privileged"}),
+            json!({"blastguard.io/tier": "standard"}),
+        ] {
+            assert_ne!(
+                object_digest(&ns(labels.clone())).unwrap(),
+                base,
+                "{labels}"
+            );
+        }
+        let role = |labels: Value| {
+            object(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "r", "labels": labels},
+                "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+            )
+        };
+        assert_ne!(
+            object_digest(&role(json!({}))).unwrap(),
+            object_digest(&role(
+                json!({"rbac.authorization.k8s.io/aggregate-to-admin": "true"})
             ))
+            .unwrap()
         );
-        assert_eq!(object_digest(&cm).unwrap(), expected);
+    }
+
+    #[test]
+    fn kinds_without_spec_digest_their_other_fields_and_empty_metadata() {
+        let cm = object(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": {"a": "b"}}, "data": {"k": "v"}
+        }));
+        assert_eq!(
+            object_digest(&cm).unwrap(),
+            sha(r#"{"data":{"k":"v"},"metadata":{}}"#)
+        );
     }
 
     /// RFC 8785 section 3.2.2: the example input, and its canonical UTF-8 bytes as the

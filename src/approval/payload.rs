@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::digest::{DigestError, object_digest};
-use crate::change::{Change, Operation};
+use kube::core::DynamicObject;
+
+use crate::change::{Change, Operation, Target};
 
 /// `apiVersion` of an approval payload.
 pub const API_VERSION: &str = "blastguard.io/v1";
@@ -119,21 +121,42 @@ pub struct ApprovalSubject {
 impl ApprovalSubject {
     /// What `change` must be approved as.
     pub fn of(change: &Change) -> Result<Self, DigestError> {
-        let t = &change.target;
-        let target = ApprovalTarget {
-            group: t.group.clone(),
-            kind: t.kind.clone(),
-            namespace: t.namespace.clone().unwrap_or_default(),
-            name: t.name.clone(),
-        };
-        let (operation, digest, replicas) = if change.is_scale() {
-            (ApprovalOperation::Scale, None, change.new_replicas)
+        if change.is_scale() {
+            Self::new(
+                &change.target,
+                ApprovalOperation::Scale,
+                None,
+                change.new_replicas,
+            )
         } else if change.operation == Operation::Delete {
-            let digest = change.old_object.as_ref().map(object_digest).transpose()?;
-            (ApprovalOperation::Delete, digest, None)
+            let old = change.old_object.as_ref();
+            Self::new(&change.target, ApprovalOperation::Delete, old, None)
         } else {
-            let digest = change.object.as_ref().map(object_digest).transpose()?;
-            (ApprovalOperation::Apply, digest, None)
+            let new = change.object.as_ref();
+            Self::new(&change.target, ApprovalOperation::Apply, new, None)
+        }
+    }
+
+    /// The one way from an object to its subject, for requests ([`Self::of`]) and for
+    /// the approver's commands alike: apply and delete bind the object's digest, scale
+    /// the highest replica count.
+    pub fn new(
+        target: &Target,
+        operation: ApprovalOperation,
+        object: Option<&DynamicObject>,
+        replicas: Option<u64>,
+    ) -> Result<Self, DigestError> {
+        let target = ApprovalTarget {
+            group: target.group.clone(),
+            kind: target.kind.clone(),
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: target.name.clone(),
+        };
+        let (digest, replicas) = match operation {
+            ApprovalOperation::Scale => (None, replicas),
+            ApprovalOperation::Apply | ApprovalOperation::Delete => {
+                (object.map(object_digest).transpose()?, None)
+            }
         };
         Ok(Self {
             target,

@@ -6,7 +6,7 @@
 //! untrusted annotation costs at most a bounded parse.
 
 use super::allowed_signers::{
-    AllowedSigners, KeyTrust, PatternMatch, fingerprint, match_pattern_list, may_overlap,
+    AllowedSigners, KeyTrust, PatternMatch, fingerprint, fold_case, match_pattern_list, may_overlap,
 };
 use super::payload::{ApprovalPayload, PayloadError, SIGNATURE_NAMESPACE, rfc3339};
 use super::sshsig::{self, ArmorError, VerifyError};
@@ -158,10 +158,11 @@ impl SignedApprovals {
                 };
                 refuse(reason::BAD_SIGNATURE, detail)
             })?;
-            let username = &ctx.change.requester.username;
-            let is_requester = lines
-                .iter()
-                .any(|l| match_pattern_list(username, &l.principals) == PatternMatch::Yes);
+            // Case-folded on both sides: `Dave@corp` may not approve `dave@corp`'s change.
+            let username = fold_case(&ctx.change.requester.username);
+            let is_requester = lines.iter().any(|l| {
+                match_pattern_list(&username, &fold_case(&l.principals)) == PatternMatch::Yes
+            });
             signers.push(Signer {
                 index,
                 principals,
@@ -409,7 +410,7 @@ mod tests {
             }
         });
         let request = crate::review::decode(review.to_string().as_bytes()).unwrap();
-        Change::from_request(request)
+        Change::from_request(request, &Policy::embedded())
     }
 
     struct Case {
@@ -475,12 +476,13 @@ mod tests {
     fn the_rules_of_design_section_3() {
         let now = SystemTime::now();
         let signers = AllowedSigners::parse(&format!(
-            "alice@corp {}\nbob@corp {}\nalice@corp {}\ncarol@corp namespaces=\"file\" {}\n*@contractors {}\n",
+            "alice@corp {}\nbob@corp {}\nalice@corp {}\ncarol@corp namespaces=\"file\" {}\n*@contractors {}\nstraße@corp {}\n",
             key(1).public_key().to_openssh().unwrap(),
             key(2).public_key().to_openssh().unwrap(),
             key(3).public_key().to_openssh().unwrap(),
             key(5).public_key().to_openssh().unwrap(),
             key(6).public_key().to_openssh().unwrap(),
+            key(7).public_key().to_openssh().unwrap(),
         ))
         .unwrap();
         let verifier = SignedApprovals::new(signers);
@@ -547,6 +549,26 @@ mod tests {
                 rule: 0,
                 want: Err(reason::SELF_APPROVAL),
                 want_detail: "requesting user \"alice@corp\"",
+            },
+            Case {
+                name: "the requester in another case does not count",
+                requester: "Alice@Corp",
+                edit: none,
+                signatures: &[(1, NS), (2, NS)],
+                tamper: keep,
+                rule: 0,
+                want: Err(reason::SELF_APPROVAL),
+                want_detail: "requesting user \"Alice@Corp\"",
+            },
+            Case {
+                name: "Unicode case folding: sharp s folds to ss",
+                requester: "STRASSE@CORP",
+                edit: none,
+                signatures: &[(7, NS)],
+                tamper: keep,
+                rule: 1,
+                want: Err(reason::SELF_APPROVAL),
+                want_detail: "requesting user \"STRASSE@CORP\"",
             },
             Case {
                 name: "a wildcard principal matching the requester does not count",

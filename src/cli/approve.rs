@@ -16,14 +16,12 @@ use serde_json::Value;
 use super::EXIT_BAD_INPUT;
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
 use crate::approval::allowed_signers::{AllowedSigners, KeyTrust, fingerprint};
-use crate::approval::digest::json_object_digest;
-use crate::approval::payload::{DEFAULT_TTL, SIGNATURE_NAMESPACE, rfc3339};
+use crate::approval::payload::{SIGNATURE_NAMESPACE, rfc3339};
 use crate::approval::verifier::binds_to;
-use crate::approval::{
-    ApprovalOperation, ApprovalPayload, ApprovalSubject, ApprovalTarget, signing, sshsig,
-};
-use crate::change::Change;
+use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig};
+use crate::change::{Change, Target};
 use crate::policy::Policy;
+use kube::core::DynamicObject;
 
 /// `--operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,10 +218,7 @@ fn prepare(
             Ok::<_, String>((exact, payload))
         })
         .transpose()?;
-    let policy = match &args.policy {
-        Some(path) => Policy::from_file(path).map_err(|e| e.to_string())?,
-        None => Policy::embedded(),
-    };
+    let policy = policy_of(args)?;
     let max_ttl = policy.approvals.max_ttl;
     let ttl = match args.ttl {
         Some(ttl) if ttl > max_ttl => {
@@ -242,7 +237,7 @@ fn prepare(
             ));
         }
         Some(ttl) => ttl,
-        None => DEFAULT_TTL.min(max_ttl),
+        None => policy.approvals.offered_ttl(),
     };
     let input = parse_input(&text, args)?;
     let mut notes = Vec::new();
@@ -283,12 +278,8 @@ fn prepare(
             if let Some(replicas) = args.replicas {
                 raise_replicas(&mut subject, replicas)?;
             }
-            let annotations = match subject.operation {
-                ApprovalOperation::Apply => Some(&change.new_annotations),
-                ApprovalOperation::Delete => Some(&change.old_annotations),
-                ApprovalOperation::Scale => None,
-            };
-            (subject, annotations.cloned().unwrap_or_default())
+            let annotations = change.approval_annotations().cloned();
+            (subject, annotations.unwrap_or_default())
         }
         Input::Object { object, .. } => {
             let annotations = object_annotations(object);
@@ -408,6 +399,13 @@ fn prepare(
     })
 }
 
+fn policy_of(args: &ChangeArgs) -> Result<Policy, String> {
+    match &args.policy {
+        Some(path) => Policy::from_file(path).map_err(|e| e.to_string()),
+        None => Ok(Policy::embedded()),
+    }
+}
+
 fn latest_time() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
 }
@@ -492,7 +490,10 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
         }
         let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
         let request = crate::review::decode(&body).map_err(|r| format!("{file}: {}", r.error))?;
-        return Ok(Input::Review(Box::new(Change::from_request(request))));
+        let policy = policy_of(args)?;
+        return Ok(Input::Review(Box::new(Change::from_request(
+            request, &policy,
+        ))));
     }
     if api_version == crate::approval::payload::API_VERSION
         && kind == crate::approval::payload::KIND
@@ -582,39 +583,30 @@ fn object_subject(
             );
         }
     };
-    let target = ApprovalTarget {
+    let target = Target {
         group,
         kind: text("/kind").unwrap_or_default().to_string(),
-        namespace,
+        namespace: Some(namespace).filter(|ns| !ns.is_empty()),
         name: name.to_string(),
     };
-    let (digest, replicas) = match operation {
+    let replicas = match operation {
         ApprovalOperation::Scale => {
             let existing = object_annotations(object)
                 .get(APPROVAL)
                 .and_then(|p| ApprovalPayload::parse(p).ok())
                 .and_then(|p| p.replicas);
-            let replicas = args.replicas.or(existing).ok_or(
+            Some(args.replicas.or(existing).ok_or(
                 "--replicas N (the highest replica count approved) is required with --operation scale",
-            )?;
-            (None, Some(replicas))
+            )?)
         }
-        ApprovalOperation::Apply | ApprovalOperation::Delete => {
-            if args.replicas.is_some() {
-                return Err("--replicas only applies to --operation scale".into());
-            }
-            (
-                Some(json_object_digest(object).map_err(|e| e.to_string())?),
-                None,
-            )
+        ApprovalOperation::Apply | ApprovalOperation::Delete if args.replicas.is_some() => {
+            return Err("--replicas only applies to --operation scale".into());
         }
+        ApprovalOperation::Apply | ApprovalOperation::Delete => None,
     };
-    Ok(ApprovalSubject {
-        target,
-        operation,
-        digest,
-        replicas,
-    })
+    let dynamic: DynamicObject = serde_json::from_value(object.clone())
+        .map_err(|e| format!("the object cannot be read: {e}"))?;
+    ApprovalSubject::new(&target, operation, Some(&dynamic), replicas).map_err(|e| e.to_string())
 }
 
 fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {

@@ -14,8 +14,9 @@ use std::time::Duration;
 use wildmatch::WildMatch;
 
 pub use model::{
-    ApprovalsSpec, LabelRequirementSpec, LabelSelectorSpec, LimitsSpec, Mode, PolicyDocument,
-    PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec,
+    ApprovalsSpec, ChangeSetsSpec, LabelRequirementSpec, LabelSelectorSpec, LimitsSpec, Mode,
+    PolicyDocument, PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec, WorkloadSpec,
+    default_controllers,
 };
 pub use validate::Problem;
 
@@ -66,6 +67,8 @@ pub struct Policy {
     pub provenance: Provenance,
     /// Parsed approval settings.
     pub approvals: Approvals,
+    /// How long an admitted change counts toward its change set.
+    pub change_set_window: Duration,
 }
 
 /// A compiled rule.
@@ -97,6 +100,8 @@ pub struct Provenance {
     pub field_managers: Vec<WildMatch>,
     /// Whether markers on the old object count on UPDATE.
     pub sticky: bool,
+    /// Username globs of the cluster's own controllers (never AI by annotation).
+    pub controllers: Vec<WildMatch>,
 }
 
 /// Parsed `spec.approvals`.
@@ -108,6 +113,13 @@ pub struct Approvals {
     pub max_ttl: Duration,
     /// Tolerated clock skew.
     pub clock_skew: Duration,
+}
+
+impl Approvals {
+    /// The validity a new payload is offered with: two hours, or maxTTL if shorter.
+    pub fn offered_ttl(&self) -> Duration {
+        crate::approval::payload::DEFAULT_TTL.min(self.max_ttl)
+    }
 }
 
 impl Policy {
@@ -161,6 +173,7 @@ impl Policy {
             groups: globs(&p.groups),
             field_managers: globs(&p.field_managers),
             sticky: p.sticky,
+            controllers: globs(&p.controllers),
         };
         let approvals = Approvals {
             allowed_signers: spec.approvals.allowed_signers.clone(),
@@ -168,12 +181,24 @@ impl Policy {
             max_ttl: humantime::parse_duration(&spec.approvals.max_ttl).unwrap_or_default(),
             clock_skew: humantime::parse_duration(&spec.approvals.clock_skew).unwrap_or_default(),
         };
+        let change_set_window =
+            humantime::parse_duration(&spec.change_sets.window).unwrap_or_default();
         Self {
             document,
             rules,
             provenance,
             approvals,
+            change_set_window,
         }
+    }
+
+    /// The custom workload entry for a (group, kind), if the policy lists one.
+    pub fn custom_workload(&self, group: &str, kind: &str) -> Option<&WorkloadSpec> {
+        self.document
+            .spec
+            .workloads
+            .iter()
+            .find(|w| w.group == group && w.kind == kind)
     }
 
     /// The first rule that matches the namespace by name glob or, when the namespace's

@@ -47,6 +47,12 @@ pub struct PolicySpec {
     /// How an AI-assisted change is recognised.
     #[serde(default)]
     pub provenance: ProvenanceSpec,
+    /// Custom kinds counted like Deployments (built-in kinds need no entry).
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// How long an admitted change counts toward its change set.
+    #[serde(default)]
+    pub change_sets: ChangeSetsSpec,
     /// Ordered rules; the first that matches the namespace wins.
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
@@ -98,6 +104,70 @@ pub struct ProvenanceSpec {
     /// An UPDATE that strips the markers from an object that had them stays AI-assisted.
     #[serde(default = "default_true")]
     pub sticky: bool,
+    /// Globs over the usernames of the cluster's own controllers: their requests are
+    /// consequences of changes already admitted, never AI-assisted by annotation.
+    #[serde(default = "default_controllers")]
+    pub controllers: Vec<String>,
+}
+
+/// The cluster's own controllers (DESIGN.md section 2).
+pub fn default_controllers() -> Vec<String> {
+    [
+        "system:kube-controller-manager",
+        "system:kube-scheduler",
+        "system:node:*",
+        "system:serviceaccount:kube-system:*",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// One entry of `spec.workloads`: a custom kind counted like a Deployment.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// API group, e.g. `argoproj.io`.
+    pub group: String,
+    /// Kind, e.g. `Rollout`.
+    pub kind: String,
+    /// JSON pointer to the replica count, e.g. `/spec/replicas`.
+    pub replicas: String,
+    /// JSON pointer to the pod template, e.g. `/spec/template`.
+    pub template: String,
+    /// The resource's plural name for the webhook's rules; defaults to the lowercase
+    /// kind plus `s` (`Rollout` → `rollouts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+}
+
+impl WorkloadSpec {
+    /// The resource's plural name, as the webhook's rules name it.
+    pub fn resource_name(&self) -> String {
+        self.resource
+            .clone()
+            .unwrap_or_else(|| format!("{}s", self.kind.to_lowercase()))
+    }
+}
+
+/// `spec.changeSets`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChangeSetsSpec {
+    /// How long an admitted change counts toward its change set, e.g. `1h`.
+    #[serde(default = "default_window")]
+    pub window: String,
+}
+
+impl Default for ChangeSetsSpec {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+        }
+    }
+}
+
+fn default_window() -> String {
+    "1h".to_string()
 }
 
 impl Default for ProvenanceSpec {
@@ -111,6 +181,7 @@ impl Default for ProvenanceSpec {
             groups: Vec::new(),
             field_managers: Vec::new(),
             sticky: true,
+            controllers: default_controllers(),
         }
     }
 }
@@ -187,6 +258,9 @@ pub struct LimitsSpec {
     /// Distinct namespaces one change set touches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_namespaces_per_change: Option<u64>,
+    /// Pods affected by all admitted changes of one change set within the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods_per_change_set: Option<u64>,
     /// Whether AI changes to cluster-scoped objects pass without approval.
     #[serde(default)]
     pub allow_cluster_scoped: bool,

@@ -66,12 +66,54 @@ pub(super) fn check(doc: &PolicyDocument) -> Vec<Problem> {
         ("users", &p.users),
         ("groups", &p.groups),
         ("fieldManagers", &p.field_managers),
+        ("controllers", &p.controllers),
     ] {
         for (i, g) in globs.iter().enumerate() {
             if g.trim().is_empty() {
                 out.add(format!("spec.provenance.{field}[{i}]"), "must not be empty");
             }
         }
+    }
+
+    for (i, w) in spec.workloads.iter().enumerate() {
+        let at = format!("spec.workloads[{i}]");
+        if w.kind.trim().is_empty() {
+            out.add(format!("{at}.kind"), "must not be empty");
+        }
+        if crate::kinds::find(&w.group, &w.kind).is_some() {
+            out.add(
+                format!("{at}.kind"),
+                format!(
+                    "{}/{} is a built-in kind blastguard already measures; list only custom kinds",
+                    w.group, w.kind
+                ),
+            );
+        }
+        for (field, pointer) in [("replicas", &w.replicas), ("template", &w.template)] {
+            if !pointer.starts_with('/') {
+                out.add(
+                    format!("{at}.{field}"),
+                    format!("must be a JSON pointer like /spec/{field}, got {pointer:?}"),
+                );
+            }
+        }
+        if spec.workloads[..i]
+            .iter()
+            .any(|o| o.group == w.group && o.kind == w.kind)
+        {
+            out.add(&at, format!("duplicate workload {}/{}", w.group, w.kind));
+        }
+    }
+    match humantime::parse_duration(&spec.change_sets.window) {
+        Ok(d) if d.is_zero() => out.add("spec.changeSets.window", "must be longer than 0s"),
+        Ok(_) => {}
+        Err(e) => out.add(
+            "spec.changeSets.window",
+            format!(
+                "{:?} is not a duration like 1h or 30m: {e}",
+                spec.change_sets.window
+            ),
+        ),
     }
 
     if spec.rules.is_empty() {
@@ -288,6 +330,33 @@ mod tests {
             (
                 edited("- name: default", "- name: protected"),
                 "spec.rules[1].name: duplicate rule name \"protected\"",
+            ),
+            (
+                edited("template: /spec/template}", "template: spec.template}"),
+                "spec.workloads[0].template: must be a JSON pointer like /spec/template",
+            ),
+            (
+                edited(
+                    "group: argoproj.io, kind: Rollout",
+                    "group: apps, kind: Deployment",
+                ),
+                "spec.workloads[0].kind: apps/Deployment is a built-in kind",
+            ),
+            (
+                edited("window: 1h", "window: 0s"),
+                "spec.changeSets.window: must be longer than 0s",
+            ),
+            (
+                edited("window: 1h", "window: soon"),
+                "spec.changeSets.window: \"soon\" is not a duration",
+            ),
+            (
+                edited("\"system:node:*\",", "\"\","),
+                "spec.provenance.controllers[2]: must not be empty",
+            ),
+            (
+                edited("maxPodsPerChangeSet: 50", "maxPodsPerChangeSet: -1"),
+                "spec.rules[1].limits.maxPodsPerChangeSet: invalid type: integer `-1`",
             ),
             (
                 edited("maxTTL: 24h", "maxTTL: forever"),

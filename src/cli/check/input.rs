@@ -102,6 +102,16 @@ pub enum InputError {
         /// What is missing or wrong.
         problem: String,
     },
+    /// A field the pod count depends on that the API server would refuse.
+    #[error("{origin}: {path}: {problem}")]
+    Field {
+        /// Where.
+        origin: Origin,
+        /// The field, e.g. `spec.replicas`.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// `-` given more than once (stdin can be read only once).
     #[error("stdin (-) can be read only once, but it was given more than once")]
     StdinTwice,
@@ -331,6 +341,14 @@ fn unpack(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), I
 
     let is_list = kind == "List" || (kind.ends_with("List") && object.contains_key("items"));
     if !is_list {
+        integral_floats_to_integers(&mut object);
+        check_counts(&api_version, &kind, &object).map_err(|(path, problem)| {
+            InputError::Field {
+                origin: origin.clone(),
+                path,
+                problem,
+            }
+        })?;
         out.push(Manifest { origin, object });
         return Ok(());
     }
@@ -360,6 +378,59 @@ fn unpack(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), I
             ..origin.clone()
         };
         unpack(item_origin, item, out)?;
+    }
+    Ok(())
+}
+
+/// `40.0` becomes `40`, as kubectl sends it: YAML and JSON have no integer type of
+/// their own, and Kubernetes' unstructured decoding turns integral floats into integers.
+fn integral_floats_to_integers(object: &mut Map<String, Value>) {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+                if let Some(f) = n.as_f64()
+                    && f.fract() == 0.0
+                    && f.abs() < 9_007_199_254_740_992.0
+                {
+                    // Exact: |f| < 2^53 is an integer a double holds exactly.
+                    *value = Value::from(f as i64);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            Value::Object(fields) => fields.values_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    object.values_mut().for_each(walk);
+}
+
+/// The fields a built-in kind's pod count is read from must be int32s, as the API
+/// server requires: `500.5` or `"500"` is refused here with its path instead of being
+/// counted as something else.
+fn check_counts(
+    api_version: &str,
+    kind: &str,
+    object: &Map<String, Value>,
+) -> Result<(), (String, String)> {
+    use crate::kinds::Reach;
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let pointers: &[&str] = match crate::kinds::find(group, kind).map(|k| k.reach) {
+        Some(Reach::Replicas) => &["/spec/replicas"],
+        Some(Reach::Job) => &["/spec/parallelism"],
+        Some(Reach::Cronjob) => &["/spec/jobTemplate/spec/parallelism"],
+        Some(Reach::Autoscaler) => &["/spec/minReplicas", "/spec/maxReplicas"],
+        _ => &[],
+    };
+    let whole = Value::Object(object.clone());
+    for pointer in pointers {
+        if let Some(v) = whole.pointer(pointer).filter(|v| !v.is_null())
+            && v.as_u64().is_none_or(|n| n > i32::MAX as u64)
+        {
+            return Err((
+                pointer.trim_start_matches('/').replace('/', "."),
+                format!("{v} is not a replica count: it must be an integer from 0 to 2147483647"),
+            ));
+        }
     }
     Ok(())
 }
@@ -460,6 +531,43 @@ mod tests {
                 other => panic!("{text}: expected a syntax error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn replica_counts_are_read_as_kubectl_sends_them() {
+        let doc = |replicas: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api}}\nspec: {{replicas: {replicas}}}\n"
+            )
+        };
+        let read = |replicas: &str| parse("d.yaml", &doc(replicas), false);
+        let ok = read("500.0").unwrap();
+        assert_eq!(ok[0].object["spec"]["replicas"], serde_json::json!(500));
+        assert!(ok[0].object["spec"]["replicas"].is_u64());
+        // 2^64+5 does not even parse as a JSON number: a syntax error naming the field.
+        let huge = read("18446744073709551621").unwrap_err().to_string();
+        assert!(huge.contains("spec.replicas"), "{huge}");
+        for bad in ["500.5", "\"500\"", "-1", "2147483648"] {
+            match read(bad) {
+                Err(e @ InputError::Field { .. }) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.starts_with("d.yaml (document 1): spec.replicas: "),
+                        "{text}"
+                    );
+                }
+                other => panic!("replicas {bad}: {other:?}"),
+            }
+        }
+        let hpa = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: h}\nspec: {minReplicas: 1.5, maxReplicas: 3}\n";
+        assert!(
+            matches!(parse("h.yaml", hpa, false), Err(InputError::Field { path, .. }) if path == "spec.minReplicas")
+        );
+        let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {replicas: \"x\"}\n";
+        assert!(
+            parse("c.yaml", cm, false).is_ok(),
+            "other kinds are not counted"
+        );
     }
 
     #[test]

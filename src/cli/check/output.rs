@@ -103,6 +103,9 @@ impl Outcome {
                         .collect();
                     format!("over the limits (audit mode): {}", limits.join(", "))
                 }
+                Reason::Unmeasurable => {
+                    "cannot be measured (audit mode): a pod count could not be read".to_string()
+                }
             },
         }
     }

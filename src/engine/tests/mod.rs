@@ -1,6 +1,9 @@
 //! Table-driven tests of the whole request path through `Engine::review`, with
-//! AdmissionReviews shaped as the API server sends them (a stand-in for it: no API
-//! server can run here).
+//! AdmissionReviews shaped as the API server sends them. These stand in for the API
+//! server, for speed; tests/e2e_*.rs send the same requests through a real one.
+//! One builder ([`Req`]) for every engine test; `bypasses` holds the attacks closed.
+
+mod bypasses;
 
 use std::sync::Arc;
 
@@ -47,6 +50,9 @@ impl Req {
             "ConfigMap" => ("", "v1", "configmaps"),
             "Namespace" => ("", "v1", "namespaces"),
             "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+            "HorizontalPodAutoscaler" => ("autoscaling", "v2", "horizontalpodautoscalers"),
+            "Rollout" => ("argoproj.io", "v1alpha1", "rollouts"),
+            "Node" => ("", "v1", "nodes"),
             other => panic!("no test mapping for {other}"),
         };
         Self {
@@ -125,6 +131,8 @@ impl Req {
             "deployments" | "statefulsets" | "replicasets" | "daemonsets" => "apps",
             "jobs" | "cronjobs" => "batch",
             "clusterroles" => "rbac.authorization.k8s.io",
+            "horizontalpodautoscalers" => "autoscaling",
+            "rollouts" => "argoproj.io",
             _ => "",
         };
         let options_kind = match self.op {
@@ -770,15 +778,16 @@ fn change_set_reach_counts_namespaces_and_dry_run_is_never_recorded() {
     // The dry run of the fourth namespace is denied exactly like the real one.
     let dry_fourth = e.review(&configmap("e", Some("chg-1")).dry_run().body());
     assert_eq!(verdict_of(&dry_fourth), verdict_of(&fourth));
-    // Another change set starts afresh; without a change-id the requester is the key.
+    // Another change-id of the same requester meets the requester's count (a, b, d).
+    let fresh_id = e.review(&configmap("e", Some("chg-2")).body());
     assert_eq!(
-        verdict_of(&e.review(&configmap("e", Some("chg-2")).body())).0,
-        Allow
+        verdict_of(&fresh_id).0,
+        Deny,
+        "a fresh change-id is no fresh start"
     );
-    for ns in ["p", "q", "r"] {
-        assert_eq!(verdict_of(&e.review(&configmap(ns, None).body())).0, Allow);
-    }
-    assert_eq!(verdict_of(&e.review(&configmap("s", None).body())).0, Deny);
+    // Another requester starts afresh.
+    let other = e.review(&configmap("e", Some("chg-2")).user("bob@example.com").body());
+    assert_eq!(verdict_of(&other).0, Allow);
 }
 
 #[test]
@@ -863,42 +872,42 @@ fn kubectl_fixtures() {
     let rows: &[(&str, &str, (Decision, Reason, u64))] = &[
         (
             "deployment-create-ai-prod",
-            include_str!("../../tests/fixtures/deployment-create-ai-prod.json"),
+            include_str!("../../../tests/fixtures/deployment-create-ai-prod.json"),
             (Deny, OverLimits, 40),
         ),
         (
             "deployment-update-image-person",
-            include_str!("../../tests/fixtures/deployment-update-image-person.json"),
+            include_str!("../../../tests/fixtures/deployment-update-image-person.json"),
             (Allow, NotAiAssisted, 0),
         ),
         (
             "deployment-update-strip-marker",
-            include_str!("../../tests/fixtures/deployment-update-strip-marker.json"),
+            include_str!("../../../tests/fixtures/deployment-update-strip-marker.json"),
             (Allow, WithinLimits, 5),
         ),
         (
             "scale-by-hpa",
-            include_str!("../../tests/fixtures/scale-by-hpa.json"),
+            include_str!("../../../tests/fixtures/scale-by-hpa.json"),
             (Allow, NotAiAssisted, 0),
         ),
         (
             "scale-by-ai-identity",
-            include_str!("../../tests/fixtures/scale-by-ai-identity.json"),
+            include_str!("../../../tests/fixtures/scale-by-ai-identity.json"),
             (Deny, OverLimits, 25),
         ),
         (
             "delete-by-ai-identity",
-            include_str!("../../tests/fixtures/delete-by-ai-identity.json"),
+            include_str!("../../../tests/fixtures/delete-by-ai-identity.json"),
             (Deny, OverLimits, 40),
         ),
         (
             "namespace-create-ai",
-            include_str!("../../tests/fixtures/namespace-create-ai.json"),
+            include_str!("../../../tests/fixtures/namespace-create-ai.json"),
             (Deny, OverLimits, 0),
         ),
         (
             "cronjob-create-field-manager",
-            include_str!("../../tests/fixtures/cronjob-create-field-manager.json"),
+            include_str!("../../../tests/fixtures/cronjob-create-field-manager.json"),
             (Allow, WithinLimits, 1),
         ),
     ];
