@@ -15,7 +15,7 @@ use crate::approval::{
     WorkloadAnnotations,
 };
 use crate::change::{Change, Operation, Workload};
-use crate::policy::Policy;
+use crate::policy::{KnownNamespaces, NamespaceLabels, Policy};
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::ReviewError;
@@ -26,8 +26,31 @@ use crate::{approval, provenance, radius, response, review};
 pub struct Engine {
     policy: ArcSwap<Policy>,
     verifier: ArcSwap<Arc<dyn ApprovalVerifier>>,
-    reach: Arc<dyn ChangeSetReach>,
-    workloads: Arc<dyn WorkloadAnnotations>,
+    state: State,
+}
+
+/// Where the state that spans requests lives (DESIGN.md section 5): in process memory
+/// without a cluster (`--dev`, `check`), in the cluster with one. The rules only ask
+/// these traits.
+#[derive(Clone)]
+pub struct State {
+    /// Change sets: namespaces and pods per change-id and per requester.
+    pub reach: Arc<dyn ChangeSetReach>,
+    /// The parent workload's annotations, for scale approvals.
+    pub workloads: Arc<dyn WorkloadAnnotations>,
+    /// Namespace labels, for `namespaceSelector`.
+    pub namespaces: Arc<dyn NamespaceLabels>,
+}
+
+impl State {
+    /// Everything in process memory; no namespace labels known.
+    pub fn in_memory() -> Self {
+        Self {
+            reach: Arc::new(InMemoryReach::default()),
+            workloads: Arc::new(InMemoryWorkloads::default()),
+            namespaces: Arc::new(KnownNamespaces::default()),
+        }
+    }
 }
 
 /// The result of one review.
@@ -58,26 +81,15 @@ impl Engine {
     /// An engine over a policy and an approval verifier, keeping change sets and
     /// workload annotations in process memory.
     pub fn new(policy: Policy, verifier: Arc<dyn ApprovalVerifier>) -> Self {
-        Self::with_state(
-            policy,
-            verifier,
-            Arc::new(InMemoryReach::default()),
-            Arc::new(InMemoryWorkloads::default()),
-        )
+        Self::with_state(policy, verifier, State::in_memory())
     }
 
     /// An engine with explicit sources of cross-request state.
-    pub fn with_state(
-        policy: Policy,
-        verifier: Arc<dyn ApprovalVerifier>,
-        reach: Arc<dyn ChangeSetReach>,
-        workloads: Arc<dyn WorkloadAnnotations>,
-    ) -> Self {
+    pub fn with_state(policy: Policy, verifier: Arc<dyn ApprovalVerifier>, state: State) -> Self {
         Self {
             policy: ArcSwap::from_pointee(policy),
             verifier: ArcSwap::from_pointee(verifier),
-            reach,
-            workloads,
+            state,
         }
     }
 
@@ -155,7 +167,12 @@ impl Engine {
             return finish(findings, None, 1, None);
         }
         let namespace = change.target.namespace.as_deref();
-        let Some(rule) = policy.rule_for(namespace.unwrap_or(""), None) else {
+        // Cluster-scoped objects have no namespace labels; they match as "".
+        let labels = match namespace {
+            Some(ns) => self.state.namespaces.labels(ns),
+            None => Some(Default::default()),
+        };
+        let Some(rule) = policy.rule_for_labels(namespace.unwrap_or(""), labels.as_ref()) else {
             return finish(findings, None, 1, None);
         };
         findings.rule = Some((rule.name.clone(), rule.mode));
@@ -171,7 +188,7 @@ impl Engine {
         // fresh change-id per object nor one shared id hides a change set's size.
         let usage = set_keys
             .iter()
-            .map(|key| self.reach.usage_with(key, entry, window, instant))
+            .map(|key| self.state.reach.usage_with(key, entry, window, instant))
             .fold(Usage::default(), |a, u| Usage {
                 namespaces: a.namespaces.max(u.namespaces),
                 pods: a.pods.max(u.pods),
@@ -196,7 +213,7 @@ impl Engine {
                     let annotations = match change.approval_annotations() {
                         Some(own) => Some(own),
                         None => {
-                            parent = self.workloads.annotations(&change.target);
+                            parent = self.state.workloads.annotations(&change.target);
                             parent.as_ref()
                         }
                     };
@@ -222,7 +239,7 @@ impl Engine {
         let verdict = finish(findings, payload, rule.required_approvals, digest);
         if verdict.decision.allowed() && !change.dry_run {
             for key in &set_keys {
-                self.reach.record(key, entry, window, instant);
+                self.state.reach.record(key, entry, window, instant);
             }
         }
         verdict
@@ -235,9 +252,10 @@ impl Engine {
         }
         match change.operation {
             Operation::Create | Operation::Update => self
+                .state
                 .workloads
                 .observe(&change.target, Some(&change.new_annotations)),
-            Operation::Delete => self.workloads.observe(&change.target, None),
+            Operation::Delete => self.state.workloads.observe(&change.target, None),
             Operation::Connect => {}
         }
     }

@@ -212,6 +212,65 @@ impl Policy {
     }
 }
 
+/// Where a namespace's labels come from, for `namespaceSelector` (DESIGN.md section
+/// 4): the cluster's Namespaces when there is a cluster, the input's Namespaces for
+/// `check`.
+pub trait NamespaceLabels: Send + Sync {
+    /// The namespace's labels: `Some` (empty when it has none or is not known to
+    /// exist), or `None` when they cannot be known now (the cluster is unreachable), in
+    /// which case the strictest rule that could match applies.
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+}
+
+/// Namespace labels known in advance: the Namespaces in `check`'s input, or none.
+#[derive(Debug, Default, Clone)]
+pub struct KnownNamespaces(pub std::collections::HashMap<String, BTreeMap<String, String>>);
+
+impl NamespaceLabels for KnownNamespaces {
+    fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        Some(self.0.get(namespace).cloned().unwrap_or_default())
+    }
+}
+
+impl Policy {
+    /// The rule for a namespace whose labels may be unknown: with labels, the first
+    /// match ([`Policy::rule_for`]); without, the strictest of the rules that could
+    /// match (those before the first one whose glob matches, with a selector, and that
+    /// one): most required approvals, then the lowest `maxPodsAffected`, then the
+    /// earliest. Failing closed means never giving a namespace a laxer rule than its
+    /// labels might select.
+    pub fn rule_for_labels(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> Option<&Rule> {
+        if labels.is_some() {
+            return self.rule_for(namespace, labels);
+        }
+        let mut candidates = Vec::new();
+        for rule in &self.rules {
+            let by_glob = rule.namespaces.iter().any(|g| g.matches(namespace));
+            if by_glob || rule.namespace_selector.is_some() {
+                candidates.push(rule);
+            }
+            if by_glob {
+                break;
+            }
+        }
+        let strictness = |r: &Rule| {
+            (
+                std::cmp::Reverse(r.required_approvals),
+                r.limits.max_pods_affected.unwrap_or(u64::MAX),
+            )
+        };
+        candidates
+            .into_iter()
+            .enumerate()
+            .min_by_key(|(i, r)| (strictness(r), *i))
+            .map(|(_, r)| r)
+    }
+}
+
 impl Rule {
     /// Whether this rule applies to the namespace.
     pub fn matches(&self, namespace: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
@@ -267,6 +326,29 @@ mod tests {
                 "namespace {ns:?} labels {labels:?}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_labels_get_the_strictest_rule_that_could_match() {
+        let p = Policy::embedded();
+        // "payments" could be labelled critical: protected (2 approvals, 0 pods) wins.
+        assert_eq!(
+            p.rule_for_labels("payments", None).unwrap().name,
+            "protected"
+        );
+        assert_eq!(
+            p.rule_for_labels("payments", Some(&BTreeMap::new()))
+                .unwrap()
+                .name,
+            "default"
+        );
+        // A rule after the first glob match can never apply, so it is no candidate.
+        let yaml = DEFAULT_POLICY_YAML.replace(
+            "      namespaceSelector: {matchLabels: {blastguard.io/tier: critical}}\n",
+            "",
+        );
+        let p = Policy::from_yaml(&yaml, None).unwrap();
+        assert_eq!(p.rule_for_labels("payments", None).unwrap().name, "default");
     }
 
     #[test]
