@@ -140,8 +140,9 @@ fn main() {
     let policy = Policy::embedded();
 
     let bare = deployment(&BTreeMap::new());
-    let request = blastguard::review::decode(&review(&bare)).expect("review");
-    let change = Change::from_request(request, &blastguard::policy::Policy::embedded());
+    let bare_review = review(&bare);
+    let request = blastguard::review::decode(&bare_review).expect("review");
+    let change = Change::from_view(&request, &policy).expect("change");
     let subject = ApprovalSubject::of(&change).expect("subject");
     let payload = subject
         .payload(SystemTime::now(), Duration::from_secs(7200), "bench")
@@ -208,7 +209,7 @@ fn main() {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
         "approval verification (median of 7 rounds; spec of {} bytes canonical JSON)",
-        blastguard::approval::digest::canonical_json(object.data.get("spec").expect("spec"))
+        blastguard::approval::digest::canonical_json(object.get("spec").expect("spec"))
             .expect("jcs")
             .len()
     );

@@ -1,20 +1,22 @@
 //! Change: the normalized view of one admission request (DESIGN.md section 1).
 //!
-//! Everything later stages need is read out of the AdmissionRequest here, once, so the
-//! rules downstream are pure functions over plain data.
+//! Everything later stages need is read out of the request view here, once, so the
+//! rules downstream are pure functions over plain data. Only AI-assisted changes get
+//! this far: the objects are parsed here, not on the fast path (see `engine`).
 
 use std::collections::BTreeMap;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, Operation as KubeOperation};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::annotations;
+use crate::review::{RequestView, ReviewError};
 use crate::kinds::{self, Reach};
 use crate::policy::{Policy, WorkloadSpec};
 
-/// The admission operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The admission operation, in the API server's spelling on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Operation {
     /// CREATE
     Create,
@@ -34,17 +36,6 @@ impl Operation {
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
             Operation::Connect => "CONNECT",
-        }
-    }
-}
-
-impl From<&KubeOperation> for Operation {
-    fn from(op: &KubeOperation) -> Self {
-        match op {
-            KubeOperation::Create => Operation::Create,
-            KubeOperation::Update => Operation::Update,
-            KubeOperation::Delete => Operation::Delete,
-            KubeOperation::Connect => Operation::Connect,
         }
     }
 }
@@ -144,30 +135,50 @@ pub struct Change {
     /// Dry-run requests are evaluated but never recorded.
     pub dry_run: bool,
     /// The new object as presented (for the approval digest).
-    pub object: Option<DynamicObject>,
+    pub object: Option<Value>,
     /// The old object as presented (for a delete approval's digest).
-    pub old_object: Option<DynamicObject>,
+    pub old_object: Option<Value>,
 }
 
 impl Change {
-    /// Reads a Change out of an admission request, taking its objects (they can be
-    /// megabytes: no copy). Never fails: unknown kinds are [`Workload::Other`], and a
-    /// count that cannot be read is noted in [`Change::unmeasurable`].
-    pub fn from_request(mut req: AdmissionRequest<DynamicObject>, policy: &Policy) -> Self {
-        let operation = Operation::from(&req.operation);
-        let subresource = req.sub_resource.clone().filter(|s| !s.is_empty());
-        let namespace = req.namespace.clone().filter(|n| !n.is_empty());
+    /// Reads a Change out of a request view, parsing its objects. Fails only when an
+    /// object is not JSON of an object's shape; unknown kinds are [`Workload::Other`],
+    /// and a count that cannot be read is noted in [`Change::unmeasurable`].
+    pub fn from_view(req: &RequestView<'_>, policy: &Policy) -> Result<Self, ReviewError> {
+        let parse = |raw: Option<&serde_json::value::RawValue>, which: &str| {
+            raw.map(|r| serde_json::from_str::<Value>(r.get()))
+                .transpose()
+                .map_err(|e| ReviewError::Malformed(format!("{which}: {e}")))
+                .map(|v| v.filter(|v| !v.is_null()))
+        };
+        let new_object = parse(req.object, "object")?;
+        let old_object = parse(req.old_object, "oldObject")?;
+        if [&new_object, &old_object]
+            .iter()
+            .any(|o| o.as_ref().is_some_and(|o| !o.is_object()))
+        {
+            return Err(ReviewError::Malformed(
+                "object and oldObject must be JSON objects".into(),
+            ));
+        }
+        let operation = req.operation;
+        let subresource = req.subresource().map(str::to_string);
+        let namespace = req.namespace().map(str::to_string);
         let sub = Subresource::of(subresource.as_deref(), &req.resource.resource);
+        let name = if req.name.is_empty() {
+            object_name(new_object.as_ref().or(old_object.as_ref()))
+        } else {
+            req.name.to_string()
+        };
 
         let (target, shape) = match sub {
             Subresource::Scale => {
                 let parent = parent_of(&req.resource.group, &req.resource.resource, policy);
-                let kind = parent.as_deref().unwrap_or("Unknown");
                 let target = Target {
-                    group: req.resource.group.clone(),
-                    kind: kind.to_string(),
+                    group: req.resource.group.to_string(),
+                    kind: parent.unwrap_or_else(|| "Unknown".to_string()),
                     namespace: namespace.clone(),
-                    name: req.name.clone(),
+                    name,
                 };
                 (target, Shape::scale())
             }
@@ -176,36 +187,37 @@ impl Change {
                     group: String::new(),
                     kind: "Pod".to_string(),
                     namespace: namespace.clone(),
-                    name: req.name.clone(),
+                    name,
                 };
                 (target, Shape::of(Workload::Pod))
             }
             Subresource::Other | Subresource::None => {
+                let (group, kind) = (&req.kind.group, &req.kind.kind);
                 let target = Target {
-                    group: req.kind.group.clone(),
-                    kind: req.kind.kind.clone(),
+                    group: group.to_string(),
+                    kind: kind.to_string(),
                     namespace: namespace.clone(),
-                    name: object_name(&req),
+                    name,
                 };
-                let shape = match (sub, policy.custom_workload(&req.kind.group, &req.kind.kind)) {
+                let shape = match (sub, policy.custom_workload(group, kind)) {
                     (Subresource::Other, _) => Shape::of(Workload::Other),
                     (_, Some(custom)) => Shape::custom(custom),
-                    (_, None) => Shape::of(classify(&req.kind.group, &req.kind.kind)),
+                    (_, None) => Shape::of(classify(group, kind)),
                 };
                 (target, shape)
             }
         };
         let workload = shape.workload;
 
-        let new = req.object.as_ref();
-        let old = req.old_object.as_ref();
+        let new = new_object.as_ref();
+        let old = old_object.as_ref();
         let mut unreadable = Vec::new();
-        let mut count = |o: Option<&DynamicObject>, which: &str| {
+        let mut count = |o: Option<&Value>, which: &str| {
             let o = o?;
             if workload == Workload::Pod {
                 return Some(1);
             }
-            match shape.replicas.map(|r| r.read(&o.data)) {
+            match shape.replicas.map(|r| r.read(o)) {
                 Some(Ok(n)) => n,
                 Some(Err(why)) => {
                     unreadable.push(format!("{which} {why}"));
@@ -224,7 +236,7 @@ impl Change {
             unreadable.push("the scale request carries no Scale object".into());
         }
         let autoscaler_max = match (workload, new) {
-            (Workload::Autoscaler, Some(n)) => match INT32_MAX_REPLICAS.read(&n.data) {
+            (Workload::Autoscaler, Some(n)) => match INT32_MAX_REPLICAS.read(n) {
                 Ok(max) => max,
                 Err(why) => {
                     unreadable.push(format!("the new object's {why}"));
@@ -234,25 +246,30 @@ impl Change {
             _ => None,
         };
         let (replaces_pods, spec_changed) = match (new, old) {
-            (Some(n), Some(o)) if sub == Subresource::None => (
-                shape.replaces_pods(&n.data, &o.data),
-                n.data.get("spec") != o.data.get("spec"),
-            ),
+            (Some(n), Some(o)) if sub == Subresource::None => {
+                (shape.replaces_pods(n, o), n.get("spec") != o.get("spec"))
+            }
             _ => (false, false),
         };
 
         // A subresource's object (Scale, Eviction) carries no annotations of the
         // workload's: never read provenance or approvals from it.
-        let annotations_of = |o: Option<&DynamicObject>| {
+        let annotations_of = |o: Option<&Value>| {
             o.filter(|_| sub == Subresource::None)
-                .and_then(|o| o.metadata.annotations.clone())
+                .and_then(|o| o.pointer("/metadata/annotations"))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
 
         let new_annotations = annotations_of(new);
         let old_annotations = annotations_of(old);
-        Self {
-            uid: req.uid.clone(),
+        Ok(Self {
+            uid: req.uid.to_string(),
             operation,
             target,
             subresource,
@@ -264,22 +281,22 @@ impl Change {
             autoscaler_max,
             unmeasurable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
             requester: Requester {
-                username: req.user_info.username.clone().unwrap_or_default(),
-                groups: req.user_info.groups.clone().unwrap_or_default(),
+                username: req.user_info.username.as_deref().unwrap_or_default().to_string(),
+                groups: req
+                    .user_info
+                    .groups
+                    .iter()
+                    .flatten()
+                    .map(|g| g.to_string())
+                    .collect(),
             },
-            field_manager: req
-                .options
-                .as_ref()
-                .and_then(|o| o.0.get("fieldManager"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
+            field_manager: req.field_manager().map(str::to_string),
             new_annotations,
             old_annotations,
-            dry_run: req.dry_run,
-            object: req.object.take(),
-            old_object: req.old_object.take(),
-        }
+            dry_run: req.dry_run.unwrap_or(false),
+            object: new_object,
+            old_object,
+        })
     }
 
     /// Whether this request is to a subresource that carries no annotations of the
@@ -346,7 +363,7 @@ pub fn classify(group: &str, kind: &str) -> Workload {
 
 /// The kind of the workload whose `scale` subresource `resource` is: a built-in kind
 /// with a scale subresource, or a custom workload.
-fn parent_of(group: &str, resource: &str, policy: &Policy) -> Option<String> {
+pub fn parent_of(group: &str, resource: &str, policy: &Policy) -> Option<String> {
     if let Some(k) = kinds::by_resource(group, resource)
         && k.subresources.iter().any(|s| s == "scale")
     {
@@ -540,13 +557,15 @@ fn strategy_kind(s: Option<&Value>) -> Option<Vec<(&String, &Value)>> {
     })
 }
 
-fn object_name(req: &AdmissionRequest<DynamicObject>) -> String {
-    if !req.name.is_empty() {
-        return req.name.clone();
-    }
-    req.object
-        .as_ref()
-        .or(req.old_object.as_ref())
-        .and_then(|o| o.metadata.name.clone().or(o.metadata.generate_name.clone()))
+/// The name of an object without one in the request (CREATE with generateName).
+fn object_name(o: Option<&Value>) -> String {
+    let meta = |key: &str| {
+        o.and_then(|o| o.pointer(&format!("/metadata/{key}")))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    meta("name")
+        .or_else(|| meta("generateName"))
         .unwrap_or_default()
+        .to_string()
 }

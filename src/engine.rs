@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use kube::core::admission::AdmissionResponse;
 
 use crate::approval::{
     ApprovalContext, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, InMemoryWorkloads,
@@ -18,7 +17,8 @@ use crate::change::{Change, Operation, Workload};
 use crate::policy::{KnownNamespaces, NamespaceLabels, Policy};
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
-use crate::review::ReviewError;
+use crate::provenance::Facts;
+use crate::review::{Heads, ReviewError};
 use crate::verdict::{Findings, Reason, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
 
@@ -53,27 +53,102 @@ impl State {
     }
 }
 
-/// The result of one review.
+/// The result of one review: typed, so the server maps it to HTTP and the engine
+/// knows nothing of status codes.
 #[derive(Debug)]
-pub struct Reviewed {
-    /// The HTTP status to answer with: 200, or 400 for a body that is not a review.
-    pub http_status: u16,
-    /// The response body (an AdmissionReview, or a plain message for 400).
+pub enum Reviewed {
+    /// Judged: the AdmissionReview to answer with, and what decided it.
+    Judged(Box<Judged>),
+    /// A review that cannot be judged but whose uid is known: answered with an
+    /// AdmissionReview that refuses it (code 400), so the API server shows why.
+    Rejected {
+        /// The request's uid.
+        uid: String,
+        /// The AdmissionReview refusing it.
+        body: Vec<u8>,
+        /// Why it could not be judged.
+        error: ReviewError,
+    },
+    /// Not a review at all: there is no uid to answer to.
+    Unreadable {
+        /// Why.
+        error: ReviewError,
+    },
+}
+
+/// A judged review.
+#[derive(Debug)]
+pub struct Judged {
+    /// The request's uid.
+    pub uid: String,
+    /// The AdmissionReview to answer with.
     pub body: Vec<u8>,
-    /// The request uid, when it could be read.
-    pub uid: Option<String>,
-    /// The change and its verdict, when the review could be judged.
-    pub judged: Option<(Change, Verdict)>,
-    /// Why the review could not be judged.
-    pub error: Option<ReviewError>,
+    /// What the request was, for logs and metrics.
+    pub summary: Summary,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The normalized change; `None` on the fast path (not AI-assisted), where the
+    /// objects are never parsed.
+    pub change: Option<Change>,
+}
+
+/// What a request was, as logs and metrics name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The operation.
+    pub operation: Operation,
+    /// The kind (the subresource's for a subresource request, e.g. `Scale`).
+    pub kind: String,
+    /// The namespace, if any.
+    pub namespace: Option<String>,
+    /// The name.
+    pub name: String,
+    /// The subresource, if any.
+    pub subresource: Option<String>,
+    /// The requesting user.
+    pub user: String,
+    /// A dry run.
+    pub dry_run: bool,
 }
 
 impl Reviewed {
     /// Whether the API server would admit the request.
     pub fn allowed(&self) -> bool {
-        self.judged
-            .as_ref()
-            .is_some_and(|(_, v)| v.decision.allowed())
+        self.judged().is_some_and(|j| j.verdict.decision.allowed())
+    }
+
+    /// The judged review, if it was judged.
+    pub fn judged(&self) -> Option<&Judged> {
+        match self {
+            Reviewed::Judged(j) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// The request's uid, when it could be read.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            Reviewed::Judged(j) => Some(&j.uid),
+            Reviewed::Rejected { uid, .. } => Some(uid),
+            Reviewed::Unreadable { .. } => None,
+        }
+    }
+
+    /// The AdmissionReview to answer with; `None` when there is no uid to answer to.
+    pub fn body(&self) -> Option<&[u8]> {
+        match self {
+            Reviewed::Judged(j) => Some(&j.body),
+            Reviewed::Rejected { body, .. } => Some(body),
+            Reviewed::Unreadable { .. } => None,
+        }
+    }
+
+    /// Why the review could not be judged.
+    pub fn error(&self) -> Option<&ReviewError> {
+        match self {
+            Reviewed::Judged(_) => None,
+            Reviewed::Rejected { error, .. } | Reviewed::Unreadable { error } => Some(error),
+        }
     }
 }
 
@@ -109,41 +184,70 @@ impl Engine {
     }
 
     /// Judges a raw AdmissionReview body.
+    ///
+    /// A person's change (no AI signal in the requester, field manager or the objects'
+    /// markers) is answered from the borrowed view alone: its objects are never
+    /// parsed. Only an AI-assisted change is normalized into a [`Change`] and measured.
     pub fn review(&self, body: &[u8]) -> Reviewed {
-        let request = match review::decode(body) {
-            Ok(r) => r,
-            Err(rejected) => {
-                let message = rejected.error.to_string();
-                let error = Some(rejected.error);
-                return match rejected.uid {
-                    Some(uid) => Reviewed {
-                        http_status: 200,
-                        body: review::encode_rejection(&uid, &message),
-                        uid: Some(uid),
-                        judged: None,
-                        error,
-                    },
-                    None => Reviewed {
-                        http_status: 400,
-                        body: message.into_bytes(),
-                        uid: None,
-                        judged: None,
-                        error,
-                    },
-                };
-            }
+        let view = match review::decode(body) {
+            Ok(view) => view,
+            Err(rejected) => return reject(rejected.uid, rejected.error),
         };
-        let base = AdmissionResponse::from(&request);
-        let change = Change::from_request(request, &self.policy.load());
-        let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
-        let response = response::respond(base, &change, &verdict);
-        Reviewed {
-            http_status: 200,
-            body: review::encode(response),
-            uid: Some(change.uid.clone()),
-            judged: Some((change, verdict)),
-            error: None,
+        let uid = view.uid.to_string();
+        let heads = match Heads::of(&view) {
+            Ok(heads) => heads,
+            Err(error) => return reject(Some(uid), error),
+        };
+        let policy = self.policy.load();
+        // A scale request is about its parent workload: count it under the parent's kind.
+        let kind = match view.subresource() {
+            Some("scale") => crate::change::parent_of(&view.resource.group, &view.resource.resource, &policy)
+                .unwrap_or_else(|| view.kind.kind.to_string()),
+            _ => view.kind.kind.to_string(),
+        };
+        let summary = Summary {
+            operation: view.operation,
+            kind,
+            namespace: view.namespace().map(str::to_string),
+            name: view.name.to_string(),
+            subresource: view.subresource().map(str::to_string),
+            user: view
+                .user_info
+                .username
+                .as_deref()
+                .unwrap_or_default()
+                .to_string(),
+            dry_run: view.dry_run.unwrap_or(false),
+        };
+        let signal = provenance::detect(
+            &Facts::of_view(&view, &heads.new, &heads.old),
+            &policy.provenance,
+        );
+        if signal.is_none() {
+            let verdict = finish(Findings::default(), None, 1, None);
+            let body = review::encode(response::respond(&uid, None, &verdict));
+            return Reviewed::Judged(Box::new(Judged {
+                uid,
+                body,
+                summary,
+                verdict,
+                change: None,
+            }));
         }
+        let change = match Change::from_view(&view, &policy) {
+            Ok(change) => change,
+            Err(error) => return reject(Some(uid), error),
+        };
+        drop(heads);
+        let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
+        let body = review::encode(response::respond(&uid, Some(&change), &verdict));
+        Reviewed::Judged(Box::new(Judged {
+            uid,
+            body,
+            summary,
+            verdict,
+            change: Some(change),
+        }))
     }
 
     /// Evaluates one change at the given time. An admitted change that is not a dry
@@ -160,7 +264,7 @@ impl Engine {
     fn judge(&self, change: &Change, now: SystemTime, instant: Instant) -> Verdict {
         let policy = self.policy.load();
         let mut findings = Findings {
-            signal: provenance::detect(change, &policy.provenance),
+            signal: provenance::detect(&Facts::of_change(change), &policy.provenance),
             ..Findings::default()
         };
         if findings.signal.is_none() || change.operation == Operation::Connect {
@@ -258,6 +362,18 @@ impl Engine {
             Operation::Delete => self.state.workloads.observe(&change.target, None),
             Operation::Connect => {}
         }
+    }
+}
+
+/// The answer to a review that cannot be judged.
+fn reject(uid: Option<String>, error: ReviewError) -> Reviewed {
+    match uid {
+        Some(uid) => Reviewed::Rejected {
+            body: review::encode_rejection(&uid, &error.to_string()),
+            uid,
+            error,
+        },
+        None => Reviewed::Unreadable { error },
     }
 }
 

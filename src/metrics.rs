@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::engine::Reviewed;
@@ -76,7 +77,124 @@ pub struct Metrics {
     tls_cert_reloads: IntCounterVec,
     tls_cert_not_after: IntGauge,
     inflight: IntGauge,
+    cluster_unavailable_decisions: IntCounterVec,
+    cluster: ClusterMetrics,
     kinds: Mutex<HashSet<String>>,
+}
+
+/// The caches of cluster state, as the `cache` label.
+pub const CLUSTER_CACHES: &[&str] = &["namespaces", "workloads", "changesets"];
+
+/// Results of a cluster-state lookup, as the `result` label: answered from the
+/// watched cache, fetched with a GET on a miss, known not to exist, or not readable
+/// within the decision's time budget.
+pub const LOOKUP_RESULTS: &[&str] = &["hit", "fetched", "absent", "unavailable"];
+
+/// Results of a change-set record write, as the `result` label: written within the
+/// decision's budget, written later by the background retry, a resourceVersion
+/// conflict (retried), deferred to the background when the budget ran out, dropped
+/// when it could not be written before it expired.
+pub const WRITE_RESULTS: &[&str] = &["written", "written_late", "conflict", "deferred", "dropped"];
+
+/// The metrics of the cluster state (src/cluster): cache sizes and sync, lookups,
+/// change-set writes. Clones share the series.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    cache_objects: IntGaugeVec,
+    cache_synced: IntGaugeVec,
+    lookups: IntCounterVec,
+    change_set_writes: IntCounterVec,
+}
+
+impl std::fmt::Debug for ClusterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for ClusterMetrics {
+    /// Series registered nowhere: for tests and for code that runs without a server.
+    fn default() -> Self {
+        Self::in_registry(&Registry::new())
+    }
+}
+
+impl ClusterMetrics {
+    fn in_registry(registry: &Registry) -> Self {
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are static and valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let m = Self {
+            cache_objects: gauges(
+                "blastguard_cluster_cache_objects",
+                "Objects held in each cache of cluster state (namespaces, workloads, change-set records).",
+                &["cache"],
+            ),
+            cache_synced: gauges(
+                "blastguard_cluster_cache_synced",
+                "Whether each cache of cluster state has completed its first list from the API server (1) or not yet (0).",
+                &["cache"],
+            ),
+            lookups: counters(
+                "blastguard_cluster_lookups_total",
+                "Lookups of cluster state by admission decisions, by cache and result (hit, fetched, absent, unavailable).",
+                &["cache", "result"],
+            ),
+            change_set_writes: counters(
+                "blastguard_change_set_writes_total",
+                "Writes of change-set records to the API server, by result.",
+                &["result"],
+            ),
+        };
+        for cache in CLUSTER_CACHES {
+            m.cache_objects.with_label_values(&[cache]);
+            m.cache_synced.with_label_values(&[cache]);
+            for result in LOOKUP_RESULTS {
+                m.lookups.with_label_values(&[cache, result]);
+            }
+        }
+        for result in WRITE_RESULTS {
+            m.change_set_writes.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Sets the number of objects in a cache.
+    pub fn set_cache_objects(&self, cache: &str, objects: usize) {
+        self.cache_objects
+            .with_label_values(&[cache])
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Sets whether a cache has completed its first list.
+    pub fn set_cache_synced(&self, cache: &str, synced: bool) {
+        self.cache_synced
+            .with_label_values(&[cache])
+            .set(i64::from(synced));
+    }
+
+    /// Counts one lookup (`result` is one of [`LOOKUP_RESULTS`]).
+    pub fn lookup(&self, cache: &str, result: &str) {
+        self.lookups.with_label_values(&[cache, result]).inc();
+    }
+
+    /// Counts one change-set write outcome (one of [`WRITE_RESULTS`]).
+    pub fn change_set_write(&self, result: &str) {
+        self.change_set_writes.with_label_values(&[result]).inc();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -171,6 +289,18 @@ impl Metrics {
                 "blastguard_inflight_requests",
                 "Admission requests being handled now.",
             ),
+            cluster_unavailable_decisions: {
+                let c = counter(
+                    "blastguard_cluster_unavailable_decisions_total",
+                    "AI-assisted decisions made without cluster state they needed (the API server was slow or unreachable), by decision.",
+                    &["decision"],
+                );
+                for decision in ["allow", "warn", "deny"] {
+                    c.with_label_values(&[decision]);
+                }
+                c
+            },
+            cluster: ClusterMetrics::in_registry(&registry),
             kinds: Mutex::new(HashSet::new()),
             registry,
         }
@@ -179,12 +309,13 @@ impl Metrics {
     /// Counts a review the engine answered: its decision when it was judged, else why
     /// it could not be.
     pub fn record_review(&self, reviewed: &Reviewed, elapsed: Duration) {
-        match &reviewed.judged {
-            Some((change, verdict)) => {
-                let kind = self.kind_label(&change.target.kind);
+        match reviewed.judged() {
+            Some(judged) => {
+                let verdict = &judged.verdict;
+                let kind = self.kind_label(&judged.summary.kind);
                 self.admission_requests
                     .with_label_values(&[
-                        change.operation.as_str(),
+                        judged.summary.operation.as_str(),
                         kind.as_str(),
                         verdict.decision.as_str(),
                         verdict.reason.as_str(),
@@ -195,9 +326,14 @@ impl Metrics {
                         .with_label_values(&[approval.metric_label()])
                         .inc();
                 }
+                if verdict.findings.unavailable.is_some() {
+                    self.cluster_unavailable_decisions
+                        .with_label_values(&[verdict.decision.as_str()])
+                        .inc();
+                }
             }
             None => self.count_unjudged(Unjudged::Review(
-                reviewed.error.as_ref().map_or("malformed", |e| e.label()),
+                reviewed.error().map_or("malformed", |e| e.label()),
             )),
         }
         self.admission_duration.observe(elapsed.as_secs_f64());
@@ -229,6 +365,11 @@ impl Metrics {
                 .inc(),
             Reloaded::TlsCert => self.tls_cert_reloads.with_label_values(&[result]).inc(),
         }
+    }
+
+    /// The cluster-state metrics, to hand to the caches and writers.
+    pub fn cluster(&self) -> ClusterMetrics {
+        self.cluster.clone()
     }
 
     /// Sets the expiry of the certificate now served.

@@ -9,15 +9,20 @@ use kube::core::admission::AdmissionResponse;
 use crate::approval::{ApprovalOperation, ApprovalOutcome, payload::SIGNATURE_NAMESPACE};
 use crate::change::Change;
 use crate::policy::Mode;
-use crate::verdict::{Decision, Verdict};
+use crate::verdict::{Decision, Reason, Unavailable, Verdict};
 
 /// Longest warning line; the API server's guidance for warnings.
 pub const MAX_WARNING_CHARS: usize = 120;
 
-/// Fills `base` (built from the request, so it carries the uid) from the verdict.
-pub fn respond(base: AdmissionResponse, change: &Change, verdict: &Verdict) -> AdmissionResponse {
-    let mut response = base;
+/// The response to the request with `uid`, from its verdict. `change` is the
+/// normalized change, which every AI-assisted verdict has; a person's change is
+/// allowed without one.
+pub fn respond(uid: &str, change: Option<&Change>, verdict: &Verdict) -> AdmissionResponse {
+    let mut response = crate::review::response_for(uid);
     response.audit_annotations = audit_annotations(verdict);
+    let Some(change) = change else {
+        return response;
+    };
     match verdict.decision {
         Decision::Deny => {
             response = response.deny(denial_message(change, verdict));
@@ -29,7 +34,25 @@ pub fn respond(base: AdmissionResponse, change: &Change, verdict: &Verdict) -> A
         Decision::Warn => response.warnings = Some(warnings(change, verdict)),
         Decision::Allow => {}
     }
+    // An admission that rests on what this replica knew, not on what the cluster
+    // knows, says so to the person applying the change.
+    if let Some(u) = &verdict.findings.unavailable
+        && verdict.decision.allowed()
+    {
+        response
+            .warnings
+            .get_or_insert_with(Vec::new)
+            .push(truncate(unavailable_warning(u), MAX_WARNING_CHARS));
+    }
     response
+}
+
+/// The warning on a change admitted without the cluster state it needed.
+fn unavailable_warning(u: &Unavailable) -> String {
+    format!(
+        "blastguard: decided without the cluster's state: {} not read in time",
+        u.what
+    )
 }
 
 /// The audit annotations recorded with every decision (the API server prefixes the
@@ -59,6 +82,9 @@ pub fn audit_annotations(v: &Verdict) -> HashMap<String, String> {
     if let Some(d) = &v.digest {
         a.insert("digest".to_string(), d.clone());
     }
+    if let Some(u) = &f.unavailable {
+        a.insert("cluster-state-unavailable".to_string(), u.what.clone());
+    }
     a
 }
 
@@ -75,6 +101,9 @@ fn rule_name(v: &Verdict) -> (&str, Mode) {
 pub fn denial_message(change: &Change, v: &Verdict) -> String {
     let (rule, mode) = rule_name(v);
     let f = &v.findings;
+    if v.reason == Reason::ClusterUnavailable {
+        return unavailable_message(change, v);
+    }
     let mut m = String::new();
     let _ = write!(
         m,
@@ -94,6 +123,13 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
         let _ = write!(
             m,
             "\nThe approval on the object was not accepted: {detail}."
+        );
+    }
+    if let Some(u) = &f.unavailable {
+        let _ = write!(
+            m,
+            "\nNote: {} could not be read from the API server in time; this decision used what blastguard knew.",
+            u.what
         );
     }
     match &v.payload {
@@ -129,6 +165,28 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
     m
 }
 
+/// The denial of a change that fits its limits as far as they could be checked, held
+/// because the cluster state they depend on could not be read (`onClusterUnavailable:
+/// deny`).
+fn unavailable_message(change: &Change, v: &Verdict) -> String {
+    let (rule, mode) = rule_name(v);
+    let what = v
+        .findings
+        .unavailable
+        .as_ref()
+        .map_or("cluster state", |u| u.what.as_str());
+    format!(
+        "blastguard: this AI-assisted {} of {} fits the limits of rule {rule:?} (mode {}) as far as they \
+         could be checked, but {what} could not be read from the API server in time, and the policy holds \
+         AI-assisted changes until it can (onClusterUnavailable: deny).\n\
+         Retry in a moment. If this persists, blastguard cannot reach the API server: see its logs and the \
+         metric blastguard_cluster_unavailable_decisions_total.",
+        verb(change),
+        change.target,
+        mode.as_str()
+    )
+}
+
 fn verb(change: &Change) -> &'static str {
     if change.is_scale() {
         return "scale";
@@ -144,6 +202,17 @@ fn verb(change: &Change) -> &'static str {
 /// Warn-mode warnings, each at most [`MAX_WARNING_CHARS`] characters.
 pub fn warnings(change: &Change, v: &Verdict) -> Vec<String> {
     let (rule, _) = rule_name(v);
+    if v.reason == Reason::ClusterUnavailable {
+        // Only the unavailability warning that respond() adds applies.
+        return vec![truncate(
+            format!(
+                "blastguard: AI-assisted {} of {} would be held in enforce mode (rule {rule:?})",
+                verb(change),
+                change.target
+            ),
+            MAX_WARNING_CHARS,
+        )];
+    }
     let mut out = vec![format!(
         "blastguard: AI-assisted {} of {} is over the limits of rule {rule:?} (warn mode)",
         verb(change),

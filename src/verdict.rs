@@ -48,6 +48,10 @@ pub enum Reason {
     OverLimits,
     /// A field the pod count depends on could not be read; no approval lifts it.
     Unmeasurable,
+    /// Within the limits as far as they could be checked, but cluster state the
+    /// decision needs could not be read in time, and the policy says
+    /// `onClusterUnavailable: deny`.
+    ClusterUnavailable,
 }
 
 impl Reason {
@@ -60,6 +64,7 @@ impl Reason {
             Reason::Approved => "approved",
             Reason::OverLimits => "over_limits",
             Reason::Unmeasurable => "unmeasurable",
+            Reason::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
@@ -77,6 +82,18 @@ pub struct Findings {
     pub violations: Vec<Violation>,
     /// The approval verifier's answer (only asked when over a limit).
     pub approval: Option<ApprovalOutcome>,
+    /// Cluster state the decision needed but could not read in time.
+    pub unavailable: Option<Unavailable>,
+}
+
+/// Cluster state one decision needed (namespace labels, change-set counts, a parent's
+/// approval) but could not read from the API server within its time budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// What could not be read, for the person reading kubectl output.
+    pub what: String,
+    /// The policy's `onClusterUnavailable` is `deny`.
+    pub deny: bool,
 }
 
 /// The full result of evaluating one change.
@@ -105,14 +122,19 @@ pub fn decide(f: &Findings) -> (Decision, Reason) {
     let Some((_, mode)) = &f.rule else {
         return (Decision::Allow, Reason::NoMatchingRule);
     };
-    if f.violations.is_empty() {
-        return (Decision::Allow, Reason::WithinLimits);
-    }
     let by_mode = match mode {
         Mode::Enforce => Decision::Deny,
         Mode::Warn => Decision::Warn,
         Mode::Audit => Decision::Allow,
     };
+    if f.violations.is_empty() {
+        // Only an admission can rest on state that was not read: a change over its
+        // limits is held anyway, and a valid approval binds this very change.
+        if f.unavailable.as_ref().is_some_and(|u| u.deny) {
+            return (by_mode, Reason::ClusterUnavailable);
+        }
+        return (Decision::Allow, Reason::WithinLimits);
+    }
     if f.violations
         .iter()
         .any(|v| matches!(v, Violation::Unmeasurable(_)))
@@ -145,6 +167,7 @@ mod tests {
                 vec![]
             },
             approval,
+            unavailable: None,
         }
     }
 
@@ -199,6 +222,66 @@ mod tests {
             ),
             (findings(true, Some(Audit), true, None), Allow, OverLimits),
             (findings(true, Some(Audit), true, valid()), Allow, Approved),
+        ];
+        for (i, (f, decision, reason)) in cases.iter().enumerate() {
+            assert_eq!(decide(f), (*decision, *reason), "case {i}: {f:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_cluster_state_holds_only_what_would_be_admitted() {
+        let unavailable = |deny| {
+            Some(Unavailable {
+                what: "change set user:bot".into(),
+                deny,
+            })
+        };
+        let with = |mut f: Findings, deny| {
+            f.unavailable = unavailable(deny);
+            f
+        };
+        use Decision::{Allow, Deny};
+        use Mode::{Audit, Enforce};
+        use Reason::*;
+        let valid = Some(ApprovalOutcome::Valid {
+            signers: vec!["alice".into()],
+        });
+        let cases = [
+            (
+                with(findings(true, Some(Enforce), false, None), true),
+                Deny,
+                ClusterUnavailable,
+            ),
+            (
+                with(findings(true, Some(Enforce), false, None), false),
+                Allow,
+                WithinLimits,
+            ),
+            (
+                with(findings(true, Some(Mode::Warn), false, None), true),
+                Decision::Warn,
+                ClusterUnavailable,
+            ),
+            (
+                with(findings(true, Some(Audit), false, None), true),
+                Allow,
+                ClusterUnavailable,
+            ),
+            (
+                with(findings(true, Some(Enforce), true, None), true),
+                Deny,
+                OverLimits,
+            ),
+            (
+                with(findings(true, Some(Enforce), true, valid), true),
+                Allow,
+                Approved,
+            ),
+            (
+                with(findings(false, Some(Enforce), false, None), true),
+                Allow,
+                NotAiAssisted,
+            ),
         ];
         for (i, (f, decision, reason)) in cases.iter().enumerate() {
             assert_eq!(decide(f), (*decision, *reason), "case {i}: {f:?}");

@@ -265,7 +265,7 @@ fn scale_review(namespace: &str, name: &str, from: u32, to: u32) -> Vec<u8> {
 }
 
 fn response(reviewed: &Reviewed) -> Value {
-    let body: Value = serde_json::from_slice(&reviewed.body).unwrap();
+    let body: Value = serde_json::from_slice(reviewed.body().expect("an answer")).unwrap();
     body["response"].clone()
 }
 
@@ -278,10 +278,9 @@ fn message(reviewed: &Reviewed) -> String {
 
 fn outcome(reviewed: &Reviewed) -> ApprovalOutcome {
     reviewed
-        .judged
-        .as_ref()
+        .judged()
         .unwrap()
-        .1
+        .verdict
         .findings
         .approval
         .clone()
@@ -733,7 +732,7 @@ fn attacks_are_denied_with_the_reason_named() {
 
     for attack in attacks() {
         let reviewed = engine.review(&(attack.build)(&object, &payload));
-        assert_eq!(reviewed.http_status, 200, "{}", attack.name);
+        assert!(reviewed.judged().is_some(), "{}", attack.name);
         assert!(!reviewed.allowed(), "{} was admitted", attack.name);
         match outcome(&reviewed) {
             ApprovalOutcome::Rejected { reason, detail } => {

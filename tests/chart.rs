@@ -13,7 +13,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blastguard::change::Change;
 use blastguard::policy::Policy;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
@@ -61,8 +60,14 @@ fn renderings() -> Vec<(&'static str, &'static str)> {
             "certificates:\n  mode: secret\n  secret: {name: corp-tls, caBundle: Y2EtYnVuZGxl}\n",
         ),
         ("optional parts on", OPTIONAL_PARTS),
+        ("a webhook outside the cluster", OUTSIDE),
     ]
 }
+
+/// webhook.url: the development loop, the webhook served outside the cluster with a
+/// certificate from this CA (base64 of a placeholder: only the rendering reads it).
+const OUTSIDE_URL: &str = "https://192.168.49.1:8443/validate";
+const OUTSIDE: &str = "webhook:\n  url: https://192.168.49.1:8443/validate\ncertificates:\n  mode: secret\n  secret: {caBundle: Y2EtYnVuZGxl}\n";
 
 // ---------------------------------------------------------------------------------
 // Running the tools.
@@ -548,55 +553,10 @@ fn webhook_configuration_follows_the_contract() {
             .contains(&json!({"name": "webhook", "containerPort": 8443, "protocol": "TCP"}))
     );
 
-    // Rules: the workload resources, the four scale subresources and the cluster-scoped
-    // kinds, each for CREATE, UPDATE and DELETE.
-    let mut covered = BTreeSet::new();
-    for rule in w.rules.as_ref().expect("rules") {
-        let ops: BTreeSet<_> = rule
-            .operations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        assert_eq!(
-            ops,
-            ["CREATE", "UPDATE", "DELETE"]
-                .map(String::from)
-                .into_iter()
-                .collect()
-        );
-        let scope = rule.scope.clone().unwrap_or_default();
-        for group in rule.api_groups.clone().unwrap_or_default() {
-            for version in rule.api_versions.clone().unwrap_or_default() {
-                for resource in rule.resources.clone().unwrap_or_default() {
-                    covered.insert(format!("{group}/{version}/{resource} {scope}"));
-                }
-            }
-        }
-    }
-    let expected: BTreeSet<String> = [
-        "apps/v1/deployments Namespaced",
-        "apps/v1/statefulsets Namespaced",
-        "apps/v1/replicasets Namespaced",
-        "apps/v1/daemonsets Namespaced",
-        "apps/v1/deployments/scale Namespaced",
-        "apps/v1/statefulsets/scale Namespaced",
-        "apps/v1/replicasets/scale Namespaced",
-        "/v1/replicationcontrollers Namespaced",
-        "/v1/replicationcontrollers/scale Namespaced",
-        "batch/v1/jobs Namespaced",
-        "batch/v1/cronjobs Namespaced",
-        "/v1/namespaces Cluster",
-        "rbac.authorization.k8s.io/v1/clusterroles Cluster",
-        "rbac.authorization.k8s.io/v1/clusterrolebindings Cluster",
-        "apiextensions.k8s.io/v1/customresourcedefinitions Cluster",
-    ]
-    .map(String::from)
-    .into_iter()
-    .collect();
-    assert_eq!(covered, expected);
+    // The rules: `webhook_rules_are_the_engines_kinds`.
 
-    // Namespace exclusions: the release namespace and kube-system by default.
+    // Namespace exclusions: only the release namespace by default; kube-system is
+    // guarded like any other (the matchConditions keep the cluster's controllers out).
     let excluded = |w: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhook| {
         let sel = w.namespace_selector.clone().expect("namespaceSelector");
         let exprs = sel.match_expressions.expect("matchExpressions");
@@ -605,11 +565,12 @@ fn webhook_configuration_follows_the_contract() {
         assert_eq!(exprs[0].operator, "NotIn");
         exprs[0].values.clone().unwrap_or_default()
     };
-    assert_eq!(excluded(w), ["blastguard", "kube-system"]);
+    assert_eq!(excluded(w), ["blastguard"]);
 
-    // Configured: another release namespace, more exclusions, fewer cluster kinds, a
-    // longer timeout. The release namespace stays excluded whatever the list says.
-    let values = "webhook:\n  timeoutSeconds: 5\n  excludedNamespaces: [kube-system, gatekeeper-system]\n  clusterScopedResources: [{apiGroup: '', apiVersion: v1, resource: namespaces}]\n";
+    // Configured: another release namespace, more exclusions, an extra cluster-scoped
+    // resource, a longer timeout. The release namespace stays excluded whatever the
+    // list says.
+    let values = "webhook:\n  timeoutSeconds: 5\n  excludedNamespaces: [kube-system, gatekeeper-system]\n  extraClusterScopedResources: [{apiGroup: storage.k8s.io, apiVersion: v1, resource: storageclasses}]\n";
     let out = helm_template("platform-tools", values, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let objs = objects(&text(&out.stdout));
@@ -620,26 +581,182 @@ fn webhook_configuration_follows_the_contract() {
     );
     assert_eq!(w.timeout_seconds, Some(5));
     assert_eq!(
-        w.client_config.service.expect("service").namespace,
+        w.client_config.service.as_ref().expect("service").namespace,
         "platform-tools"
     );
-    let cluster_rules: Vec<_> = w
-        .rules
-        .expect("rules")
-        .into_iter()
-        .filter(|r| r.scope.as_deref() == Some("Cluster"))
-        .flat_map(|r| r.resources.unwrap_or_default())
-        .collect();
-    assert_eq!(cluster_rules, ["namespaces"]);
+    let added = sent_resources(&w)
+        .difference(&sent_resources(&webhooks[0]))
+        .cloned()
+        .collect::<BTreeSet<_>>();
+    assert_eq!(
+        added,
+        ["CREATE", "UPDATE", "DELETE"]
+            .map(|op| sent("storage.k8s.io", "v1", "storageclasses", op, "Cluster"))
+            .into()
+    );
 
-    // Even excluding nothing, the release namespace is excluded.
-    let out = helm_template(NAMESPACE, "webhook: {excludedNamespaces: []}\n", &[]);
+    // Naming the release namespace does not list it twice.
+    let out = helm_template(
+        NAMESPACE,
+        "webhook: {excludedNamespaces: [blastguard]}\n",
+        &[],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let w = webhook_config(&objects(&text(&out.stdout)))
         .webhooks
         .expect("webhooks")
         .remove(0);
     assert_eq!(excluded(&w), ["blastguard"]);
+}
+
+/// What a rule sends: API group, version, resource (with subresource), operation, scope.
+type Sent = (String, String, String, String, String);
+
+fn sent(group: &str, version: &str, resource: &str, operation: &str, scope: &str) -> Sent {
+    (
+        group.into(),
+        version.into(),
+        resource.into(),
+        operation.into(),
+        scope.into(),
+    )
+}
+
+/// Every (group, version, resource, operation, scope) the webhook's rules send.
+fn sent_resources(
+    w: &k8s_openapi::api::admissionregistration::v1::ValidatingWebhook,
+) -> BTreeSet<Sent> {
+    let mut all = BTreeSet::new();
+    for rule in w.rules.as_ref().expect("rules") {
+        let scope = rule.scope.clone().expect("every rule names its scope");
+        assert_ne!(
+            scope, "*",
+            "a rule for both scopes sends more than the engine judges"
+        );
+        for group in rule.api_groups.as_deref().unwrap_or_default() {
+            for version in rule.api_versions.as_deref().unwrap_or_default() {
+                for resource in rule.resources.as_deref().unwrap_or_default() {
+                    for op in rule.operations.as_deref().unwrap_or_default() {
+                        all.insert(sent(group, version, resource, op, &scope));
+                    }
+                }
+            }
+        }
+    }
+    all
+}
+
+/// What the engine judges: its built-in kinds (each for CREATE, UPDATE and DELETE; a
+/// scale is an UPDATE, an eviction a CREATE) and the policy's custom workloads, any
+/// version, with their scale.
+fn judged_resources(workloads: &[blastguard::policy::WorkloadSpec]) -> BTreeSet<Sent> {
+    const ALL: [&str; 3] = ["CREATE", "UPDATE", "DELETE"];
+    let mut all = BTreeSet::new();
+    for k in blastguard::kinds::built_in() {
+        let scope = if k.cluster_scoped {
+            "Cluster"
+        } else {
+            "Namespaced"
+        };
+        for op in ALL {
+            all.insert(sent(&k.group, &k.version, &k.resource, op, scope));
+        }
+        for sub in &k.subresources {
+            let op = match sub.as_str() {
+                "scale" => "UPDATE",
+                "eviction" => "CREATE",
+                other => panic!("{}: no operation known for subresource {other}", k.kind),
+            };
+            let resource = format!("{}/{sub}", k.resource);
+            all.insert(sent(&k.group, &k.version, &resource, op, scope));
+        }
+    }
+    for w in workloads {
+        let resource = w.resource_name();
+        for op in ALL {
+            all.insert(sent(&w.group, "*", &resource, op, "Namespaced"));
+            all.insert(sent(
+                &w.group,
+                "*",
+                &format!("{resource}/scale"),
+                op,
+                "Namespaced",
+            ));
+        }
+    }
+    all
+}
+
+#[test]
+fn webhook_rules_are_the_engines_kinds() {
+    let objs = objects(&render(""));
+    let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
+    let rendered = sent_resources(&w);
+    let judged = judged_resources(&Policy::embedded().document.spec.workloads);
+    assert!(
+        judged
+            .iter()
+            .any(|(g, _, r, _, _)| g == "argoproj.io" && r == "rollouts/scale"),
+        "the default policy's custom workload is judged"
+    );
+    let unjudged: Vec<_> = rendered.difference(&judged).collect();
+    assert!(
+        unjudged.is_empty(),
+        "sent but not judged by the engine: {unjudged:?}"
+    );
+    let unsent: Vec<_> = judged.difference(&rendered).collect();
+    assert!(
+        unsent.is_empty(),
+        "judged by the engine but never sent: {unsent:?}"
+    );
+    // Rules name the version the engine reads; Equivalent has other versions converted
+    // to it (autoscaling/v1 HorizontalPodAutoscalers arrive as v2).
+    assert_eq!(w.match_policy.as_deref(), Some("Equivalent"));
+    // Compact: one rule per group, version, scope and set of operations.
+    let rules = w.rules.as_ref().expect("rules");
+    let keys: BTreeSet<_> = rules
+        .iter()
+        .map(|r| (&r.api_groups, &r.api_versions, &r.scope, &r.operations))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        rules.len(),
+        "rules that could be one: {rules:?}"
+    );
+
+    // A custom workload added in values adds its rule, under its plural or the
+    // lowercased kind + "s", as the server names it.
+    let values = r#"
+policy:
+  workloads:
+    - {group: argoproj.io, kind: Rollout, replicas: /spec/replicas, template: /spec/template}
+    - {group: flagger.app, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}
+    - {group: example.com, kind: Pipeline, replicas: /spec/workers, template: /spec/pod}
+"#;
+    let objs = objects(&render(values));
+    let workloads = rendered_policy(&objs).document.spec.workloads;
+    assert_eq!(
+        workloads
+            .iter()
+            .map(|w| w.resource_name())
+            .collect::<Vec<_>>(),
+        ["rollouts", "canaries", "pipelines"]
+    );
+    let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
+    assert_eq!(sent_resources(&w), judged_resources(&workloads));
+    assert!(sent_resources(&w).contains(&sent(
+        "flagger.app",
+        "*",
+        "canaries/scale",
+        "UPDATE",
+        "Namespaced"
+    )));
+
+    // No custom workload: only the built-in kinds.
+    let objs = objects(&render("policy: {workloads: []}\n"));
+    assert!(rendered_policy(&objs).document.spec.workloads.is_empty());
+    let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
+    assert_eq!(sent_resources(&w), judged_resources(&[]));
 }
 
 // ---------------------------------------------------------------------------------
@@ -710,18 +827,12 @@ impl MatchConditions {
 #[derive(Clone)]
 struct Request(Value);
 
-fn plural(kind: &str) -> String {
-    match kind {
-        "Deployment" => "deployments",
-        "StatefulSet" => "statefulsets",
-        "ReplicaSet" => "replicasets",
-        "DaemonSet" => "daemonsets",
-        "CronJob" => "cronjobs",
-        "Job" => "jobs",
-        "Namespace" => "namespaces",
-        other => panic!("no plural for {other}"),
-    }
-    .to_string()
+/// The plural the API server puts in `request.resource`, from the engine's list of kinds.
+fn plural(group: &str, kind: &str) -> String {
+    blastguard::kinds::find(group, kind)
+        .unwrap_or_else(|| panic!("the engine does not list {group}/{kind}"))
+        .resource
+        .clone()
 }
 
 impl Request {
@@ -733,7 +844,7 @@ impl Request {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = subject["kind"].as_str().expect("kind");
         let gvk = json!({"group": group, "version": version, "kind": kind});
-        let gvr = json!({"group": group, "version": version, "resource": plural(kind)});
+        let gvr = json!({"group": group, "version": version, "resource": plural(group, kind)});
         let options = match operation {
             "CREATE" => {
                 json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"})
@@ -798,6 +909,56 @@ impl Request {
         }))
     }
 
+    /// A CREATE of a Pod's eviction subresource (`kubectl drain`, an agent evicting a
+    /// pod): the object is the policy/v1 Eviction, which names the pod and carries none
+    /// of its annotations; there is no oldObject.
+    fn eviction(pod: &Value) -> Self {
+        let gvk = json!({"group": "policy", "version": "v1", "kind": "Eviction"});
+        let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+        Self(json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800004",
+            "kind": gvk, "resource": gvr, "subResource": "eviction",
+            "requestKind": gvk, "requestResource": gvr, "requestSubResource": "eviction",
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["developers", "system:authenticated"]},
+            "object": {
+                "apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {
+                    "name": pod["metadata"]["name"],
+                    "namespace": pod["metadata"]["namespace"],
+                    "creationTimestamp": null
+                }
+            },
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        }))
+    }
+
+    /// By one of the cluster's controllers, with the groups the API server gives a
+    /// service account in kube-system, or a core component's certificate.
+    fn by_controller(self, user: &str) -> Self {
+        let groups: &[&str] = if user.starts_with("system:serviceaccount:kube-system:") {
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ]
+        } else if user.starts_with("system:node:") {
+            &["system:nodes", "system:authenticated"]
+        } else {
+            &["system:authenticated"]
+        };
+        let mut r = self.by(user).in_groups(groups);
+        // Controllers name no field manager (the API server records their user agent
+        // instead), so their options carry none.
+        if let Some(options) = r.0["options"].as_object_mut() {
+            options.remove("fieldManager");
+        }
+        r
+    }
+
     fn by(mut self, user: &str) -> Self {
         self.0["userInfo"]["username"] = json!(user);
         self
@@ -847,10 +1008,13 @@ impl Request {
 /// Whether the server's own provenance check (src/provenance.rs) calls the request
 /// AI-assisted under this policy.
 fn server_calls_ai(policy: &Policy, request: &Request) -> bool {
-    let req = blastguard::review::decode(&request.review())
+    let body = request.review();
+    let req = blastguard::review::decode(&body)
         .unwrap_or_else(|r| panic!("the server cannot read the sample: {}", r.error));
-    let change = Change::from_request(req);
-    blastguard::provenance::detect(&change, &policy.provenance).is_some()
+    // The server's own fast path: the request view and the objects' annotations.
+    let heads = blastguard::review::Heads::of(&req).expect("readable objects");
+    let facts = blastguard::provenance::Facts::of_view(&req, &heads.new, &heads.old);
+    blastguard::provenance::detect(&facts, &policy.provenance).is_some()
 }
 
 /// The policy the chart renders into its ConfigMap.
@@ -1134,6 +1298,229 @@ fn match_conditions_send_only_ai_assisted_requests() {
     check_cases("", &cases);
 }
 
+/// The ReplicaSet the deployment controller makes for a Deployment: the Deployment's
+/// annotations copied (blastguard's included), owned by it.
+fn replica_set_of(deployment: &Value) -> Value {
+    let meta = &deployment["metadata"];
+    let mut annotations = meta["annotations"].clone();
+    if !annotations.is_object() {
+        annotations = json!({});
+    }
+    annotations["deployment.kubernetes.io/revision"] = json!("1");
+    annotations["deployment.kubernetes.io/desired-replicas"] =
+        json!(deployment["spec"]["replicas"].to_string());
+    annotations["deployment.kubernetes.io/max-replicas"] = json!("4");
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["labels"]["pod-template-hash"] = json!("5d4f8c7b9");
+    let mut labels = template["metadata"]["labels"].clone();
+    labels["pod-template-hash"] = json!("5d4f8c7b9");
+    let mut selector = deployment["spec"]["selector"].clone();
+    selector["matchLabels"]["pod-template-hash"] = json!("5d4f8c7b9");
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": format!("{}-5d4f8c7b9", meta["name"].as_str().expect("name")),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
+                "uid": "3c1b2a90-8f0e-4d7c-9b5a-2e6f1d0c4b3a",
+                "controller": true, "blockOwnerDeletion": true
+            }]
+        },
+        "spec": {"replicas": deployment["spec"]["replicas"], "selector": selector, "template": template}
+    })
+}
+
+/// The Job the CronJob controller makes for one run: the job template's metadata and
+/// spec, owned by the CronJob.
+fn job_of(cronjob: &Value) -> Value {
+    let template = &cronjob["spec"]["jobTemplate"];
+    let mut metadata = template["metadata"].clone();
+    if !metadata.is_object() {
+        metadata = json!({});
+    }
+    metadata["name"] = json!(format!(
+        "{}-29000000",
+        cronjob["metadata"]["name"].as_str().expect("name")
+    ));
+    metadata["namespace"] = cronjob["metadata"]["namespace"].clone();
+    metadata["ownerReferences"] = json!([{
+        "apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob["metadata"]["name"],
+        "uid": "7d0e5c1a-2b3f-4a6e-8c9d-0f1e2d3c4b5a",
+        "controller": true, "blockOwnerDeletion": true
+    }]);
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": template["spec"]})
+}
+
+#[test]
+fn match_conditions_never_send_the_clusters_controllers_by_annotation() {
+    let o = sample_objects();
+    let marked = annotated(&o.deployment, &[("blastguard.io/ai-agent", "claude-code")]);
+    let rs = replica_set_of(&marked);
+    assert_eq!(
+        rs["metadata"]["annotations"]["blastguard.io/ai-agent"],
+        "claude-code"
+    );
+    let mut rs_down = rs.clone();
+    rs_down["spec"]["replicas"] = json!(0);
+    let mut cronjob = o.cronjob.clone();
+    cronjob["spec"]["jobTemplate"]["metadata"]["annotations"] =
+        json!({"blastguard.io/ai-assisted": "true"});
+    let job = job_of(&cronjob);
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "api", "namespace": "shop", "annotations": {"blastguard.io/ai-agent": "copilot"}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+            "minReplicas": 2, "maxReplicas": 10,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+        }
+    });
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api-5d4f8c7b9-x2k4q", "namespace": "shop", "annotations": {"blastguard.io/ai-agent": "claude-code"}},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
+    });
+    let node = |annotations: Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "worker-1", "labels": {"kubernetes.io/hostname": "worker-1"}, "annotations": annotations},
+            "spec": {"podCIDR": "10.244.1.0/24"}
+        })
+    };
+    let node_old =
+        node(json!({"blastguard.io/ai-agent": "claude-code", "node.alpha.kubernetes.io/ttl": "0"}));
+    let node_new = node(json!({"node.alpha.kubernetes.io/ttl": "15"}));
+    let ai = "system:serviceaccount:ai-agents:bot";
+
+    let cases = [
+        // The cluster's own controllers: consequences of admitted changes.
+        (
+            "the deployment controller creates a ReplicaSet carrying the Deployment's markers",
+            Request::on("CREATE", Some(&rs), None)
+                .by_controller("system:serviceaccount:kube-system:deployment-controller"),
+            false,
+        ),
+        (
+            "the replicaset controller's identity, the same ReplicaSet",
+            Request::on("CREATE", Some(&rs), None)
+                .by_controller("system:serviceaccount:kube-system:replicaset-controller"),
+            false,
+        ),
+        (
+            "the controller manager's own identity, the same ReplicaSet",
+            Request::on("CREATE", Some(&rs), None).by_controller("system:kube-controller-manager"),
+            false,
+        ),
+        (
+            "the deployment controller scales the marked old ReplicaSet down",
+            Request::on("UPDATE", Some(&rs_down), Some(&rs))
+                .by_controller("system:serviceaccount:kube-system:deployment-controller"),
+            false,
+        ),
+        (
+            "the CronJob controller creates a Job from the marked job template",
+            Request::on("CREATE", Some(&job), None)
+                .by_controller("system:serviceaccount:kube-system:cronjob-controller"),
+            false,
+        ),
+        (
+            "a kubelet updates its Node, which an AI once marked",
+            Request::on("UPDATE", Some(&node_new), Some(&node_old))
+                .by_controller("system:node:worker-1"),
+            false,
+        ),
+        // Not the cluster's controllers.
+        (
+            "an AI identity creates the same ReplicaSet",
+            Request::on("CREATE", Some(&rs), None).by(ai),
+            true,
+        ),
+        (
+            "a service account outside kube-system creates the same ReplicaSet",
+            Request::on("CREATE", Some(&rs), None)
+                .by("system:serviceaccount:argocd:argocd-application-controller"),
+            true,
+        ),
+        (
+            "a name that only starts like kube-system's service accounts",
+            Request::on("CREATE", Some(&rs), None)
+                .by("system:serviceaccount:kube-systemx:deployer"),
+            true,
+        ),
+        (
+            "a person creates an AI-annotated HorizontalPodAutoscaler",
+            Request::on("CREATE", Some(&hpa), None),
+            true,
+        ),
+        (
+            "a person creates an AI-annotated Pod",
+            Request::on("CREATE", Some(&pod), None),
+            true,
+        ),
+        // An eviction carries no annotations of the pod: identity alone.
+        (
+            "an AI identity evicts a pod",
+            Request::eviction(&pod).by(ai),
+            true,
+        ),
+        (
+            "a person evicts an AI-annotated pod",
+            Request::eviction(&pod),
+            false,
+        ),
+        (
+            "a person evicts, the Eviction carrying an AI marker",
+            Request::eviction(&pod).objects_annotated(&[("blastguard.io/ai-agent", "x")]),
+            false,
+        ),
+        (
+            "the node lifecycle controller evicts a pod",
+            Request::eviction(&pod)
+                .by_controller("system:serviceaccount:kube-system:node-controller"),
+            false,
+        ),
+    ];
+    check_cases("", &cases);
+
+    // Identity still applies to a controller: an AI agent run as a kube-system service
+    // account is sent. And with no controllers configured, the copied markers are AI.
+    let values = r#"
+policy:
+  provenance:
+    users: ["system:serviceaccount:ai-agents:*", "system:serviceaccount:kube-system:ai-*"]
+"#;
+    let cases = [
+        (
+            "an AI agent in kube-system creates the ReplicaSet",
+            Request::on("CREATE", Some(&rs), None)
+                .by_controller("system:serviceaccount:kube-system:ai-operator"),
+            true,
+        ),
+        (
+            "an AI agent in kube-system evicts a pod",
+            Request::eviction(&pod).by_controller("system:serviceaccount:kube-system:ai-operator"),
+            true,
+        ),
+        (
+            "the deployment controller, still",
+            Request::on("CREATE", Some(&rs), None)
+                .by_controller("system:serviceaccount:kube-system:deployment-controller"),
+            false,
+        ),
+    ];
+    check_cases(values, &cases);
+    let cases = [(
+        "no controllers configured: the deployment controller's copy is marked",
+        Request::on("CREATE", Some(&rs), None)
+            .by_controller("system:serviceaccount:kube-system:deployment-controller"),
+        true,
+    )];
+    check_cases("policy: {provenance: {controllers: []}}\n", &cases);
+}
+
 #[test]
 fn match_conditions_agree_with_the_server_on_the_shared_fixtures() {
     // tests/fixtures: AdmissionReviews built from real kubectl output, shared with the
@@ -1353,6 +1740,101 @@ fn the_policy_config_map_is_the_servers_default_policy() {
     assert_eq!(p.rules[0].mode.as_str(), "audit");
     assert_eq!(p.rules[0].limits.max_percent_affected, Some(25));
     assert_eq!(p.approvals.max_ttl.as_secs(), 2 * 3600);
+
+    // The fields of the change-set and controller contract reach it too.
+    let values = r#"
+policy:
+  provenance: {controllers: ["system:kube-controller-manager", "system:serviceaccount:flux-system:*"]}
+  workloads: [{group: flagger.app, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}]
+  changeSets: {window: 30m}
+  rules: [{name: all, namespaces: ['*'], limits: {maxPodsPerChangeSet: 20}}]
+"#;
+    let spec = rendered_policy(&objects(&render(values))).document.spec;
+    assert_eq!(
+        spec.provenance.controllers,
+        [
+            "system:kube-controller-manager",
+            "system:serviceaccount:flux-system:*"
+        ]
+    );
+    assert_eq!(spec.workloads.len(), 1);
+    assert_eq!(spec.workloads[0].resource.as_deref(), Some("canaries"));
+    assert_eq!(spec.change_sets.window, "30m");
+    assert_eq!(spec.rules[0].limits.max_pods_per_change_set, Some(20));
+}
+
+#[test]
+fn webhook_url_calls_a_webhook_outside_the_cluster() {
+    // No pods, so nothing that serves or guards them: only the webhook configuration,
+    // the policy and approvers (which the outside server is given) and the
+    // ServiceAccount.
+    let objs = objects(&render(OUTSIDE));
+    assert_eq!(
+        names(&objs),
+        set(&[
+            ("ServiceAccount", "blastguard"),
+            ("ConfigMap", "blastguard-policy"),
+            ("ConfigMap", "blastguard-allowed-signers"),
+            ("ValidatingWebhookConfiguration", "blastguard"),
+        ])
+    );
+    let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
+    assert_eq!(w.client_config.url.as_deref(), Some(OUTSIDE_URL));
+    assert!(
+        w.client_config.service.is_none(),
+        "url and service exclude each other"
+    );
+    assert_eq!(ca_bundle(&objs), "ca-bundle");
+    // Everything else about the webhook is the in-cluster one's.
+    let in_cluster = webhook_config(&objects(&render("")))
+        .webhooks
+        .expect("webhooks")
+        .remove(0);
+    assert_eq!(w.rules, in_cluster.rules);
+    assert_eq!(w.match_conditions, in_cluster.match_conditions);
+    assert_eq!(w.namespace_selector, in_cluster.namespace_selector);
+    assert_eq!(w.failure_policy, in_cluster.failure_policy);
+
+    // The optional parts that watch pods go too; the dashboard, which needs none, stays.
+    let optional = objects(&render(&format!("{OPTIONAL_PARTS}{OUTSIDE}")));
+    let kinds: BTreeSet<String> = optional.iter().map(|o| kind_and_name(o).0).collect();
+    for gone in [
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "Secret",
+    ] {
+        assert!(!kinds.contains(gone), "{gone} rendered with webhook.url");
+    }
+    object(&optional, "ConfigMap", "blastguard-dashboard");
+
+    // Every object is valid for the API server (also checked with every rendering in
+    // every_rendered_object_validates_against_kubernetes_1_30_and_the_newest_schemas).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("outside.yaml");
+    std::fs::write(&file, render(OUTSIDE)).expect("write rendering");
+    for version in ["1.30.0".to_string(), newest_kubernetes_version()] {
+        let v = kubernetes_validate(std::slice::from_ref(&file), &version)
+            .unwrap_or_else(|r| panic!("Kubernetes {version}:\n{r}"));
+        assert_eq!(v.passed, objs.len(), "Kubernetes {version}");
+    }
+
+    // The notes say where the webhook must be served instead of waiting for pods.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let values = write_values(dir.path(), OUTSIDE);
+    let out = succeed(
+        tool("helm")
+            .args(["install", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NAMESPACE, "--dry-run=client", "-f"])
+            .arg(&values),
+    );
+    let notes = out.split("NOTES:").nth(1).expect("helm prints the notes");
+    assert!(notes.contains(OUTSIDE_URL), "{notes}");
+    assert!(!notes.contains("rollout status"), "{notes}");
 }
 
 #[test]
@@ -1403,6 +1885,46 @@ fn values_schema_rejects_bad_values() {
             "secret mode without a CA bundle",
             "certificates: {mode: secret, secret: {name: corp-tls}}\n",
             "caBundle",
+        ),
+        (
+            "secret mode without a Secret for the pods",
+            "certificates: {mode: secret, secret: {caBundle: Y2E=}}\n",
+            "/certificates/secret/name",
+        ),
+        (
+            "webhook.url over plain http",
+            "webhook: {url: 'http://10.0.0.5:8443/validate'}\ncertificates: {mode: secret, secret: {caBundle: Y2E=}}\n",
+            "/webhook/url",
+        ),
+        (
+            "webhook.url with a query",
+            "webhook: {url: 'https://10.0.0.5:8443/validate?x=1'}\ncertificates: {mode: secret, secret: {caBundle: Y2E=}}\n",
+            "/webhook/url",
+        ),
+        (
+            "webhook.url with the chart's own certificates, which name the Service",
+            "webhook: {url: 'https://10.0.0.5:8443/validate'}\n",
+            "webhook.url needs certificates.mode=secret",
+        ),
+        (
+            "the old clusterScopedResources key, now from files/kinds.yaml",
+            "webhook: {clusterScopedResources: []}\n",
+            "'clusterScopedResources' not allowed",
+        ),
+        (
+            "a custom workload without a pod template",
+            "policy: {workloads: [{group: argoproj.io, kind: Rollout, replicas: /spec/replicas}]}\n",
+            "template",
+        ),
+        (
+            "a custom workload whose replicas is not a JSON pointer",
+            "policy: {workloads: [{group: argoproj.io, kind: Rollout, replicas: spec.replicas, template: /spec/template}]}\n",
+            "/policy/workloads/0/replicas",
+        ),
+        (
+            "a change-set window that is not a duration",
+            "policy: {changeSets: {window: soon}}\n",
+            "/policy/changeSets/window",
         ),
         (
             "an approver line holding a newline",

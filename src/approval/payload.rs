@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::digest::{DigestError, object_digest};
-use kube::core::DynamicObject;
+use serde_json::Value;
 
 use crate::change::{Change, Operation, Target};
 
@@ -143,7 +143,7 @@ impl ApprovalSubject {
     pub fn new(
         target: &Target,
         operation: ApprovalOperation,
-        object: Option<&DynamicObject>,
+        object: Option<&Value>,
         replicas: Option<u64>,
     ) -> Result<Self, DigestError> {
         let target = ApprovalTarget {

@@ -409,8 +409,9 @@ mod tests {
                 "dryRun": false
             }
         });
-        let request = crate::review::decode(review.to_string().as_bytes()).unwrap();
-        Change::from_request(request, &Policy::embedded())
+        let body = review.to_string();
+        let request = crate::review::decode(body.as_bytes()).unwrap();
+        Change::from_view(&request, &Policy::embedded()).unwrap()
     }
 
     struct Case {

@@ -21,7 +21,6 @@ use crate::approval::verifier::binds_to;
 use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig};
 use crate::change::{Change, Target};
 use crate::policy::Policy;
-use kube::core::DynamicObject;
 
 /// `--operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -491,9 +490,8 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
         let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
         let request = crate::review::decode(&body).map_err(|r| format!("{file}: {}", r.error))?;
         let policy = policy_of(args)?;
-        return Ok(Input::Review(Box::new(Change::from_request(
-            request, &policy,
-        ))));
+        let change = Change::from_view(&request, &policy).map_err(|e| format!("{file}: {e}"))?;
+        return Ok(Input::Review(Box::new(change)));
     }
     if api_version == crate::approval::payload::API_VERSION
         && kind == crate::approval::payload::KIND
@@ -604,9 +602,7 @@ fn object_subject(
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete => None,
     };
-    let dynamic: DynamicObject = serde_json::from_value(object.clone())
-        .map_err(|e| format!("the object cannot be read: {e}"))?;
-    ApprovalSubject::new(&target, operation, Some(&dynamic), replicas).map_err(|e| e.to_string())
+    ApprovalSubject::new(&target, operation, Some(object), replicas).map_err(|e| e.to_string())
 }
 
 fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {

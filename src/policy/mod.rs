@@ -15,8 +15,8 @@ use wildmatch::WildMatch;
 
 pub use model::{
     ApprovalsSpec, ChangeSetsSpec, LabelRequirementSpec, LabelSelectorSpec, LimitsSpec, Mode,
-    PolicyDocument, PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec, WorkloadSpec,
-    default_controllers,
+    OnClusterUnavailable, PolicyDocument, PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec,
+    WorkloadSpec, default_controllers,
 };
 pub use validate::Problem;
 

@@ -59,6 +59,34 @@ pub struct PolicySpec {
     /// How approvals are verified.
     #[serde(default)]
     pub approvals: ApprovalsSpec,
+    /// What an AI-assisted change that fits its limits gets when the cluster state it
+    /// needs (namespace labels, change-set counts, a parent's approval) cannot be read
+    /// from the API server in time. Optional, so the embedded default policy stays
+    /// exactly DESIGN.md's text; the default, `deny`, fails closed like the webhook.
+    #[serde(default)]
+    pub on_cluster_unavailable: OnClusterUnavailable,
+}
+
+/// `spec.onClusterUnavailable`: deny (the default) or allow, with a warning, a change
+/// that fits its limits as far as they could be checked without the cluster's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnClusterUnavailable {
+    /// Hold the change until the state can be read (fail closed).
+    #[default]
+    Deny,
+    /// Decide with what is known, and say so in a warning.
+    Allow,
+}
+
+impl OnClusterUnavailable {
+    /// The spelling in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnClusterUnavailable::Deny => "deny",
+            OnClusterUnavailable::Allow => "allow",
+        }
+    }
 }
 
 /// What blastguard does with a change over its limits.

@@ -396,6 +396,10 @@ mod tests {
                 "found unexpected end of stream",
             ),
             (
+                edited("mode: enforce ", "onClusterUnavailable: maybe\n  mode: enforce "),
+                "spec.onClusterUnavailable: unknown variant `maybe`, expected `deny` or `allow`",
+            ),
+            (
                 "spec: [1]".to_string(),
                 "spec: invalid type: sequence, expected struct PolicySpec at line 1",
             ),
@@ -416,6 +420,22 @@ mod tests {
             .replace("maxTTL: 24h", "maxTTL: 0s");
         let got = problems(&yaml);
         assert_eq!(got.len(), 3, "{got:?}");
+    }
+
+    #[test]
+    fn on_cluster_unavailable_is_optional_and_denies_by_default() {
+        use crate::policy::{OnClusterUnavailable, Policy};
+        let default = Policy::from_yaml(DEFAULT_POLICY_YAML, None).unwrap();
+        assert_eq!(
+            default.document.spec.on_cluster_unavailable,
+            OnClusterUnavailable::Deny
+        );
+        let allow = edited("mode: enforce ", "onClusterUnavailable: allow\n  mode: enforce ");
+        let allow = Policy::from_yaml(&allow, None).unwrap();
+        assert_eq!(
+            allow.document.spec.on_cluster_unavailable,
+            OnClusterUnavailable::Allow
+        );
     }
 
     #[test]

@@ -147,8 +147,8 @@ mod tests {
             std::sync::Arc::new(crate::approval::NoTrustedSigners),
         );
         let reviewed = engine.review(example_review());
-        let (_, verdict) = reviewed.judged.expect("the example is a valid review");
-        assert_eq!(verdict.decision, crate::verdict::Decision::Deny);
+        let judged = reviewed.judged().expect("the example is a valid review");
+        assert_eq!(judged.verdict.decision, crate::verdict::Decision::Deny);
     }
 
     #[test]

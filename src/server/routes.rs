@@ -162,18 +162,12 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
     let elapsed = started.elapsed();
     webhook.metrics.record_review(&reviewed, elapsed);
     log_review(&reviewed, elapsed);
-    let status = StatusCode::from_u16(reviewed.http_status).unwrap_or(StatusCode::BAD_REQUEST);
-    let content_type = if status == StatusCode::OK {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, content_type)],
-        Body::from(reviewed.body),
-    )
-        .into_response()
+    match reviewed {
+        Reviewed::Judged(judged) => json(judged.body),
+        Reviewed::Rejected { body, .. } => json(body),
+        // No uid to answer to: an AdmissionReview would reach no request.
+        Reviewed::Unreadable { error } => text(StatusCode::BAD_REQUEST, error.to_string()),
+    }
 }
 
 /// Why a body was read but not judged.
@@ -339,31 +333,27 @@ impl BodyReader<'_> {
 /// it was admitted or not. Decisions log under the target `blastguard::decision`, so
 /// `RUST_LOG=warn,blastguard::decision=info` keeps them and little else.
 fn log_review(reviewed: &Reviewed, elapsed: Duration) {
-    let Some((change, verdict)) = &reviewed.judged else {
+    let Some(judged) = reviewed.judged() else {
         warn!(
-            uid = reviewed.uid.as_deref().unwrap_or(""),
-            status = reviewed.http_status,
-            error = reviewed
-                .error
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
+            uid = reviewed.uid().unwrap_or(""),
+            error = reviewed.error().map(|e| e.to_string()).unwrap_or_default(),
             duration_seconds = elapsed.as_secs_f64(),
             "admission request could not be judged"
         );
         return;
     };
+    let (request, verdict) = (&judged.summary, &judged.verdict);
     let findings = &verdict.findings;
     let limits: Vec<&str> = findings.violations.iter().map(|v| v.limit_name()).collect();
     info!(
         target: "blastguard::decision",
-        uid = %change.uid,
-        operation = change.operation.as_str(),
-        kind = %change.target.kind,
-        namespace = change.target.namespace.as_deref().unwrap_or(""),
-        name = %change.target.name,
-        subresource = change.subresource.as_deref().unwrap_or(""),
-        user = %change.requester.username,
+        uid = %judged.uid,
+        operation = request.operation.as_str(),
+        kind = %request.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        subresource = request.subresource.as_deref().unwrap_or(""),
+        user = %request.user,
         decision = verdict.decision.as_str(),
         reason = verdict.reason.as_str(),
         rule = findings.rule.as_ref().map_or("", |(name, _)| name.as_str()),
@@ -371,10 +361,19 @@ fn log_review(reviewed: &Reviewed, elapsed: Duration) {
         pods_affected = findings.radius.as_ref().map(|r| r.pods_affected),
         limits_exceeded = limits.join(","),
         approval = findings.approval.as_ref().map_or("", |a| a.metric_label()),
-        dry_run = change.dry_run,
+        dry_run = request.dry_run,
         duration_seconds = elapsed.as_secs_f64(),
         "admission decision"
     );
+}
+
+fn json(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
 }
 
 fn text(status: StatusCode, message: String) -> Response {

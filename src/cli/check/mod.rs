@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
 use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
-use crate::engine::Engine;
+use crate::engine::{Engine, Reviewed};
 use crate::policy::{Policy, PolicyError};
 use input::{InputError, Manifest, Reader};
 use output::{Evaluation, Outcome, Style};
@@ -301,14 +301,17 @@ fn evaluate(
         detail,
     };
     let body = serde_json::to_vec(review).map_err(|e| not_judged(e.to_string()))?;
-    let reviewed = engine.review(&body);
-    let Some((change, verdict)) = reviewed.judged else {
-        return Err(not_judged(
-            reviewed.error.map(|e| e.to_string()).unwrap_or_default(),
-        ));
+    let judged = match engine.review(&body) {
+        Reviewed::Judged(judged) => judged,
+        other => {
+            return Err(not_judged(
+                other.error().map(|e| e.to_string()).unwrap_or_default(),
+            ));
+        }
     };
+    let verdict = judged.verdict;
     let response: Value =
-        serde_json::from_slice(&reviewed.body).map_err(|e| not_judged(e.to_string()))?;
+        serde_json::from_slice(&judged.body).map_err(|e| not_judged(e.to_string()))?;
     let message = response
         .pointer("/response/status/message")
         .and_then(Value::as_str)
@@ -325,7 +328,6 @@ fn evaluate(
         })
         .unwrap_or_default();
     Ok(Evaluation {
-        change,
         verdict,
         message,
         warnings,
@@ -341,26 +343,23 @@ fn check_review(engine: &Engine, path: &Path) -> Result<u8, CheckError> {
     };
     let body = input::read_source(path)?;
     let reviewed = engine.review(&body);
-    if reviewed.http_status != 200 {
+    let Some(body) = reviewed.body() else {
         return Err(CheckError::Review {
             path: name,
-            detail: reviewed.error.map(|e| e.to_string()).unwrap_or_default(),
+            detail: reviewed.error().map(|e| e.to_string()).unwrap_or_default(),
         });
-    }
-    let mut answer = reviewed.body.clone();
+    };
+    let mut answer = body.to_vec();
     answer.push(b'\n');
     print_out(&answer)?;
-    match &reviewed.judged {
+    match &reviewed {
         // A review with a uid but not judgeable: the answer is printed (the API server
         // would get it), and the input was still bad.
-        None => {
-            eprintln!(
-                "blastguard check: {name}: {}",
-                reviewed.error.map(|e| e.to_string()).unwrap_or_default()
-            );
+        Reviewed::Rejected { error, .. } | Reviewed::Unreadable { error } => {
+            eprintln!("blastguard check: {name}: {error}");
             Ok(EXIT_BAD_INPUT)
         }
-        Some(_) if reviewed.allowed() => Ok(EXIT_OK),
-        Some(_) => Ok(EXIT_DENIED),
+        Reviewed::Judged(_) if reviewed.allowed() => Ok(EXIT_OK),
+        Reviewed::Judged(_) => Ok(EXIT_DENIED),
     }
 }

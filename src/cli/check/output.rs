@@ -8,7 +8,6 @@ use serde::Serialize;
 use super::input::Origin;
 use super::synth::{ObjectKey, Operation};
 use crate::approval::{ApprovalOutcome, ApprovalPayload};
-use crate::change::Change;
 use crate::provenance::Signal;
 use crate::verdict::{Decision, Reason, Verdict};
 
@@ -33,8 +32,6 @@ pub struct Outcome {
 /// The engine's judgement of one object.
 #[derive(Debug)]
 pub struct Evaluation {
-    /// The change as the engine read it.
-    pub change: Change,
     /// The verdict.
     pub verdict: Verdict,
     /// The denial message of the AdmissionResponse (`status.message`), when denied.
@@ -105,6 +102,10 @@ impl Outcome {
                 }
                 Reason::Unmeasurable => {
                     "cannot be measured (audit mode): a pod count could not be read".to_string()
+                }
+                // check reads no cluster, so this only comes from a server's state.
+                Reason::ClusterUnavailable => {
+                    "AI-assisted, cluster state unreadable (audit mode)".to_string()
                 }
             },
         }

@@ -230,13 +230,13 @@ fn engine() -> Engine {
 }
 
 fn verdict_of(r: &Reviewed) -> (Decision, Reason, u64) {
-    let (_, v) = r.judged.as_ref().expect("judged");
+    let v = &r.judged().expect("judged").verdict;
     let pods = v.findings.radius.as_ref().map_or(0, |r| r.pods_affected);
     (v.decision, v.reason, pods)
 }
 
 fn response(r: &Reviewed) -> Value {
-    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    let body: Value = serde_json::from_slice(r.body().expect("an answer")).unwrap();
     body["response"].clone()
 }
 
@@ -615,7 +615,7 @@ fn provenance_table() {
 #[test]
 fn denial_tells_the_person_what_and_how() {
     let got = engine().review(&Req::create("Deployment", "staging", deploy(40, "a", ai())).body());
-    assert_eq!(got.http_status, 200);
+    assert!(matches!(got, Reviewed::Judged(_)));
     let r = response(&got);
     assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(r["allowed"], false);
@@ -727,7 +727,9 @@ fn modes_enforce_warn_audit() {
 #[test]
 fn non_ai_requests_take_the_fast_path() {
     let got = engine().review(&Req::create("Deployment", "prod", deploy(400, "a", human())).body());
-    let (_, v) = got.judged.as_ref().unwrap();
+    let judged = got.judged().unwrap();
+    let v = &judged.verdict;
+    assert!(judged.change.is_none(), "the objects of a person's change are never parsed");
     assert_eq!(v.reason, NotAiAssisted);
     assert!(
         v.findings.radius.is_none(),
@@ -818,12 +820,12 @@ fn denied_changes_do_not_count_toward_reach() {
 fn bad_reviews_get_a_clear_answer() {
     let e = engine();
     let not_json = e.review(b"{not json");
-    assert_eq!(not_json.http_status, 400);
-    assert!(String::from_utf8_lossy(&not_json.body).contains("not a valid AdmissionReview"));
+    assert!(matches!(not_json, Reviewed::Unreadable { .. }));
+    assert!(not_json.error().unwrap().to_string().contains("not a valid AdmissionReview"));
 
     let missing = e.review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#);
-    assert_eq!(missing.http_status, 400);
-    assert!(String::from_utf8_lossy(&missing.body).contains("has no request"));
+    assert!(matches!(missing, Reviewed::Unreadable { .. }));
+    assert!(missing.error().unwrap().to_string().contains("has no request"));
 
     // With a readable uid, the answer is an AdmissionReview that echoes it.
     let mut v1beta1: Value =
@@ -831,7 +833,7 @@ fn bad_reviews_get_a_clear_answer() {
             .unwrap();
     v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
     let got = e.review(&serde_json::to_vec(&v1beta1).unwrap());
-    assert_eq!(got.http_status, 200);
+    assert!(matches!(got, Reviewed::Rejected { .. }));
     let r = response(&got);
     assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(r["allowed"], false);
