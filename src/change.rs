@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::annotations;
-use crate::review::{RequestView, ReviewError};
 use crate::kinds::{self, Reach};
 use crate::policy::{Policy, WorkloadSpec};
+use crate::review::{RequestView, ReviewError};
 
 /// The admission operation, in the API server's spelling on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -281,7 +281,12 @@ impl Change {
             autoscaler_max,
             unmeasurable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
             requester: Requester {
-                username: req.user_info.username.as_deref().unwrap_or_default().to_string(),
+                username: req
+                    .user_info
+                    .username
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_string(),
                 groups: req
                     .user_info
                     .groups

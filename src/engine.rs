@@ -15,9 +15,9 @@ use crate::approval::{
 };
 use crate::change::{Change, Operation, Workload};
 use crate::policy::{KnownNamespaces, NamespaceLabels, Policy};
+use crate::provenance::Facts;
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
-use crate::provenance::Facts;
 use crate::review::{Heads, ReviewError};
 use crate::verdict::{Findings, Reason, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
@@ -201,8 +201,10 @@ impl Engine {
         let policy = self.policy.load();
         // A scale request is about its parent workload: count it under the parent's kind.
         let kind = match view.subresource() {
-            Some("scale") => crate::change::parent_of(&view.resource.group, &view.resource.resource, &policy)
-                .unwrap_or_else(|| view.kind.kind.to_string()),
+            Some("scale") => {
+                crate::change::parent_of(&view.resource.group, &view.resource.resource, &policy)
+                    .unwrap_or_else(|| view.kind.kind.to_string())
+            }
             _ => view.kind.kind.to_string(),
         };
         let summary = Summary {

@@ -61,10 +61,20 @@ impl<'a> Facts<'a> {
     }
 
     /// The facts of a request view, with its objects' annotations.
-    pub fn of_view(view: &'a RequestView<'a>, new: &'a RawAnnotations<'a>, old: &'a RawAnnotations<'a>) -> Self {
+    pub fn of_view(
+        view: &'a RequestView<'a>,
+        new: &'a RawAnnotations<'a>,
+        old: &'a RawAnnotations<'a>,
+    ) -> Self {
         Self {
             username: view.user_info.username.as_deref().unwrap_or_default(),
-            groups: view.user_info.groups.iter().flatten().map(|g| g.as_ref()).collect(),
+            groups: view
+                .user_info
+                .groups
+                .iter()
+                .flatten()
+                .map(|g| g.as_ref())
+                .collect(),
             field_manager: view.field_manager(),
             operation: view.operation,
             identity_only: matches!(view.subresource(), Some("scale" | "eviction")),

@@ -197,7 +197,9 @@ pub fn decode(body: &[u8]) -> Result<RequestView<'_>, Rejected> {
         error,
     };
     if review.api_version != API_VERSION {
-        return Err(fail(ReviewError::ApiVersion(review.api_version.into_owned())));
+        return Err(fail(ReviewError::ApiVersion(
+            review.api_version.into_owned(),
+        )));
     }
     if review.kind != KIND {
         return Err(fail(ReviewError::Kind(review.kind.into_owned())));

@@ -396,7 +396,10 @@ mod tests {
                 "found unexpected end of stream",
             ),
             (
-                edited("mode: enforce ", "onClusterUnavailable: maybe\n  mode: enforce "),
+                edited(
+                    "mode: enforce ",
+                    "onClusterUnavailable: maybe\n  mode: enforce ",
+                ),
                 "spec.onClusterUnavailable: unknown variant `maybe`, expected `deny` or `allow`",
             ),
             (
@@ -430,7 +433,10 @@ mod tests {
             default.document.spec.on_cluster_unavailable,
             OnClusterUnavailable::Deny
         );
-        let allow = edited("mode: enforce ", "onClusterUnavailable: allow\n  mode: enforce ");
+        let allow = edited(
+            "mode: enforce ",
+            "onClusterUnavailable: allow\n  mode: enforce ",
+        );
         let allow = Policy::from_yaml(&allow, None).unwrap();
         assert_eq!(
             allow.document.spec.on_cluster_unavailable,

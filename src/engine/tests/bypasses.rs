@@ -237,7 +237,12 @@ fn the_digest_an_approval_binds_changes_with_the_labels() {
     };
     let digest = |labels: Value| {
         let r = engine().review(&ns(labels).body());
-        r.judged().unwrap().verdict.digest.clone().expect("a digest to approve")
+        r.judged()
+            .unwrap()
+            .verdict
+            .digest
+            .clone()
+            .expect("a digest to approve")
     };
     let critical = digest(json!({"blastguard.io/tier": "critical"}));
     assert_ne!(critical, digest(json!({})));

@@ -729,7 +729,10 @@ fn non_ai_requests_take_the_fast_path() {
     let got = engine().review(&Req::create("Deployment", "prod", deploy(400, "a", human())).body());
     let judged = got.judged().unwrap();
     let v = &judged.verdict;
-    assert!(judged.change.is_none(), "the objects of a person's change are never parsed");
+    assert!(
+        judged.change.is_none(),
+        "the objects of a person's change are never parsed"
+    );
     assert_eq!(v.reason, NotAiAssisted);
     assert!(
         v.findings.radius.is_none(),
@@ -821,11 +824,23 @@ fn bad_reviews_get_a_clear_answer() {
     let e = engine();
     let not_json = e.review(b"{not json");
     assert!(matches!(not_json, Reviewed::Unreadable { .. }));
-    assert!(not_json.error().unwrap().to_string().contains("not a valid AdmissionReview"));
+    assert!(
+        not_json
+            .error()
+            .unwrap()
+            .to_string()
+            .contains("not a valid AdmissionReview")
+    );
 
     let missing = e.review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#);
     assert!(matches!(missing, Reviewed::Unreadable { .. }));
-    assert!(missing.error().unwrap().to_string().contains("has no request"));
+    assert!(
+        missing
+            .error()
+            .unwrap()
+            .to_string()
+            .contains("has no request")
+    );
 
     // With a readable uid, the answer is an AdmissionReview that echoes it.
     let mut v1beta1: Value =
