@@ -1,0 +1,273 @@
+//! The borrowed request view the hot path reads (src/review.rs) against kube-rs's own
+//! reading of the same bytes (`AdmissionReview<DynamicObject>`), on every fixture made
+//! by the real tools and on generated reviews: the same uid, kind, resource,
+//! subresource, name, namespace, operation, user, groups, dry run, field manager,
+//! objects and annotations. DESIGN.md section 9 allows the view only on this condition.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use blastguard::change::Operation;
+use blastguard::review::{Heads, RequestView, decode};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
+use serde_json::{Value, json};
+
+fn kube_reading(body: &[u8]) -> AdmissionRequest<DynamicObject> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).expect("kube-rs reads the review");
+    review.try_into().expect("a request")
+}
+
+fn operation(op: &KubeOperation) -> Operation {
+    match op {
+        KubeOperation::Create => Operation::Create,
+        KubeOperation::Update => Operation::Update,
+        KubeOperation::Delete => Operation::Delete,
+        KubeOperation::Connect => Operation::Connect,
+    }
+}
+
+/// An object as kube-rs holds it, back as JSON, for comparison with the raw view.
+fn kube_object(o: &Option<DynamicObject>) -> Option<Value> {
+    o.as_ref().map(|o| serde_json::to_value(o).expect("serializes"))
+}
+
+fn raw_object(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {
+    raw.map(|r| serde_json::from_str::<Value>(r.get()).expect("raw JSON"))
+        .filter(|v| !v.is_null())
+}
+
+fn annotations(o: &Option<DynamicObject>) -> BTreeMap<String, String> {
+    o.as_ref()
+        .and_then(|o| o.metadata.annotations.clone())
+        .unwrap_or_default()
+}
+
+/// Asserts the view reads `body` as kube-rs does; `what` names the review.
+fn assert_same_reading(body: &[u8], what: &str) {
+    let kube = kube_reading(body);
+    let view: RequestView<'_> = decode(body).unwrap_or_else(|r| panic!("{what}: {}", r.error));
+    assert_eq!(view.uid, kube.uid, "{what}: uid");
+    assert_eq!(view.operation, operation(&kube.operation), "{what}: operation");
+    assert_eq!(
+        (&*view.kind.group, &*view.kind.version, &*view.kind.kind),
+        (&*kube.kind.group, &*kube.kind.version, &*kube.kind.kind),
+        "{what}: kind"
+    );
+    assert_eq!(
+        (&*view.resource.group, &*view.resource.version, &*view.resource.resource),
+        (
+            &*kube.resource.group,
+            &*kube.resource.version,
+            &*kube.resource.resource
+        ),
+        "{what}: resource"
+    );
+    assert_eq!(
+        view.subresource(),
+        kube.sub_resource.as_deref().filter(|s| !s.is_empty()),
+        "{what}: subresource"
+    );
+    assert_eq!(view.name, kube.name, "{what}: name");
+    assert_eq!(
+        view.namespace(),
+        kube.namespace.as_deref().filter(|s| !s.is_empty()),
+        "{what}: namespace"
+    );
+    assert_eq!(
+        view.user_info.username.as_deref(),
+        kube.user_info.username.as_deref(),
+        "{what}: username"
+    );
+    let groups: Option<Vec<&str>> = view
+        .user_info
+        .groups
+        .as_ref()
+        .map(|g| g.iter().map(|g| g.as_ref()).collect());
+    let kube_groups: Option<Vec<&str>> = kube
+        .user_info
+        .groups
+        .as_ref()
+        .map(|g| g.iter().map(String::as_str).collect());
+    assert_eq!(groups, kube_groups, "{what}: groups");
+    assert_eq!(view.dry_run.unwrap_or(false), kube.dry_run, "{what}: dryRun");
+    assert_eq!(
+        view.field_manager(),
+        kube.options
+            .as_ref()
+            .and_then(|o| o.0.get("fieldManager"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty()),
+        "{what}: fieldManager"
+    );
+    assert_eq!(
+        raw_object(view.object),
+        kube_object(&kube.object),
+        "{what}: object"
+    );
+    assert_eq!(
+        raw_object(view.old_object),
+        kube_object(&kube.old_object),
+        "{what}: oldObject"
+    );
+    let heads = Heads::of(&view).unwrap_or_else(|e| panic!("{what}: {e}"));
+    if view.subresource().is_none() {
+        for (raw, kube_object, which) in [
+            (&heads.new, &kube.object, "object"),
+            (&heads.old, &kube.old_object, "oldObject"),
+        ] {
+            for (key, value) in annotations(kube_object) {
+                assert_eq!(
+                    raw.get(&key).as_deref(),
+                    Some(value.as_str()),
+                    "{what}: {which} annotation {key}"
+                );
+            }
+            assert_eq!(
+                raw.is_empty(),
+                annotations(kube_object).is_empty(),
+                "{what}: {which} has annotations"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_fixture_reads_as_kube_rs_reads_it() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let body = std::fs::read(&path).expect("read");
+            assert_same_reading(&body, &path.display().to_string());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 8, "only {seen} fixtures found");
+}
+
+/// xorshift64*: a fixed, seeded stream, so a failure is reproducible from its index.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Strings that exercise JSON escapes, non-ASCII text and emptiness, where the view
+/// borrows or must unescape.
+const TEXTS: &[&str] = &[
+    "",
+    "api",
+    "claude-code",
+    "false",
+    " FALSE ",
+    "line\nbreak",
+    "quote\"and\\backslash",
+    "tab\there",
+    "ünïcødé ✓",
+    "emoji 😀",
+    "{\"apiVersion\":\"apps/v1\",\"kind\":\"Deployment\"}",
+    "\u{0}nul",
+];
+
+fn generated_review(rng: &mut Rng) -> Value {
+    let op = rng.pick(&["CREATE", "UPDATE", "DELETE", "CONNECT"]);
+    let sub = rng.pick(&["", "", "", "scale", "status", "eviction"]);
+    let mut annotations = serde_json::Map::new();
+    for _ in 0..(rng.next() % 5) {
+        let key = rng.pick(&[
+            "blastguard.io/ai-agent",
+            "blastguard.io/ai-assisted",
+            "blastguard.io/change-id",
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "team",
+        ]);
+        annotations.insert(key.to_string(), json!(rng.pick(TEXTS)));
+    }
+    let object = |rng: &mut Rng, annotations: &serde_json::Map<String, Value>| {
+        let mut metadata = json!({"name": rng.pick(TEXTS), "namespace": "prod",
+            "managedFields": [{"manager": rng.pick(TEXTS), "operation": "Update",
+                               "fieldsV1": {"f:spec": {"f:replicas": {}}}}]});
+        if !annotations.is_empty() || rng.chance(30) {
+            metadata["annotations"] = Value::Object(annotations.clone());
+        }
+        if rng.chance(50) {
+            metadata["labels"] = json!({"app": rng.pick(TEXTS)});
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+               "spec": {"replicas": rng.next() % 100, "template": {"spec": {"containers": [
+                   {"name": "a", "image": rng.pick(TEXTS)}]}}},
+               "status": {"replicas": 3}})
+    };
+    let mut request = json!({
+        "uid": format!("uid-{}", rng.next()),
+        "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+        "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+        "name": rng.pick(TEXTS),
+        "operation": op,
+        "userInfo": {"username": rng.pick(TEXTS), "uid": "u",
+                     "groups": [rng.pick(TEXTS), "system:authenticated"],
+                     "extra": {"k": [rng.pick(TEXTS)]}},
+    });
+    if !sub.is_empty() {
+        request["subResource"] = json!(sub);
+    }
+    if rng.chance(80) {
+        request["namespace"] = json!(rng.pick(&["prod", "", "staging"]));
+    }
+    if rng.chance(50) {
+        request["dryRun"] = json!(rng.chance(50));
+    }
+    if rng.chance(70) {
+        let mut options = json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"});
+        if rng.chance(60) {
+            options["fieldManager"] = json!(rng.pick(&["kubectl-ai", "kubectl-client-side-apply", ""]));
+        }
+        request["options"] = options;
+    }
+    if op != "DELETE" && rng.chance(90) {
+        request["object"] = object(rng, &annotations);
+    }
+    if op != "CREATE" && rng.chance(90) {
+        let old_annotations = if rng.chance(50) {
+            annotations.clone()
+        } else {
+            serde_json::Map::new()
+        };
+        request["oldObject"] = object(rng, &old_annotations);
+    }
+    if rng.chance(10) {
+        request["object"] = Value::Null;
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+#[test]
+fn generated_reviews_read_as_kube_rs_reads_them() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..2_000 {
+        let review = generated_review(&mut rng);
+        // Pretty-printed half the time: whitespace must not matter either.
+        let body = if i % 2 == 0 {
+            serde_json::to_vec(&review)
+        } else {
+            serde_json::to_vec_pretty(&review)
+        }
+        .expect("JSON");
+        assert_same_reading(&body, &format!("generated review {i}"));
+    }
+}
