@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+/// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
+pub mod cluster;
+
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::symlink;

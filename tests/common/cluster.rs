@@ -1,0 +1,896 @@
+//! The end-to-end harness: a real control plane, the real `kubectl` and `helm`, and
+//! `blastguard serve` as a local process registered through the chart's `webhook.url`.
+//!
+//! Nothing here stands in for the API server. `scripts/control-plane.sh up` starts the
+//! pinned etcd, kube-apiserver and kube-controller-manager on 127.0.0.1; the chart is
+//! installed into that API server with `helm install`; every change is made with
+//! `kubectl` (`.tools/bin`, v1.35), so the AdmissionReviews blastguard judges are the
+//! ones the API server builds (defaulting, matchConditions in CEL, RBAC, impersonation,
+//! dry-run, the scale subresource, the controllers' own requests). No kubelet or
+//! scheduler runs: Pods are created and stay Pending.
+//!
+//! One control plane per test binary, owned by the binary's single `#[test]`, which
+//! runs its scenarios as [`Steps`] in sequence. Why not one `#[test]` per scenario
+//! sharing a static cluster: libtest ends the process without dropping statics, so
+//! nothing would run `control-plane.sh down`. Here the [`ControlPlane`] is a local of
+//! the test: its `Drop` runs `down` when the test ends, passed or failed. A watchdog
+//! process (started with the cluster) brings it down as well if the test process dies
+//! without unwinding (abort, SIGKILL, Ctrl-C), so no etcd or kube-apiserver outlives
+//! `cargo test`.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{KubeletDir, Leaf, PATIENCE, Pki, Server, address_after, admin_get, capture, metric};
+
+/// Bound for one wait on the cluster (a ReplicaSet to appear, the webhook to be ready).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The AI marker of the chart's default policy.
+pub const AI_AGENT: &str = "blastguard.io/ai-agent";
+
+/// The identity the chart's default policy names as an AI agent
+/// (`system:serviceaccount:ai-agents:*`).
+pub const BOT: &str = "system:serviceaccount:ai-agents:bot";
+
+/// The HorizontalPodAutoscaler controller's identity in a cluster whose controller
+/// manager runs with `--use-service-account-credentials` (as control-plane.sh does).
+pub const HPA: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+/// The metric every answered AdmissionReview increments.
+pub const REQUESTS: &str = "blastguard_admission_requests_total";
+
+/// The checkout (scripts, chart, `.tools/bin`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command for a tool, `.tools/bin` (scripts/install-tools.sh) first on its PATH: the
+/// machine's own kubectl is too old for the v1.35 API server.
+fn tool(program: &str) -> Command {
+    let mut paths = vec![repo().join(".tools/bin")];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", std::env::join_paths(paths).unwrap());
+    cmd
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Whether it exited 0.
+    pub ok: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The command, for messages.
+    pub what: String,
+}
+
+impl Run {
+    /// Standard output, failing the test with everything printed unless it exited 0.
+    #[track_caller]
+    pub fn expect_ok(self) -> String {
+        assert!(
+            self.ok,
+            "{} failed:\n{}\n{}",
+            self.what, self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    /// Standard error, failing the test unless the command failed.
+    #[track_caller]
+    pub fn expect_err(self) -> String {
+        assert!(
+            !self.ok,
+            "{} succeeded, expected a failure:\n{}",
+            self.what, self.stdout
+        );
+        self.stderr
+    }
+}
+
+/// Runs `cmd` to completion, with `stdin` when given.
+fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e} (run scripts/install-tools.sh)"));
+    if let Some(input) = stdin {
+        // The child's reads never wait on its writes: kubectl and helm read all input first.
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        what,
+    }
+}
+
+/// Polls `probe` every 200 ms until it returns `Some`, failing with `what` after
+/// `timeout`.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs an async helper of `common` (the admin-port client) from these synchronous tests.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+// ---------------------------------------------------------------------------------
+// The control plane
+
+/// A running control plane (etcd, kube-apiserver, kube-controller-manager), stopped
+/// with `control-plane.sh down` when dropped.
+pub struct ControlPlane {
+    /// Holds the cluster's files: kubeconfig, PKI, etcd data, logs.
+    pub dir: tempfile::TempDir,
+    /// The cluster-admin kubeconfig (`O=system:masters`).
+    pub kubeconfig: PathBuf,
+    watchdog: Child,
+}
+
+fn script() -> PathBuf {
+    repo().join("scripts/control-plane.sh")
+}
+
+impl ControlPlane {
+    /// Starts a fresh cluster. Fails the test with the script's output when the binaries
+    /// cannot be built or the cluster does not come up: an e2e test never skips.
+    pub fn up() -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix("blastguard-e2e.")
+            .tempdir()
+            .unwrap();
+        let t0 = Instant::now();
+        let mut cmd = Command::new("bash");
+        cmd.arg(script()).arg("up").arg(dir.path());
+        let up = run(cmd, None);
+        if !up.ok {
+            // `up` cleans up after itself on failure; `down` is idempotent.
+            let _ = Command::new("bash")
+                .arg(script())
+                .arg("down")
+                .arg(dir.path())
+                .status();
+            panic!(
+                "scripts/control-plane.sh up failed (build it with `bash scripts/control-plane.sh build`; \
+                 scripts/test.sh does):\n{}\n{}",
+                up.stdout, up.stderr
+            );
+        }
+        // The watchdog: once this process is gone, stop whatever it left running (the
+        // serve process recorded in serve.pid, the control plane) and remove the files.
+        // In its own session, so the Ctrl-C that ends `cargo test` does not end it too.
+        let watchdog = Command::new("setsid")
+            .args([
+                "sh",
+                "-c",
+                r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
+                   [ -f "$2/serve.pid" ] && kill "$(cat "$2/serve.pid")" 2>/dev/null
+                   bash "$3" down "$2"; rm -rf "$2""#,
+                "e2e-watchdog",
+            ])
+            .arg(std::process::id().to_string())
+            .arg(dir.path())
+            .arg(script())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        eprintln!(
+            "e2e: control plane up in {:.1}s ({})",
+            t0.elapsed().as_secs_f64(),
+            dir.path().display()
+        );
+        let kubeconfig = dir.path().join("kubeconfig");
+        ControlPlane {
+            dir,
+            kubeconfig,
+            watchdog,
+        }
+    }
+
+    /// (component, pid) of the running processes, from control-plane.sh's `pids` file.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        std::fs::read_to_string(self.dir.path().join("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (name, pid) = l.split_once(' ')?;
+                Some((name.to_string(), pid.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// (component, current RSS in MB, peak RSS in MB), read from /proc.
+    pub fn memory(&self) -> Vec<(String, u64, u64)> {
+        self.pids()
+            .into_iter()
+            .map(|(name, pid)| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let kb = |key: &str| -> u64 {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(key))
+                        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                (name, kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
+            })
+            .collect()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let memory: Vec<String> = self
+            .memory()
+            .iter()
+            .map(|(name, rss, peak)| format!("{name} {rss} MB (peak {peak} MB)"))
+            .collect();
+        eprintln!("e2e: control plane RSS at the end: {}", memory.join(", "));
+        let status = Command::new("bash")
+            .arg(script())
+            .arg("down")
+            .arg(self.dir.path())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("e2e: control-plane.sh down failed: {status:?}");
+        }
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Approvers: real ssh-keygen keys
+
+/// An approver with an ed25519 key made by `ssh-keygen`.
+pub struct Approver {
+    /// The principal in allowed_signers.
+    pub principal: String,
+    key: PathBuf,
+}
+
+impl Approver {
+    /// Makes a key in `dir`.
+    pub fn new(dir: &Path, principal: &str) -> Approver {
+        let key = dir.join(principal.replace(['@', '.'], "_"));
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", principal, "-f"])
+            .arg(&key);
+        run(cmd, None).expect_ok();
+        Approver {
+            principal: principal.to_string(),
+            key,
+        }
+    }
+
+    /// The allowed_signers line trusting this key for blastguard's namespace only.
+    pub fn allowed_signers_line(&self) -> String {
+        let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        let mut fields = public.split_whitespace();
+        let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
+        format!(
+            "{} namespaces=\"approval@blastguard.io\" {kind} {blob}",
+            self.principal
+        )
+    }
+
+    /// The armored signature of `payload` exactly as
+    /// `ssh-keygen -Y sign -n approval@blastguard.io -f KEY payload.json` makes it.
+    pub fn sign(&self, payload: &str) -> String {
+        let file = self.key.with_extension("payload.json");
+        std::fs::write(&file, payload).unwrap();
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-Y", "sign", "-n", "approval@blastguard.io", "-f"])
+            .arg(&self.key)
+            .arg(&file);
+        run(cmd, None).expect_ok();
+        let sig = file.with_extension("json.sig");
+        let text = std::fs::read_to_string(&sig).unwrap();
+        let _ = std::fs::remove_file(sig);
+        text
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The webhook process
+
+impl Server {
+    /// Starts `blastguard serve` on the given addresses. `Server::start` always asks the
+    /// kernel for ports; a webhook registered by URL must come back on its own port.
+    pub fn start_at(listen: SocketAddr, admin: SocketAddr, args: &[&str]) -> Server {
+        let mut child = super::blastguard()
+            .arg("serve")
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = capture(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let out = stdout.lock().unwrap().clone();
+            let webhook = address_after(&out, "webhook listening on https://");
+            let admin = address_after(&out, "admin listening on http://");
+            if let (Some(webhook), Some(admin)) = (webhook, admin) {
+                return Server {
+                    child,
+                    webhook,
+                    admin,
+                    stdout,
+                    stderr,
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "serve exited early with {status}\nstdout:\n{out}\nstderr:\n{}",
+                    stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve printed no addresses\nstdout:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A loopback address on a port that was free a moment ago. The webhook's URL must be
+/// known before `helm install` renders it and before the server (which reads the
+/// policy the install made) starts.
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `blastguard serve` registered with the cluster by URL, its certificates in a
+/// directory updated the way kubelet updates a Secret volume.
+pub struct Webhook {
+    server: Option<Server>,
+    /// The test CA; its bundle is in the webhook configuration.
+    pub pki: Pki,
+    /// The serving certificate's volume (tls.crt, tls.key). Behind a lock so a test
+    /// can rotate it while other threads send requests.
+    certs: Mutex<KubeletDir>,
+    /// The certificate on disk now.
+    leaf: Mutex<Leaf>,
+    /// The webhook's address, as in `webhook.url`.
+    pub listen: SocketAddr,
+    admin: SocketAddr,
+    policy: PathBuf,
+    signers: PathBuf,
+    pid_file: PathBuf,
+    /// stderr of the processes stopped so far.
+    past_logs: Arc<Mutex<String>>,
+}
+
+impl Webhook {
+    /// Starts the server (again) on its address with the same files.
+    pub fn start(&mut self) {
+        assert!(self.server.is_none(), "the webhook is already running");
+        let (cert, key) = {
+            let certs = self.certs.lock().unwrap();
+            (certs.path("tls.crt"), certs.path("tls.key"))
+        };
+        let server = Server::start_at(
+            self.listen,
+            self.admin,
+            &[
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+                "--policy",
+                self.policy.to_str().unwrap(),
+                "--allowed-signers",
+                self.signers.to_str().unwrap(),
+                // Certificate rotation is seen within 100 ms instead of 2 s.
+                "--reload-interval",
+                "100ms",
+            ],
+        );
+        std::fs::write(&self.pid_file, server.pid().to_string()).unwrap();
+        let ready = server.admin_url("/readyz");
+        wait_for(&format!("{ready} to answer 200"), WAIT, || {
+            let (status, _) = block_on(admin_get(&server, "/readyz")).ok()?;
+            (status == 200).then_some(())
+        });
+        self.server = Some(server);
+    }
+
+    /// Stops the server with SIGTERM (it drains) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let mut server = self.server.take().expect("the webhook is not running");
+        server.signal("TERM");
+        let status = server.wait_exit();
+        assert!(
+            status.success(),
+            "serve exited with {status}:\n{}",
+            server.stderr()
+        );
+        self.past_logs.lock().unwrap().push_str(&server.stderr());
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("the webhook is not running")
+    }
+
+    /// Everything the server processes logged so far.
+    pub fn log(&self) -> String {
+        let mut all = self.past_logs.lock().unwrap().clone();
+        if let Some(server) = &self.server {
+            all.push_str(&server.stderr());
+        }
+        all
+    }
+
+    /// The decision log lines (target `blastguard::decision`), one per review judged.
+    pub fn decisions(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("blastguard::decision"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The server's /metrics text.
+    pub fn metrics(&self) -> String {
+        let (status, text) = block_on(admin_get(self.server(), "/metrics")).unwrap();
+        assert_eq!(status, 200, "/metrics answered {status}");
+        text
+    }
+
+    /// The value of one exact series (`name{labels}`), 0 when not exported yet.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric(&self.metrics(), series).unwrap_or(0.0)
+    }
+
+    /// The sum of every series of the metric `name`, whatever their labels.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics(), name)
+    }
+
+    /// AdmissionReviews answered so far (`blastguard_admission_requests_total`, all labels).
+    pub fn requests(&self) -> f64 {
+        self.metric_sum(REQUESTS)
+    }
+
+    /// Replaces the serving certificate with a new leaf of the same CA by symlink swap,
+    /// as kubelet updates a renewed Secret.
+    pub fn rotate(&self, serial: u64) {
+        let leaf = self.pki.leaf(serial, 2031);
+        self.certs.lock().unwrap().write_leaf(&leaf);
+        *self.leaf.lock().unwrap() = leaf;
+    }
+
+    /// notAfter (unix seconds) of the certificate on disk now.
+    pub fn leaf_not_after(&self) -> i64 {
+        self.leaf.lock().unwrap().not_after
+    }
+
+    /// The DER of the certificate on disk now.
+    pub fn leaf_der(&self) -> Vec<u8> {
+        self.leaf.lock().unwrap().der.clone()
+    }
+
+    /// The DER of the certificate a verifying client is served now.
+    pub fn served_certificate(&self) -> Vec<u8> {
+        block_on(super::served_certificate(self.server(), &self.pki.ca_pem)).unwrap()
+    }
+}
+
+/// The sum of the samples of metric `name` (every label set) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = if rest.starts_with('{') {
+                &rest[rest.find('}')? + 1..]
+            } else {
+                rest
+            };
+            rest.strip_prefix(' ')?.trim().parse::<f64>().ok()
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------
+// The whole setup
+
+/// A control plane with blastguard installed by the chart (release `blastguard` in
+/// namespace `blastguard`, `webhook.url` at the local server) and two approvers in its
+/// allowed_signers.
+pub struct E2e {
+    // Field order is drop order: the server stops before the cluster.
+    /// The webhook process.
+    pub webhook: Webhook,
+    /// Approvers listed in allowed_signers.
+    pub approvers: Vec<Approver>,
+    /// A key that is not listed.
+    pub outsider: Approver,
+    /// Scratch directory (keys, certificates, policy, caches), inside the cluster's
+    /// directory so that one removal (by the cluster's drop, or its watchdog) takes all.
+    pub work: PathBuf,
+    /// The cluster.
+    pub cluster: ControlPlane,
+}
+
+/// The chart.
+pub fn chart() -> PathBuf {
+    repo().join("charts/blastguard")
+}
+
+impl E2e {
+    /// Brings everything up: the control plane, then `helm install` of the chart with
+    /// `webhook.url`, `certificates.mode=secret` and the approvers, then `blastguard
+    /// serve` with the policy and allowed_signers read back from the ConfigMaps the
+    /// chart made (the sequence of docs/install.md, "Development"), so the process
+    /// enforces exactly the release's policy.
+    pub fn start() -> E2e {
+        let cluster = ControlPlane::up();
+        let work = cluster.dir.path().join("work");
+        let keys = work.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let approvers = vec![
+            Approver::new(&keys, "alice@example.com"),
+            Approver::new(&keys, "bob@example.com"),
+        ];
+        let outsider = Approver::new(&keys, "mallory@example.com");
+
+        let pki = Pki::new();
+        let leaf = pki.leaf(1, 2030);
+        let mut certs = KubeletDir::new(&work.join("tls"));
+        certs.write_leaf(&leaf);
+        let listen = free_address();
+
+        let values = json!({
+            "webhook": {"url": format!("https://{listen}/validate")},
+            "certificates": {"mode": "secret", "secret": {"caBundle": base64(pki.ca_pem.as_bytes())}},
+            "allowedSigners": {
+                "entries": approvers.iter().map(Approver::allowed_signers_line).collect::<Vec<_>>()
+            },
+        });
+        // JSON is YAML: helm reads it as a values file.
+        let values_file = work.join("values.json");
+        std::fs::write(&values_file, values.to_string()).unwrap();
+
+        let mut e2e = E2e {
+            webhook: Webhook {
+                server: None,
+                pki,
+                certs: Mutex::new(certs),
+                leaf: Mutex::new(leaf),
+                listen,
+                admin: free_address(),
+                policy: work.join("policy.yaml"),
+                signers: work.join("allowed_signers"),
+                pid_file: cluster.dir.path().join("serve.pid"),
+                past_logs: Arc::default(),
+            },
+            approvers,
+            outsider,
+            work,
+            cluster,
+        };
+        e2e.helm(&[
+            "install",
+            "blastguard",
+            chart().to_str().unwrap(),
+            "--namespace",
+            "blastguard",
+            "--create-namespace",
+            "-f",
+            values_file.to_str().unwrap(),
+        ])
+        .expect_ok();
+        let policy = e2e
+            .kubectl(&[
+                "-n",
+                "blastguard",
+                "get",
+                "configmap",
+                "blastguard-policy",
+                "-o",
+                "jsonpath={.data.policy\\.yaml}",
+            ])
+            .expect_ok();
+        let signers = e2e
+            .kubectl(&[
+                "-n",
+                "blastguard",
+                "get",
+                "configmap",
+                "blastguard-allowed-signers",
+                "-o",
+                "jsonpath={.data.allowed_signers}",
+            ])
+            .expect_ok();
+        std::fs::write(&e2e.webhook.policy, policy).unwrap();
+        std::fs::write(&e2e.webhook.signers, signers).unwrap();
+        e2e.webhook.start();
+        e2e
+    }
+
+    /// `kubectl` as cluster-admin against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_with(args, None)
+    }
+
+    /// `kubectl` with `input` on standard input.
+    pub fn kubectl_with(&self, args: &[&str], input: Option<&str>) -> Run {
+        let mut cmd = tool("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.work.join("kube-cache"))
+            .arg("--request-timeout=30s")
+            .args(args);
+        run(cmd, input)
+    }
+
+    /// `kubectl --as USER` (cluster-admin may impersonate anyone).
+    pub fn kubectl_as(&self, user: &str, args: &[&str]) -> Run {
+        let mut all = vec!["--as", user];
+        all.extend_from_slice(args);
+        self.kubectl(&all)
+    }
+
+    /// `kubectl apply -f -` of `manifest` with `args` added (e.g. `--dry-run=server`),
+    /// optionally as another user.
+    pub fn apply(&self, manifest: &Value, args: &[&str], user: Option<&str>) -> Run {
+        let mut all = vec![];
+        if let Some(user) = user {
+            all.extend(["--as", user]);
+        }
+        all.extend(["apply", "-f", "-"]);
+        all.extend_from_slice(args);
+        self.kubectl_with(&all, Some(&manifest.to_string()))
+    }
+
+    /// `helm` against this cluster, with its caches in the scratch directory.
+    pub fn helm(&self, args: &[&str]) -> Run {
+        let home = self.work.join("helm");
+        let mut cmd = tool("helm");
+        cmd.env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .arg("--kubeconfig")
+            .arg(&self.cluster.kubeconfig)
+            .args(args);
+        run(cmd, None)
+    }
+
+    /// Creates namespaces (ignoring ones that exist).
+    pub fn namespaces(&self, names: &[&str]) {
+        for name in names {
+            let manifest =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            self.apply(&manifest, &[], None).expect_ok();
+        }
+    }
+
+    /// One field of an object, by jsonpath (`""` when the object or field is missing).
+    /// `namespace` is `""` for a cluster-scoped object.
+    pub fn jsonpath(&self, namespace: &str, object: &str, path: &str) -> String {
+        let r = self.kubectl(&in_namespace(
+            namespace,
+            &["get", object, "-o", &format!("jsonpath={path}")],
+        ));
+        if r.ok { r.stdout } else { String::new() }
+    }
+
+    /// An object as JSON, or None when it does not exist (`namespace` `""` for a
+    /// cluster-scoped one).
+    pub fn get(&self, namespace: &str, object: &str) -> Option<Value> {
+        let r = self.kubectl(&in_namespace(namespace, &["get", object, "-o", "json"]));
+        r.ok.then(|| serde_json::from_str(&r.stdout).unwrap())
+    }
+
+    /// The items of `kubectl get KIND -o json` in a namespace.
+    pub fn list(&self, namespace: &str, kind: &str) -> Vec<Value> {
+        let out = self
+            .kubectl(&["-n", namespace, "get", kind, "-o", "json"])
+            .expect_ok();
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the Deployment's controller made a ReplicaSet with `replicas` for
+    /// it, and returns that ReplicaSet.
+    pub fn wait_for_replicaset(&self, namespace: &str, deployment: &str, replicas: u64) -> Value {
+        wait_for(
+            &format!("a ReplicaSet of {namespace}/{deployment} with {replicas} replicas"),
+            WAIT,
+            || {
+                self.list(namespace, "replicasets").into_iter().find(|rs| {
+                    rs["metadata"]["ownerReferences"][0]["name"] == deployment
+                        && rs["spec"]["replicas"] == replicas
+                })
+            },
+        )
+    }
+
+    /// Reads the first line of kubectl's stderr that is an approval payload
+    /// (`{"apiVersion":"blastguard.io/v1","kind":"Approval",...`).
+    pub fn payload_in(stderr: &str) -> String {
+        stderr
+            .lines()
+            .find(|l| l.starts_with(r#"{"apiVersion":"blastguard.io/v1","kind":"Approval""#))
+            .unwrap_or_else(|| panic!("no approval payload in:\n{stderr}"))
+            .to_string()
+    }
+
+    /// `blastguard digest -f -` of an object as the API server returns it.
+    pub fn digest_of(&self, object: &Value) -> String {
+        let file = self.work.join("digest-input.json");
+        std::fs::write(&file, object.to_string()).unwrap();
+        let (status, out, err) = super::run_to_exit(&["digest", "-f", file.to_str().unwrap()]);
+        assert!(status.success(), "blastguard digest failed:\n{out}\n{err}");
+        let payload: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        payload["digest"].as_str().unwrap().to_string()
+    }
+}
+
+/// `-n NAMESPACE` before `args`, unless the namespace is `""`.
+fn in_namespace<'a>(namespace: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = if namespace.is_empty() {
+        vec![]
+    } else {
+        vec!["-n", namespace]
+    };
+    all.extend_from_slice(args);
+    all
+}
+
+/// A Deployment manifest (nginx, `app: NAME`), with annotations.
+pub fn deployment(
+    namespace: &str,
+    name: &str,
+    replicas: u64,
+    annotations: &[(&str, &str)],
+) -> Value {
+    let annotations: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}, "annotations": annotations},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
+            }
+        }
+    })
+}
+
+/// Standard base64 (the chart's caBundle).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// Scenarios as steps
+
+/// The scenarios of one test binary, run in order against one cluster. A failing step
+/// is recorded and the next one still runs (each sets up what it needs or says which
+/// earlier step it depends on); the test fails at [`Steps::finish`] naming every
+/// failed step.
+#[derive(Default)]
+pub struct Steps {
+    failed: Vec<String>,
+    passed: usize,
+}
+
+impl Steps {
+    /// Runs one step, printing its name, result and time.
+    pub fn run(&mut self, name: &str, step: impl FnOnce()) {
+        let t0 = Instant::now();
+        eprintln!("e2e step: {name} ...");
+        let result = std::panic::catch_unwind(AssertUnwindSafe(step));
+        let secs = t0.elapsed().as_secs_f64();
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                eprintln!("e2e step: {name}: ok ({secs:.1}s)");
+            }
+            Err(_) => {
+                eprintln!("e2e step: {name}: FAILED ({secs:.1}s)");
+                self.failed.push(name.to_string());
+            }
+        }
+    }
+
+    /// Fails the test if any step failed.
+    pub fn finish(self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} of {} steps failed: {:#?}",
+            self.failed.len(),
+            self.failed.len() + self.passed,
+            self.failed
+        );
+    }
+}
