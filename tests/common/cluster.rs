@@ -115,7 +115,8 @@ fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e} (run scripts/install-tools.sh)"));
     if let Some(input) = stdin {
-        // The child's reads never wait on its writes: kubectl and helm read all input first.
+        // Manifests are small (far under a pipe buffer): written whole before any output
+        // is read, without a deadlock.
         child
             .stdin
             .take()
