@@ -14,12 +14,12 @@ use crate::approval::{
     WorkloadAnnotations,
 };
 use crate::change::{Change, Operation, Workload};
-use crate::policy::{KnownNamespaces, NamespaceLabels, Policy};
+use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
 use crate::provenance::Facts;
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::{Heads, ReviewError};
-use crate::verdict::{Findings, Reason, Verdict, decide};
+use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
 
 /// The engine shared by every request.
@@ -272,6 +272,9 @@ impl Engine {
         if findings.signal.is_none() || change.operation == Operation::Connect {
             return finish(findings, None, 1, None);
         }
+        // One time budget for every API-server call of this decision (cluster state
+        // only; in memory nothing waits), and a note of what could not be read in it.
+        let scope = crate::cluster::Scope::begin();
         let namespace = change.target.namespace.as_deref();
         // Cluster-scoped objects have no namespace labels; they match as "".
         let labels = match namespace {
@@ -342,6 +345,10 @@ impl Engine {
                 }
             }
         }
+        findings.unavailable = scope.unavailable().map(|what| Unavailable {
+            what,
+            deny: policy.document.spec.on_cluster_unavailable == OnClusterUnavailable::Deny,
+        });
         let verdict = finish(findings, payload, rule.required_approvals, digest);
         if verdict.decision.allowed() && !change.dry_run {
             for key in &set_keys {

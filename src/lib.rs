@@ -6,12 +6,14 @@
 //! [`review`] (AdmissionReview in) → [`change`] → [`provenance`] → [`radius`]
 //! (with [`reach`] for change sets) → [`policy`] → [`approval`] → [`verdict`] →
 //! [`response`], tied together by [`engine`]. The webhook server lives in [`server`],
-//! the command line in [`cli`].
+//! the command line in [`cli`]; the state that spans requests, in a cluster, in
+//! [`cluster`].
 
 pub mod annotations;
 pub mod approval;
 pub mod change;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod kinds;
 pub mod logging;

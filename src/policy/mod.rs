@@ -226,9 +226,16 @@ pub trait NamespaceLabels: Send + Sync {
 #[derive(Debug, Default, Clone)]
 pub struct KnownNamespaces(pub std::collections::HashMap<String, BTreeMap<String, String>>);
 
+/// The label the API server sets on every Namespace to its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 impl NamespaceLabels for KnownNamespaces {
     fn labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        Some(self.0.get(namespace).cloned().unwrap_or_default())
+        let mut labels = self.0.get(namespace).cloned().unwrap_or_default();
+        // As in a cluster, where the API server sets it on every Namespace, so a
+        // selector on it picks the same rule offline as online.
+        labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string());
+        Some(labels)
     }
 }
 

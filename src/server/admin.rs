@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,12 +15,30 @@ use super::tls::CertResolver;
 use crate::metrics::Metrics;
 
 /// Whether the webhook should receive traffic. The policy is loaded before the admin
-/// port opens, so what remains is the certificate and the drain.
-#[derive(Debug)]
+/// port opens, so what remains is the certificate, the cluster state's first lists
+/// (until a start-up deadline) and the drain.
 pub struct Readiness {
     certificate: Arc<CertResolver>,
     certificate_source: String,
     draining: AtomicBool,
+    cluster_sync: Option<ClusterSync>,
+}
+
+/// The caches of cluster state still waiting for their first list, by name.
+pub type PendingSync = Box<dyn Fn() -> Vec<&'static str> + Send + Sync>;
+
+struct ClusterSync {
+    pending: PendingSync,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("certificate_source", &self.certificate_source)
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Readiness {
@@ -30,7 +49,17 @@ impl Readiness {
             certificate,
             certificate_source,
             draining: AtomicBool::new(false),
+            cluster_sync: None,
         }
+    }
+
+    /// Also waits for the cluster state's first lists, but not past `deadline`: a
+    /// replica that cannot list is better serving with GETs and what it knows than
+    /// unready, and an API server that fails every replica's lists would otherwise
+    /// take admission down with it.
+    pub fn with_cluster_sync(mut self, pending: PendingSync, deadline: Instant) -> Self {
+        self.cluster_sync = Some(ClusterSync { pending, deadline });
+        self
     }
 
     /// Marks the server as draining: not ready from now on.
@@ -48,6 +77,20 @@ impl Readiness {
                 "no valid TLS certificate loaded yet (waiting for {})",
                 self.certificate_source
             ));
+        }
+        if let Some(sync) = &self.cluster_sync
+            && Instant::now() < sync.deadline
+        {
+            let pending = (sync.pending)();
+            if !pending.is_empty() {
+                return Err(format!(
+                    "waiting for the first list of {} from the API server (at most {}s more)",
+                    pending.join(", "),
+                    sync.deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                ));
+            }
         }
         Ok(())
     }

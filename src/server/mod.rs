@@ -1,8 +1,10 @@
 //! `blastguard serve`: the HTTPS webhook and its admin port (DESIGN.md section 6).
 //!
-//! Startup order: policy (an invalid one is fatal), allowed_signers (a missing one
-//! only makes approvals impossible), both ports bound, the certificate (readiness
-//! waits for it), then serving until SIGTERM or SIGINT drains the webhook.
+//! Startup order: policy (an invalid one is fatal), the cluster state (watches start;
+//! readiness waits for their first lists, up to `--cluster-sync-timeout`),
+//! allowed_signers (a missing one only makes approvals impossible), both ports bound,
+//! the certificate (readiness waits for it), then serving until SIGTERM or SIGINT
+//! drains the webhook.
 
 pub mod admin;
 pub mod dev;
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -24,7 +26,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 use crate::approval::NoTrustedSigners;
-use crate::engine::Engine;
+use crate::cluster::{self, Cluster, StateMode};
+use crate::engine::{Engine, State};
 use crate::logging::{self, LogFormat};
 use crate::metrics::{Metrics, Reloaded};
 use crate::policy::Policy;
@@ -101,6 +104,51 @@ pub struct ServeArgs {
     /// Connection limits and timeouts.
     #[command(flatten)]
     pub limits: Box<LimitArgs>,
+    /// Where change sets, namespace labels and workload annotations come from.
+    #[command(flatten)]
+    pub cluster: Box<ClusterArgs>,
+}
+
+/// The cluster state of `blastguard serve` (DESIGN.md section 5).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Cluster state")]
+pub struct ClusterArgs {
+    /// Where change sets, namespace labels and parent workloads' annotations come
+    /// from: the cluster's API server, shared by every replica (cluster); this
+    /// process's memory (memory); the cluster when one is configured, in-cluster or by
+    /// KUBECONFIG, else memory (auto). --dev always uses memory.
+    #[arg(
+        long,
+        env = "BLASTGUARD_STATE",
+        value_enum,
+        default_value_t = StateMode::Auto
+    )]
+    pub state: StateMode,
+    /// Namespace of the ChangeSet records [default: the configuration's namespace; in
+    /// a pod, its own].
+    #[arg(long, env = "BLASTGUARD_STATE_NAMESPACE", value_name = "NAMESPACE")]
+    pub state_namespace: Option<String>,
+    /// Longest time one admission decision waits on the API server, for all its
+    /// reads and writes together; past it, it decides with what is known.
+    #[arg(
+        long,
+        env = "BLASTGUARD_API_BUDGET",
+        value_name = "DURATION",
+        default_value = "200ms",
+        value_parser = humantime::parse_duration
+    )]
+    pub api_budget: Duration,
+    /// How long /readyz waits for the first lists of namespaces, workloads and
+    /// change sets; past it the server is ready without them (and says so in its log),
+    /// so a broken API server cannot keep every replica unready.
+    #[arg(
+        long,
+        env = "BLASTGUARD_CLUSTER_SYNC_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub cluster_sync_timeout: Duration,
 }
 
 /// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
@@ -200,6 +248,12 @@ pub enum ServeError {
     /// Neither certificate flags nor `--dev` were given.
     #[error("serve needs --tls-cert and --tls-key, or --dev")]
     NoCertificate,
+    /// `--state cluster` without a usable cluster configuration.
+    #[error("cannot use the cluster state (--state cluster): {0}")]
+    Cluster(#[from] cluster::ClusterError),
+    /// `--state cluster` with `--dev`, which runs without a cluster.
+    #[error("--dev runs without a cluster; drop --state cluster, or --dev")]
+    DevWithCluster,
 }
 
 /// Runs the server until SIGTERM or SIGINT and the drain that follows.
@@ -259,7 +313,16 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         rules = policy.rules.len(),
         "policy loaded"
     );
-    let engine = Arc::new(Engine::new(policy, Arc::new(NoTrustedSigners)));
+    cluster::scope::set_budget(args.cluster.api_budget);
+    let cluster = start_cluster(&args.cluster, dev.is_some(), &policy, &metrics).await?;
+    let state = cluster
+        .as_ref()
+        .map_or_else(State::in_memory, |c| c.state());
+    let engine = Arc::new(Engine::with_state(
+        policy,
+        Arc::new(NoTrustedSigners),
+        state,
+    ));
     let mut signers = SignersFile::new(args.allowed_signers.clone());
     signers.tick(&engine, &metrics);
 
@@ -269,10 +332,20 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     let mut interrupt = signal(SignalKind::interrupt())?;
 
     let resolver = Arc::new(tls::CertResolver::default());
-    let readiness = Arc::new(admin::Readiness::new(
+    let mut readiness = admin::Readiness::new(
         resolver.clone(),
         format!("{} and {}", cert_path.display(), key_path.display()),
-    ));
+    );
+    if let Some(cluster) = &cluster {
+        let deadline = Instant::now() + args.cluster.cluster_sync_timeout;
+        let watched = cluster.clone();
+        readiness = readiness.with_cluster_sync(Box::new(move || watched.pending_sync()), deadline);
+        tokio::spawn(report_sync(
+            cluster.clone(),
+            args.cluster.cluster_sync_timeout,
+        ));
+    }
+    let readiness = Arc::new(readiness);
     let admin_listener = bind("admin port", admin_listen).await?;
     let webhook_listener = bind("webhook", listen).await?;
     let admin_addr = admin_listener.local_addr()?;
@@ -341,12 +414,101 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         }
         Err(e) => error!("webhook task failed: {e}"),
     }
+    if let Some(cluster) = &cluster {
+        flush_change_sets(cluster).await;
+    }
     let _ = stop_admin.send(true);
     let _ = admin_task.await;
     info!("stopped");
     // Keeps the dev files until the server is done with them.
     drop(dev);
     Ok(())
+}
+
+/// Starts the cluster state when `--state` and the configuration call for it; logs
+/// which state is in use either way.
+async fn start_cluster(
+    args: &ClusterArgs,
+    dev: bool,
+    policy: &Policy,
+    metrics: &Metrics,
+) -> Result<Option<Arc<Cluster>>, ServeError> {
+    let memory = |why: &str| {
+        info!(
+            state = "memory",
+            "state: change sets, namespace labels and workload annotations in this process's memory ({why}); each replica counts alone"
+        );
+        Ok(None)
+    };
+    let config = match (args.state, dev) {
+        (StateMode::Cluster, true) => return Err(ServeError::DevWithCluster),
+        (_, true) => return memory("--dev"),
+        (StateMode::Memory, false) => return memory("--state memory"),
+        (StateMode::Cluster, false) => Cluster::infer().await?,
+        (StateMode::Auto, false) => match Cluster::infer().await {
+            Ok(config) => config,
+            Err(e) => return memory(&format!("no cluster configured: {e}")),
+        },
+    };
+    let cluster = Cluster::start(
+        config,
+        cluster::Options {
+            namespace: args.state_namespace.clone(),
+            window: policy.change_set_window,
+            workloads: policy.document.spec.workloads.clone(),
+        },
+        metrics.cluster(),
+    )?;
+    info!(
+        state = "cluster",
+        api_server = %cluster.server,
+        namespace = %cluster.namespace,
+        api_budget = %humantime::format_duration(args.api_budget),
+        "state: in the cluster: namespaces and workloads watched, change sets in ChangeSet records shared by every replica"
+    );
+    Ok(Some(Arc::new(cluster)))
+}
+
+/// Logs when the cluster state has its first lists, or that the start-up deadline
+/// passed without them (readiness stops waiting then).
+async fn report_sync(cluster: Arc<Cluster>, timeout: Duration) {
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        let pending = cluster.pending_sync();
+        if pending.is_empty() {
+            info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "cluster state synced: namespaces, workloads and change sets listed"
+            );
+            return;
+        }
+        if !warned && started.elapsed() >= timeout {
+            warn!(
+                pending = %pending.join(", "),
+                timeout = %humantime::format_duration(timeout),
+                "cluster state not listed within the start-up deadline; ready anyway, deciding with GETs within the budget and what is known"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Gives change-set writes still going on in the background a moment to finish, so
+/// a replica that stops does not take admitted changes out of the count.
+async fn flush_change_sets(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while cluster.pending_writes() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = cluster.pending_writes();
+    if left > 0 {
+        warn!(
+            writes = left,
+            "stopping with change-set writes the API server has not taken"
+        );
+    }
 }
 
 fn default_addr(loopback: bool, port: u16) -> SocketAddr {

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
 use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
-use crate::engine::{Engine, Reviewed};
-use crate::policy::{Policy, PolicyError};
+use crate::engine::{Engine, Reviewed, State};
+use crate::policy::{KnownNamespaces, Policy, PolicyError};
 use input::{InputError, Manifest, Reader};
 use output::{Evaluation, Outcome, Style};
 use synth::{Planner, Requester, SynthError};
@@ -175,9 +175,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn execute(args: CheckArgs) -> Result<u8, CheckError> {
-    let engine = load_engine(args.policy.as_deref(), args.allowed_signers.as_deref())?;
+    let (policy, verifier) = load_policy(args.policy.as_deref(), args.allowed_signers.as_deref())?;
     if let Some(path) = &args.review {
-        return check_review(&engine, path);
+        return check_review(&Engine::new(policy, verifier), path);
     }
 
     let mut reader = Reader::default();
@@ -187,6 +187,13 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
         let sources: Vec<_> = args.files.iter().map(|p| p.display().to_string()).collect();
         return Err(CheckError::NoObjects(sources.join(", ")));
     }
+    // check reads no cluster: a rule's namespaceSelector is judged on the labels of the
+    // Namespaces in the input (the new ones over the old).
+    let state = State {
+        namespaces: Arc::new(known_namespaces(old.iter().chain(&manifests))),
+        ..State::in_memory()
+    };
+    let engine = Engine::with_state(policy, verifier, state);
 
     let mut planner = Planner {
         kinds: kinds::Kinds::builtin(),
@@ -271,6 +278,15 @@ fn read_all(reader: &mut Reader, sources: &[PathBuf]) -> Result<Vec<Manifest>, I
 /// the embedded policy) and `--allowed-signers` (else the policy's file when it
 /// exists; without one, no approval can be trusted, and denials say so).
 pub fn load_engine(policy: Option<&Path>, signers: Option<&Path>) -> Result<Engine, CheckError> {
+    let (policy, verifier) = load_policy(policy, signers)?;
+    Ok(Engine::new(policy, verifier))
+}
+
+/// The policy and approval verifier of [`load_engine`].
+fn load_policy(
+    policy: Option<&Path>,
+    signers: Option<&Path>,
+) -> Result<(Policy, Arc<dyn ApprovalVerifier>), CheckError> {
     let policy = match policy {
         Some(path) => Policy::from_file(path)?,
         None => Policy::embedded(),
@@ -286,7 +302,36 @@ pub fn load_engine(policy: Option<&Path>, signers: Option<&Path>) -> Result<Engi
             }
         }
     };
-    Ok(Engine::new(policy, verifier))
+    Ok((policy, verifier))
+}
+
+/// The labels of the Namespaces among `manifests`; a later one with the same name
+/// wins.
+fn known_namespaces<'a>(manifests: impl Iterator<Item = &'a Manifest>) -> KnownNamespaces {
+    let mut known = KnownNamespaces::default();
+    for m in manifests {
+        let o = &m.object;
+        if o.get("apiVersion").and_then(Value::as_str) != Some("v1")
+            || o.get("kind").and_then(Value::as_str) != Some("Namespace")
+        {
+            continue;
+        }
+        let metadata = o.get("metadata");
+        let Some(name) = metadata.and_then(|m| m.get("name")).and_then(Value::as_str) else {
+            continue;
+        };
+        let labels = metadata
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        known.0.insert(name.to_string(), labels);
+    }
+    known
 }
 
 /// Judges one synthesized review and reads the verdict and the response's message

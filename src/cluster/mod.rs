@@ -1,0 +1,191 @@
+//! The cluster's state behind the engine's seams (DESIGN.md sections 4 and 5): every
+//! replica of the webhook gives the same answer because each reads what the cluster
+//! knows, and none makes the API server's health its own.
+//!
+//! - [`namespaces::ClusterNamespaces`]: namespace labels for `namespaceSelector`, from
+//!   a metadata-only watch of Namespaces, with a GET for one not watched yet.
+//! - [`workloads::ClusterWorkloads`]: the parent workload's approval for a scale, from
+//!   watches of the scaled kinds that keep only labels, `blastguard.io/*` annotations
+//!   and replicas, with a GET on a miss.
+//! - [`reach::ClusterReach`]: change sets in `ChangeSet` records
+//!   ([`changeset`]) in the release namespace, read per decision, written with
+//!   resourceVersion preconditions, expiring with the window.
+//!
+//! Every API-server call of a decision shares one time budget ([`scope`]; `serve
+//! --api-budget`, 200 ms by default) and is made through [`bridge`], which never waits
+//! past it. What could not be read in time is noted, and the engine follows the
+//! policy's `onClusterUnavailable` for a change that would otherwise be admitted.
+//!
+//! Without a cluster (`--dev`, `check`, or no configuration found) the engine keeps
+//! [`crate::engine::State::in_memory`].
+
+pub mod bridge;
+pub mod cache;
+pub mod changeset;
+pub mod namespaces;
+pub mod reach;
+pub mod scope;
+mod watch;
+pub mod workloads;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Api;
+use kube::Client;
+
+pub use scope::Scope;
+
+use crate::engine::State;
+use crate::metrics::ClusterMetrics;
+use crate::policy::WorkloadSpec;
+
+/// Where the state that spans requests lives (`serve --state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateMode {
+    /// The cluster when kube's usual inference finds one (in-cluster service account,
+    /// KUBECONFIG, ~/.kube/config), else this process's memory.
+    Auto,
+    /// The cluster; the server does not start without one.
+    Cluster,
+    /// This process's memory: each replica counts alone.
+    Memory,
+}
+
+/// Why the cluster state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Neither an in-cluster service account nor a kubeconfig was found.
+    #[error(
+        "no cluster configuration found (in-cluster service account, KUBECONFIG or ~/.kube/config): {0}"
+    )]
+    NoConfig(#[from] kube::config::InferConfigError),
+    /// A client could not be built from the configuration.
+    #[error("cannot build a client for the API server: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// What the cluster state needs to know of the policy and the install.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The namespace of the change-set records; the configuration's default
+    /// namespace (in a pod: its own) when `None`.
+    pub namespace: Option<String>,
+    /// The policy's change-set window at start (the collector follows the longest
+    /// window any decision used since).
+    pub window: Duration,
+    /// The policy's custom workload kinds, watched besides the built-in ones.
+    pub workloads: Vec<WorkloadSpec>,
+}
+
+/// The cluster state, running: its watches feed the caches behind [`Cluster::state`].
+pub struct Cluster {
+    namespaces: Arc<namespaces::ClusterNamespaces>,
+    workloads: Arc<workloads::ClusterWorkloads>,
+    reach: Arc<reach::ClusterReach>,
+    /// The API server's URL, for logs.
+    pub server: String,
+    /// The namespace of the change-set records.
+    pub namespace: String,
+}
+
+impl Cluster {
+    /// The configuration kube's usual inference finds: a kubeconfig (KUBECONFIG, else
+    /// ~/.kube/config), else the in-cluster service account.
+    pub async fn infer() -> Result<kube::Config, ClusterError> {
+        Ok(kube::Config::infer().await?)
+    }
+
+    /// Starts the watches and the collector on the current runtime. Returns at once:
+    /// the caches fill in the background ([`Cluster::pending_sync`]).
+    pub fn start(
+        config: kube::Config,
+        options: Options,
+        metrics: ClusterMetrics,
+    ) -> Result<Cluster, ClusterError> {
+        let server = config.cluster_url.to_string();
+        let namespace = options
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config)?;
+        let bridge = Arc::new(bridge::Bridge::new(tokio::runtime::Handle::current()));
+
+        let namespaces = Arc::new(namespaces::ClusterNamespaces::new(
+            Arc::new(cache::Cache::default()),
+            Api::all(client.clone()),
+            bridge.clone(),
+            metrics.clone(),
+        ));
+        let workloads = Arc::new(workloads::ClusterWorkloads::new(
+            workloads::watched_kinds(&options.workloads),
+            client.clone(),
+            bridge.clone(),
+            metrics.clone(),
+        ));
+        let reach = Arc::new(reach::ClusterReach::new(
+            Box::new(reach::ApiRecords(Api::namespaced(
+                client.clone(),
+                &namespace,
+            ))),
+            namespace.clone(),
+            Arc::new(cache::Cache::default()),
+            bridge,
+            options.window,
+            metrics.clone(),
+        ));
+        for cache in crate::metrics::CLUSTER_CACHES {
+            metrics.set_cache_synced(cache, false);
+        }
+
+        watch::namespaces(client.clone(), namespaces.clone());
+        watch::workloads(client.clone(), workloads.clone());
+        watch::change_sets(client, &namespace, reach.clone());
+        let collector = reach.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(collector.collect_interval()).await;
+                let deleted = collector.collect_expired().await;
+                if deleted > 0 {
+                    tracing::debug!(deleted, "expired change-set records deleted");
+                }
+            }
+        });
+        Ok(Cluster {
+            namespaces,
+            workloads,
+            reach,
+            server,
+            namespace,
+        })
+    }
+
+    /// The engine's state, backed by this cluster.
+    pub fn state(&self) -> State {
+        State {
+            reach: self.reach.clone(),
+            workloads: self.workloads.clone(),
+            namespaces: self.namespaces.clone(),
+        }
+    }
+
+    /// The caches still waiting for their first list, by name; empty once synced.
+    pub fn pending_sync(&self) -> Vec<&'static str> {
+        let mut pending = Vec::new();
+        if !self.namespaces.is_synced() {
+            pending.push(namespaces::CACHE);
+        }
+        if !self.workloads.is_synced() {
+            pending.push(workloads::CACHE);
+        }
+        if !self.reach.is_synced() {
+            pending.push(reach::CACHE);
+        }
+        pending
+    }
+
+    /// Admitted changes whose change-set writes have not succeeded yet.
+    pub fn pending_writes(&self) -> usize {
+        self.reach.pending()
+    }
+}

@@ -1,0 +1,376 @@
+//! The change-set logic against a store fed directly: an in-memory API that keeps
+//! resourceVersions and answers conflicts as the API server does, shared by several
+//! [`ClusterReach`] replicas.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+use crate::cluster::changeset::{self, ChangeSet};
+use crate::cluster::{bridge, cache};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The API server's side: objects, resourceVersions, a switch to make it slow.
+#[derive(Default)]
+struct FakeApi {
+    objects: Mutex<HashMap<String, ChangeSet>>,
+    version: AtomicU64,
+    slow: AtomicBool,
+    writes: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+fn api_error(code: u16, reason: &str) -> kube::Error {
+    kube::Error::Api(Box::new(
+        kube::core::Status::failure(reason, reason).with_code(code),
+    ))
+}
+
+impl FakeApi {
+    async fn pause(&self) {
+        if self.slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    fn bump(&self, record: &mut ChangeSet) {
+        let v = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        record.metadata.resource_version = Some(v.to_string());
+    }
+
+    fn stored(&self, key: &str) -> Option<ChangeSet> {
+        let objects = self.objects.lock().unwrap();
+        objects.get(&changeset::record_name(key)).cloned()
+    }
+}
+
+struct Shared(Arc<FakeApi>);
+
+impl Records for Shared {
+    fn get(&self, name: &str) -> Pending<'_, Option<ChangeSet>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            self.0.pause().await;
+            Ok(self.0.objects.lock().unwrap().get(&name).cloned())
+        })
+    }
+
+    fn create(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
+        let mut record = record.clone();
+        Box::pin(async move {
+            self.0.pause().await;
+            let name = record.metadata.name.clone().unwrap();
+            let mut objects = self.0.objects.lock().unwrap();
+            if objects.contains_key(&name) {
+                self.0.conflicts.fetch_add(1, Ordering::SeqCst);
+                return Err(api_error(409, "AlreadyExists"));
+            }
+            self.0.bump(&mut record);
+            self.0.writes.fetch_add(1, Ordering::SeqCst);
+            objects.insert(name, record.clone());
+            Ok(record)
+        })
+    }
+
+    fn replace(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
+        let mut record = record.clone();
+        Box::pin(async move {
+            self.0.pause().await;
+            let name = record.metadata.name.clone().unwrap();
+            let mut objects = self.0.objects.lock().unwrap();
+            let Some(current) = objects.get(&name) else {
+                return Err(api_error(404, "NotFound"));
+            };
+            if current.metadata.resource_version != record.metadata.resource_version {
+                self.0.conflicts.fetch_add(1, Ordering::SeqCst);
+                return Err(api_error(409, "Conflict"));
+            }
+            self.0.bump(&mut record);
+            self.0.writes.fetch_add(1, Ordering::SeqCst);
+            objects.insert(name, record.clone());
+            Ok(record)
+        })
+    }
+
+    fn delete(&self, name: &str, resource_version: &str) -> Pending<'_, ()> {
+        let (name, rv) = (name.to_string(), resource_version.to_string());
+        Box::pin(async move {
+            self.0.pause().await;
+            let mut objects = self.0.objects.lock().unwrap();
+            match objects.get(&name) {
+                None => Err(api_error(404, "NotFound")),
+                Some(o) if o.metadata.resource_version.as_deref() != Some(&rv) => {
+                    Err(api_error(409, "Conflict"))
+                }
+                Some(_) => {
+                    objects.remove(&name);
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    api: Arc<FakeApi>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Self {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            api: Arc::new(FakeApi::default()),
+        }
+    }
+
+    /// A replica with an empty cache: a new process.
+    fn replica(&self) -> ClusterReach {
+        self.replica_with_window(HOUR)
+    }
+
+    fn replica_with_window(&self, window: Duration) -> ClusterReach {
+        ClusterReach::new(
+            Box::new(Shared(self.api.clone())),
+            "blastguard".into(),
+            Arc::new(Cache::default()),
+            Arc::new(Bridge::new(self.rt.handle().clone())),
+            window,
+            ClusterMetrics::default(),
+        )
+    }
+}
+
+fn at(ns: &str, pods: u64) -> Entry<'_> {
+    Entry {
+        namespace: Some(ns),
+        pods,
+    }
+}
+
+/// What the engine does for one admitted change: ask, then record.
+fn admit(r: &ClusterReach, key: &str, entry: Entry<'_>, now: Instant) -> Usage {
+    admit_within(r, key, entry, HOUR, now)
+}
+
+fn admit_within(
+    r: &ClusterReach,
+    key: &str,
+    entry: Entry<'_>,
+    window: Duration,
+    now: Instant,
+) -> Usage {
+    let _scope = scope::Scope::begin();
+    let usage = r.usage_with(key, entry, window, now);
+    r.record(key, entry, window, now);
+    usage
+}
+
+/// A short window, and a time before it (monotonic clocks start at boot, so hours
+/// ago may not exist).
+const SHORT: Duration = Duration::from_secs(2);
+
+fn before_the_window() -> Instant {
+    Instant::now()
+        .checked_sub(Duration::from_secs(5))
+        .expect("the clock has run for five seconds")
+}
+
+#[test]
+fn two_replicas_alternating_count_the_same_set() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.replica(), cluster.replica());
+    let now = Instant::now();
+    let namespaces = ["ns-1", "ns-2", "ns-3", "ns-4", "ns-5", "ns-6"];
+    let mut seen = Vec::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        seen.push(admit(replica, "user:bot", at(ns, 10), now));
+    }
+    let namespace_counts: Vec<u64> = seen.iter().map(|u| u.namespaces).collect();
+    let pod_counts: Vec<u64> = seen.iter().map(|u| u.pods).collect();
+    assert_eq!(namespace_counts, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(pod_counts, [10, 20, 30, 40, 50, 60]);
+    let record = cluster.api.stored("user:bot").unwrap();
+    assert_eq!(record.spec.namespace_count, 6);
+    assert_eq!(record.spec.pod_count, 60);
+    assert_eq!(a.pending() + b.pending(), 0, "every write made it");
+}
+
+#[test]
+fn a_replica_that_just_started_counts_what_others_recorded() {
+    let cluster = Cluster::new();
+    let a = cluster.replica();
+    let now = Instant::now();
+    admit(&a, "change-id:CHG-1", at("x", 4), now);
+    admit(&a, "change-id:CHG-1", at("y", 4), now);
+    let restarted = cluster.replica();
+    let _scope = scope::Scope::begin();
+    assert_eq!(
+        restarted.usage_with("change-id:CHG-1", at("z", 1), HOUR, now),
+        Usage {
+            namespaces: 3,
+            pods: 9
+        }
+    );
+}
+
+#[test]
+fn conflicting_writers_lose_nothing() {
+    let cluster = Cluster::new();
+    let replicas: Vec<_> = (0..4).map(|_| cluster.replica()).collect();
+    let now = Instant::now();
+    // Every replica reads the record first (so each holds the same resourceVersion),
+    // then all write at once: all but one conflict, read again and retry.
+    for r in &replicas {
+        let _scope = scope::Scope::begin();
+        r.usage_with("user:bot", at("a", 0), HOUR, now);
+    }
+    std::thread::scope(|s| {
+        for (i, r) in replicas.iter().enumerate() {
+            s.spawn(move || {
+                for j in 0..5 {
+                    let _scope = scope::Scope::begin();
+                    let ns = format!("ns-{i}-{j}");
+                    r.record("user:bot", at(&ns, 1), HOUR, now);
+                }
+            });
+        }
+    });
+    // Background retries finish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replicas.iter().map(ClusterReach::pending).sum::<usize>() > 0 {
+        assert!(Instant::now() < deadline, "writes still pending");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let record = cluster.api.stored("user:bot").unwrap();
+    assert_eq!(record.spec.pod_count, 20, "{record:?}");
+    assert_eq!(record.spec.namespace_count, 20);
+    assert!(
+        cluster.api.conflicts.load(Ordering::SeqCst) > 0,
+        "the test made writers conflict"
+    );
+}
+
+#[test]
+fn expired_entries_stop_counting_and_records_are_collected() {
+    let cluster = Cluster::new();
+    let a = cluster.replica_with_window(SHORT);
+    admit_within(&a, "user:old", at("x", 4), SHORT, before_the_window());
+    let now = Instant::now();
+    admit_within(&a, "user:new", at("y", 2), SHORT, now);
+    let _scope = scope::Scope::begin();
+    assert_eq!(
+        a.usage_with("user:old", at("z", 0), SHORT, now),
+        Usage {
+            namespaces: 1,
+            pods: 0
+        },
+        "a record past its window counts nothing"
+    );
+    assert_eq!(a.usage_with("user:new", at("z", 0), SHORT, now).pods, 2);
+    let deleted = cluster.rt.block_on(a.collect_expired());
+    assert_eq!(deleted, 1);
+    assert!(cluster.api.stored("user:old").is_none());
+    assert!(cluster.api.stored("user:new").is_some());
+    assert_eq!(cluster.rt.block_on(a.collect_expired()), 0);
+}
+
+#[test]
+fn a_record_written_since_is_not_collected() {
+    let cluster = Cluster::new();
+    let (a, b) = (
+        cluster.replica_with_window(SHORT),
+        cluster.replica_with_window(SHORT),
+    );
+    admit_within(&a, "user:bot", at("x", 4), SHORT, before_the_window());
+    // B writes a fresh change; A's copy is the expired one.
+    admit_within(&b, "user:bot", at("y", 1), SHORT, Instant::now());
+    assert_eq!(cluster.rt.block_on(a.collect_expired()), 0);
+    assert_eq!(cluster.api.stored("user:bot").unwrap().spec.pod_count, 1);
+}
+
+#[test]
+fn a_slow_api_server_costs_one_budget_and_the_change_is_written_later() {
+    let cluster = Cluster::new();
+    let a = cluster.replica();
+    let now = Instant::now();
+    admit(&a, "user:bot", at("x", 5), now);
+    cluster.api.slow.store(true, Ordering::SeqCst);
+
+    let scope = scope::Scope::begin();
+    let started = Instant::now();
+    let usage = a.usage_with("user:bot", at("y", 3), HOUR, now);
+    a.record("user:bot", at("y", 3), HOUR, now);
+    let waited = started.elapsed();
+    assert!(
+        waited < scope::budget() + Duration::from_millis(150),
+        "waited {waited:?}"
+    );
+    assert_eq!(
+        usage,
+        Usage {
+            namespaces: 2,
+            pods: 8
+        },
+        "the watched copy (here: the last write's answer) still counts"
+    );
+    assert_eq!(scope.unavailable().as_deref(), Some("change set user:bot"));
+    drop(scope);
+    assert_eq!(a.pending(), 1);
+    // Counted by this replica while it waits to be written.
+    let _scope = scope::Scope::begin();
+    cluster.api.slow.store(false, Ordering::SeqCst);
+    std::thread::sleep(bridge::BREAKER_OPEN);
+    assert_eq!(a.usage_with("user:bot", at("z", 0), HOUR, now).pods, 8);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.pending() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deferred write never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cluster.api.stored("user:bot").unwrap().spec.pod_count, 8);
+}
+
+#[test]
+fn a_change_that_touches_nothing_writes_nothing() {
+    let cluster = Cluster::new();
+    let a = cluster.replica();
+    let cluster_scoped = Entry {
+        namespace: None,
+        pods: 0,
+    };
+    admit(&a, "user:bot", cluster_scoped, Instant::now());
+    assert_eq!(cluster.api.writes.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn the_watch_updates_what_a_replica_knows() {
+    let cluster = Cluster::new();
+    let (a, b) = (cluster.replica(), cluster.replica());
+    admit(&a, "user:bot", at("x", 5), Instant::now());
+    let record = cluster.api.stored("user:bot").unwrap();
+    let name = record.metadata.name.clone().unwrap();
+    let version = cache::version_number(record.metadata.resource_version.as_deref());
+    b.apply(Event::Init);
+    b.apply(Event::InitApply(name, version, record));
+    b.apply(Event::InitDone);
+    assert!(b.is_synced());
+    // With the API server gone, B answers from the watch.
+    cluster.api.slow.store(true, Ordering::SeqCst);
+    let _scope = scope::Scope::begin();
+    assert_eq!(
+        b.usage_with("user:bot", at("y", 0), HOUR, Instant::now()),
+        Usage {
+            namespaces: 2,
+            pods: 5
+        }
+    );
+}

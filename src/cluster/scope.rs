@@ -1,0 +1,151 @@
+//! The time one admission decision may spend on the API server, and what it could not
+//! read within it.
+//!
+//! The engine's state traits ([`crate::reach::ChangeSetReach`],
+//! [`crate::approval::WorkloadAnnotations`], [`crate::policy::NamespaceLabels`]) are
+//! synchronous and know nothing of decisions. So the engine opens a [`Scope`] for each
+//! AI-assisted decision: a deadline, on the judging thread, that every cluster read and
+//! write of that decision shares (so their waits add up to at most the budget, never
+//! the budget each), and a note of what could not be read in time, which the engine
+//! turns into the decision's [`crate::verdict::Unavailable`]. Outside a scope (tests,
+//! tools), each call gets the whole budget for itself.
+//!
+//! The engine judges one review on one thread from start to end, which is what makes a
+//! thread-local the right carrier here.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The default budget: all the API-server calls of one decision together. The API
+/// server gives the webhook seconds (the chart's timeoutSeconds is 3); a decision
+/// that waits longer than this on the API server decides with what it knows instead.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(200);
+
+/// Most notes kept per decision: the message stays one readable line.
+const MAX_NOTES: usize = 4;
+
+static BUDGET_MICROS: AtomicU64 = AtomicU64::new(DEFAULT_BUDGET.as_micros() as u64);
+
+/// Sets the budget of every decision from now on (`serve --api-budget`).
+pub fn set_budget(budget: Duration) {
+    let micros = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+    BUDGET_MICROS.store(micros, Ordering::Relaxed);
+}
+
+/// The budget of one decision.
+pub fn budget() -> Duration {
+    Duration::from_micros(BUDGET_MICROS.load(Ordering::Relaxed))
+}
+
+struct Current {
+    deadline: Instant,
+    unavailable: Vec<String>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// One decision's budget, open on this thread until dropped.
+#[must_use = "the budget ends when the scope is dropped"]
+pub struct Scope {
+    previous: Option<Current>,
+    // The scope belongs to the thread that opened it.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Scope {
+    /// Opens a scope whose deadline is [`budget`] from now.
+    pub fn begin() -> Scope {
+        let current = Current {
+            deadline: Instant::now() + budget(),
+            unavailable: Vec::new(),
+        };
+        let previous = CURRENT.with(|c| c.replace(Some(current)));
+        Scope {
+            previous,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// What this decision could not read from the API server in time, joined into
+    /// one phrase; `None` when everything it asked for was answered.
+    pub fn unavailable(&self) -> Option<String> {
+        CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|c| !c.unavailable.is_empty())
+                .map(|c| c.unavailable.join(" and "))
+        })
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// When the current decision must stop waiting on the API server: its scope's
+/// deadline, or a whole budget from now outside a scope.
+pub fn deadline() -> Instant {
+    CURRENT
+        .with(|c| c.borrow().as_ref().map(|c| c.deadline))
+        .unwrap_or_else(|| Instant::now() + budget())
+}
+
+/// Notes that the current decision could not read `what` (e.g. `the labels of
+/// namespace team-a`). Outside a scope there is no decision to tell, and nothing
+/// happens.
+pub fn note_unavailable(what: impl Into<String>) {
+    CURRENT.with(|c| {
+        if let Some(current) = c.borrow_mut().as_mut() {
+            let what = what.into();
+            if current.unavailable.len() < MAX_NOTES && !current.unavailable.contains(&what) {
+                current.unavailable.push(what);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_collects_what_its_decision_could_not_read() {
+        note_unavailable("ignored outside a scope");
+        let scope = Scope::begin();
+        assert_eq!(scope.unavailable(), None);
+        let deadline = deadline();
+        assert!(deadline <= Instant::now() + budget());
+        note_unavailable("the labels of namespace a");
+        note_unavailable("the labels of namespace a");
+        note_unavailable("change set user:bot");
+        assert_eq!(
+            scope.unavailable().as_deref(),
+            Some("the labels of namespace a and change set user:bot")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(super::deadline(), deadline, "one deadline per decision");
+        drop(scope);
+        let next = Scope::begin();
+        assert_eq!(next.unavailable(), None, "a new decision starts clean");
+        assert!(super::deadline() > deadline);
+    }
+
+    #[test]
+    fn notes_are_bounded() {
+        let scope = Scope::begin();
+        for i in 0..10 {
+            note_unavailable(format!("thing {i}"));
+        }
+        assert_eq!(
+            scope.unavailable().unwrap().matches(" and ").count(),
+            MAX_NOTES - 1
+        );
+    }
+}
