@@ -7,7 +7,7 @@
 //! helm and kubernetes-validate are taken from `.tools/bin` (`scripts/install-tools.sh`,
 //! which `scripts/test.sh` runs); kubectl, openssl and promtool from PATH.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -133,9 +133,10 @@ fn helm_template(namespace: &str, values: &str, extra: &[&str]) -> Output {
         .args(extra))
 }
 
-/// The rendered YAML in the release namespace; the test fails if rendering does.
+/// The rendered YAML in the release namespace, the CRDs of crds/ included (as helm
+/// install applies them); the test fails if rendering does.
 fn render(values: &str) -> String {
-    let out = helm_template(NAMESPACE, values, &[]);
+    let out = helm_template(NAMESPACE, values, &["--include-crds"]);
     assert!(
         out.status.success(),
         "helm template failed for values:\n{values}\n{}",
@@ -364,6 +365,14 @@ fn each_mode_renders_exactly_its_objects() {
         ("Deployment", "blastguard"),
         ("PodDisruptionBudget", "blastguard"),
         ("ValidatingWebhookConfiguration", "blastguard"),
+        // The ChangeSet CRD (crds/, always) and, with the cluster state
+        // (cluster.enabled, on by default), the server's read-only ClusterRole and
+        // change-set Role.
+        ("CustomResourceDefinition", "changesets.blastguard.io"),
+        ("ClusterRole", "blastguard-cluster-state"),
+        ("ClusterRoleBinding", "blastguard-cluster-state"),
+        ("Role", "blastguard-change-sets"),
+        ("RoleBinding", "blastguard-change-sets"),
     ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut all = set(&base);
@@ -384,14 +393,20 @@ fn each_mode_renders_exactly_its_objects() {
             .to_string()
     };
 
-    // Default: the chart makes the certificates. No RBAC objects at all: the server
-    // reads nothing from the cluster yet.
+    // Default: the chart makes the certificates.
     let default = objects(&render(""));
     assert_eq!(
         names(&default),
         with(&[("Secret", "blastguard-ca"), ("Secret", "blastguard-tls")])
     );
     assert_eq!(volume_secret(&default), "blastguard-tls");
+
+    // Without the cluster state: no RBAC objects at all.
+    let memory = objects(&render("cluster: {enabled: false}\n"));
+    let cluster_state = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    let mut without = with(&[("Secret", "blastguard-ca"), ("Secret", "blastguard-tls")]);
+    without.retain(|(kind, _)| !cluster_state.contains(&kind.as_str()));
+    assert_eq!(names(&memory), without);
 
     // cert-manager with the chart's own CA: self-signed Issuer -> CA Certificate -> CA
     // Issuer -> serving Certificate into the Secret the pods mount; the CA injector
@@ -1768,6 +1783,8 @@ fn webhook_url_calls_a_webhook_outside_the_cluster() {
     // No pods, so nothing that serves or guards them: only the webhook configuration,
     // the policy and approvers (which the outside server is given) and the
     // ServiceAccount.
+    // The ChangeSet CRD (crds/) stays: the outside server keeps its change sets in
+    // the cluster with its own credentials; no RBAC for pods that do not exist.
     let objs = objects(&render(OUTSIDE));
     assert_eq!(
         names(&objs),
@@ -1776,6 +1793,7 @@ fn webhook_url_calls_a_webhook_outside_the_cluster() {
             ("ConfigMap", "blastguard-policy"),
             ("ConfigMap", "blastguard-allowed-signers"),
             ("ValidatingWebhookConfiguration", "blastguard"),
+            ("CustomResourceDefinition", "changesets.blastguard.io"),
         ])
     );
     let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
@@ -1854,6 +1872,11 @@ fn values_schema_rejects_bad_values() {
             "an unknown policy mode",
             "policy: {mode: block}\n",
             "/policy/mode",
+        ),
+        (
+            "an unknown onClusterUnavailable",
+            "policy: {onClusterUnavailable: retry}\n",
+            "/policy/onClusterUnavailable",
         ),
         ("a misspelt key", "replicas: 3\n", "'replicas' not allowed"),
         (
@@ -1974,6 +1997,146 @@ fn arg_value<'a>(args: &'a [Value], flag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
 }
 
+/// (apiGroups, resources, verbs) of each rule, sorted, for comparing rule sets.
+fn rules(role: &Value) -> BTreeSet<(Vec<String>, Vec<String>, Vec<String>)> {
+    let strings = |v: &Value| -> Vec<String> {
+        let mut out: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    };
+    role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            (
+                strings(&r["apiGroups"]),
+                strings(&r["resources"]),
+                strings(&r["verbs"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cluster_rbac_is_minimal() {
+    let objs = objects(&render(""));
+    let read = || vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // Read-only, cluster-wide: Namespaces (labels) and the kinds whose Scale the engine
+    // judges (the parent's approval), from the same list the engine compiles in, plus
+    // the policy's custom workloads. Nothing else: no Secrets, no Pods, no writes.
+    let mut scaled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    scaled.insert(String::new(), vec!["namespaces".into()]);
+    for k in blastguard::kinds::built_in() {
+        if k.reach == blastguard::kinds::Reach::Replicas
+            && k.subresources.iter().any(|s| s == "scale")
+        {
+            scaled
+                .entry(k.group.clone())
+                .or_default()
+                .push(k.resource.clone());
+        }
+    }
+    scaled.insert("argoproj.io".into(), vec!["rollouts".into()]);
+    let want: BTreeSet<_> = scaled
+        .into_iter()
+        .map(|(group, mut resources)| {
+            resources.sort();
+            (vec![group], resources, read())
+        })
+        .collect();
+    let cluster_role = object(&objs, "ClusterRole", "blastguard-cluster-state");
+    assert_eq!(rules(cluster_role), want);
+    assert!(
+        want.iter().any(|(g, r, _)| g == &owned(&["apps"])
+            && r == &owned(&["deployments", "replicasets", "statefulsets"])),
+        "the built-in scaled kinds are there: {want:?}"
+    );
+    // Writes only on the change-set records, only in the release namespace.
+    let role = object(&objs, "Role", "blastguard-change-sets");
+    assert_eq!(role["metadata"]["namespace"], "blastguard");
+    assert_eq!(
+        rules(role),
+        BTreeSet::from([(
+            owned(&["blastguard.io"]),
+            owned(&["changesets"]),
+            owned(&["create", "delete", "get", "list", "update", "watch"]),
+        )])
+    );
+    // Each bound to the pods' ServiceAccount and nothing else.
+    for (kind, name, role_kind, role_name) in [
+        (
+            "ClusterRoleBinding",
+            "blastguard-cluster-state",
+            "ClusterRole",
+            "blastguard-cluster-state",
+        ),
+        (
+            "RoleBinding",
+            "blastguard-change-sets",
+            "Role",
+            "blastguard-change-sets",
+        ),
+    ] {
+        let b = object(&objs, kind, name);
+        assert_eq!(b["roleRef"]["kind"], role_kind);
+        assert_eq!(b["roleRef"]["name"], role_name);
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "blastguard", "namespace": "blastguard"}])
+        );
+    }
+    let roles = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+        .count();
+    assert_eq!(roles, 2, "no other role");
+    // A custom workload of the policy is readable too, under its plural.
+    let custom = objects(&render(
+        "policy:\n  workloads:\n    - {group: example.com, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}\n",
+    ));
+    let rules = rules(object(&custom, "ClusterRole", "blastguard-cluster-state"));
+    assert!(rules.contains(&(owned(&["example.com"]), owned(&["canaries"]), read())));
+    assert!(!rules.iter().any(|(g, _, _)| g == &owned(&["argoproj.io"])));
+    // The CRD: namespaced records of blastguard.io/v1alpha1 with the columns an
+    // operator reads.
+    let crd = object(
+        &objs,
+        "CustomResourceDefinition",
+        "changesets.blastguard.io",
+    );
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["group"], "blastguard.io");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Key",
+            "Namespaces",
+            "Pods",
+            "Window",
+            "Last Change",
+            "Touched",
+            "Expires"
+        ]
+    );
+}
+
 #[test]
 fn pods_are_highly_available_and_hardened() {
     let objs = objects(&render(""));
@@ -2051,11 +2214,14 @@ fn pods_are_highly_available_and_hardened() {
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(pod["automountServiceAccountToken"], false);
+    // The token the cluster state reads with (cluster.enabled, the default).
+    assert_eq!(pod["automountServiceAccountToken"], true);
     assert_eq!(
         object(&objs, "ServiceAccount", "blastguard")["automountServiceAccountToken"],
-        false
+        true
     );
+    assert_eq!(arg_value(args, "--state"), "cluster");
+    assert_eq!(arg_value(args, "--state-namespace"), "blastguard");
     assert_eq!(pod["serviceAccountName"], "blastguard");
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["requests"]["cpu"].is_string());
@@ -2115,11 +2281,25 @@ fn pods_are_highly_available_and_hardened() {
         arg_value(args, "--allowed-signers")
     );
 
-    // Optional: a priority class, and a token once the cluster features are on.
+    // Optional: a priority class.
     let optional = objects(&render(OPTIONAL_PARTS));
     let pod = &object(&optional, "Deployment", "blastguard")["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
-    assert_eq!(pod["automountServiceAccountToken"], true);
+
+    // Without the cluster state the pods get no token and count in memory.
+    let memory = objects(&render("cluster: {enabled: false}\n"));
+    let pod = &object(&memory, "Deployment", "blastguard")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        object(&memory, "ServiceAccount", "blastguard")["automountServiceAccountToken"],
+        false
+    );
+    let args = pod["containers"][0]["args"].as_array().expect("args");
+    assert_eq!(arg_value(args, "--state"), "memory");
+    assert!(!args.iter().any(|a| {
+        a.as_str()
+            .is_some_and(|a| a.starts_with("--state-namespace"))
+    }));
 }
 
 #[test]
@@ -2463,6 +2643,23 @@ mod fake_apiserver {
         (
             "policy/v1",
             &[("poddisruptionbudgets", "PodDisruptionBudget", true)],
+        ),
+        (
+            "apiextensions.k8s.io/v1",
+            &[(
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+            )],
+        ),
+        (
+            "rbac.authorization.k8s.io/v1",
+            &[
+                ("clusterroles", "ClusterRole", false),
+                ("clusterrolebindings", "ClusterRoleBinding", false),
+                ("roles", "Role", true),
+                ("rolebindings", "RoleBinding", true),
+            ],
         ),
         (
             "admissionregistration.k8s.io/v1",
