@@ -58,7 +58,8 @@ pub struct Kind {
 static BUILT_IN: LazyLock<Vec<Kind>> = LazyLock::new(|| {
     // The file is part of the source tree and tested below: a parse failure is a
     // build defect, not an input error.
-    serde_yaml::from_str(KINDS_YAML).expect("charts/blastguard/files/kinds.yaml is valid")
+    serde_saphyr::from_str_with_options(KINDS_YAML, crate::yaml::options())
+        .expect("charts/blastguard/files/kinds.yaml is valid")
 });
 
 /// Every built-in kind blastguard judges, in the list's order.

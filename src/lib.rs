@@ -27,3 +27,4 @@ pub mod response;
 pub mod review;
 pub mod server;
 pub mod verdict;
+pub mod yaml;

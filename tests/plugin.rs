@@ -764,7 +764,8 @@ fn bad_input_exits_2_and_says_where() {
     k.write("empty.yaml", "# nothing here\n");
     k.write("kz/kustomization.yaml", "resources: [deploy.yaml]\n");
     k.write("good.yaml", &good);
-    let bad_line = good_lines + 7;
+    // The line of the unclosed `[`: the `---` line, then its sixth line.
+    let bad_line = good_lines + 6;
     let cases: [(&[&str], String); 9] = [
         (&["-f", "bad.yaml"], format!("bad.yaml:{bad_line}:")),
         (&["-f", "bad.json"], "bad.json:2:".to_string()),

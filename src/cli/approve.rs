@@ -460,14 +460,10 @@ fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
     let value: Value = if json {
         serde_json::from_str(text).map_err(|e| format!("{file}: invalid JSON: {e}"))?
     } else {
-        let mut documents = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(text) {
-            let value: Value = serde::Deserialize::deserialize(document)
-                .map_err(|e| format!("{file}: invalid YAML: {e}"))?;
-            if !value.is_null() {
-                documents.push(value);
-            }
-        }
+        // Empty documents are skipped by the parser.
+        let options = crate::yaml::manifest_options(text);
+        let mut documents = serde_saphyr::from_multiple_with_options::<Value>(text, options)
+            .map_err(|e| format!("{file}: invalid YAML: {}", crate::yaml::message(&e)))?;
         match documents.len() {
             1 => documents.pop().expect("one document"),
             0 => return Err(format!("{file} holds no object")),
@@ -673,7 +669,7 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
             ]
             .into_iter()
             .collect();
-            let yaml = serde_yaml::to_string(&pair).map_err(|e| e.to_string())?;
+            let yaml = serde_saphyr::to_string(&pair).map_err(|e| e.to_string())?;
             eprintln!(
                 "Add these annotations under metadata.annotations ({count} signature(s); for scale, on the workload):"
             );
@@ -786,7 +782,7 @@ fn write_back(path: &Path, object: &Value, json: bool) -> Result<(), String> {
         t.push('\n');
         t
     } else {
-        serde_yaml::to_string(object).map_err(|e| e.to_string())?
+        serde_saphyr::to_string(object).map_err(|e| e.to_string())?
     };
     if path == Path::new("-") {
         print!("{text}");

@@ -31,13 +31,23 @@ impl fmt::Display for Problem {
 }
 
 /// Parses YAML (or JSON) into the typed document. A syntax or type error is reported
-/// with its path and line (serde_yaml puts both in its message): parsing cannot go past
-/// the first one.
+/// with its path in the document and its line and column: serde-saphyr gives the
+/// place, serde_path_to_error the path (`spec.rules[1].limits`). Parsing cannot go
+/// past the first such error.
 pub(super) fn parse(text: &str) -> Result<PolicyDocument, Vec<Problem>> {
-    serde_yaml::from_str(text).map_err(|e| {
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str_with_options(text, crate::yaml::options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        // `.` is serde_path_to_error's name for the document itself.
+        let path = path.filter(|p| p != ".").unwrap_or_default();
         vec![Problem {
-            path: String::new(),
-            message: e.to_string(),
+            path,
+            message: crate::yaml::message(&e),
         }]
     })
 }
@@ -305,15 +315,15 @@ mod tests {
             ),
             (
                 edited("maxReplicas: 100", "maxReplica: 100"),
-                "spec.rules[1].limits: unknown field `maxReplica`",
+                "spec.rules[1].limits.maxReplica: unknown field `maxReplica`, expected one of maxPodsAffected",
             ),
             (
                 edited("maxReplicas: 100", "maxReplicas: lots"),
-                "spec.rules[1].limits.maxReplicas: invalid type: string \"lots\"",
+                "spec.rules[1].limits.maxReplicas: invalid u64 at line 29, column 22",
             ),
             (
                 edited("mode: enforce", "mode: block"),
-                "spec.mode: unknown variant `block`",
+                "spec.mode: unknown variant `block`, expected one of",
             ),
             (
                 edited("apiVersion: blastguard.io/v1alpha1", "apiVersion: v1"),
@@ -356,7 +366,7 @@ mod tests {
             ),
             (
                 edited("maxPodsPerChangeSet: 50", "maxPodsPerChangeSet: -1"),
-                "spec.rules[1].limits.maxPodsPerChangeSet: invalid type: integer `-1`",
+                "spec.rules[1].limits.maxPodsPerChangeSet: invalid u64 at line 31, column 30",
             ),
             (
                 edited("maxTTL: 24h", "maxTTL: forever"),
@@ -393,18 +403,18 @@ mod tests {
             ),
             (
                 "spec:\n  mode: \"open".to_string(),
-                "found unexpected end of stream",
+                "spec: unclosed quote at line 2, column 9",
             ),
             (
                 edited(
                     "mode: enforce ",
                     "onClusterUnavailable: maybe\n  mode: enforce ",
                 ),
-                "spec.onClusterUnavailable: unknown variant `maybe`, expected `deny` or `allow`",
+                "spec.onClusterUnavailable: unknown variant `maybe`, expected one of deny, allow at line 5",
             ),
             (
                 "spec: [1]".to_string(),
-                "spec: invalid type: sequence, expected struct PolicySpec at line 1",
+                "spec: expected mapping start at line 1, column 7",
             ),
         ];
         for (yaml, want) in &cases {

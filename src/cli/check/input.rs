@@ -6,7 +6,6 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Most bytes read from one file or from stdin: far above any real manifest set, and a
@@ -271,10 +270,10 @@ fn parse(name: &str, text: &str, is_json_file: bool) -> Result<Vec<Manifest>, In
         yaml_documents(name, text)?
     };
     let mut out = Vec::new();
-    for (index, value) in documents.into_iter().enumerate() {
+    for (index, (number, value)) in documents.into_iter().enumerate() {
         let origin = Origin {
             file: name.to_string(),
-            document: index + 1,
+            document: number.unwrap_or(index + 1),
             item: None,
         };
         // Empty documents (`---` at the end, comments only) hold nothing.
@@ -285,9 +284,14 @@ fn parse(name: &str, text: &str, is_json_file: bool) -> Result<Vec<Manifest>, In
     Ok(out)
 }
 
-fn json_documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
+/// The documents of a text, each with its place in the file when that differs from
+/// its place in the list.
+type Documents = Vec<(Option<usize>, Value)>;
+
+fn json_documents(name: &str, text: &str) -> Result<Documents, InputError> {
     serde_json::Deserializer::from_str(text)
         .into_iter::<Value>()
+        .map(|value| value.map(|v| (None, v)))
         .collect::<Result<_, _>>()
         .map_err(|e| InputError::Syntax {
             path: name.to_string(),
@@ -298,21 +302,55 @@ fn json_documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
         })
 }
 
-fn yaml_documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
-    // One deserializer over the whole stream, so error positions are in file lines.
-    serde_yaml::Deserializer::from_str(text)
-        .map(Value::deserialize)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            let location = e.location();
-            InputError::Syntax {
-                path: name.to_string(),
-                line: location.as_ref().map_or(1, |l| l.line()),
-                column: location.as_ref().map_or(1, |l| l.column()),
-                format: "YAML",
-                message: e.to_string(),
+fn yaml_documents(name: &str, text: &str) -> Result<Documents, InputError> {
+    // One parser over the whole stream, so error positions are in file lines. Empty
+    // documents are skipped by the parser.
+    let options = crate::yaml::manifest_options(text);
+    let values = serde_saphyr::from_multiple_with_options::<Value>(text, options).map_err(|e| {
+        let location = e.location();
+        let at = |n: Option<u64>| n.and_then(|n| usize::try_from(n).ok()).unwrap_or(1);
+        InputError::Syntax {
+            path: name.to_string(),
+            line: at(location.map(|l| l.line())),
+            column: at(location.map(|l| l.column())),
+            format: "YAML",
+            message: crate::yaml::message(&e),
+        }
+    })?;
+    let numbers = yaml_document_numbers(text);
+    if numbers.len() != values.len() {
+        // The two readings disagree on which documents are empty (an explicit
+        // `!!null`, say): number the documents that hold something instead.
+        return Ok(values.into_iter().map(|v| (None, v)).collect());
+    }
+    Ok(numbers.into_iter().map(Some).zip(values).collect())
+}
+
+/// The places (from 1) of the documents of a YAML stream that hold something. The
+/// parser skips empty documents, but a message should name a document by its place
+/// in the file, where `---` lines count every document.
+fn yaml_document_numbers(text: &str) -> Vec<usize> {
+    use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
+    let mut events = Parser::new_from_str(text)
+        .map_while(Result::ok)
+        .map(|(e, _)| e)
+        .filter(|e| !matches!(e, Event::Comment(..)));
+    let mut numbers = Vec::new();
+    let mut document = 0;
+    while let Some(event) = events.next() {
+        if let Event::DocumentStart(..) = event {
+            document += 1;
+            let empty = matches!(
+                events.next(),
+                Some(Event::Scalar(value, ScalarStyle::Plain, _, None))
+                    if matches!(value.as_ref(), "" | "~" | "null" | "Null" | "NULL")
+            );
+            if !empty {
+                numbers.push(document);
             }
-        })
+        }
+    }
+    numbers
 }
 
 /// Adds `value` to `out`, or its items when it is a `List` (`kind: List`, or a typed

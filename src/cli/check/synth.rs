@@ -338,7 +338,9 @@ mod tests {
     use super::*;
 
     fn manifest(yaml: &str) -> Manifest {
-        let Ok(Value::Object(object)) = serde_yaml::from_str::<Value>(yaml) else {
+        let Ok(Value::Object(object)) =
+            serde_saphyr::from_str_with_options::<Value>(yaml, crate::yaml::options())
+        else {
             panic!("test manifest must be a mapping: {yaml}");
         };
         Manifest {
