@@ -1,0 +1,131 @@
+//! The benchmark's baseline: what blastguard's own stack costs without blastguard.
+//!
+//! hyper + rustls + tokio, with blastguard's TLS configuration taken from its library
+//! (`server::tls::server_config`: TLS 1.3 and 1.2, ALPN h2 then http/1.1, the ring
+//! provider, the certificate through `CertResolver`), the same runtime (tokio's
+//! multi-threaded scheduler, one worker per core) and the same protocol choice by
+//! ALPN. Each request's body is read in full, then a fixed AdmissionReview that allows
+//! is sent back: no parsing, no judging. `GET /readyz` answers 200 so the benchmark
+//! can wait for it as for blastguard.
+//!
+//! Run by `scripts/bench.sh`; by hand:
+//!
+//! ```sh
+//! cargo run --release --example baseline_server -- 127.0.0.1:8443 tls.crt tls.key
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blastguard::server::tls::{ALPN_H2, CertResolver, parse_pair, server_config};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// blastguard's body cap (`server::routes::MAX_BODY_BYTES`), so the baseline reads
+/// everything blastguard would.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The fixed answer: an allowed AdmissionReview response of the size blastguard sends
+/// for an allowed request.
+const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-4000-8000-000000000000","allowed":true}}"#;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [listen, cert, key] = args.as_slice() else {
+        eprintln!("usage: baseline_server LISTEN_ADDR TLS_CERT TLS_KEY");
+        std::process::exit(2);
+    };
+    let listen: SocketAddr = listen
+        .parse()
+        .expect("LISTEN_ADDR: an address like 127.0.0.1:0");
+    let cert_pem = std::fs::read(cert).expect("read TLS_CERT");
+    let key_pem = std::fs::read(key).expect("read TLS_KEY");
+    let resolver = Arc::new(CertResolver::default());
+    resolver.set(parse_pair(&cert_pem, &key_pem, cert, key).expect("certificate pair"));
+    let tls = TlsAcceptor::from(Arc::new(server_config(resolver).expect("TLS config")));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(serve(listen, tls));
+}
+
+async fn serve(listen: SocketAddr, tls: TlsAcceptor) {
+    let listener = TcpListener::bind(listen).await.expect("bind");
+    // The same line shape as blastguard's, so the benchmark reads both alike.
+    println!(
+        "baseline: webhook listening on https://{}/validate",
+        listener.local_addr().expect("local address")
+    );
+    // The protocol settings of blastguard's listener (`server::listener`, its
+    // defaults): timeouts and limits that cost a timer or a comparison per request.
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_headers(64);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let (http1, http2) = (builder.clone().http1_only(), builder.http2_only());
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, http1, http2) = (tls.clone(), http1.clone(), http2.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = tls.accept(tcp).await else {
+                return;
+            };
+            let builder = if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+                http2
+            } else {
+                http1
+            };
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .await;
+        });
+    }
+}
+
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() == Method::GET && request.uri().path() == "/readyz" {
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+    }
+    let read = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await;
+    let mut response = match read {
+        Ok(body) => {
+            std::hint::black_box(body.to_bytes());
+            Response::new(Full::new(Bytes::from_static(ALLOWED)))
+        }
+        Err(_) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"body not read\n")));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}

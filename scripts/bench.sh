@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The benchmark (BENCHMARKS.md): blastguard beside a baseline server built from the
+# same stack (examples/baseline_server.rs: hyper + rustls + tokio with blastguard's own
+# TLS configuration, reading each body and answering a fixed allowed review), and
+# beside nginx when it is installed, in one run, on 127.0.0.1 only:
+#
+#   - server CPU per request (utime+stime from /proc / requests) and latency
+#     p50/p99/p99.9 at 1,000 and 2,000 requests/s, HTTP/2 and HTTP/1.1, for four
+#     12 KB Deployment UPDATE reviews (a person's change; an AI change allowed; denied
+#     with its payload; approved by two SSH signatures), with oha at a fixed rate;
+#   - throughput at saturation; idle and peak RSS; eight concurrent 3 MiB reviews;
+#     time from start to /readyz 200;
+#   - the engine alone, instructions per decision under valgrind's callgrind;
+#   - the ratios to the baseline, checked against issue 11's targets.
+#
+# Prints a markdown table and writes it to $CARGO_TARGET_DIR/bench/results.md (with
+# results.json and every request's latency beside it); draws docs/bench-latency.png.
+# Takes about 4 minutes once built; not part of the test suite. It measures whatever
+# this checkout builds.
+#
+# Usage: scripts/bench.sh     (BENCH_SECONDS=5: length of each fixed-rate run)
+#
+# Needs: cargo, python3, openssl, ssh-keygen. Installs when missing: oha (crates.io,
+# into .tools/bin, once, a few minutes), valgrind (Debian, only when run as root;
+# otherwise the engine figures are skipped), matplotlib (PyPI, into .tools/bench-venv;
+# without it no plot). nginx is measured only when present: nothing installs it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+out=$target/bench
+tools=$root/.tools
+run_seconds=${BENCH_SECONDS:-5}
+mkdir -p "$out" "$tools/bin"
+say() { echo "[bench] $*" >&2; }
+
+for tool in python3 openssl ssh-keygen curl; do
+  command -v "$tool" >/dev/null || { say "$tool is required"; exit 1; }
+done
+
+oha=$(command -v oha || true)
+[ -z "$oha" ] && [ -x "$tools/bin/oha" ] && oha=$tools/bin/oha
+if [ -z "$oha" ]; then
+  say "installing the load generator oha from crates.io into .tools/bin (once)"
+  cargo install oha --locked --quiet --root "$tools"
+  oha=$tools/bin/oha
+fi
+
+valgrind=$(command -v valgrind || true)
+if [ -z "$valgrind" ] && [ "$(id -u)" -eq 0 ]; then
+  say "installing valgrind (Debian) for the engine's instruction counts"
+  if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null 2>&1; }; then
+    valgrind=$(command -v valgrind || true)
+  fi
+fi
+[ -z "$valgrind" ] && say "valgrind not available (not root, or apt-get failed): the engine figures are skipped"
+
+nginx=$(command -v nginx || true)
+[ -z "$nginx" ] && [ -x /usr/sbin/nginx ] && nginx=/usr/sbin/nginx
+if [ -z "$nginx" ]; then
+  say "nginx is not installed: measured without it (apt-get install nginx to include it)"
+fi
+
+build_started=$SECONDS
+say "building blastguard, the baseline server and the engine driver (release)"
+cargo build --release --quiet --bin blastguard --example baseline_server --example engine_decisions
+build_seconds=$((SECONDS - build_started))
+
+measure_started=$SECONDS
+extra=()
+[ -n "$valgrind" ] && extra+=(--valgrind "$valgrind")
+[ -n "$nginx" ] && extra+=(--nginx "$nginx")
+python3 scripts/bench/run.py \
+  --blastguard "$target/release/blastguard" \
+  --baseline "$target/release/examples/baseline_server" \
+  --engine "$target/release/examples/engine_decisions" \
+  --oha "$oha" --out "$out" --seconds "$run_seconds" "${extra[@]}"
+measure_seconds=$((SECONDS - measure_started))
+
+venv=$tools/bench-venv
+if ! "$venv/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+  say "installing matplotlib from PyPI into .tools/bench-venv (once)"
+  { python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib; } >&2 || say "matplotlib unavailable: no plot"
+fi
+if "$venv/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+  "$venv/bin/python" scripts/bench/plot.py "$out" docs/bench-latency.png >&2
+fi
+say "build ${build_seconds} s, measurements ${measure_seconds} s; table in $out/results.md, plot in docs/bench-latency.png"

@@ -1,0 +1,803 @@
+#!/usr/bin/env python3
+"""The benchmark's measurements; scripts/bench.sh builds what it needs and runs this.
+
+Everything runs on this machine, over 127.0.0.1, bounded in count and time. For each
+server (blastguard, the baseline built from the same stack, nginx when installed) it
+measures, in one run, side by side:
+
+- CPU per request at fixed rates (1k and 2k requests/s, HTTP/2 and HTTP/1.1): the
+  server's utime+stime from /proc/<pid>/stat before and after, divided by the requests;
+- latency p50/p99/p99.9 at those rates (oha, open loop with --latency-correction, so a
+  slow response delays no later request's start: no coordinated omission);
+- throughput at saturation (as many requests as the connections carry for a few seconds);
+- idle RSS, peak RSS under load, peak RSS while eight 3 MiB reviews arrive at once,
+  time from process start to /readyz 200;
+- and blastguard's engine alone per decision, as instruction counts under callgrind.
+
+Writes OUT/results.json, OUT/results.md (the table), OUT/latency/*.csv (each request of
+the fixed-rate runs) and prints the table.
+"""
+import argparse
+import atexit
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+RATES = (1000, 2000)
+PROTOCOLS = ("h2", "h1")
+KINDS = ("person", "ai-allow", "ai-deny", "ai-approved")
+AI_KINDS = ("ai-allow", "ai-deny", "ai-approved")
+KIND_TITLES = {
+    "person": "a person's change",
+    "ai-allow": "AI change, allowed",
+    "ai-deny": "AI change, denied with payload",
+    "ai-approved": "AI change, 2-signature approval",
+}
+# Issue 11's targets, as ratios to the baseline in the same run.
+CPU_TARGETS = {"person": 1.5, "ai-allow": 2.0, "ai-deny": 2.5}
+SATURATION_TARGET = 0.70
+PEAK_RSS_TARGET_MIB = 30
+LARGE_RSS_TARGET_MIB = 64
+READY_TARGET_MS = 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+children = []
+
+
+def stop_children():
+    for proc in reversed(children):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in reversed(children):
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    children.clear()
+
+
+atexit.register(stop_children)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def spawn(cmd, **kw):
+    proc = subprocess.Popen(cmd, **kw)
+    children.append(proc)
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc in children:
+        children.remove(proc)
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def proc_pids(root):
+    """`root` and its child processes (nginx's master and workers)."""
+    pids = [root]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == root:
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(root):
+    """utime + stime of the server's processes (all threads, live and ended)."""
+    total = 0
+    for pid in proc_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state is field 3, utime 14 and stime 15 (man 5 proc).
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def status_kib(root, field):
+    """A /proc/<pid>/status field (VmRSS, VmHWM) summed over the server's processes."""
+    total = 0
+    for pid in proc_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+# ---------------------------------------------------------------- servers
+
+
+class Server:
+    def __init__(self, name, proc, webhook, admin=None, readyz_tls=False):
+        self.name, self.proc, self.webhook, self.admin, self.readyz_tls = name, proc, webhook, admin, readyz_tls
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def url(self):
+        return f"https://{self.webhook}/validate?timeout=10s"
+
+
+def read_address(proc, pattern, what, deadline):
+    """Reads the server's standard output until `pattern` names an address."""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise SystemExit(f"{what} exited with {proc.returncode} before listening")
+            continue
+        m = re.search(pattern, line)
+        if m:
+            return m.group(1)
+    raise SystemExit(f"{what}: no address printed in time")
+
+
+def wait_ready(check, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.001)
+    raise SystemExit(f"{what} not ready after {timeout} s")
+
+
+def http_ok(addr, path):
+    try:
+        conn = http.client.HTTPConnection(addr, timeout=1)
+        conn.request("GET", path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def https_ok(addr, path, ctx):
+    try:
+        conn = http.client.HTTPSConnection(addr, timeout=1, context=ctx)
+        conn.request("GET", path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def start_blastguard(args, files):
+    """blastguard serve with the test certificate; returns the server and ms to ready."""
+    cmd = [args.blastguard, "serve", "--tls-cert", files["cert"], "--tls-key", files["key"],
+           "--policy", files["policy"], "--allowed-signers", files["signers"],
+           "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    env = {**os.environ, "RUST_LOG": "warn"}
+    started = time.monotonic()
+    proc = spawn(cmd, stdout=subprocess.PIPE, stderr=open(files["dir"] + "/blastguard.stderr", "a"),
+                 text=True, env=env)
+    deadline = started + 30
+    webhook = read_address(proc, r"webhook listening on https://([^/\s]+)/", "blastguard", deadline)
+    admin = read_address(proc, r"admin listening on http://(\S+)", "blastguard", deadline)
+    wait_ready(lambda: http_ok(admin, "/readyz"), "blastguard")
+    ready_ms = (time.monotonic() - started) * 1000
+    return Server("blastguard", proc, webhook, admin), ready_ms
+
+
+def start_baseline(args, files, ctx):
+    started = time.monotonic()
+    proc = spawn([args.baseline, "127.0.0.1:0", files["cert"], files["key"]], stdout=subprocess.PIPE,
+                 stderr=open(files["dir"] + "/baseline.stderr", "a"), text=True)
+    webhook = read_address(proc, r"listening on https://([^/\s]+)/", "baseline", started + 30)
+    wait_ready(lambda: https_ok(webhook, "/readyz", ctx), "baseline")
+    return Server("baseline", proc, webhook), (time.monotonic() - started) * 1000
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nginx(args, files, ctx, allowed_body):
+    d = os.path.join(files["dir"], "nginx")
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    workers = os.cpu_count() or 1
+    conf = f"""
+daemon off;
+master_process on;
+worker_processes {workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 8m;
+    client_body_buffer_size 1m;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {files["cert"]};
+        ssl_certificate_key {files["key"]};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location = /readyz {{ return 200 "ok\\n"; }}
+        # nginx's `return` answers before the body has arrived and discards it (over
+        # HTTP/2 its flood check then closes the connection: the discarded DATA counts
+        # as overhead). To read the whole body first, as the baseline does, the body
+        # is read for a mirror subrequest (answered internally with 204), the static
+        # handler refuses the POST (405) and error_page turns that into the fixed 200.
+        location = /validate {{
+            mirror /discard;
+            mirror_request_body on;
+            root {d}/www;
+            error_page 405 =200 @allowed;
+        }}
+        location = /discard {{ internal; return 204; }}
+        location @allowed {{
+            default_type application/json;
+            return 200 '{allowed_body}';
+        }}
+    }}
+}}
+"""
+    # Workers started by root run as nobody: they may pass through the work
+    # directory and read www/, nothing else.
+    os.makedirs(os.path.join(d, "www"), exist_ok=True)
+    with open(os.path.join(d, "www", "validate"), "w") as f:
+        f.write("{}\n")
+    for path, mode in ((files["dir"], 0o711), (d, 0o711), (os.path.join(d, "www"), 0o755),
+                       (os.path.join(d, "www", "validate"), 0o644)):
+        os.chmod(path, mode)
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(conf)
+    started = time.monotonic()
+    proc = spawn([args.nginx, "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e", os.path.join(d, "error.log")],
+                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr"), "a"))
+    webhook = f"127.0.0.1:{port}"
+    wait_ready(lambda: https_ok(webhook, "/readyz", ctx), "nginx")
+    return Server("nginx", proc, webhook), (time.monotonic() - started) * 1000
+
+
+def post_review(server, body, ctx):
+    conn = http.client.HTTPSConnection(server.webhook, timeout=30, context=ctx)
+    conn.request("POST", "/validate?timeout=10s", body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def check_decisions(server, corpus, ctx):
+    """Each review gets the decision it was made for: the benchmark measures those paths."""
+    want = {"person": True, "ai-allow": True, "ai-deny": False, "ai-approved": True}
+    for kind, allowed in want.items():
+        status, data = post_review(server, corpus[kind], ctx)
+        if status != 200:
+            raise SystemExit(f"{server.name}: {kind} answered {status}: {data[:300]!r}")
+        response = json.loads(data)["response"]
+        if response.get("allowed") is not allowed:
+            raise SystemExit(f"{server.name}: {kind} should be allowed={allowed}: {data[:600]!r}")
+        if kind == "ai-deny" and '"kind":"Approval"' not in response.get("status", {}).get("message", ""):
+            raise SystemExit(f"{server.name}: ai-deny carries no approval payload: {data[:600]!r}")
+
+
+# ---------------------------------------------------------------- load
+
+
+def oha_cmd(args, server, body_file, proto, connections):
+    cmd = [args.oha, "--no-tui", "-m", "POST", "-H", "content-type: application/json", "-D", body_file,
+           "--cacert", args.files["ca"]]
+    if proto == "h2":
+        # The API server multiplexes HTTP/2 streams over few connections.
+        cmd += ["--http2", "-c", str(max(1, connections // 8)), "-p", "8"]
+    else:
+        cmd += ["--http-version", "1.1", "-c", str(connections)]
+    return cmd
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def fixed_rate(args, server, kind, proto, rate, seconds, record=True):
+    """Open-loop load at `rate` requests/s; returns CPU per request and latencies."""
+    n = int(rate * seconds)
+    out = os.path.join(args.out, "latency", f"{server.name}-{kind}-{proto}-{rate}.csv")
+    cmd = oha_cmd(args, server, args.files[kind], proto, 16) + [
+        "-n", str(n), "-q", str(rate), "--latency-correction", "--output-format", "csv", "-o", out, server.url()]
+    cpu0, client0, t0 = cpu_seconds(server.pid), children_cpu(), time.monotonic()
+    subprocess.run(cmd, check=True, timeout=seconds * 4 + 30, stdout=subprocess.DEVNULL)
+    elapsed = time.monotonic() - t0
+    cpu1, client1 = cpu_seconds(server.pid), children_cpu()
+    latencies, ok, starts = [], 0, []
+    with open(out) as f:
+        next(f)
+        for line in f:
+            cols = line.rstrip("\n").split(",")
+            starts.append(float(cols[0]))
+            latencies.append(float(cols[4]))
+            ok += cols[6] == "200"
+    if not record:
+        os.remove(out)
+        return None
+    latencies.sort()
+    span = (max(starts) - min(starts)) if len(starts) > 1 else elapsed
+    result = {
+        "server": server.name, "kind": kind, "protocol": proto, "rate": rate, "requests": n, "ok": ok,
+        "failed": n - ok, "sent_rate": round((len(starts) - 1) / span, 1) if span > 0 else None,
+        "cpu_us_per_request": (cpu1 - cpu0) / n * 1e6,
+        "client_cpu_us_per_request": (client1 - client0) / n * 1e6,
+        "p50_ms": pct(latencies, 0.50) * 1e3, "p99_ms": pct(latencies, 0.99) * 1e3,
+        "p999_ms": pct(latencies, 0.999) * 1e3, "max_ms": latencies[-1] * 1e3 if latencies else None,
+        "csv": os.path.relpath(out, args.out),
+    }
+    log(f"{server.name:10} {kind:11} {proto} {rate:5}/s: {result['cpu_us_per_request']:7.1f} µs CPU/req, "
+        f"p50 {result['p50_ms']:.2f} p99 {result['p99_ms']:.2f} p99.9 {result['p999_ms']:.2f} ms, "
+        f"{result['failed']} failed")
+    return result
+
+
+def pct(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    i = max(0, min(len(sorted_values) - 1, int(p * len(sorted_values) + 0.999999) - 1))
+    return sorted_values[i]
+
+
+def saturation(args, server, kind, proto, seconds):
+    """Closed loop, 64 requests in flight, for `seconds`: what the server carries."""
+    out = os.path.join(args.out, "saturation", f"{server.name}-{kind}-{proto}.json")
+    cmd = oha_cmd(args, server, args.files[kind], proto, 64) + [
+        "-z", f"{seconds}s", "--output-format", "json", "-o", out, server.url()]
+    cpu0 = cpu_seconds(server.pid)
+    subprocess.run(cmd, check=True, timeout=seconds * 4 + 30, stdout=subprocess.DEVNULL)
+    cpu1 = cpu_seconds(server.pid)
+    with open(out) as f:
+        report = json.load(f)
+    codes = report.get("statusCodeDistribution", {})
+    ok = int(codes.get("200", 0))
+    errors = {k: v for k, v in report.get("errorDistribution", {}).items() if "deadline" not in k}
+    failed = sum(v for c, v in codes.items() if c != "200") + sum(errors.values())
+    total = report["summary"]["total"]
+    result = {
+        "server": server.name, "kind": kind, "protocol": proto, "seconds": total, "ok": ok, "failed": failed,
+        "errors": errors, "rps": ok / total, "cpu_us_per_request": (cpu1 - cpu0) / ok * 1e6 if ok else None,
+    }
+    log(f"{server.name:10} {kind:11} {proto} saturated: {result['rps']:8.0f} req/s, "
+        f"{result['cpu_us_per_request']:.1f} µs CPU/req, {failed} failed")
+    return result
+
+
+def large_reviews(args, server, rounds=3):
+    """Eight 3 MiB reviews at once, `rounds` times; the server's peak RSS after."""
+    out = os.path.join(args.out, "saturation", f"{server.name}-3mib.json")
+    cmd = oha_cmd(args, server, args.files["ai-deny-3mib"], "h1", 8) + [
+        "-n", str(8 * rounds), "-t", "60s", "--output-format", "json", "-o", out, server.url()]
+    subprocess.run(cmd, check=True, timeout=180, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+        report = json.load(f)
+    ok = int(report.get("statusCodeDistribution", {}).get("200", 0))
+    return {"server": server.name, "requests": 8 * rounds, "ok": ok, "failed": 8 * rounds - ok,
+            "peak_rss_kib": status_kib(server.pid, "VmHWM"),
+            "slowest_s": report["summary"].get("slowest")}
+
+
+# ---------------------------------------------------------------- engine under callgrind
+
+
+def callgrind_instructions(args, argv):
+    r = subprocess.run([args.valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null"] + argv,
+                       capture_output=True, text=True, timeout=600)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode != 0 or not m:
+        raise SystemExit(f"callgrind failed on {argv}:\n{r.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def engine_counts(args):
+    """Instructions per decision: (count at N+K iterations - count at N) / K."""
+    from concurrent.futures import ThreadPoolExecutor
+    low, high = 2, 12
+    jobs = {kind: [args.engine, None, args.files["signers"], args.files[kind]] for kind in KINDS}
+    jobs["json-scan"] = [args.engine, None, args.files["signers"], args.files["ai-deny"], "--scan"]
+    runs = [(name, n) for name in jobs for n in (low, high)]
+
+    def one(job):
+        name, n = job
+        argv = list(jobs[name])
+        argv[1] = str(n)
+        return job, callgrind_instructions(args, argv)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(pool.map(one, runs))
+    return {name: (counts[(name, high)] - counts[(name, low)]) / (high - low) for name in jobs}
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+
+    def version(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 1024 / 1024, 1),
+            "kernel": platform.release(), "load_average_at_start": os.getloadavg(),
+            "rustc": version(["rustc", "--version"]), "oha": version([args_global.oha, "--version"]),
+            "nginx": version([args_global.nginx, "-v"]) if args_global.nginx else None,
+            "valgrind": version([args_global.valgrind, "--version"]) if args_global.valgrind else None,
+            "commit": version(["git", "describe", "--always", "--dirty", "--abbrev=12"])}
+
+
+def f1(v, digits=1):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def render(results):
+    r = results
+    lines = []
+    m = r["machine"]
+    lines.append(f"blastguard benchmark, commit {m['commit']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(r['started']))}; "
+                 f"{m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+                 f"load generator {m['oha']} on the same cores; {r['seconds']} s per fixed-rate run; "
+                 f"load average {m['load_average_at_start'][0]:.1f} at the start, {r['load_average_at_end'][0]:.1f} "
+                 f"at the end (other work on the machine); run took {r['duration_s']:.0f} s.")
+    lines.append("")
+    lines.append("**Server CPU per request and latency at fixed rates** (12 KB Deployment UPDATE reviews, "
+                 "TLS; CPU = utime+stime of the server from /proc over the run / requests; "
+                 "× = blastguard ÷ baseline at the same rate and protocol)")
+    lines.append("")
+    lines.append("| server | review | proto | rate/s | CPU µs/req | × baseline | p50 ms | p99 ms | p99.9 ms | failed |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    base = {(x["protocol"], x["rate"]): x for x in r["fixed"] if x["server"] == "baseline"}
+    for proto in PROTOCOLS:
+        for rate in RATES:
+            for x in r["fixed"]:
+                if x["protocol"] != proto or x["rate"] != rate:
+                    continue
+                b = base.get((proto, rate))
+                rx = ratio(x["cpu_us_per_request"], b and b["cpu_us_per_request"]) if x["server"] != "baseline" else None
+                kind = KIND_TITLES.get(x["kind"], x["kind"]) if x["server"] == "blastguard" else "any (fixed answer)"
+                proto_name = "HTTP/2" if proto == "h2" else "HTTP/1.1"
+                lines.append(f"| {x['server']} | {kind} | {proto_name} | {rate} | {f1(x['cpu_us_per_request'])} | "
+                             f"{'' if rx is None else f'{rx:.2f}×'} | {f1(x['p50_ms'], 2)} | {f1(x['p99_ms'], 2)} | "
+                             f"{f1(x['p999_ms'], 2)} | {x['failed']} |")
+    lines.append("")
+    lines.append("**Throughput at saturation** (64 requests in flight for "
+                 f"{r['saturation_seconds']} s; the load generator shares the cores)")
+    lines.append("")
+    lines.append("| server | review | proto | req/s | % of baseline | CPU µs/req | failed |")
+    lines.append("|---|---|---|---:|---:|---:|---:|")
+    sbase = {x["protocol"]: x for x in r["saturation"] if x["server"] == "baseline"}
+    for proto in PROTOCOLS:
+        for x in r["saturation"]:
+            if x["protocol"] != proto:
+                continue
+            b = sbase.get(proto)
+            share = ratio(x["rps"], b and b["rps"]) if x["server"] != "baseline" else None
+            kind = KIND_TITLES.get(x["kind"], x["kind"]) if x["server"] == "blastguard" else "any (fixed answer)"
+            proto_name = "HTTP/2" if proto == "h2" else "HTTP/1.1"
+            lines.append(f"| {x['server']} | {kind} | {proto_name} | {x['rps']:.0f} | "
+                         f"{'' if share is None else f'{share * 100:.0f}%'} | {f1(x['cpu_us_per_request'])} | {x['failed']} |")
+    lines.append("")
+    lines.append("**Memory and start**")
+    lines.append("")
+    lines.append("| server | idle RSS MiB | peak RSS under load MiB | 8 × 3 MiB reviews at once: peak RSS MiB | start to ready ms |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for name, mem in r["memory"].items():
+        large = r["large"].get(name)
+        large_mib = "–" if not large else f"{large['peak_rss_kib'] / 1024:.1f}"
+        ready = mem.get("ready_ms")
+        ready_ms = "–" if ready is None else f"{ready:.0f}"
+        lines.append(f"| {name} | {mem['idle_rss_kib'] / 1024:.1f} | {mem['peak_rss_kib'] / 1024:.1f} | "
+                     f"{large_mib} | {ready_ms} |")
+    lines.append("")
+    if r.get("engine"):
+        lines.append("**The engine alone** (instructions per decision under callgrind, "
+                     "Engine::review of the same 12 KB reviews: parse, judge, respond)")
+        lines.append("")
+        lines.append("| decision | instructions | × JSON scan |")
+        lines.append("|---|---:|---:|")
+        scan = r["engine"].get("json-scan")
+        for kind in KINDS:
+            v = r["engine"][kind]
+            lines.append(f"| {KIND_TITLES[kind]} | {v:,.0f} | {v / scan:.1f}× |")
+        lines.append(f"| reference: serde_json reading the review into `IgnoredAny` | {scan:,.0f} | 1.0× |")
+        lines.append("")
+    else:
+        lines.append(f"**The engine alone**: not measured ({r.get('engine_skipped')}).")
+        lines.append("")
+    lines.append("**Targets (issue 11)**")
+    lines.append("")
+    lines.append("| target | measured | met |")
+    lines.append("|---|---|---|")
+    for t in r["targets"]:
+        lines.append(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    if r.get("notes"):
+        lines.append("")
+        for note in r["notes"]:
+            lines.append(f"- {note}")
+    return "\n".join(lines) + "\n"
+
+
+def targets(r):
+    out = []
+    fixed = {(x["server"], x["kind"], x["protocol"], x["rate"]): x for x in r["fixed"]}
+    for kind, limit in CPU_TARGETS.items():
+        ratios = []
+        for proto in PROTOCOLS:
+            for rate in RATES:
+                b = fixed.get(("baseline", "baseline", proto, rate))
+                x = fixed.get(("blastguard", kind, proto, rate))
+                if b and x:
+                    ratios.append((x["cpu_us_per_request"] / b["cpu_us_per_request"], proto, rate))
+        if not ratios:
+            continue
+        h2 = next((v for v, p, q in ratios if p == "h2" and q == max(RATES)), ratios[0][0])
+        worst = max(ratios)
+        out.append({"target": f"CPU/request, {KIND_TITLES[kind]}: ≤ {limit}× baseline",
+                    "measured": f"{h2:.2f}× (HTTP/2, {max(RATES)}/s); worst of {len(ratios)}: {worst[0]:.2f}×",
+                    "met": worst[0] <= limit})
+    sat = {(x["server"], x["kind"], x["protocol"]): x for x in r["saturation"]}
+    shares = []
+    for proto in PROTOCOLS:
+        b = sat.get(("baseline", "baseline", proto))
+        for kind in AI_KINDS:
+            x = sat.get(("blastguard", kind, proto))
+            if b and x:
+                shares.append((x["rps"] / b["rps"], kind, proto))
+    if shares:
+        low = min(shares)
+        out.append({"target": f"throughput at saturation, AI reviews: ≥ {SATURATION_TARGET:.0%} of baseline",
+                    "measured": f"lowest {low[0]:.0%} ({KIND_TITLES[low[1]]}, {'HTTP/2' if low[2] == 'h2' else 'HTTP/1.1'})",
+                    "met": low[0] >= SATURATION_TARGET})
+    failed = {}
+    for x in r["fixed"] + r["saturation"] + list(r["large"].values()):
+        failed[x["server"]] = failed.get(x["server"], 0) + x["failed"]
+    others = ", ".join(f"{k} {v}" for k, v in failed.items() if k != "blastguard")
+    out.append({"target": "zero failed requests", "measured": f"blastguard {failed.get('blastguard', 0)} failed "
+                f"of all its runs ({others})", "met": failed.get("blastguard", 0) == 0})
+    bg = r["memory"].get("blastguard", {})
+    if bg:
+        peak = bg["peak_rss_kib"] / 1024
+        out.append({"target": f"peak RSS under load ≤ {PEAK_RSS_TARGET_MIB} MiB", "measured": f"{peak:.1f} MiB",
+                    "met": peak <= PEAK_RSS_TARGET_MIB})
+    large = r["large"].get("blastguard")
+    if large:
+        peak = large["peak_rss_kib"] / 1024
+        out.append({"target": f"eight concurrent 3 MiB reviews: peak RSS ≤ {LARGE_RSS_TARGET_MIB} MiB",
+                    "measured": f"{peak:.1f} MiB", "met": peak <= LARGE_RSS_TARGET_MIB and large["failed"] == 0})
+    if r.get("ready_ms"):
+        med = statistics.median(r["ready_ms"])
+        out.append({"target": f"start to /readyz 200 ≤ {READY_TARGET_MS} ms",
+                    "measured": f"median {med:.0f} ms of {len(r['ready_ms'])} starts "
+                                f"(min {min(r['ready_ms']):.0f}, max {max(r['ready_ms']):.0f})",
+                    "met": med <= READY_TARGET_MS})
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def make_cert(d):
+    def run(*cmd):
+        subprocess.run(cmd, check=True, capture_output=True)
+    ca_key, ca, key, csr, cert = (os.path.join(d, n) for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
+    ext = os.path.join(d, "san.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    # ECDSA P-256, as blastguard's own dev certificate and cert-manager's default.
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=blastguard bench CA")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+        "-out", cert, "-extfile", ext)
+    return ca, cert, key
+
+
+args_global = None
+
+
+def main():
+    global args_global
+    p = argparse.ArgumentParser()
+    p.add_argument("--blastguard", required=True)
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--engine", required=True)
+    p.add_argument("--oha", required=True)
+    p.add_argument("--nginx")
+    p.add_argument("--valgrind")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each fixed-rate run")
+    p.add_argument("--saturation-seconds", type=float, default=3.0)
+    p.add_argument("--notes", action="append", default=[])
+    args = p.parse_args()
+    args_global = args
+    started = time.time()
+    for sub in ("latency", "saturation"):
+        shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
+        os.makedirs(os.path.join(args.out, sub))
+    work = tempfile.mkdtemp(prefix="blastguard-bench-")
+    atexit.register(shutil.rmtree, work, True)
+    corpus_dir = os.path.join(args.out, "corpus")
+
+    results = {"started": started, "seconds": args.seconds, "saturation_seconds": args.saturation_seconds,
+               "machine": machine(), "notes": list(args.notes)}
+    log(f"machine: {results['machine']['nproc']} cores, {results['machine']['cpu']}, "
+        f"load average {results['machine']['load_average_at_start'][0]:.2f}")
+
+    ca, cert, key = make_cert(work)
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "corpus.py"), args.blastguard, corpus_dir],
+                   check=True, stdout=sys.stderr)
+    files = {"dir": work, "ca": ca, "cert": cert, "key": key,
+             "policy": os.path.join(corpus_dir, "policy.yaml"), "signers": os.path.join(corpus_dir, "allowed_signers")}
+    for kind in KINDS + ("ai-deny-3mib",):
+        files[kind] = os.path.join(corpus_dir, kind + ".json")
+    files["baseline"] = files["ai-deny"]
+    args.files = files
+    corpus = {k: open(files[k], "rb").read() for k in KINDS}
+    results["corpus_bytes"] = {k: len(v) for k, v in corpus.items()}
+    results["corpus_bytes"]["ai-deny-3mib"] = os.path.getsize(files["ai-deny-3mib"])
+    ctx = ssl.create_default_context(cafile=ca)
+
+    # The engine first, while nothing else of ours runs (instruction counts do not
+    # depend on load, but the servers' figures would suffer from callgrind's CPU).
+    if args.valgrind:
+        log("engine under callgrind: 5 inputs × 2 runs")
+        results["engine"] = engine_counts(args)
+        for name, v in results["engine"].items():
+            log(f"engine {name:12} {v:12,.0f} instructions/decision")
+    else:
+        results["engine_skipped"] = "valgrind not available"
+
+    # Start to ready: blastguard started five times on its own.
+    ready = []
+    for _ in range(5):
+        server, ms = start_blastguard(args, files)
+        ready.append(ms)
+        stop(server.proc)
+    results["ready_ms"] = ready
+    log(f"blastguard start to /readyz 200: {', '.join(f'{v:.0f}' for v in ready)} ms")
+
+    fixed_answer = ('{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":'
+                    '{"uid":"00000000-0000-4000-8000-000000000000","allowed":true}}')
+
+    servers = []
+    bg, bg_ready = start_blastguard(args, files)
+    servers.append(bg)
+    bl, bl_ready = start_baseline(args, files, ctx)
+    servers.append(bl)
+    ng = None
+    if args.nginx:
+        ng, ng_ready = start_nginx(args, files, ctx, fixed_answer)
+        servers.append(ng)
+    else:
+        results["notes"].append("nginx: not installed here, so not measured (Debian package nginx; "
+                                "scripts/bench.sh measures it when `nginx` is present)")
+    time.sleep(0.2)
+    memory = {s.name: {"idle_rss_kib": status_kib(s.pid, "VmRSS")} for s in servers}
+    memory["blastguard"]["ready_ms"] = statistics.median(ready)
+    memory["baseline"]["ready_ms"] = bl_ready
+    if ng:
+        memory["nginx"]["ready_ms"] = ng_ready
+
+    check_decisions(bg, corpus, ctx)
+    for s in servers[1:]:
+        status, data = post_review(s, corpus["ai-deny"], ctx)
+        if status != 200 or json.loads(data)["response"]["allowed"] is not True:
+            raise SystemExit(f"{s.name}: unexpected answer {status} {data[:200]!r}")
+
+    # Warm-up: connections, allocator, caches; not recorded.
+    for s in servers:
+        for proto in PROTOCOLS:
+            fixed_rate(args, s, "ai-deny" if s is bg else "baseline", proto, 1000, 1, record=False)
+
+    log(f"fixed rates {RATES} × {PROTOCOLS}, {args.seconds} s each")
+    fixed = []
+    for proto in PROTOCOLS:
+        for rate in RATES:
+            for kind in KINDS:
+                fixed.append(fixed_rate(args, bg, kind, proto, rate, args.seconds))
+            fixed.append(fixed_rate(args, bl, "baseline", proto, rate, args.seconds))
+            if ng:
+                fixed.append(fixed_rate(args, ng, "baseline", proto, rate, args.seconds))
+    results["fixed"] = fixed
+
+    log(f"saturation, {args.saturation_seconds} s each")
+    sat = []
+    for proto in PROTOCOLS:
+        for kind in ("person", "ai-allow", "ai-deny"):
+            sat.append(saturation(args, bg, kind, proto, args.saturation_seconds))
+        sat.append(saturation(args, bl, "baseline", proto, args.saturation_seconds))
+        if ng:
+            sat.append(saturation(args, ng, "baseline", proto, args.saturation_seconds))
+    results["saturation"] = sat
+
+    for s in servers:
+        memory[s.name]["peak_rss_kib"] = status_kib(s.pid, "VmHWM")
+    results["memory"] = memory
+    for s in list(servers):
+        stop(s.proc)
+
+    # Eight 3 MiB reviews at once, each server fresh so its peak is this alone.
+    log(f"eight concurrent {results['corpus_bytes']['ai-deny-3mib'] / 1048576:.1f} MiB reviews")
+    large = {}
+    for start in (lambda: start_blastguard(args, files), lambda: start_baseline(args, files, ctx)):
+        s, _ = start()
+        large[s.name] = large_reviews(args, s)
+        log(f"{s.name}: peak RSS {large[s.name]['peak_rss_kib'] / 1024:.1f} MiB, {large[s.name]['failed']} failed")
+        stop(s.proc)
+    results["large"] = large
+
+    results["targets"] = targets(results)
+    results["duration_s"] = round(time.time() - started, 1)
+    results["load_average_at_end"] = os.getloadavg()
+    table = render(results)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
