@@ -29,6 +29,10 @@ pub struct Bridge {
     open_until: Mutex<Option<Instant>>,
 }
 
+/// A call started with [`Bridge::start`].
+#[derive(Debug)]
+pub struct Started<T>(Option<mpsc::Receiver<T>>);
+
 /// Why a bounded call has no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Late {
@@ -61,7 +65,7 @@ impl Bridge {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        self.wait(deadline, true, future)
+        self.wait(deadline, future)
     }
 
     /// Runs `future` to its end, whenever that is, and waits for it until `deadline`:
@@ -71,7 +75,36 @@ impl Bridge {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        self.wait(deadline, false, future)
+        let started = self.start(future);
+        self.finish(started, deadline)
+    }
+
+    /// Starts `future`, to run to its end; [`Bridge::finish`] waits for it. Several
+    /// calls started before any is waited for run at the same time.
+    pub fn start<T, F>(&self, future: F) -> Started<T>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.breaker_open() {
+            // Still made, in the background; nobody waits for it.
+            self.handle.spawn(future);
+            return Started(None);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        Started(Some(rx))
+    }
+
+    /// Waits for a started call until `deadline`.
+    pub fn finish<T>(&self, started: Started<T>, deadline: Instant) -> Result<T, Late> {
+        let Some(rx) = started.0 else {
+            return Err(Late::BreakerOpen);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.receive(rx, remaining)
     }
 
     /// Whether a call would be skipped now.
@@ -92,32 +125,27 @@ impl Bridge {
         *open_until = None;
     }
 
-    fn wait<T, F>(&self, deadline: Instant, cancel_at_deadline: bool, future: F) -> Result<T, Late>
+    fn wait<T, F>(&self, deadline: Instant, future: F) -> Result<T, Late>
     where
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
         if self.breaker_open() {
-            if !cancel_at_deadline {
-                // A write is still made, in the background.
-                self.handle.spawn(future);
-            }
             return Err(Late::BreakerOpen);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let (tx, rx) = mpsc::sync_channel(1);
         self.handle.spawn(async move {
-            let out = if cancel_at_deadline {
-                match tokio::time::timeout(remaining, future).await {
-                    Ok(out) => out,
-                    Err(_) => return,
-                }
-            } else {
-                future.await
-            };
-            // The waiter may have given up; the answer then has nowhere to go.
-            let _ = tx.send(out);
+            if let Ok(out) = tokio::time::timeout(remaining, future).await {
+                // The waiter may have given up; the answer then has nowhere to go.
+                let _ = tx.send(out);
+            }
         });
+        self.receive(rx, remaining)
+    }
+
+    /// Waits on the judging thread for an answer, no longer than `remaining`.
+    fn receive<T>(&self, rx: mpsc::Receiver<T>, remaining: Duration) -> Result<T, Late> {
         let receive = move || rx.recv_timeout(remaining).ok();
         let answer = match Handle::try_current() {
             Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {

@@ -143,6 +143,7 @@ impl Cluster {
         watch::change_sets(client, &namespace, reach.clone());
         let collector = reach.clone();
         tokio::spawn(async move {
+            collector.warm_up().await;
             loop {
                 tokio::time::sleep(collector.collect_interval()).await;
                 let deleted = collector.collect_expired().await;

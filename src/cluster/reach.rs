@@ -195,6 +195,12 @@ impl ClusterReach {
         self.shared.collect_expired(SystemTime::now()).await
     }
 
+    /// Makes one request for a record that does not exist, so the client's first
+    /// connection is open before the first decision needs it.
+    pub async fn warm_up(&self) {
+        let _ = timed(self.shared.records.get("blastguard-warm-up")).await;
+    }
+
     /// How often [`ClusterReach::collect_expired`] should run: a quarter of the
     /// window, between 1 s and 5 min.
     pub fn collect_interval(&self) -> Duration {
@@ -297,21 +303,32 @@ impl ChangeSetReach for ClusterReach {
         }
         let shared = self.shared.clone();
         let key_owned = key.to_string();
-        let written = self.bridge.call_detached(scope::deadline(), async move {
-            shared.write(key_owned, admitted, window).await
-        });
-        match written {
-            Ok(true) => self.shared.metrics.change_set_write("written"),
-            Ok(false) => {}
-            Err(late) => {
-                self.shared.metrics.change_set_write("deferred");
-                tracing::warn!(
-                    key,
-                    error = %late,
-                    "change-set record not written within the budget; counted here, written in the background"
-                );
+        let started = self
+            .bridge
+            .start(async move { shared.write(key_owned, admitted, window).await });
+        // Waited for when the decision ends, so the writes of its keys (requester and
+        // change-id) go to the API server together; the answer to the API server then
+        // leaves once they are written, so the next request, to any replica, counts
+        // them.
+        let (bridge, metrics, key) = (
+            self.bridge.clone(),
+            self.shared.metrics.clone(),
+            key.to_string(),
+        );
+        scope::defer(Box::new(move |deadline| {
+            match bridge.finish(started, deadline) {
+                Ok(true) => metrics.change_set_write("written"),
+                Ok(false) => {}
+                Err(late) => {
+                    metrics.change_set_write("deferred");
+                    tracing::warn!(
+                        key,
+                        error = %late,
+                        "change-set record not written within the budget; counted here, written in the background"
+                    );
+                }
             }
-        }
+        }));
     }
 }
 

@@ -42,7 +42,13 @@ pub fn budget() -> Duration {
 struct Current {
     deadline: Instant,
     unavailable: Vec<String>,
+    /// Waits for calls started by the decision (its change-set writes), run when it
+    /// ends: the writes of all its keys go out together and are waited for once.
+    deferred: Vec<Deferred>,
 }
+
+/// A wait deferred to the end of the decision; given the decision's deadline.
+pub type Deferred = Box<dyn FnOnce(Instant)>;
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
@@ -62,6 +68,7 @@ impl Scope {
         let current = Current {
             deadline: Instant::now() + budget(),
             unavailable: Vec::new(),
+            deferred: Vec::new(),
         };
         let previous = CURRENT.with(|c| c.replace(Some(current)));
         Scope {
@@ -84,8 +91,33 @@ impl Scope {
 
 impl Drop for Scope {
     fn drop(&mut self) {
+        // The deferred waits run outside the borrow: they may use the scope too.
+        let (deadline, deferred) = CURRENT.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(|c| (c.deadline, std::mem::take(&mut c.deferred)))
+                .unwrap_or_else(|| (Instant::now(), Vec::new()))
+        });
+        for wait in deferred {
+            wait(deadline);
+        }
         let previous = self.previous.take();
         CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// Defers `wait` to the end of the current decision, which runs it with its deadline.
+/// Outside a decision it runs at once, with a whole budget.
+pub fn defer(wait: Deferred) {
+    let not_deferred = CURRENT.with(|c| match c.borrow_mut().as_mut() {
+        Some(current) => {
+            current.deferred.push(wait);
+            None
+        }
+        None => Some(wait),
+    });
+    if let Some(wait) = not_deferred {
+        wait(Instant::now() + budget());
     }
 }
 
@@ -135,6 +167,28 @@ mod tests {
         let next = Scope::begin();
         assert_eq!(next.unavailable(), None, "a new decision starts clean");
         assert!(super::deadline() > deadline);
+    }
+
+    #[test]
+    fn deferred_waits_run_when_the_decision_ends() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let ran = Rc::new(Cell::new(0));
+        let scope = Scope::begin();
+        let deadline = deadline();
+        for _ in 0..2 {
+            let ran = ran.clone();
+            defer(Box::new(move |d| {
+                assert_eq!(d, deadline, "with the decision's deadline");
+                ran.set(ran.get() + 1);
+            }));
+        }
+        assert_eq!(ran.get(), 0);
+        drop(scope);
+        assert_eq!(ran.get(), 2);
+        let at_once = ran.clone();
+        defer(Box::new(move |_| at_once.set(at_once.get() + 1)));
+        assert_eq!(ran.get(), 3, "outside a decision: at once");
     }
 
     #[test]
