@@ -75,7 +75,7 @@ fn deployment(ns: &str, name: &str, i: usize) -> Value {
         "blastguard.io/ai-agent": "claude-code",
         "blastguard.io/change-id": format!("CHG-{}", i % 500),
     });
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         // A signed approval: the payload and two armored ed25519 signatures.
         annotations["blastguard.io/approval"] = json!(format!(
             "{{\"apiVersion\":\"blastguard.io/v1\",\"kind\":\"Approval\",\"target\":{{\"group\":\"apps\",\"kind\":\"Deployment\",\"namespace\":\"{ns}\",\"name\":\"{name}\"}},\"operation\":\"scale\",\"replicas\":20,\"notBefore\":\"2026-11-22T10:00:00Z\",\"notAfter\":\"2026-11-22T12:00:00Z\",\"reason\":\"CHG-1234: canary passed\"}}"
@@ -133,7 +133,14 @@ fn cache_memory_for_ten_thousand_workloads_in_a_thousand_namespaces() {
         let labels: Labels = [
             ("kubernetes.io/metadata.name", name.as_str()),
             ("team", "payments"),
-            ("blastguard.io/tier", if n % 50 == 0 { "critical" } else { "standard" }),
+            (
+                "blastguard.io/tier",
+                if n.is_multiple_of(50) {
+                    "critical"
+                } else {
+                    "standard"
+                },
+            ),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -171,13 +178,19 @@ fn cache_memory_for_ten_thousand_workloads_in_a_thousand_namespaces() {
         mib(wl_bytes),
         wl_bytes / WORKLOADS
     );
-    println!("  total:                                    {}", mib(after - before));
+    println!(
+        "  total:                                    {}",
+        mib(after - before)
+    );
     println!(
         "  for comparison, the objects as listed (JSON): {} ({} bytes each)",
         mib(listed_json),
         listed_json / WORKLOADS
     );
-    println!("  peak heap during the fill: {}", mib(PEAK.load(Ordering::Relaxed)));
+    println!(
+        "  peak heap during the fill: {}",
+        mib(PEAK.load(Ordering::Relaxed))
+    );
     assert_eq!(namespaces.len(), NAMESPACES);
     assert_eq!(workloads.len(), WORKLOADS);
 }
