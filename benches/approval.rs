@@ -142,7 +142,8 @@ fn main() {
     let bare = deployment(&BTreeMap::new());
     let bare_review = review(&bare);
     let request = blastguard::review::decode(&bare_review).expect("review");
-    let change = Change::from_view(&request, &policy).expect("change");
+    let objects = blastguard::review::objects(&bare_review).expect("objects");
+    let change = Change::from_view(&request, objects, &policy).expect("change");
     let subject = ApprovalSubject::of(&change).expect("subject");
     let payload = subject
         .payload(SystemTime::now(), Duration::from_secs(7200), "bench")

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::annotations;
 use crate::kinds::{self, Reach};
 use crate::policy::{Policy, WorkloadSpec};
-use crate::review::{RequestView, ReviewError};
+use crate::review::{ObjectParts, Objects, RequestView, ReviewError};
 
 /// The admission operation, in the API server's spelling on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -144,23 +144,13 @@ impl Change {
     /// Reads a Change out of a request view, parsing its objects. Fails only when an
     /// object is not JSON of an object's shape; unknown kinds are [`Workload::Other`],
     /// and a count that cannot be read is noted in [`Change::unmeasurable`].
-    pub fn from_view(req: &RequestView<'_>, policy: &Policy) -> Result<Self, ReviewError> {
-        let parse = |raw: Option<&serde_json::value::RawValue>, which: &str| {
-            raw.map(|r| serde_json::from_str::<Value>(r.get()))
-                .transpose()
-                .map_err(|e| ReviewError::Malformed(format!("{which}: {e}")))
-                .map(|v| v.filter(|v| !v.is_null()))
-        };
-        let new_object = parse(req.object, "object")?;
-        let old_object = parse(req.old_object, "oldObject")?;
-        if [&new_object, &old_object]
-            .iter()
-            .any(|o| o.as_ref().is_some_and(|o| !o.is_object()))
-        {
-            return Err(ReviewError::Malformed(
-                "object and oldObject must be JSON objects".into(),
-            ));
-        }
+    pub fn from_view(
+        req: &RequestView<'_>,
+        objects: Objects<'_>,
+        policy: &Policy,
+    ) -> Result<Self, ReviewError> {
+        let (new_object, new_kept) = objects.object.map(|p| kept(p, policy)).unzip();
+        let (old_object, old_kept) = objects.old_object.map(|p| kept(p, policy)).unzip();
         let operation = req.operation;
         let subresource = req.subresource().map(str::to_string);
         let namespace = req.namespace().map(str::to_string);
@@ -254,20 +244,12 @@ impl Change {
 
         // A subresource's object (Scale, Eviction) carries no annotations of the
         // workload's: never read provenance or approvals from it.
-        let annotations_of = |o: Option<&Value>| {
-            o.filter(|_| sub == Subresource::None)
-                .and_then(|o| o.pointer("/metadata/annotations"))
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                        .collect()
-                })
+        let annotations_of = |kept: Option<BTreeMap<String, String>>| {
+            kept.filter(|_| sub == Subresource::None)
                 .unwrap_or_default()
         };
-
-        let new_annotations = annotations_of(new);
-        let old_annotations = annotations_of(old);
+        let new_annotations = annotations_of(new_kept);
+        let old_annotations = annotations_of(old_kept);
         Ok(Self {
             uid: req.uid.to_string(),
             operation,
@@ -560,6 +542,40 @@ fn strategy_kind(s: Option<&Value>) -> Option<Vec<(&String, &Value)>> {
             .filter(|(k, _)| k.as_str() != "rollingUpdate")
             .collect()
     })
+}
+
+/// What a decision keeps of an object: its fields as one JSON object (the count, the
+/// template comparison and the approval digest read it), with `metadata` reduced to
+/// name, generateName and labels; and the annotations a decision can look up, decoded.
+fn kept(parts: ObjectParts<'_>, policy: &Policy) -> (Value, BTreeMap<String, String>) {
+    let mut object = parts.fields;
+    let mut metadata = serde_json::Map::new();
+    for (field, value) in [("name", parts.name), ("generateName", parts.generate_name)] {
+        if let Some(v) = value {
+            metadata.insert(field.to_string(), Value::String(v));
+        }
+    }
+    if let Some(labels) = parts.labels {
+        metadata.insert("labels".to_string(), Value::Object(labels));
+    }
+    object.insert("metadata".to_string(), Value::Object(metadata));
+    let annotations = parts
+        .annotations
+        .iter()
+        .filter(|(k, _)| keeps_annotation(k, policy))
+        .filter_map(|(k, raw)| {
+            serde_json::from_str::<String>(raw.get())
+                .ok()
+                .map(|v| (k.to_string(), v))
+        })
+        .collect();
+    (Value::Object(object), annotations)
+}
+
+/// Annotations a decision reads: blastguard's own (change-id, approval) and the
+/// policy's provenance markers.
+fn keeps_annotation(key: &str, policy: &Policy) -> bool {
+    key.starts_with("blastguard.io/") || policy.provenance.annotations.iter().any(|k| k == key)
 }
 
 /// The name of an object without one in the request (CREATE with generateName).

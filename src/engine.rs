@@ -18,7 +18,7 @@ use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Poli
 use crate::provenance::Facts;
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
-use crate::review::{Heads, ReviewError};
+use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
 
@@ -194,10 +194,6 @@ impl Engine {
             Err(rejected) => return reject(rejected.uid, rejected.error),
         };
         let uid = view.uid.to_string();
-        let heads = match Heads::of(&view) {
-            Ok(heads) => heads,
-            Err(error) => return reject(Some(uid), error),
-        };
         let policy = self.policy.load();
         // A scale request is about its parent workload: count it under the parent's kind.
         let kind = match view.subresource() {
@@ -221,10 +217,8 @@ impl Engine {
                 .to_string(),
             dry_run: view.dry_run.unwrap_or(false),
         };
-        let signal = provenance::detect(
-            &Facts::of_view(&view, &heads.new, &heads.old),
-            &policy.provenance,
-        );
+        let (new, old) = view.annotations();
+        let signal = provenance::detect(&Facts::of_view(&view, new, old), &policy.provenance);
         if signal.is_none() {
             let verdict = finish(Findings::default(), None, 1, None);
             let body = review::encode(response::respond(&uid, None, &verdict));
@@ -236,11 +230,11 @@ impl Engine {
                 change: None,
             }));
         }
-        let change = match Change::from_view(&view, &policy) {
+        let change = match review::objects(body).and_then(|o| Change::from_view(&view, o, &policy))
+        {
             Ok(change) => change,
             Err(error) => return reject(Some(uid), error),
         };
-        drop(heads);
         let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
         let body = review::encode(response::respond(&uid, Some(&change), &verdict));
         Reviewed::Judged(Box::new(Judged {

@@ -1,11 +1,12 @@
 //! Reading an AdmissionReview off the wire and writing the answer back.
 //!
-//! The request is read as a borrowed view ([`RequestView`]): strings point into the
-//! body, and `object`/`oldObject` stay raw JSON ([`RawValue`]) until a decision needs
-//! them. A person's change is judged from the view and the two objects' annotations
-//! alone ([`Heads`]); only an AI-assisted change parses its objects. DESIGN.md section
-//! 9 allows this view on the hot path; `tests/review_view.rs` holds it equal to
-//! kube-rs's reading of every fixture and of generated reviews.
+//! The request is read as a borrowed view ([`RequestView`]) in one pass over the body:
+//! strings point into the body, and of `object` and `oldObject` only the annotations
+//! are kept ([`Head`]), their values left raw; everything else is skipped without
+//! being built. A person's change is judged from that alone. Only an AI-assisted
+//! change reads the body a second time for its objects ([`objects`]). DESIGN.md
+//! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
+//! to kube-rs's reading of every fixture and of generated reviews.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -151,12 +152,12 @@ pub struct RequestView<'a> {
     /// Who asks.
     #[serde(default, borrow)]
     pub user_info: UserInfo<'a>,
-    /// The new object, unparsed.
+    /// The new object's annotations (`None` when there is no object).
     #[serde(default, borrow)]
-    pub object: Option<&'a RawValue>,
-    /// The old object, unparsed.
+    pub object: Option<Head<'a>>,
+    /// The old object's annotations (`None` when there is no old object).
     #[serde(default, borrow)]
-    pub old_object: Option<&'a RawValue>,
+    pub old_object: Option<Head<'a>>,
     /// Whether the request is a dry run.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -229,8 +230,8 @@ fn salvage_uid(body: &[u8]) -> Option<String> {
 /// An object's annotations, keys borrowed and values left raw: only the values a
 /// decision looks up (the provenance markers) are ever unescaped, never the
 /// kilobytes of `kubectl.kubernetes.io/last-applied-configuration`.
-#[derive(Debug, Default)]
-pub struct RawAnnotations<'a>(BTreeMap<Cow<'a, str>, &'a RawValue>);
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAnnotations<'a>(#[serde(borrow)] BTreeMap<Cow<'a, str>, &'a RawValue>);
 
 impl RawAnnotations<'_> {
     /// The value of `key`, if present and a string.
@@ -243,54 +244,153 @@ impl RawAnnotations<'_> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Every annotation, values raw.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
 }
 
-/// The annotations of both objects of a request.
-#[derive(Debug, Default)]
-pub struct Heads<'a> {
-    /// The new object's.
-    pub new: RawAnnotations<'a>,
-    /// The old object's.
-    pub old: RawAnnotations<'a>,
+/// What the fast path keeps of an object: its annotations. Every other field, the
+/// spec, status and managedFields included, is skipped while the body is read.
+#[derive(Debug, Default, Deserialize)]
+pub struct Head<'a> {
+    #[serde(default, borrow)]
+    metadata: Option<HeadMeta<'a>>,
 }
 
-impl<'a> Heads<'a> {
-    /// Reads the annotations of the request's objects. A subresource's object (Scale,
-    /// Eviction) carries none of the workload's, so they are not read.
-    pub fn of(view: &RequestView<'a>) -> Result<Self, ReviewError> {
-        if view.subresource().is_some() {
-            return Ok(Self::default());
+#[derive(Debug, Default, Deserialize)]
+struct HeadMeta<'a> {
+    #[serde(default, borrow)]
+    annotations: Option<RawAnnotations<'a>>,
+}
+
+static NO_ANNOTATIONS: RawAnnotations<'static> = RawAnnotations(BTreeMap::new());
+
+impl<'a> RequestView<'a> {
+    /// The annotations of the new and the old object. A subresource's object (Scale,
+    /// Eviction) carries none of the workload's, so it has none here.
+    pub fn annotations(&self) -> (&RawAnnotations<'a>, &RawAnnotations<'a>) {
+        let sub = self.subresource().is_some();
+        fn of<'s, 'a>(head: &'s Option<Head<'a>>, sub: bool) -> &'s RawAnnotations<'a> {
+            match head {
+                Some(Head {
+                    metadata:
+                        Some(HeadMeta {
+                            annotations: Some(a),
+                        }),
+                }) if !sub => a,
+                _ => &NO_ANNOTATIONS,
+            }
         }
-        Ok(Self {
-            new: annotations_of(view.object)?,
-            old: annotations_of(view.old_object)?,
-        })
+        (of(&self.object, sub), of(&self.old_object, sub))
     }
 }
 
-fn annotations_of(raw: Option<&RawValue>) -> Result<RawAnnotations<'_>, ReviewError> {
-    #[derive(Deserialize)]
-    struct Meta<'a> {
-        #[serde(default, borrow)]
-        annotations: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
-    }
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(default, borrow)]
-        metadata: Option<Meta<'a>>,
-    }
-    let Some(raw) = raw.filter(|r| r.get() != "null") else {
-        return Ok(RawAnnotations::default());
-    };
-    let head: Head<'_> = serde_json::from_str(raw.get())
-        .map_err(|e| ReviewError::Malformed(format!("object metadata: {e}")))?;
-    Ok(RawAnnotations(
-        head.metadata
-            .and_then(|m| m.annotations)
-            .unwrap_or_default(),
-    ))
+/// The request's objects as a decision reads them: the second read of the body, for
+/// AI-assisted changes only.
+#[derive(Debug, Default)]
+pub struct Objects<'a> {
+    /// `request.object`.
+    pub object: Option<ObjectParts<'a>>,
+    /// `request.oldObject`.
+    pub old_object: Option<ObjectParts<'a>>,
 }
 
+/// What a decision reads of an object, in one pass: every top-level field but
+/// `apiVersion`, `kind`, `status` and `metadata` (the spec, or `rules`, `data`, ...),
+/// and of metadata its name, generateName, labels and annotations (values raw). The
+/// rest of metadata (managedFields, the last-applied configuration) and the status are
+/// skipped without being built.
+#[derive(Debug, Default)]
+pub struct ObjectParts<'a> {
+    /// The top-level fields kept, parsed.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// `metadata.name`.
+    pub name: Option<String>,
+    /// `metadata.generateName`.
+    pub generate_name: Option<String>,
+    /// `metadata.labels`.
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `metadata.annotations`, values raw.
+    pub annotations: RawAnnotations<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta<'a> {
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            generate_name: Option<String>,
+            #[serde(default)]
+            labels: Option<serde_json::Map<String, serde_json::Value>>,
+            #[serde(default, borrow)]
+            annotations: Option<RawAnnotations<'a>>,
+        }
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = ObjectParts<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Kubernetes object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut parts = ObjectParts::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "apiVersion" | "kind" | "status" => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        "metadata" => {
+                            let meta: Option<Meta<'a>> = map.next_value()?;
+                            if let Some(meta) = meta {
+                                parts.name = meta.name;
+                                parts.generate_name = meta.generate_name;
+                                parts.labels = meta.labels;
+                                parts.annotations = meta.annotations.unwrap_or_default();
+                            }
+                        }
+                        _ => {
+                            let value = map.next_value()?;
+                            parts.fields.insert(key.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(parts)
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// Reads `request.object` and `request.oldObject` out of a body [`decode`] accepted.
+pub fn objects(body: &[u8]) -> Result<Objects<'_>, ReviewError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Request<'a> {
+        #[serde(default, borrow)]
+        object: Option<ObjectParts<'a>>,
+        #[serde(default, borrow)]
+        old_object: Option<ObjectParts<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Review<'a> {
+        #[serde(borrow)]
+        request: Option<Request<'a>>,
+    }
+    let review: Review<'_> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
+    Ok(Objects {
+        object: request.object,
+        old_object: request.old_object,
+    })
+}
 /// The allowed response to the request with `uid`, to be filled in from a verdict.
 pub fn response_for(uid: &str) -> AdmissionResponse {
     // kube-rs builds its AdmissionResponse from its own request type only; start from

@@ -1027,8 +1027,8 @@ fn server_calls_ai(policy: &Policy, request: &Request) -> bool {
     let req = blastguard::review::decode(&body)
         .unwrap_or_else(|r| panic!("the server cannot read the sample: {}", r.error));
     // The server's own fast path: the request view and the objects' annotations.
-    let heads = blastguard::review::Heads::of(&req).expect("readable objects");
-    let facts = blastguard::provenance::Facts::of_view(&req, &heads.new, &heads.old);
+    let (new, old) = req.annotations();
+    let facts = blastguard::provenance::Facts::of_view(&req, new, old);
     blastguard::provenance::detect(&facts, &policy.provenance).is_some()
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use blastguard::change::Operation;
-use blastguard::review::{Heads, RequestView, decode};
+use blastguard::review::{ObjectParts, RequestView, decode, objects};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
 use serde_json::{Value, json};
@@ -30,12 +30,48 @@ fn operation(op: &KubeOperation) -> Operation {
 
 /// An object as kube-rs holds it, back as JSON, for comparison with the raw view.
 fn kube_object(o: &Option<DynamicObject>) -> Option<Value> {
-    o.as_ref().map(|o| serde_json::to_value(o).expect("serializes"))
+    o.as_ref()
+        .map(|o| serde_json::to_value(o).expect("serializes"))
 }
 
-fn raw_object(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {
-    raw.map(|r| serde_json::from_str::<Value>(r.get()).expect("raw JSON"))
-        .filter(|v| !v.is_null())
+/// An object as the decision reads it ([`ObjectParts`]): its fields, and of metadata
+/// the name, generateName and labels.
+fn parts_object(parts: &Option<ObjectParts<'_>>) -> Option<Value> {
+    parts.as_ref().map(|p| {
+        let mut o = p.fields.clone();
+        let mut meta = serde_json::Map::new();
+        if let Some(n) = &p.name {
+            meta.insert("name".into(), json!(n));
+        }
+        if let Some(n) = &p.generate_name {
+            meta.insert("generateName".into(), json!(n));
+        }
+        if let Some(l) = &p.labels {
+            meta.insert("labels".into(), Value::Object(l.clone()));
+        }
+        o.insert("metadata".into(), Value::Object(meta));
+        Value::Object(o)
+    })
+}
+
+/// kube-rs's reading reduced the same way: without apiVersion, kind and status, and
+/// with metadata reduced to name, generateName and labels.
+fn kube_reduced(o: &Option<DynamicObject>) -> Option<Value> {
+    kube_object(o).map(|mut v| {
+        let map = v.as_object_mut().expect("an object");
+        for key in ["apiVersion", "kind", "status"] {
+            map.remove(key);
+        }
+        let meta = map.get("metadata").cloned().unwrap_or(json!({}));
+        let mut reduced = serde_json::Map::new();
+        for key in ["name", "generateName", "labels"] {
+            if let Some(v) = meta.get(key) {
+                reduced.insert(key.into(), v.clone());
+            }
+        }
+        map.insert("metadata".into(), Value::Object(reduced));
+        v
+    })
 }
 
 fn annotations(o: &Option<DynamicObject>) -> BTreeMap<String, String> {
@@ -49,14 +85,22 @@ fn assert_same_reading(body: &[u8], what: &str) {
     let kube = kube_reading(body);
     let view: RequestView<'_> = decode(body).unwrap_or_else(|r| panic!("{what}: {}", r.error));
     assert_eq!(view.uid, kube.uid, "{what}: uid");
-    assert_eq!(view.operation, operation(&kube.operation), "{what}: operation");
+    assert_eq!(
+        view.operation,
+        operation(&kube.operation),
+        "{what}: operation"
+    );
     assert_eq!(
         (&*view.kind.group, &*view.kind.version, &*view.kind.kind),
         (&*kube.kind.group, &*kube.kind.version, &*kube.kind.kind),
         "{what}: kind"
     );
     assert_eq!(
-        (&*view.resource.group, &*view.resource.version, &*view.resource.resource),
+        (
+            &*view.resource.group,
+            &*view.resource.version,
+            &*view.resource.resource
+        ),
         (
             &*kube.resource.group,
             &*kube.resource.version,
@@ -91,7 +135,11 @@ fn assert_same_reading(body: &[u8], what: &str) {
         .as_ref()
         .map(|g| g.iter().map(String::as_str).collect());
     assert_eq!(groups, kube_groups, "{what}: groups");
-    assert_eq!(view.dry_run.unwrap_or(false), kube.dry_run, "{what}: dryRun");
+    assert_eq!(
+        view.dry_run.unwrap_or(false),
+        kube.dry_run,
+        "{what}: dryRun"
+    );
     assert_eq!(
         view.field_manager(),
         kube.options
@@ -101,21 +149,39 @@ fn assert_same_reading(body: &[u8], what: &str) {
             .filter(|s| !s.is_empty()),
         "{what}: fieldManager"
     );
+    let raw = objects(body).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(
-        raw_object(view.object),
-        kube_object(&kube.object),
+        parts_object(&raw.object),
+        kube_reduced(&kube.object),
         "{what}: object"
     );
     assert_eq!(
-        raw_object(view.old_object),
-        kube_object(&kube.old_object),
+        parts_object(&raw.old_object),
+        kube_reduced(&kube.old_object),
         "{what}: oldObject"
     );
-    let heads = Heads::of(&view).unwrap_or_else(|e| panic!("{what}: {e}"));
+    for (parts, kube_object, which) in [
+        (&raw.object, &kube.object, "object"),
+        (&raw.old_object, &kube.old_object, "oldObject"),
+    ] {
+        let theirs = annotations(kube_object);
+        let ours: BTreeMap<String, String> = parts
+            .iter()
+            .flat_map(|p| p.annotations.iter())
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::from_str(v.get()).expect("a string"),
+                )
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{what}: {which} annotations (second read)");
+    }
+    let (new, old) = view.annotations();
     if view.subresource().is_none() {
         for (raw, kube_object, which) in [
-            (&heads.new, &kube.object, "object"),
-            (&heads.old, &kube.old_object, "oldObject"),
+            (new, &kube.object, "object"),
+            (old, &kube.old_object, "oldObject"),
         ] {
             for (key, value) in annotations(kube_object) {
                 assert_eq!(
@@ -235,7 +301,8 @@ fn generated_review(rng: &mut Rng) -> Value {
     if rng.chance(70) {
         let mut options = json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"});
         if rng.chance(60) {
-            options["fieldManager"] = json!(rng.pick(&["kubectl-ai", "kubectl-client-side-apply", ""]));
+            options["fieldManager"] =
+                json!(rng.pick(&["kubectl-ai", "kubectl-client-side-apply", ""]));
         }
         request["options"] = options;
     }
