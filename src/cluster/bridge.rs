@@ -239,6 +239,17 @@ mod tests {
     }
 
     #[test]
+    fn a_call_from_a_blocking_thread_of_the_runtime_waits_there() {
+        // Large reviews are judged with spawn_blocking.
+        let rt = runtime();
+        let bridge = std::sync::Arc::new(Bridge::new(rt.handle().clone()));
+        let b = bridge.clone();
+        let task =
+            rt.spawn_blocking(move || b.call(Instant::now() + Duration::from_secs(5), async { 5 }));
+        assert_eq!(rt.block_on(task).unwrap(), Ok(5));
+    }
+
+    #[test]
     fn a_call_from_a_runtime_worker_does_not_stall_the_runtime() {
         // Both workers judge at once and each waits on a call that needs a worker to
         // run: block_in_place hands their queues over, so neither call starves.
