@@ -15,7 +15,7 @@ use crate::approval::{
 };
 use crate::change::{Change, Operation, Workload};
 use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
-use crate::provenance::Facts;
+use crate::provenance::{Facts, Signal};
 use crate::radius::Violation;
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::ReviewError;
@@ -299,6 +299,13 @@ impl Engine {
         radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
         radius.pods_in_change_set = Some(usage.pods);
         findings.violations = radius::violations(&radius, &rule.limits);
+        // Without this, an agent whose only signal is its marker could drop the marker
+        // in an update that replaces no pod, and make every later change human.
+        if let Some(Signal::StickyAnnotation { key, .. }) = &findings.signal {
+            findings
+                .violations
+                .push(Violation::MarkerRemoved { key: key.clone() });
+        }
         findings.radius = Some(radius);
         let measurable = !findings
             .violations

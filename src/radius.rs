@@ -68,6 +68,12 @@ pub enum Violation {
     },
     /// A field the count depends on could not be read: no limit can be shown to hold.
     Unmeasurable(String),
+    /// The update removes (or sets to `false`) the AI marker of an object that had
+    /// it: handing an object back to people is itself a change that takes approval.
+    MarkerRemoved {
+        /// The marker annotation.
+        key: String,
+    },
     /// `allowClusterScoped: false`.
     ClusterScoped,
     /// `allowNodeWide: false`.
@@ -84,6 +90,7 @@ impl Violation {
             Violation::Namespaces { .. } => "maxNamespacesPerChange",
             Violation::PodsPerChangeSet { .. } => "maxPodsPerChangeSet",
             Violation::Unmeasurable(_) => "unmeasurable",
+            Violation::MarkerRemoved { .. } => "stickyProvenance",
             Violation::ClusterScoped => "allowClusterScoped",
             Violation::NodeWide => "allowNodeWide",
         }
@@ -117,6 +124,10 @@ impl fmt::Display for Violation {
             Violation::Unmeasurable(what) => {
                 write!(f, "the change cannot be measured: {what}")
             }
+            Violation::MarkerRemoved { key } => write!(
+                f,
+                "removes the AI marker {key}: handing an object back to people takes an approval (sticky provenance)"
+            ),
             Violation::ClusterScoped => {
                 write!(
                     f,

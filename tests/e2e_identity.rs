@@ -202,29 +202,32 @@ fn ai_identities_are_judged_the_hpa_is_not_and_provenance_is_sticky() {
     });
 
     steps.run(
-        "removing the marker alone replaces no pod: judged, and admitted",
+        "removing the marker alone takes an approval: a hand-back is a change too",
         || {
-            // Sticky provenance sends it; nothing is over a limit, so it passes, and the
-            // object is unmarked from then on. Annotations are a cooperative signal
-            // (docs/security.md): the agent's identity is the one it cannot drop.
+            // Without this, an agent marked only by its annotation would drop the
+            // marker in an update that replaces no pod, and every later change of the
+            // object would be a person's (docs/security.md).
             let sent = e2e.webhook.requests();
-            e2e.kubectl(&[
-                "-n",
-                "team",
-                "annotate",
-                "deployment/y",
-                &format!("{AI_AGENT}-"),
-            ])
-            .expect_ok();
+            let err = e2e
+                .kubectl(&[
+                    "-n",
+                    "team",
+                    "annotate",
+                    "deployment/y",
+                    &format!("{AI_AGENT}-"),
+                ])
+                .expect_err();
+            assert!(
+                err.contains("removes the AI marker blastguard.io/ai-agent"),
+                "{err}"
+            );
+            assert!(
+                err.contains(r#""kind":"Approval""#),
+                "the payload to sign: {err}"
+            );
             assert_eq!(e2e.webhook.requests(), sent + 1.0);
-            let last = e2e.webhook.decisions().pop().unwrap();
-            for field in [
-                r#"decision="allow""#,
-                "pods_affected=0",
-                "on the current object",
-            ] {
-                assert!(last.contains(field), "{field} not in {last}");
-            }
+            let y = e2e.get("team", "deployment/y").unwrap();
+            assert_eq!(y["metadata"]["annotations"][AI_AGENT], "claude-code");
         },
     );
 

@@ -443,3 +443,39 @@ fn evictions_count_one_pod_by_identity() {
         NotAiAssisted
     );
 }
+
+/// Two steps around sticky provenance: drop the marker in an update that replaces no
+/// pod, then make the large change as a "person". The first step is itself a change
+/// that takes approval, and its denial carries the payload to sign.
+#[test]
+fn removing_the_marker_takes_an_approval() {
+    let marked = deploy(40, "a", ai());
+    for (name, new_annotations) in [
+        ("removed", human()),
+        ("set to false", json!({"blastguard.io/ai-agent": "false"})),
+    ] {
+        let r = engine().review(
+            &Req::update(
+                "Deployment",
+                "staging",
+                marked.clone(),
+                deploy(40, "a", new_annotations),
+            )
+            .body(),
+        );
+        assert_eq!(verdict_of(&r), (Deny, OverLimits, 0), "{name}");
+        let msg = message(&r);
+        assert!(
+            msg.contains("removes the AI marker blastguard.io/ai-agent"),
+            "{name}: {msg}"
+        );
+        assert!(
+            msg.contains("\"operation\":\"apply\""),
+            "{name}: the payload to sign: {msg}"
+        );
+    }
+    // Keeping the marker while changing nothing else is no hand-back.
+    let kept =
+        engine().review(&Req::update("Deployment", "staging", marked.clone(), marked).body());
+    assert_eq!(verdict_of(&kept), (Allow, WithinLimits, 0));
+}

@@ -900,7 +900,8 @@ fn kubectl_fixtures() {
         (
             "deployment-update-strip-marker",
             include_str!("../../../tests/fixtures/deployment-update-strip-marker.json"),
-            (Allow, WithinLimits, 5),
+            // Stripping the marker is a hand-back to people: it takes an approval.
+            (Deny, OverLimits, 5),
         ),
         (
             "scale-by-hpa",
