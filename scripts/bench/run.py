@@ -205,6 +205,11 @@ def start_blastguard(args, files):
     cmd = [args.blastguard, "serve", "--tls-cert", files["cert"], "--tls-key", files["key"],
            "--policy", files["policy"], "--allowed-signers", files["signers"],
            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    if args.state_flag:
+        # The change sets, namespace labels and workload annotations in process memory:
+        # no cluster on this machine, and a KUBECONFIG left by other work must not
+        # turn one on.
+        cmd += ["--state", "memory"]
     env = {**os.environ, "RUST_LOG": "warn"}
     started = time.monotonic()
     proc = spawn(cmd, stdout=subprocess.PIPE, stderr=open(files["dir"] + "/blastguard.stderr", "a"),
@@ -676,6 +681,8 @@ def main():
     for sub in ("latency", "saturation"):
         shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
         os.makedirs(os.path.join(args.out, sub))
+    serve_help = subprocess.run([args.blastguard, "serve", "--help"], capture_output=True, text=True).stdout
+    args.state_flag = "--state <" in serve_help
     work = tempfile.mkdtemp(prefix="blastguard-bench-")
     atexit.register(shutil.rmtree, work, True)
     corpus_dir = os.path.join(args.out, "corpus")
