@@ -37,7 +37,7 @@ use kube::Client;
 pub use scope::Scope;
 
 use crate::engine::State;
-use crate::metrics::ClusterMetrics;
+use crate::server::metrics::ClusterMetrics;
 use crate::policy::WorkloadSpec;
 
 /// Where the state that spans requests lives (`serve --state`).
@@ -134,7 +134,7 @@ impl Cluster {
             options.window,
             metrics.clone(),
         ));
-        for cache in crate::metrics::CLUSTER_CACHES {
+        for cache in crate::server::metrics::CLUSTER_CACHES {
             metrics.set_cache_synced(cache, false);
         }
 

@@ -12,7 +12,7 @@ use kube::core::PartialObjectMeta;
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
 use super::scope;
-use crate::metrics::ClusterMetrics;
+use crate::server::metrics::ClusterMetrics;
 use crate::policy::NamespaceLabels;
 
 /// The `cache` label of these metrics.

@@ -32,7 +32,7 @@ use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
 use super::changeset::{self, Admitted, ChangeSet};
 use super::scope;
-use crate::metrics::ClusterMetrics;
+use crate::server::metrics::ClusterMetrics;
 use crate::reach::{ChangeSetReach, Entry, Usage};
 
 /// The `cache` label of these metrics.

@@ -20,7 +20,7 @@ use super::scope;
 use crate::approval::WorkloadAnnotations;
 use crate::change::Target;
 use crate::kinds::{self, Reach};
-use crate::metrics::ClusterMetrics;
+use crate::server::metrics::ClusterMetrics;
 use crate::policy::WorkloadSpec;
 
 /// The `cache` label of these metrics.

@@ -12,7 +12,7 @@ use axum::routing::get;
 use prometheus::{Encoder as _, TextEncoder};
 
 use super::tls::CertResolver;
-use crate::metrics::Metrics;
+use crate::server::metrics::Metrics;
 
 /// Whether the webhook should receive traffic. The policy is loaded before the admin
 /// port opens, so what remains is the certificate, the cluster state's first lists

@@ -9,6 +9,9 @@
 pub mod admin;
 pub mod dev;
 pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod reload;
 pub mod reloaders;
 pub mod routes;
 pub mod tls;
@@ -25,18 +28,21 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
+use self::logging::LogFormat;
 use crate::approval::NoTrustedSigners;
 use crate::cluster::{self, Cluster, StateMode};
 use crate::engine::{Engine, State};
-use crate::logging::{self, LogFormat};
-use crate::metrics::{Metrics, Reloaded};
 use crate::policy::Policy;
-use crate::reload;
+use crate::server::metrics::{Metrics, Reloaded};
 use listener::{Drained, Endpoint, Limits};
 use reloaders::{CertFiles, LoadError, PolicyFile, SignersFile};
 
 /// Exit code when the server cannot start (invalid policy, port in use).
 pub const EXIT_FATAL: u8 = 1;
+
+/// Exit code when the drain timeout cut off requests in flight at shutdown (their
+/// clients got no answer): an orchestrator sees the shutdown was not clean.
+pub const EXIT_REQUESTS_CUT: u8 = 3;
 
 /// How long the admin port keeps answering probes after the webhook has drained.
 const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -155,7 +161,8 @@ pub struct ClusterArgs {
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Limits and timeouts")]
 pub struct LimitArgs {
-    /// Most webhook connections served at once; more wait to be accepted.
+    /// Most webhook connections served at once. At the cap an idle connection is
+    /// closed to make room for a new one; when none is idle, new ones wait.
     #[arg(
         long,
         env = "BLASTGUARD_MAX_CONNECTIONS",
@@ -163,6 +170,11 @@ pub struct LimitArgs {
         default_value_t = 1024
     )]
     pub max_connections: usize,
+    /// Most webhook connections from one client address [default: half of
+    /// --max-connections]. Past it the client's idle connections make room, or the new
+    /// one is refused.
+    #[arg(long, env = "BLASTGUARD_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    pub max_connections_per_peer: Option<usize>,
     /// Concurrent HTTP/2 streams per connection.
     #[arg(
         long,
@@ -198,7 +210,18 @@ pub struct LimitArgs {
         value_parser = humantime::parse_duration
     )]
     pub body_timeout: Duration,
-    /// On SIGTERM, how long requests in flight may take to finish before exit.
+    /// How long a response may wait for its client to read it (a full socket, or an
+    /// HTTP/2 window kept shut) before the connection is dropped.
+    #[arg(
+        long,
+        env = "BLASTGUARD_WRITE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub write_timeout: Duration,
+    /// On SIGTERM, how long requests in flight may take to finish before exit (exit
+    /// code 3 when it cut any off).
     #[arg(
         long,
         env = "BLASTGUARD_DRAIN_TIMEOUT",
@@ -275,15 +298,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let result = runtime.block_on(serve(args));
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_REQUESTS_CUT),
         Err(e) => {
-            error!("{e}");
+            error!("{}", logging::one_line(&e.to_string()));
             ExitCode::from(EXIT_FATAL)
         }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), ServeError> {
+/// Serves until a signal and the drain that follows; `Ok` with the number of requests
+/// the drain timeout cut off.
+async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
     let dev = args.dev.then(dev::DevSetup::create).transpose()?;
     let (cert_path, key_path) = match (&dev, &args.tls_cert, &args.tls_key) {
         (Some(d), _, _) => (d.cert.clone(), d.key.clone()),
@@ -360,6 +386,11 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         handshake_timeout: args.limits.handshake_timeout,
         header_read_timeout: args.limits.header_read_timeout,
         max_concurrent_streams: args.limits.max_concurrent_streams,
+        max_connections_per_peer: args
+            .limits
+            .max_connections_per_peer
+            .unwrap_or(args.limits.max_connections / 2),
+        write_timeout: args.limits.write_timeout,
     };
     let webhook = Endpoint {
         name: "webhook",
@@ -371,6 +402,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
             args.limits.body_timeout,
         )),
         limits,
+        metrics: metrics.server(),
     };
     let admin = Endpoint {
         name: "admin",
@@ -378,6 +410,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
         tls: None,
         router: admin::router(readiness.clone(), metrics.clone()),
         limits,
+        metrics: metrics.server(),
     };
     let (stop_webhook, webhook_stopped) = watch::channel(false);
     let (stop_admin, admin_stopped) = watch::channel(false);
@@ -407,13 +440,28 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     readiness.start_draining();
     tokio::spawn(exit_on_second_signal(terminate, interrupt));
     let _ = stop_webhook.send(true);
-    match webhook_task.await {
-        Ok(Drained::Complete) => info!("all requests in flight finished"),
-        Ok(Drained::TimedOut) => {
-            warn!("drain timeout passed with connections still open; closing them")
+    let requests_cut = match webhook_task.await {
+        Ok(Drained::Complete) => {
+            info!("all requests in flight finished");
+            0
         }
-        Err(e) => error!("webhook task failed: {e}"),
-    }
+        Ok(Drained::TimedOut { requests_cut: 0 }) => {
+            info!("drain timeout passed with idle connections open; closed them");
+            0
+        }
+        Ok(Drained::TimedOut { requests_cut }) => {
+            error!(
+                requests_cut,
+                drain_timeout = %humantime::format_duration(args.limits.drain_timeout),
+                "drain timeout cut off {requests_cut} request(s) in flight; exiting with code {EXIT_REQUESTS_CUT}"
+            );
+            requests_cut
+        }
+        Err(e) => {
+            error!("webhook task failed: {e}");
+            0
+        }
+    };
     if let Some(cluster) = &cluster {
         flush_change_sets(cluster).await;
     }
@@ -422,7 +470,7 @@ async fn serve(args: ServeArgs) -> Result<(), ServeError> {
     info!("stopped");
     // Keeps the dev files until the server is done with them.
     drop(dev);
-    Ok(())
+    Ok(requests_cut)
 }
 
 /// Starts the cluster state when `--state` and the configuration call for it; logs

@@ -10,9 +10,9 @@ use tracing::{error, info, warn};
 use super::tls::{self, CertError, CertResolver};
 use crate::approval::{self, SignersError};
 use crate::engine::Engine;
-use crate::metrics::{Metrics, Reloaded};
 use crate::policy::{Policy, PolicyError};
-use crate::reload::{ContentWatch, ReadError};
+use crate::server::metrics::{Metrics, Reloaded};
+use crate::server::reload::{ContentWatch, ReadError};
 
 /// Why a watched file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,8 @@ impl PolicyFile {
             Err(e) => {
                 error!(
                     path = %self.path.display(),
-                    "policy reload failed, keeping the last good policy: {e}"
+                    "policy reload failed, keeping the last good policy: {}",
+                    crate::server::logging::one_line(&e.to_string())
                 );
                 metrics.record_reload(Reloaded::Policy, false);
             }
@@ -86,7 +87,10 @@ impl PolicyFile {
     }
 }
 
-fn parse_policy(path: &Path, snapshot: crate::reload::Snapshot) -> Result<Policy, LoadError> {
+fn parse_policy(
+    path: &Path,
+    snapshot: crate::server::reload::Snapshot,
+) -> Result<Policy, LoadError> {
     let bytes = snapshot?.into_iter().next().unwrap_or_default();
     let text = std::str::from_utf8(&bytes).map_err(|source| LoadError::NotText {
         path: path.display().to_string(),

@@ -1,9 +1,25 @@
-//! `POST /validate`: the body read under a size cap and a deadline, judged by the
-//! engine, answered, counted and logged. Every other path or method gets a plain
-//! message saying what is served.
+//! `POST /validate`: the body read under a size cap, a deadline, a minimum rate and a
+//! fair share of the body memory, judged by the engine, answered, counted and logged.
+//! A panic while answering costs that one request a 500, never the process. Every
+//! other path or method gets a plain message saying what is served.
 
+// A panic here costs a request (caught below) and a bug report; these lints keep the
+// ways to write one out of this module.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -16,8 +32,9 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{error, info, warn};
 
+use super::listener::Client;
 use crate::engine::{Engine, Reviewed};
-use crate::metrics::{Metrics, Unjudged};
+use crate::server::metrics::{Metrics, Unjudged};
 
 /// Largest AdmissionReview body read: the API server caps objects at about 3 MiB and
 /// a review carries the old and the new object.
@@ -39,6 +56,33 @@ const INLINE_REVIEW_BYTES: usize = 256 * 1024;
 /// bodies at the cap; the API server's reviews are a few kilobytes.
 pub const BODY_MEMORY_BYTES: usize = 4 * MAX_BODY_BYTES;
 
+/// The first bytes of every body. Everyday reviews fit in them, and the part of the
+/// budget past them is smaller than the whole by [`SMALL_BODY_RESERVE_BYTES`], so
+/// large bodies, however many and however slow, never take the memory that small
+/// reviews need.
+pub const SMALL_BODY_BYTES: usize = 64 * 1024;
+
+/// Budget only the first [`SMALL_BODY_BYTES`] of bodies may use: 64 small reviews at
+/// once while large bodies hold all they can.
+pub const SMALL_BODY_RESERVE_BYTES: usize = BODY_MEMORY_BYTES / 8;
+
+/// Most body memory one client address holds at once: half the budget, so one client
+/// (one pod) cannot take it all, while the API server still fits two bodies at the cap.
+pub const PEER_SHARE_BYTES: usize = BODY_MEMORY_BYTES / 2;
+
+/// Most body memory one connection holds at once: a body at the cap, and everyday
+/// reviews beside it on the same HTTP/2 connection.
+pub const CONNECTION_SHARE_BYTES: usize = MAX_BODY_BYTES + 1024 * 1024;
+
+/// The minimum rate a body must arrive at: every [`BODY_PROGRESS_WINDOW`], at least
+/// [`BODY_PROGRESS_BYTES`] more (or the rest of it). The API server sends a body at
+/// network speed; one that trickles in is cut at once, not at the body timeout, so it
+/// cannot hold memory for long whatever it declared.
+pub const BODY_PROGRESS_WINDOW: Duration = Duration::from_secs(2);
+
+/// See [`BODY_PROGRESS_WINDOW`]: 16 KiB/s.
+pub const BODY_PROGRESS_BYTES: usize = 32 * 1024;
+
 /// Unit of the body memory budget.
 const BUDGET_UNIT: usize = 1024;
 
@@ -55,8 +99,8 @@ pub struct Webhook {
     pub metrics: Arc<Metrics>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
-    /// Memory for request bodies shared by all requests, in [`BUDGET_UNIT`]s.
-    pub body_memory: Arc<Semaphore>,
+    /// Memory for request bodies, shared fairly by all requests.
+    pub body_memory: Arc<BodyMemory>,
     /// One permit: large reviews are judged one at a time.
     pub large_reviews: Arc<Semaphore>,
 }
@@ -68,15 +112,10 @@ impl Webhook {
             engine,
             metrics,
             body_timeout,
-            body_memory: body_memory(BODY_MEMORY_BYTES),
+            body_memory: Arc::new(BodyMemory::new(BODY_MEMORY_BYTES)),
             large_reviews: Arc::new(Semaphore::new(1)),
         }
     }
-}
-
-/// A body memory budget of `bytes`.
-fn body_memory(bytes: usize) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(bytes / BUDGET_UNIT))
 }
 
 /// The webhook's routes.
@@ -106,22 +145,58 @@ async fn method_not_allowed() -> Response {
     response
 }
 
+/// Answers one review; a panic anywhere below answers this request with a 500,
+/// counts it in `blastguard_panics_total` and leaves the server serving.
+///
+/// Unwinding is safe to continue from here: what requests share (the engine's
+/// swapped policy and verifier, the metrics, the body memory and the state caches)
+/// is behind atomics or locks whose users recover from poisoning, and every permit a
+/// request holds is given back as its stack unwinds.
 async fn validate(State(webhook): State<Webhook>, request: Request) -> Response {
+    let metrics = webhook.metrics.clone();
+    match CatchUnwind(Box::pin(answer(webhook, request))).await {
+        Ok(response) => response,
+        Err(payload) => panicked(&metrics, payload.as_ref()),
+    }
+}
+
+/// The 500 for a request whose handling panicked, logged and counted.
+fn panicked(metrics: &Metrics, payload: &(dyn Any + Send)) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    metrics.server().panicked();
+    error!(
+        panic = %message,
+        "a panic while answering an admission request; answered 500 and kept serving (a bug: please report it)"
+    );
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error while judging the review; see the blastguard logs\n".to_string(),
+    )
+}
+
+async fn answer(webhook: Webhook, request: Request) -> Response {
     let started = Instant::now();
     let _inflight = webhook.metrics.inflight();
+    let panic_in_engine = test_panic(&request);
     let time_allowed = api_server_timeout(request.uri().query())
         .map_or(webhook.body_timeout, |t| {
             t.max(MIN_API_TIMEOUT).min(webhook.body_timeout)
         });
+    let deadline = started.checked_add(time_allowed).unwrap_or(started);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let reader = BodyReader {
-        memory: &webhook.body_memory,
+        memory: webhook.body_memory.clone(),
+        client: request.extensions().get::<Client>().copied(),
         declared,
-        deadline: started + time_allowed,
+        deadline,
     };
     let (body, _memory) = match reader.read(request.into_body()).await {
         Ok(read) => read,
@@ -130,14 +205,14 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
             webhook.metrics.record_unjudged(e.metric(), elapsed);
             warn!(
                 error = %e.message(time_allowed),
+                client = %reader.client.map_or("unknown".to_string(), |c| c.ip.to_string()),
                 duration_seconds = elapsed.as_secs_f64(),
                 "admission request body not read"
             );
             return text(e.status(), format!("{}\n", e.message(time_allowed)));
         }
     };
-    let deadline = started + time_allowed;
-    let reviewed = match review(&webhook, body, deadline).await {
+    let reviewed = match review(&webhook, body, deadline, panic_in_engine).await {
         Ok(reviewed) => reviewed,
         Err(ReviewFailure::Busy) => {
             let elapsed = started.elapsed();
@@ -151,12 +226,8 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
                 "blastguard is busy judging other large reviews; retry\n".to_string(),
             );
         }
-        Err(ReviewFailure::Panicked) => {
-            error!("the engine panicked on a review; answered 500");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error while judging the review; see the blastguard logs\n".to_string(),
-            );
+        Err(ReviewFailure::Panicked(payload)) => {
+            return panicked(&webhook.metrics, payload.as_ref());
         }
     };
     let elapsed = started.elapsed();
@@ -170,12 +241,50 @@ async fn validate(State(webhook): State<Webhook>, request: Request) -> Response 
     }
 }
 
+/// The test-only way to make a request panic: the `x-blastguard-test-panic` header,
+/// honoured only in this crate's unit tests (never in a build anyone runs), `handler`
+/// panics here, `engine` inside the engine's call.
+#[cfg(test)]
+fn test_panic(request: &Request) -> bool {
+    match request
+        .headers()
+        .get("x-blastguard-test-panic")
+        .map(|v| v.as_bytes())
+    {
+        Some(b"handler") => panic!("test panic in the handler"),
+        Some(b"engine") => true,
+        _ => false,
+    }
+}
+
+#[cfg(not(test))]
+fn test_panic(_: &Request) -> bool {
+    false
+}
+
+/// A future that turns a panic while polling into an `Err` with the panic's payload.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        // After an `Err` the future is never polled again: it resolved.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
 /// Why a body was read but not judged.
 enum ReviewFailure {
     /// Large reviews ahead of it held the server past the deadline.
     Busy,
     /// The engine panicked; the request still gets an answer.
-    Panicked,
+    Panicked(Box<dyn Any + Send>),
 }
 
 /// Judges the body; a large one off the async worker and one at a time (see
@@ -184,10 +293,17 @@ async fn review(
     webhook: &Webhook,
     body: Vec<u8>,
     deadline: Instant,
+    panic_in_engine: bool,
 ) -> Result<Reviewed, ReviewFailure> {
+    let judge = move |engine: &Engine, body: &[u8]| {
+        if panic_in_engine {
+            panic!("test panic in the engine");
+        }
+        engine.review(body)
+    };
     if body.len() <= INLINE_REVIEW_BYTES {
-        return std::panic::catch_unwind(AssertUnwindSafe(|| webhook.engine.review(&body)))
-            .map_err(|_| ReviewFailure::Panicked);
+        return std::panic::catch_unwind(AssertUnwindSafe(|| judge(&webhook.engine, &body)))
+            .map_err(ReviewFailure::Panicked);
     }
     let turn = tokio::time::timeout_at(
         deadline.into(),
@@ -199,10 +315,13 @@ async fn review(
     let engine = webhook.engine.clone();
     tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        engine.review(&body)
+        judge(&engine, &body)
     })
     .await
-    .map_err(|_| ReviewFailure::Panicked)
+    .map_err(|e| match e.try_into_panic() {
+        Ok(payload) => ReviewFailure::Panicked(payload),
+        Err(e) => ReviewFailure::Panicked(Box::new(e.to_string())),
+    })
 }
 
 /// The `timeout` query parameter the API server appends (`?timeout=10s`).
@@ -213,21 +332,36 @@ fn api_server_timeout(query: Option<&str>) -> Option<Duration> {
         .and_then(|v| humantime::parse_duration(v).ok())
 }
 
+// ---------------------------------------------------------------------------------
+// Reading bodies
+
 /// Why a body could not be read.
 #[derive(Debug)]
 enum BodyError {
     TooLarge,
     Timeout,
+    TooSlow,
     Busy,
+    OverShare(Share),
     Read(String),
+}
+
+/// Whose share of the body memory a request waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Share {
+    /// Every body of one client address.
+    Peer(IpAddr),
+    /// Every body of one connection.
+    Connection(u64),
 }
 
 impl BodyError {
     fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Timeout | BodyError::TooSlow => StatusCode::REQUEST_TIMEOUT,
             BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            BodyError::OverShare(_) => StatusCode::TOO_MANY_REQUESTS,
             BodyError::Read(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -236,57 +370,245 @@ impl BodyError {
         match self {
             BodyError::TooLarge => Unjudged::TooLarge,
             BodyError::Timeout => Unjudged::Timeout,
+            BodyError::TooSlow => Unjudged::TooSlow,
             BodyError::Busy => Unjudged::Busy,
+            BodyError::OverShare(_) => Unjudged::OverShare,
             BodyError::Read(_) => Unjudged::BodyError,
         }
     }
 
     fn message(&self, time_allowed: Duration) -> String {
+        const MIB: usize = 1024 * 1024;
         match self {
             BodyError::TooLarge => format!(
                 "request body too large: an AdmissionReview may be at most {} MiB ({MAX_BODY_BYTES} bytes)",
-                MAX_BODY_BYTES / (1024 * 1024)
+                MAX_BODY_BYTES / MIB
             ),
             BodyError::Timeout => format!(
                 "request body not received within {}",
                 humantime::format_duration(time_allowed)
             ),
+            BodyError::TooSlow => format!(
+                "request body cut off: it arrived slower than {} KiB per {}",
+                BODY_PROGRESS_BYTES / 1024,
+                humantime::format_duration(BODY_PROGRESS_WINDOW)
+            ),
             BodyError::Busy => format!(
                 "server busy: other requests hold all {} MiB of body memory; retry",
-                BODY_MEMORY_BYTES / (1024 * 1024)
+                BODY_MEMORY_BYTES / MIB
+            ),
+            BodyError::OverShare(Share::Peer(ip)) => format!(
+                "too many request bodies at once from {ip}: one address may hold {} MiB of body memory; retry",
+                PEER_SHARE_BYTES / MIB
+            ),
+            BodyError::OverShare(Share::Connection(_)) => format!(
+                "too many request bodies at once on this connection: one connection may hold {} MiB of body memory; retry",
+                CONNECTION_SHARE_BYTES / MIB
             ),
             BodyError::Read(e) => format!("could not read the request body: {e}"),
         }
     }
 }
 
-/// Reads one request body within the size cap, the deadline and the shared memory
-/// budget.
-struct BodyReader<'a> {
-    memory: &'a Arc<Semaphore>,
+/// The memory for request bodies, in [`BUDGET_UNIT`]s: one budget for all, a part of
+/// it only the first bytes of each body may use, and a share per client address and
+/// per connection, so that no client can hold it all.
+pub struct BodyMemory {
+    total: Arc<Semaphore>,
+    /// Bytes past the first [`SMALL_BODY_BYTES`] of a body take from here too.
+    large: Arc<Semaphore>,
+    /// The shares in use, each with what is left of it; dropped when unused and full.
+    shares: Mutex<HashMap<Share, Arc<Semaphore>>>,
+}
+
+impl BodyMemory {
+    /// A budget of `bytes`, with the reserve and shares in proportion.
+    pub fn new(bytes: usize) -> Self {
+        let units = |bytes: usize| bytes.checked_div(BUDGET_UNIT).unwrap_or(0);
+        Self {
+            total: Arc::new(Semaphore::new(units(bytes))),
+            large: Arc::new(Semaphore::new(units(
+                bytes.saturating_sub(bytes.checked_div(8).unwrap_or(0)),
+            ))),
+            shares: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn share_units(share: Share) -> usize {
+        let bytes = match share {
+            Share::Peer(_) => PEER_SHARE_BYTES,
+            Share::Connection(_) => CONNECTION_SHARE_BYTES,
+        };
+        bytes.checked_div(BUDGET_UNIT).unwrap_or(0)
+    }
+
+    fn share(&self, share: Share) -> Arc<Semaphore> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        shares
+            .entry(share)
+            .or_insert_with(|| Arc::new(Semaphore::new(Self::share_units(share))))
+            .clone()
+    }
+
+    /// Forgets a share nobody holds, so the map does not grow with every address and
+    /// connection ever seen.
+    fn release(&self, share: Share, semaphore: Arc<Semaphore>) {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        drop(semaphore);
+        if shares.get(&share).is_some_and(|s| {
+            Arc::strong_count(s) == 1 && s.available_permits() == Self::share_units(share)
+        }) {
+            shares.remove(&share);
+        }
+    }
+
+    /// Units free in the whole budget (for tests and metrics).
+    pub fn available_bytes(&self) -> usize {
+        self.total.available_permits().saturating_mul(BUDGET_UNIT)
+    }
+}
+
+/// What one body holds of the memory: given back when dropped.
+struct Held {
+    memory: Arc<BodyMemory>,
+    /// The shares this body counts against, with their permits.
+    shares: Vec<(Share, Arc<Semaphore>, Option<OwnedSemaphorePermit>)>,
+    large: Option<OwnedSemaphorePermit>,
+    total: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("bytes", &self.units().saturating_mul(BUDGET_UNIT))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    fn units(&self) -> usize {
+        self.total
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    fn large_units(&self) -> usize {
+        self.large
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Takes `more` units (of which `more_large` past the small part) from every
+    /// share, then the budget, waiting until `deadline`.
+    async fn grow(
+        &mut self,
+        more: usize,
+        more_large: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), BodyError> {
+        let take = |semaphore: Arc<Semaphore>, units: usize| async move {
+            let units = u32::try_from(units).map_err(|_| ())?;
+            tokio::time::timeout_at(deadline, semaphore.acquire_many_owned(units))
+                .await
+                .map_err(|_| ())?
+                .map_err(|_| ())
+        };
+        for (share, semaphore, held) in &mut self.shares {
+            let permit = take(semaphore.clone(), more)
+                .await
+                .map_err(|()| BodyError::OverShare(*share))?;
+            merge(held, permit);
+        }
+        if more_large > 0 {
+            let permit = take(self.memory.large.clone(), more_large)
+                .await
+                .map_err(|()| BodyError::Busy)?;
+            merge(&mut self.large, permit);
+        }
+        let permit = take(self.memory.total.clone(), more)
+            .await
+            .map_err(|()| BodyError::Busy)?;
+        merge(&mut self.total, permit);
+        Ok(())
+    }
+}
+
+fn merge(held: &mut Option<OwnedSemaphorePermit>, permit: OwnedSemaphorePermit) {
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.large = None;
+        self.total = None;
+        for (share, semaphore, permit) in self.shares.drain(..) {
+            drop(permit);
+            self.memory.release(share, semaphore);
+        }
+    }
+}
+
+/// The budget units a body of `bytes` takes: in all, and past its small part.
+fn units(bytes: usize) -> (usize, usize) {
+    let units = bytes.div_ceil(BUDGET_UNIT);
+    let small = SMALL_BODY_BYTES.div_ceil(BUDGET_UNIT);
+    (units, units.saturating_sub(small))
+}
+
+/// Reads one request body within the size cap, the deadline, the minimum rate and the
+/// client's share of the body memory.
+struct BodyReader {
+    memory: Arc<BodyMemory>,
+    /// Who sent it; `None` when not served by the listener (unit tests).
+    client: Option<Client>,
     declared: Option<usize>,
     deadline: Instant,
 }
 
-impl BodyReader<'_> {
+impl BodyReader {
     /// Reads at most [`MAX_BODY_BYTES`] before the deadline; the cap is enforced while
-    /// reading, whatever Content-Length claims. The permit returned holds the body's
-    /// share of the memory budget until dropped.
-    async fn read(
-        &self,
-        mut body: Body,
-    ) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
+    /// reading, whatever Content-Length claims. The memory held is given back when the
+    /// returned [`Held`] is dropped.
+    async fn read(&self, mut body: Body) -> Result<(Vec<u8>, Held), BodyError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
         // Content-Length only sizes the first allocation, and only up to 64 KiB: a
         // client may claim 8 MiB and send nothing.
         let mut buf = Vec::with_capacity(self.declared.unwrap_or(0).min(64 * 1024));
-        let mut held: Option<OwnedSemaphorePermit> = None;
+        let mut held = Held {
+            memory: self.memory.clone(),
+            shares: self
+                .client
+                .map(|c| [Share::Connection(c.connection), Share::Peer(c.ip)])
+                .into_iter()
+                .flatten()
+                .map(|share| (share, self.memory.share(share), None))
+                .collect(),
+            large: None,
+            total: None,
+        };
         let mut too_large = self.declared.is_some_and(|n| n > MAX_BODY_BYTES);
+        // A declared size is taken whole before reading, holding nothing while it
+        // waits: bodies that each took part of it and waited for the rest would hold
+        // it all and wait on each other until their deadlines.
+        if let Some(declared) = self.declared.filter(|_| !too_large) {
+            let (units, large_units) = units(declared);
+            held.grow(units, large_units, deadline).await?;
+        }
         let mut discarded = 0usize;
+        // The minimum rate: by `progress.0`, the body must have grown past
+        // `progress.1` bytes.
+        let mut progress = self.next_progress(0);
         loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            let stall = progress.0.min(deadline);
+            let frame = match tokio::time::timeout_at(stall, body.frame()).await {
                 Err(_) if too_large => return Err(BodyError::TooLarge),
-                Err(_) => return Err(BodyError::Timeout),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(BodyError::Timeout);
+                }
+                Err(_) => return Err(BodyError::TooSlow),
                 Ok(None) => break,
                 Ok(Some(Err(_))) if too_large => return Err(BodyError::TooLarge),
                 Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
@@ -295,37 +617,69 @@ impl BodyReader<'_> {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if too_large || buf.len() + data.len() > MAX_BODY_BYTES {
+            let size = buf.len().saturating_add(data.len());
+            if too_large || size > MAX_BODY_BYTES {
                 too_large = true;
                 buf = Vec::new();
-                held = None;
-                discarded += data.len();
+                held.shares.iter_mut().for_each(|(_, _, p)| *p = None);
+                held.large = None;
+                held.total = None;
+                discarded = discarded.saturating_add(data.len());
                 if discarded > OVERSIZE_DRAIN_BYTES {
                     return Err(BodyError::TooLarge);
                 }
+                if discarded >= progress.1 {
+                    progress = self.next_progress(discarded);
+                }
                 continue;
             }
-            let units = (buf.len() + data.len()).div_ceil(BUDGET_UNIT);
-            let more = units - held.as_ref().map_or(0, |p| p.num_permits());
+            let (units, large_units) = units(size);
+            let more = units.saturating_sub(held.units());
+            let more_large = large_units.saturating_sub(held.large_units());
             if more > 0 {
-                let permit = tokio::time::timeout_at(
-                    deadline,
-                    self.memory.clone().acquire_many_owned(more as u32),
-                )
-                .await
-                .map_err(|_| BodyError::Busy)?
-                .map_err(|_| BodyError::Busy)?;
-                match &mut held {
-                    Some(h) => h.merge(permit),
-                    None => held = Some(permit),
+                let waited = tokio::time::Instant::now();
+                // A body of unknown size grows as it arrives. While it holds some
+                // memory it waits for more at most one progress window, then gives
+                // up what it holds, so bodies never hold memory waiting on each other.
+                let wait_until = if held.units() > 0 {
+                    waited
+                        .checked_add(BODY_PROGRESS_WINDOW)
+                        .map_or(deadline, |w| w.min(deadline))
+                } else {
+                    deadline
+                };
+                held.grow(more, more_large, wait_until).await?;
+                // The time spent waiting for memory is the server's, not the client's:
+                // the minimum rate counts from now.
+                if waited.elapsed() > Duration::from_millis(10) {
+                    progress.0 = tokio::time::Instant::now()
+                        .checked_add(BODY_PROGRESS_WINDOW)
+                        .unwrap_or(deadline);
                 }
             }
             buf.extend_from_slice(&data);
+            if buf.len() >= progress.1 {
+                progress = self.next_progress(buf.len());
+            }
         }
         if too_large {
             return Err(BodyError::TooLarge);
         }
         Ok((buf, held))
+    }
+
+    /// The next check of the minimum rate, for a body of `received` bytes so far: by
+    /// one window from now, [`BODY_PROGRESS_BYTES`] more, or the rest of what was
+    /// declared.
+    fn next_progress(&self, received: usize) -> (tokio::time::Instant, usize) {
+        let now = tokio::time::Instant::now();
+        let by = now.checked_add(BODY_PROGRESS_WINDOW).unwrap_or(now);
+        let want = received.saturating_add(BODY_PROGRESS_BYTES);
+        let want = match self.declared {
+            Some(declared) if declared > received => want.min(declared),
+            _ => want,
+        };
+        (by, want)
     }
 }
 
@@ -386,8 +740,16 @@ fn text(status: StatusCode, message: String) -> Response {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+    use tower::ServiceExt as _;
 
     #[test]
     fn reads_the_api_servers_timeout_parameter() {
@@ -407,28 +769,47 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_millis(200)
+    }
+
+    fn client(ip: u8, connection: u64) -> Option<Client> {
+        Some(Client {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, ip)),
+            connection,
+        })
+    }
+
     fn reader(
-        memory: &Arc<Semaphore>,
+        memory: &Arc<BodyMemory>,
+        client: Option<Client>,
         declared: Option<usize>,
         deadline: Instant,
-    ) -> BodyReader<'_> {
+    ) -> BodyReader {
         BodyReader {
-            memory,
+            memory: memory.clone(),
+            client,
             declared,
             deadline,
         }
     }
 
+    fn budget() -> Arc<BodyMemory> {
+        Arc::new(BodyMemory::new(BODY_MEMORY_BYTES))
+    }
+
     #[tokio::test]
     async fn the_size_cap_holds_whatever_content_length_says() {
-        let memory = body_memory(BODY_MEMORY_BYTES);
+        let memory = budget();
         let at_cap = vec![b'x'; MAX_BODY_BYTES];
-        let read = reader(&memory, None, far()).read(Body::from(at_cap)).await;
+        let read = reader(&memory, client(1, 1), None, far())
+            .read(Body::from(at_cap))
+            .await;
         assert_eq!(read.unwrap().0.len(), MAX_BODY_BYTES);
 
         let over = vec![b'x'; MAX_BODY_BYTES + 1];
         for declared in [None, Some(10), Some(MAX_BODY_BYTES + 1)] {
-            let read = reader(&memory, declared, far())
+            let read = reader(&memory, client(1, 1), declared, far())
                 .read(Body::from(over.clone()))
                 .await;
             assert!(
@@ -437,57 +818,199 @@ mod tests {
             );
         }
         assert_eq!(
-            memory.available_permits(),
-            BODY_MEMORY_BYTES / BUDGET_UNIT,
+            memory.available_bytes(),
+            BODY_MEMORY_BYTES,
             "every body's memory is given back"
+        );
+        assert!(
+            memory.shares.lock().unwrap().is_empty(),
+            "shares nobody holds are forgotten"
         );
     }
 
     #[tokio::test]
-    async fn bodies_wait_for_memory_held_by_others_and_give_up_at_the_deadline() {
-        let memory = body_memory(MAX_BODY_BYTES);
-        let first = reader(&memory, None, far())
+    async fn large_bodies_wait_for_memory_but_never_take_what_small_ones_need() {
+        let memory = Arc::new(BodyMemory::new(2 * MAX_BODY_BYTES));
+        let first = reader(&memory, client(1, 1), None, far())
             .read(Body::from(vec![b'x'; MAX_BODY_BYTES - 100]))
             .await
             .unwrap();
-        assert_eq!(
-            first.1.as_ref().map(|p| p.num_permits()),
-            Some(MAX_BODY_BYTES / BUDGET_UNIT)
-        );
-        let soon = Instant::now() + Duration::from_millis(50);
-        let second = reader(&memory, None, soon)
-            .read(Body::from(vec![b'y'; 10]))
+        // A second large body from another client finds the large part of the budget
+        // taken (the reserve for small bodies stays free) and gives up at its deadline.
+        let second = reader(&memory, client(2, 2), None, soon())
+            .read(Body::from(vec![b'y'; MAX_BODY_BYTES - 100]))
             .await;
-        assert!(matches!(second, Err(BodyError::Busy)));
-        drop(first);
-        let third = reader(&memory, None, far())
+        assert!(matches!(second, Err(BodyError::Busy)), "{second:?}");
+        // A small one is read at once meanwhile.
+        let small = reader(&memory, client(3, 3), None, soon())
             .read(Body::from(vec![b'z'; 10]))
             .await;
-        assert_eq!(third.unwrap().0, b"zzzzzzzzzz");
+        assert_eq!(small.unwrap().0, b"zzzzzzzzzz");
+        drop(first);
+        let third = reader(&memory, client(2, 2), None, far())
+            .read(Body::from(vec![b'y'; MAX_BODY_BYTES - 100]))
+            .await;
+        assert!(third.is_ok());
     }
 
-    /// A client that sent its headers and then nothing.
-    struct NeverEnds;
+    #[tokio::test]
+    async fn one_address_or_connection_holds_at_most_its_share() {
+        let memory = budget();
+        let big = || Body::from(vec![b'x'; MAX_BODY_BYTES - 100]);
+        // Two bodies at the cap from one address on two connections: its share.
+        let a = reader(&memory, client(1, 1), None, far())
+            .read(big())
+            .await
+            .unwrap();
+        let b = reader(&memory, client(1, 2), None, far())
+            .read(big())
+            .await
+            .unwrap();
+        let third = reader(&memory, client(1, 3), None, soon())
+            .read(Body::from(vec![b'x'; 1024 * 1024]))
+            .await;
+        assert!(
+            matches!(third, Err(BodyError::OverShare(Share::Peer(_)))),
+            "{third:?}"
+        );
+        // Another address still gets a body at the cap.
+        let other = reader(&memory, client(2, 4), None, soon())
+            .read(big())
+            .await;
+        assert!(other.is_ok(), "{other:?}");
+        drop((a, b, other));
 
-    impl axum::body::HttpBody for NeverEnds {
+        // One connection: a body at the cap, a small one beside it, not a second large.
+        let a = reader(&memory, client(3, 5), None, far())
+            .read(big())
+            .await
+            .unwrap();
+        let small = reader(&memory, client(3, 5), None, soon())
+            .read(Body::from(vec![b'x'; 10 * 1024]))
+            .await;
+        assert!(small.is_ok());
+        let second = reader(&memory, client(3, 5), None, soon())
+            .read(Body::from(vec![b'x'; 4 * 1024 * 1024]))
+            .await;
+        assert!(
+            matches!(second, Err(BodyError::OverShare(Share::Connection(5)))),
+            "{second:?}"
+        );
+        drop((a, small));
+        assert_eq!(memory.available_bytes(), BODY_MEMORY_BYTES);
+        assert!(memory.shares.lock().unwrap().is_empty());
+    }
+
+    /// A client that sent its headers, then `first` bytes, then nothing.
+    struct Stops(Option<Vec<u8>>);
+
+    impl axum::body::HttpBody for Stops {
         type Data = axum::body::Bytes;
         type Error = std::io::Error;
 
         fn poll_frame(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-            std::task::Poll::Pending
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            match self.0.take() {
+                Some(first) => Poll::Ready(Some(Ok(hyper::body::Frame::data(first.into())))),
+                None => Poll::Pending,
+            }
         }
     }
 
     #[tokio::test]
     async fn a_body_that_never_ends_times_out() {
-        let memory = body_memory(BODY_MEMORY_BYTES);
+        let memory = budget();
         let deadline = Instant::now() + Duration::from_millis(50);
-        let read = reader(&memory, Some(100), deadline)
-            .read(Body::new(NeverEnds))
+        let read = reader(&memory, None, Some(100), deadline)
+            .read(Body::new(Stops(None)))
             .await;
         assert!(matches!(read, Err(BodyError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn a_body_slower_than_the_minimum_rate_is_cut_before_its_deadline() {
+        let memory = budget();
+        let started = Instant::now();
+        let read = reader(&memory, client(1, 1), Some(8_000_000), far())
+            .read(Body::new(Stops(Some(vec![b'x'; 6 * 1024 * 1024]))))
+            .await;
+        assert!(matches!(read, Err(BodyError::TooSlow)), "{read:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= BODY_PROGRESS_WINDOW && took < BODY_PROGRESS_WINDOW * 3,
+            "cut after {took:?}"
+        );
+        assert_eq!(memory.available_bytes(), BODY_MEMORY_BYTES);
+    }
+
+    fn webhook() -> Webhook {
+        let engine = Engine::new(
+            crate::policy::Policy::embedded(),
+            Arc::new(crate::approval::NoTrustedSigners),
+        );
+        Webhook::new(
+            Arc::new(engine),
+            Arc::new(Metrics::new()),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn post(panic: Option<&str>, body: Vec<u8>) -> axum::http::Request<Body> {
+        let mut request = axum::http::Request::post("/validate?timeout=10s")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(at) = panic {
+            request = request.header("x-blastguard-test-panic", at);
+        }
+        request.body(Body::from(body)).unwrap()
+    }
+
+    fn panics(webhook: &Webhook) -> String {
+        webhook
+            .metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with("blastguard_panics_total "))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A panic that slips through, in the handler or in the engine (inline or on the
+    /// blocking pool for a large body), answers that request 500 and counts it; the
+    /// next request is served as usual. The trigger is a header honoured only in unit
+    /// tests ([`test_panic`]).
+    #[tokio::test]
+    async fn a_panic_answers_500_counts_and_the_next_request_is_served() {
+        let webhook = webhook();
+        let router = router(webhook.clone());
+        let review = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1"}}"#.to_vec();
+        let large = {
+            let mut r = review.clone();
+            r.truncate(r.len() - 2);
+            let mut padded = r;
+            padded.extend_from_slice(
+                format!(",\"pad\":\"{}\"}}}}", "x".repeat(INLINE_REVIEW_BYTES)).as_bytes(),
+            );
+            padded
+        };
+        for (i, (at, body)) in [
+            ("handler", review.clone()),
+            ("engine", review.clone()),
+            ("engine", large),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let response = router.clone().oneshot(post(Some(at), body)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "{at}");
+            assert_eq!(
+                panics(&webhook),
+                format!("blastguard_panics_total {}", i + 1)
+            );
+        }
+        let response = router.oneshot(post(None, review)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(webhook.body_memory.available_bytes(), BODY_MEMORY_BYTES);
     }
 }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+pub use crate::change::Operation;
+
 use super::apply;
 use super::input::{Manifest, Origin};
 use super::kinds::{Kinds, ResourceInfo};
@@ -26,33 +28,14 @@ pub struct Requester {
     pub field_manager: Option<String>,
 }
 
-/// The admission operation of a planned request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// A new object.
-    Create,
-    /// A change to an existing object.
-    Update,
-    /// A deletion.
-    Delete,
-}
-
-impl Operation {
-    /// The API server's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-        }
-    }
-
-    fn options_kind(self) -> &'static str {
-        match self {
-            Operation::Create => "CreateOptions",
-            Operation::Update => "UpdateOptions",
-            Operation::Delete => "DeleteOptions",
-        }
+/// The options kind the API server sends with an operation.
+fn options_kind(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CreateOptions",
+        Operation::Update => "UpdateOptions",
+        // `check` plans no CONNECT; DeleteOptions is what the API server sends for
+        // the only other operation a manifest can lead to.
+        Operation::Delete | Operation::Connect => "DeleteOptions",
     }
 }
 
@@ -250,7 +233,8 @@ impl Planner {
                 (Some(new), Some(old))
             }
             // The object being deleted is the cluster's when known, else the file's.
-            Operation::Delete => (None, Some(old.unwrap_or(manifest))),
+            // (A manifest never plans a CONNECT.)
+            Operation::Delete | Operation::Connect => (None, Some(old.unwrap_or(manifest))),
         };
         let review = self.review(index, info, &key, operation, object, old_object, has_name);
         Ok(Planned {
@@ -294,7 +278,7 @@ impl Planner {
         if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             groups.push(AUTHENTICATED_GROUP.to_string());
         }
-        let mut options = json!({"kind": operation.options_kind(), "apiVersion": "meta.k8s.io/v1"});
+        let mut options = json!({"kind": options_kind(operation), "apiVersion": "meta.k8s.io/v1"});
         match (operation, &self.requester.field_manager) {
             // DeleteOptions has no fieldManager: the API server never reports one for
             // DELETE. kubectl delete asks for background propagation.

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::engine::Reviewed;
@@ -35,8 +35,12 @@ pub enum Unjudged {
     TooLarge,
     /// The body did not arrive in time.
     Timeout,
+    /// The body arrived slower than the minimum rate.
+    TooSlow,
     /// Other requests held all the memory for bodies.
     Busy,
+    /// The client's connection or address already held its share of that memory.
+    OverShare,
     /// The connection failed while the body was read.
     BodyError,
 }
@@ -48,7 +52,9 @@ impl Unjudged {
             Unjudged::Review(why) => why,
             Unjudged::TooLarge => "body_too_large",
             Unjudged::Timeout => "body_timeout",
+            Unjudged::TooSlow => "body_too_slow",
             Unjudged::Busy => "server_busy",
+            Unjudged::OverShare => "client_over_share",
             Unjudged::BodyError => "body_error",
         }
     }
@@ -79,6 +85,7 @@ pub struct Metrics {
     inflight: IntGauge,
     cluster_unavailable_decisions: IntCounterVec,
     cluster: ClusterMetrics,
+    server: ServerMetrics,
     kinds: Mutex<HashSet<String>>,
 }
 
@@ -197,6 +204,127 @@ impl ClusterMetrics {
     }
 }
 
+/// Why the server closed a connection itself, as the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// An idle connection, closed to make room for a new one at the connection cap.
+    ShedIdle,
+    /// A new connection from an address that already holds its share of connections.
+    PeerLimit,
+    /// A client that did not read its responses within the write timeout.
+    WriteTimeout,
+}
+
+impl Closed {
+    /// Every reason, so each series exists from the start.
+    pub const ALL: [Closed; 3] = [Closed::ShedIdle, Closed::PeerLimit, Closed::WriteTimeout];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::ShedIdle => "shed_idle",
+            Closed::PeerLimit => "peer_limit",
+            Closed::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// The metrics of the listeners and the request path's failures (src/server): open
+/// connections, connections the server closed and why, panics caught. Clones share
+/// the series.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    connections: IntGaugeVec,
+    closed: IntCounterVec,
+    panics: IntCounter,
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for ServerMetrics {
+    /// Series registered nowhere: for tests.
+    fn default() -> Self {
+        Self::in_registry(&Registry::new())
+    }
+}
+
+impl ServerMetrics {
+    fn in_registry(registry: &Registry) -> Self {
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "blastguard_connections",
+                "Connections open now, by endpoint (webhook, admin).",
+            ),
+            &["endpoint"],
+        )
+        .expect("metric definitions are static and valid");
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "blastguard_connections_closed_total",
+                "Connections the server closed itself, by endpoint and reason: shed_idle (idle, to make room at the connection cap), peer_limit (the address held its share of connections), write_timeout (the client did not read its responses).",
+            ),
+            &["endpoint", "reason"],
+        )
+        .expect("metric definitions are static and valid");
+        let panics = IntCounter::new(
+            "blastguard_panics_total",
+            "Panics caught while answering a request: the request got a 500, the server kept serving. Any is a bug; please report it.",
+        )
+        .expect("metric definitions are static and valid");
+        for c in [
+            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(closed.clone()),
+            Box::new(panics.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        for endpoint in ["webhook", "admin"] {
+            connections.with_label_values(&[endpoint]);
+            for why in Closed::ALL {
+                closed.with_label_values(&[endpoint, why.as_str()]);
+            }
+        }
+        Self {
+            connections,
+            closed,
+            panics,
+        }
+    }
+
+    /// Counts a connection as open until the guard is dropped.
+    pub fn connection(&self, endpoint: &str) -> ConnectionGuard {
+        let gauge = self.connections.with_label_values(&[endpoint]);
+        gauge.inc();
+        ConnectionGuard(gauge)
+    }
+
+    /// Counts a connection the server closed itself.
+    pub fn closed(&self, endpoint: &str, why: Closed) {
+        self.closed
+            .with_label_values(&[endpoint, why.as_str()])
+            .inc();
+    }
+
+    /// Counts a panic caught on the request path.
+    pub fn panicked(&self) {
+        self.panics.inc();
+    }
+}
+
+/// Keeps a connection counted in `blastguard_connections` while alive.
+#[derive(Debug)]
+pub struct ConnectionGuard(IntGauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -301,6 +429,7 @@ impl Metrics {
                 c
             },
             cluster: ClusterMetrics::in_registry(&registry),
+            server: ServerMetrics::in_registry(&registry),
             kinds: Mutex::new(HashSet::new()),
             registry,
         }
@@ -365,6 +494,11 @@ impl Metrics {
                 .inc(),
             Reloaded::TlsCert => self.tls_cert_reloads.with_label_values(&[result]).inc(),
         }
+    }
+
+    /// The metrics of the listeners and of panics on the request path.
+    pub fn server(&self) -> ServerMetrics {
+        self.server.clone()
     }
 
     /// The cluster-state metrics, to hand to the caches and writers.

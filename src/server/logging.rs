@@ -15,6 +15,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// A message on one line, for a log: an error that lists its parts on lines of their
+/// own (every problem of a policy) has them joined with `; ` after its first line, so
+/// each event stays one line in text logs, greppable and whole in log shippers.
+pub fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        first
+    } else {
+        format!("{first} {}", rest.join("; "))
+    }
+}
+
 /// Installs the global subscriber. A second call (tests, embedding) keeps the first.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
