@@ -4,6 +4,18 @@
 //! policy (swapped atomically on reload), the change-set tracker and the approval
 //! verifier; the stages it calls are pure.
 
+// On the request path a panic would fail an admission call: no unwrap, no unchecked
+// indexing or arithmetic (docs/architecture.md). Tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -327,16 +339,25 @@ impl Engine {
                             parent.as_ref()
                         }
                     };
-                    findings.approval = Some(self.verifier.load().verify(&ApprovalContext {
+                    let outcome = self.verifier.load().verify(&ApprovalContext {
                         change,
                         subject: &subject,
                         annotations,
                         rule,
                         settings: &policy.approvals,
                         now,
-                    }));
+                    });
                     digest = subject.digest.clone();
-                    payload = Some(subject.payload(now, policy.approvals.offered_ttl(), ""));
+                    // An approval that is valid but short of approvers is collected
+                    // further, not restarted: the next approver must sign the payload
+                    // the first one signed, so the denial repeats it instead of
+                    // offering one with new times.
+                    payload = approval::insufficient(&outcome)
+                        .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
+                        .flatten()
+                        .and_then(|text| approval::ApprovalPayload::parse(text).ok())
+                        .or_else(|| Some(subject.payload(now, policy.approvals.offered_ttl(), "")));
+                    findings.approval = Some(outcome);
                 }
                 Err(e) => {
                     findings.approval = Some(ApprovalOutcome::Rejected {

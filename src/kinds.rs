@@ -5,6 +5,18 @@
 //! webhook's rules from the same file, so the kinds the API server sends and the kinds
 //! the engine measures cannot drift apart (tests/chart.rs holds them to each other).
 
+// On the request path a panic would fail an admission call: no unwrap, no unchecked
+// indexing or arithmetic (docs/architecture.md). Tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use std::sync::LazyLock;
 
 use serde::Deserialize;
@@ -55,6 +67,9 @@ pub struct Kind {
     pub cluster_scoped: bool,
 }
 
+// The file is compiled in and parsed by a test: a failure here is a build defect, found
+// before anything ships, not an input error.
+#[allow(clippy::expect_used)]
 static BUILT_IN: LazyLock<Vec<Kind>> = LazyLock::new(|| {
     // The file is part of the source tree and tested below: a parse failure is a
     // build defect, not an input error.

@@ -6,6 +6,18 @@
 //! memory (`--dev`, `check`); a cluster-backed [`ChangeSetReach`] can replace it
 //! without touching the rules.
 
+// On the request path a panic would fail an admission call: no unwrap, no unchecked
+// indexing or arithmetic (docs/architecture.md). Tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -96,7 +108,7 @@ impl ChangeSetReach for InMemoryReach {
                 .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods))
         });
         Usage {
-            namespaces: others + u64::from(entry.namespace.is_some()),
+            namespaces: others.saturating_add(u64::from(entry.namespace.is_some())),
             pods: pods.saturating_add(entry.pods),
         }
     }
@@ -132,7 +144,9 @@ impl ChangeSetReach for InMemoryReach {
             }
             if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
                 let (_, first) = set.pods.remove(0);
-                set.pods[0].1 = set.pods[0].1.saturating_add(first);
+                if let Some((_, next)) = set.pods.first_mut() {
+                    *next = next.saturating_add(first);
+                }
             }
             set.pods.push((now, entry.pods));
         }

@@ -1,6 +1,18 @@
 //! Turning a Verdict into the AdmissionResponse: the message a person reads in kubectl,
 //! warnings, and audit annotations.
 
+// On the request path a panic would fail an admission call: no unwrap, no unchecked
+// indexing or arithmetic (docs/architecture.md). Tests may unwrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -10,6 +22,15 @@ use crate::approval::{ApprovalOperation, ApprovalOutcome, payload::SIGNATURE_NAM
 use crate::change::Change;
 use crate::policy::Mode;
 use crate::verdict::{Decision, Reason, Unavailable, Verdict};
+
+/// How an approver signs into a manifest. `--agent` is named beside `--key` because a
+/// passphrase-protected key (the usual kind) can only sign through ssh-agent.
+pub const APPROVE_HINT: &str = "blastguard approve -f <manifest> --annotate --key ~/.ssh/id_ed25519 \
+     (passphrase-protected key: --agent --key ~/.ssh/id_ed25519.pub)";
+
+/// Signing with plain OpenSSH, for approvers without blastguard.
+pub const SSH_KEYGEN_HINT: &str =
+    "ssh-keygen -Y sign -n approval@blastguard.io -f ~/.ssh/id_ed25519 payload.json";
 
 /// Longest warning line; the API server's guidance for warnings.
 pub const MAX_WARNING_CHARS: usize = 120;
@@ -119,11 +140,24 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
     for violation in &f.violations {
         let _ = write!(m, "\n  - {violation}");
     }
-    if let Some(ApprovalOutcome::Rejected { detail, .. }) = &f.approval {
-        let _ = write!(
-            m,
-            "\nThe approval on the object was not accepted: {detail}."
-        );
+    let insufficient = f
+        .approval
+        .as_ref()
+        .is_some_and(crate::approval::insufficient);
+    match &f.approval {
+        Some(ApprovalOutcome::Rejected { detail, .. }) if insufficient => {
+            let _ = write!(
+                m,
+                "\nThe approval on the object is valid but not yet enough: {detail}."
+            );
+        }
+        Some(ApprovalOutcome::Rejected { detail, .. }) => {
+            let _ = write!(
+                m,
+                "\nThe approval on the object was not accepted: {detail}."
+            );
+        }
+        _ => {}
     }
     if let Some(u) = &f.unavailable {
         let _ = write!(
@@ -147,16 +181,36 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
                 }
                 ApprovalOperation::Scale => format!("to {} (the scaled workload)", change.target),
             };
-            let _ = write!(
-                m,
-                "\nTo proceed, {approvers} listed in allowed_signers (not the requester) must sign this exact payload \
-                 (SSH signature namespace {SIGNATURE_NAMESPACE}); add it as annotation blastguard.io/approval and the \
-                 signatures as blastguard.io/approval-signature {on}, then retry:\n{}\n\
-                 Save that line as payload.json; each approver signs it into the manifest with: \
-                 blastguard approve -f <manifest> --payload payload.json --key ~/.ssh/id_ed25519 --annotate \
-                 (or: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json)",
-                payload.to_json()
-            );
+            if insufficient {
+                // The signatures already made are over these exact bytes: print the
+                // annotation as it is on the object, not a re-serialization of it.
+                let text = change
+                    .approval_annotations()
+                    .and_then(|a| a.get(crate::annotations::APPROVAL))
+                    .cloned()
+                    .unwrap_or_else(|| payload.to_json());
+                let _ = write!(
+                    m,
+                    "\nTo proceed, more approvers listed in allowed_signers (not the requester) sign the payload already \
+                     on the object (annotation blastguard.io/approval, repeated here) and append their signatures to \
+                     blastguard.io/approval-signature {on}, keeping the signatures there, then retry:\n{text}\n\
+                     Each next approver runs, on the manifest that carries the approval: {APPROVE_HINT} \
+                     (or signs payload.json with: {SSH_KEYGEN_HINT}, then attaches it with \
+                     blastguard approve -f <manifest> --signature payload.json.sig --annotate)"
+                );
+            } else {
+                let _ = write!(
+                    m,
+                    "\nTo proceed, {approvers} listed in allowed_signers (not the requester) must sign this exact payload \
+                     (SSH signature namespace {SIGNATURE_NAMESPACE}); add it as annotation blastguard.io/approval and the \
+                     signatures as blastguard.io/approval-signature {on}, then retry:\n{}\n\
+                     Save that line as payload.json; each approver signs it into the manifest with: \
+                     {APPROVE_HINT} --payload payload.json \
+                     (or: {SSH_KEYGEN_HINT}, then blastguard approve -f <manifest> --payload payload.json \
+                     --signature payload.json.sig --annotate)",
+                    payload.to_json()
+                );
+            }
         }
         None => m.push_str(
             "\nThis change cannot be bound to an approval (its digest could not be computed); ask a cluster administrator.",
@@ -232,7 +286,10 @@ pub fn warnings(change: &Change, v: &Verdict) -> Vec<String> {
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.chars().count() > max {
-        let cut = s.char_indices().nth(max - 1).map_or(s.len(), |(i, _)| i);
+        let cut = s
+            .char_indices()
+            .nth(max.saturating_sub(1))
+            .map_or(s.len(), |(i, _)| i);
         s.truncate(cut);
         s.push('…');
     }
