@@ -34,7 +34,7 @@ run_seconds=${BENCH_SECONDS:-5}
 mkdir -p "$out" "$tools/bin"
 say() { echo "[bench] $*" >&2; }
 
-for tool in python3 openssl ssh-keygen curl; do
+for tool in python3 openssl ssh-keygen; do
   command -v "$tool" >/dev/null || { say "$tool is required"; exit 1; }
 done
 
