@@ -13,6 +13,7 @@ pub mod annotations;
 pub mod approval;
 pub mod change;
 pub mod cli;
+pub mod defaults;
 pub mod cluster;
 pub mod engine;
 pub mod kinds;
