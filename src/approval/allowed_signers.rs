@@ -400,25 +400,25 @@ fn dequote<'a>(s: &'a str, option: &str) -> Result<(String, &'a str), String> {
     Err(format!("{option}= has no closing double quote"))
 }
 
-/// `parse_absolute_time`: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, with a `Z`
-/// or `UTC` suffix for UTC.
+/// `parse_absolute_time`: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, with an
+/// optional `Z` or `UTC` suffix: every form ssh-keygen accepts (tests/approvals.rs
+/// holds this to the real ssh-keygen).
 ///
 /// ssh-keygen reads a time without the suffix in the local time zone of the machine
-/// that verifies. The webhook's time zone is not the one the file's author had in
-/// mind, so such a time is refused rather than guessed.
+/// that verifies. The webhook's image carries no time-zone data, so its local time is
+/// UTC and a time without the suffix is read as UTC. Refusing it instead dropped the
+/// whole file over a date that every approver's ssh-keygen accepts (issue 12); the
+/// docs recommend the `Z` so the time means the same on every machine.
 fn parse_absolute_time(value: &str, option: &str) -> Result<u64, String> {
     let strip_suffix_ci = |suffix: &str| {
         let at = value.len().checked_sub(suffix.len())?;
         let (head, tail) = (value.get(..at)?, value.get(at..)?);
         (tail.eq_ignore_ascii_case(suffix) && !head.is_empty()).then_some(head)
     };
-    let Some(digits) = strip_suffix_ci("z").or_else(|| strip_suffix_ci("utc")) else {
-        return Err(format!(
-            "{option}=\"{value}\" has no Z suffix: ssh-keygen would read it in the verifying machine's \
-             local time zone; write it in UTC with a Z, e.g. {option}=\"{value}Z\""
-        ));
-    };
-    let invalid = || format!("invalid \"{option}\" time {value:?}: expected YYYYMMDD[HHMM[SS]]Z");
+    let digits = strip_suffix_ci("z")
+        .or_else(|| strip_suffix_ci("utc"))
+        .unwrap_or(value);
+    let invalid = || format!("invalid \"{option}\" time {value:?}: expected YYYYMMDD[HHMM[SS]][Z]");
     if !digits.bytes().all(|b| b.is_ascii_digit()) || ![8, 12, 14].contains(&digits.len()) {
         return Err(invalid());
     }
@@ -637,9 +637,9 @@ mod tests {
                 "multiple \"namespaces\"",
             ),
             (
-                format!("a valid-after=\"20240101\" {ED25519}"),
+                format!("a valid-after=\"2024010112\" {ED25519}"),
                 1,
-                "has no Z suffix",
+                "invalid \"valid-after\" time",
             ),
             (
                 format!("a valid-after=\"2024010Z\" {ED25519}"),
@@ -718,6 +718,10 @@ mod tests {
             ("20240229z", Some(1_709_164_800)),
             ("202402291200Z", Some(1_709_208_000)),
             ("20240229120030utc", Some(1_709_208_030)),
+            // Without a suffix: read as UTC, the webhook's local time.
+            ("20240229", Some(1_709_164_800)),
+            ("202402291200", Some(1_709_208_000)),
+            ("2024022912", None),
             ("20230229Z", None),
             ("19700101Z", None),
             ("2024-02-29Z", None),

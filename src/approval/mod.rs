@@ -138,6 +138,16 @@ impl ApprovalOutcome {
     }
 }
 
+/// Whether `outcome` is an approval that binds to the change and verifies, but has
+/// fewer approvers than the rule requires: more signatures on the same payload lift it.
+pub fn insufficient(outcome: &ApprovalOutcome) -> bool {
+    matches!(
+        outcome,
+        ApprovalOutcome::Rejected { reason, .. }
+            if *reason == reason::NOT_ENOUGH_APPROVERS || *reason == reason::SELF_APPROVAL
+    )
+}
+
 /// Judges the approval attached to a change.
 pub trait ApprovalVerifier: Send + Sync {
     /// Whether the change carries a valid approval for exactly itself.

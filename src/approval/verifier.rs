@@ -334,10 +334,13 @@ fn count_approvers(ctx: &ApprovalContext<'_>, signers: &[Signer]) -> Result<Vec<
     if groups.len() >= required {
         return Ok(groups.iter().map(|g| g[0].principals.clone()).collect());
     }
+    // The approver reading the denial needs the number still missing, not a sum to do.
+    let more = required.saturating_sub(groups.len());
     let tally = format!(
-        "{} of the {required} distinct approvers rule {:?} requires",
+        "{} of the {required} distinct approvers rule {:?} requires; {more} more {} needed",
         groups.len(),
-        ctx.rule.name
+        ctx.rule.name,
+        if more == 1 { "is" } else { "are" }
     );
     if let Some(own) = signers.iter().find(|s| s.is_requester) {
         return Err(refuse(
@@ -520,7 +523,7 @@ mod tests {
                 tamper: keep,
                 rule: 0,
                 want: Err(reason::NOT_ENOUGH_APPROVERS),
-                want_detail: "1 of the 2 distinct approvers",
+                want_detail: "1 of the 2 distinct approvers rule \"protected\" requires; 1 more is needed",
             },
             Case {
                 name: "two keys of one principal count once",

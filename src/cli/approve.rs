@@ -97,9 +97,13 @@ pub struct DigestArgs {
     blastguard approve -f deploy.yaml --payload payload.json --key ~/.ssh/id_ed25519 --annotate\n  \
     blastguard approve -f deploy.yaml --key ~/.ssh/id_ed25519 --reason 'CHG-1234' --annotate\n  \
     blastguard approve -f deploy.yaml --agent --key ~/.ssh/id_ed25519.pub --annotate\n  \
-    blastguard approve -f payload.json --key ~/.ssh/id_ed25519\n\n\
+    blastguard approve -f payload.json --key ~/.ssh/id_ed25519\n  \
+    blastguard approve -f deploy.yaml --payload payload.json --signature payload.json.sig --annotate\n  \
+    helm template ./chart > render.yaml && blastguard approve -f render.yaml --agent --annotate\n\n\
     A second approver runs the same command on the annotated manifest: the payload is kept\n\
-    and their signature is appended.")]
+    and their signature is appended. A passphrase-protected key signs through ssh-agent\n\
+    (--agent). A file of several objects (a kustomize or Helm render) is approved object\n\
+    by object in one command; --payload then applies to the object it names.")]
 pub struct ApproveArgs {
     /// What to approve. FILE may also be an approval payload (as printed in a denial
     /// or by `blastguard digest`): it is signed as it is.
@@ -113,9 +117,15 @@ pub struct ApproveArgs {
     /// private file) whose agent copy signs.
     #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
-    /// Sign through ssh-agent (SSH_AUTH_SOCK).
+    /// Sign through ssh-agent (SSH_AUTH_SOCK): the way to sign with a
+    /// passphrase-protected key.
     #[arg(long)]
     pub agent: bool,
+    /// Attach a signature made elsewhere (`ssh-keygen -Y sign -n approval@blastguard.io
+    /// -f KEY payload.json` writes payload.json.sig) instead of signing; it must verify
+    /// over the payload. May be repeated.
+    #[arg(long, value_name = "SIG_FILE", conflicts_with_all = ["key", "agent"])]
+    pub signature: Vec<PathBuf>,
     /// Write the approval annotations into FILE (standard output for `-`) instead of
     /// printing them.
     #[arg(long)]
@@ -135,9 +145,11 @@ pub fn run_digest(args: DigestArgs) -> ExitCode {
                 eprintln!("note: {note}");
             }
             eprintln!(
-                "Sign with: blastguard approve -f {} --key ~/.ssh/id_ed25519\n\
-                 (or save the line above as payload.json and run: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json)",
-                args.change.file.display()
+                "Sign with: blastguard approve -f {file} --key ~/.ssh/id_ed25519 \
+                 (passphrase-protected key: --agent --key ~/.ssh/id_ed25519.pub)\n\
+                 (or save the line above as payload.json and run: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json, \
+                 then: blastguard approve -f {file} --payload payload.json --signature payload.json.sig --annotate)",
+                file = args.change.file.display()
             );
             ExitCode::SUCCESS
         }
@@ -207,6 +219,25 @@ fn prepare(
     existing_mode: Existing,
     now: SystemTime,
 ) -> Result<Prepared, String> {
+    let mut all = prepare_all(args, given, existing_mode, now)?;
+    if all.len() != 1 {
+        return Err(format!(
+            "{} holds {} objects; digest one object at a time (blastguard approve takes them all)",
+            args.file.display(),
+            all.len()
+        ));
+    }
+    Ok(all.remove(0))
+}
+
+/// [`prepare`] for every object of FILE: a kustomize or Helm render is one change of
+/// several objects, each approved on its own payload.
+fn prepare_all(
+    args: &ChangeArgs,
+    given: Option<&Path>,
+    existing_mode: Existing,
+    now: SystemTime,
+) -> Result<Vec<Prepared>, String> {
     let text = read_input(&args.file)?;
     let given = given
         .map(|path| {
@@ -238,7 +269,64 @@ fn prepare(
         Some(ttl) => ttl,
         None => policy.approvals.offered_ttl(),
     };
-    let input = parse_input(&text, args)?;
+    let inputs = parse_inputs(&text, args)?;
+    if inputs.len() == 1 {
+        let input = inputs.into_iter().next().expect("one input");
+        return Ok(vec![prepare_input(
+            args,
+            input,
+            given.as_ref(),
+            existing_mode,
+            now,
+            ttl,
+            max_ttl,
+        )?]);
+    }
+    // Several objects: the given payload belongs to the one it names.
+    let mut given = given;
+    let mut all = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let Input::Object { object, .. } = &input else {
+            unreachable!("parse_inputs returns only objects for several documents")
+        };
+        let who = describe(object);
+        let mine = given.take_if(|(_, p)| {
+            object_subject(object, p.operation, args).is_ok_and(|s| s.target == p.target)
+        });
+        let prepared = prepare_input(args, input, mine.as_ref(), existing_mode, now, ttl, max_ttl)
+            .map_err(|e| format!("{who}: {e}"))?;
+        all.push(prepared);
+    }
+    if let Some((_, p)) = given {
+        return Err(format!(
+            "the payload given with --payload approves {}, which is not in {}",
+            p.target,
+            args.file.display()
+        ));
+    }
+    Ok(all)
+}
+
+/// `Kind namespace/name` of an object, for messages about one of several.
+fn describe(object: &Value) -> String {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
+    let name = text("/metadata/name").unwrap_or("<no name>");
+    match text("/metadata/namespace") {
+        Some(ns) => format!("{} {ns}/{name}", text("/kind").unwrap_or("object")),
+        None => format!("{} {name}", text("/kind").unwrap_or("object")),
+    }
+}
+
+/// The payload to sign for one object of FILE.
+fn prepare_input(
+    args: &ChangeArgs,
+    input: Input,
+    given: Option<&(String, ApprovalPayload)>,
+    existing_mode: Existing,
+    now: SystemTime,
+    ttl: Duration,
+    max_ttl: Duration,
+) -> Result<Prepared, String> {
     let mut notes = Vec::new();
     // Whether the digest of FILE is the one the webhook computes.
     let mut digest_checkable = true;
@@ -454,26 +542,45 @@ fn read_input(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
-fn parse_input(text: &str, args: &ChangeArgs) -> Result<Input, String> {
+/// The objects of FILE: one object, review or payload, or several objects (a
+/// multi-document render), each approved on its own.
+fn parse_inputs(text: &str, args: &ChangeArgs) -> Result<Vec<Input>, String> {
     let file = args.file.display();
     let json = text.trim_start().starts_with('{');
-    let value: Value = if json {
-        serde_json::from_str(text).map_err(|e| format!("{file}: invalid JSON: {e}"))?
-    } else {
-        // Empty documents are skipped by the parser.
-        let options = crate::yaml::manifest_options(text);
-        let mut documents = serde_saphyr::from_multiple_with_options::<Value>(text, options)
-            .map_err(|e| format!("{file}: invalid YAML: {}", crate::yaml::message(&e)))?;
-        match documents.len() {
-            1 => documents.pop().expect("one document"),
-            0 => return Err(format!("{file} holds no object")),
-            n => {
-                return Err(format!(
-                    "{file} holds {n} objects; approve one object at a time"
-                ));
-            }
-        }
-    };
+    if json {
+        let value = serde_json::from_str(text).map_err(|e| format!("{file}: invalid JSON: {e}"))?;
+        return Ok(vec![parse_input(value, json, text, args)?]);
+    }
+    // Empty documents are skipped by the parser.
+    let options = crate::yaml::manifest_options(text);
+    let mut documents = serde_saphyr::from_multiple_with_options::<Value>(text, options)
+        .map_err(|e| format!("{file}: invalid YAML: {}", crate::yaml::message(&e)))?;
+    // `---` followed by nothing but comments (as helm template writes) is a null.
+    documents.retain(|d| !d.is_null());
+    match documents.len() {
+        0 => Err(format!("{file} holds no object")),
+        1 => Ok(vec![parse_input(
+            documents.pop().expect("one document"),
+            json,
+            text,
+            args,
+        )?]),
+        _ => documents
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| match parse_input(value, json, text, args)? {
+                object @ Input::Object { .. } => Ok(object),
+                _ => Err(format!(
+                    "{file}: document {} is not a Kubernetes object; a file of several documents holds only objects",
+                    i + 1
+                )),
+            })
+            .collect(),
+    }
+}
+
+fn parse_input(value: Value, json: bool, text: &str, args: &ChangeArgs) -> Result<Input, String> {
+    let file = args.file.display();
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -604,81 +711,219 @@ fn object_subject(
 }
 
 fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
-    let signer = signer(args)?;
-    let prepared = prepare(&args.change, args.payload.as_deref(), Existing::Extend, now)?;
-    if args.annotate && !matches!(prepared.input, Input::Object { .. }) {
+    let signer = if args.signature.is_empty() {
+        Some(signer(args)?)
+    } else {
+        None
+    };
+    let all = prepare_all(&args.change, args.payload.as_deref(), Existing::Extend, now)?;
+    if args.annotate && !all.iter().all(|p| matches!(p.input, Input::Object { .. })) {
         return Err(
             "--annotate writes the approval into a manifest; FILE is not one (print the annotations instead)"
                 .into(),
         );
     }
-    let public = signer.public_key()?;
-    if let Some(existing) = &prepared.existing_signatures {
-        let signatures = sshsig::parse_signatures(existing).map_err(|e| {
-            format!("the object's {APPROVAL_SIGNATURE} annotation is not usable: {e}")
-        })?;
-        if signatures
-            .iter()
-            .any(|s| s.public_key() == public.key_data())
-        {
-            return Err(format!(
-                "key {} has already signed this approval",
-                fingerprint(public.key_data())
-            ));
+    if !args.signature.is_empty() && all.len() > 1 {
+        return Err(format!(
+            "{} holds {} objects, each with its own payload; attach a --signature to one object's manifest at a time",
+            args.change.file.display(),
+            all.len()
+        ));
+    }
+    let several = all.len() > 1;
+    let mut signed = Vec::with_capacity(all.len());
+    for prepared in all {
+        let who = match &prepared.input {
+            Input::Object { object, .. } if several => Some(describe(object)),
+            _ => None,
+        };
+        let signatures = match &signer {
+            Some(signer) => sign_one(args, signer, &prepared, who.as_deref(), now),
+            None => attach(args, &prepared),
         }
+        .map_err(|e| match &who {
+            Some(who) => format!("{who}: {e}"),
+            None => e,
+        })?;
+        signed.push((prepared, signatures));
+    }
+
+    if args.annotate {
+        let mut objects = Vec::with_capacity(signed.len());
+        let mut json = false;
+        for (prepared, signatures) in &signed {
+            let Input::Object { object, json: j } = &prepared.input else {
+                unreachable!("checked above: every input is an object")
+            };
+            let mut object = object.clone();
+            let annotations = annotations_mut(&mut object)?;
+            annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
+            annotations.insert(APPROVAL_SIGNATURE.into(), signatures.clone().into());
+            objects.push(object);
+            json = *j;
+        }
+        write_back(&args.change.file, &objects, json)?;
+        for (prepared, signatures) in &signed {
+            let count = signature_count(signatures);
+            match &prepared.input {
+                Input::Object { object, .. } if several => eprintln!(
+                    "Added the approval with {count} signature(s) to {} in {}.",
+                    describe(object),
+                    args.change.file.display()
+                ),
+                _ => eprintln!(
+                    "Added the approval with {count} signature(s) to {}.",
+                    args.change.file.display()
+                ),
+            }
+        }
+        return Ok(());
+    }
+    for (prepared, signatures) in &signed {
+        let pair: std::collections::BTreeMap<&str, &str> = [
+            (APPROVAL, prepared.payload_text.as_str()),
+            (APPROVAL_SIGNATURE, signatures.as_str()),
+        ]
+        .into_iter()
+        .collect();
+        let yaml = serde_saphyr::to_string(&pair).map_err(|e| e.to_string())?;
+        let count = signature_count(signatures);
+        if let Input::Object { object, .. } = &prepared.input
+            && several
+        {
+            println!("# {}", describe(object));
+        }
+        eprintln!(
+            "Add these annotations under metadata.annotations ({count} signature(s); for scale, on the workload):"
+        );
+        print!("{yaml}");
+    }
+    Ok(())
+}
+
+fn signature_count(signatures: &str) -> usize {
+    sshsig::parse_signatures(signatures)
+        .map(|s| s.len())
+        .unwrap_or(1)
+}
+
+/// The signatures already on the object, followed by `new`.
+fn append_signature(prepared: &Prepared, new: &str) -> String {
+    match &prepared.existing_signatures {
+        Some(existing) if !existing.trim().is_empty() => {
+            format!("{}\n{}", existing.trim_end(), new.trim_end())
+        }
+        _ => new.trim_end().to_string(),
+    }
+}
+
+/// The keys that already signed the object's approval.
+fn existing_keys(prepared: &Prepared) -> Result<Vec<ssh_key::public::KeyData>, String> {
+    let Some(existing) = &prepared.existing_signatures else {
+        return Ok(Vec::new());
+    };
+    let signatures = sshsig::parse_signatures(existing)
+        .map_err(|e| format!("the object's {APPROVAL_SIGNATURE} annotation is not usable: {e}"))?;
+    Ok(signatures.iter().map(|s| s.public_key().clone()).collect())
+}
+
+/// Signs one object's payload; returns its signature annotation.
+fn sign_one(
+    args: &ApproveArgs,
+    signer: &Signer,
+    prepared: &Prepared,
+    who: Option<&str>,
+    now: SystemTime,
+) -> Result<String, String> {
+    let public = signer.public_key()?;
+    if existing_keys(prepared)?.contains(public.key_data()) {
+        return Err(format!(
+            "key {} has already signed this approval",
+            fingerprint(public.key_data())
+        ));
     }
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
-    eprintln!(
-        "Signing this approval payload:\n  {}",
-        prepared.payload_text
-    );
+    match who {
+        Some(who) => eprintln!(
+            "Signing this approval payload for {who}:\n  {}",
+            prepared.payload_text
+        ),
+        None => eprintln!(
+            "Signing this approval payload:\n  {}",
+            prepared.payload_text
+        ),
+    }
     check_trust(args, &public, now);
-
     let payload = prepared.payload_text.as_bytes();
-    let sig = match &signer {
+    let sig = match signer {
         Signer::KeyFile(path) => signing::sign_with_key_file(path, payload),
         Signer::Agent { socket, key } => signing::sign_with_agent(socket, key, payload),
     }
     .map_err(|e| e.to_string())?;
     let armored = sshsig::armor(&sig).map_err(|e| e.to_string())?;
-    let signatures = match &prepared.existing_signatures {
-        Some(existing) if !existing.trim().is_empty() => {
-            format!("{}\n{armored}", existing.trim_end())
-        }
-        _ => armored,
-    };
-    let count = sshsig::parse_signatures(&signatures)
-        .map(|s| s.len())
-        .unwrap_or(1);
+    Ok(append_signature(prepared, &armored))
+}
 
-    match prepared.input {
-        Input::Object { mut object, json } if args.annotate => {
-            let annotations = annotations_mut(&mut object)?;
-            annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
-            annotations.insert(APPROVAL_SIGNATURE.into(), signatures.into());
-            write_back(&args.change.file, &object, json)?;
+/// Attaches the `--signature` files: each must verify over the payload (as
+/// `ssh-keygen -Y sign` signs a file: the payload, or the payload and a newline) and
+/// be by a key that has not signed yet, so a wrong file fails here, not at the
+/// webhook.
+fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
+    for note in &prepared.notes {
+        eprintln!("note: {note}");
+    }
+    let mut keys = existing_keys(prepared)?;
+    let mut added = Vec::new();
+    for path in &args.signature {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let signatures = sshsig::parse_signatures(&text)
+            .map_err(|e| format!("{} is not an SSH signature: {e}", path.display()))?;
+        for sig in &signatures {
+            sshsig::verify(sig, prepared.payload_text.as_bytes()).map_err(|e| {
+                format!(
+                    "{} does not verify over the payload being approved ({e}); sign exactly that payload with: \
+                     ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f KEY payload.json",
+                    path.display()
+                )
+            })?;
+            if keys.contains(sig.public_key()) {
+                return Err(format!(
+                    "{}: key {} has already signed this approval",
+                    path.display(),
+                    fingerprint(sig.public_key())
+                ));
+            }
+            keys.push(sig.public_key().clone());
+            added.push(sshsig::armor(sig).map_err(|e| e.to_string())?);
             eprintln!(
-                "Added the approval with {count} signature(s) to {}.",
-                args.change.file.display()
+                "Attaching the signature by key {} from {}.",
+                fingerprint(sig.public_key()),
+                path.display()
             );
-        }
-        _ => {
-            let pair: std::collections::BTreeMap<&str, &str> = [
-                (APPROVAL, prepared.payload_text.as_str()),
-                (APPROVAL_SIGNATURE, signatures.as_str()),
-            ]
-            .into_iter()
-            .collect();
-            let yaml = serde_saphyr::to_string(&pair).map_err(|e| e.to_string())?;
-            eprintln!(
-                "Add these annotations under metadata.annotations ({count} signature(s); for scale, on the workload):"
-            );
-            print!("{yaml}");
         }
     }
-    Ok(())
+    if let Some(path) = &args.allowed_signers {
+        // Same warning as when signing: a key the cluster will not count is worth
+        // knowing before the retry.
+        if let Ok(signers) = AllowedSigners::load(path) {
+            for key in &keys {
+                if !matches!(
+                    signers.trust(key, SIGNATURE_NAMESPACE, SystemTime::now()),
+                    KeyTrust::Trusted(_)
+                ) {
+                    eprintln!(
+                        "warning: key {} is not trusted for approvals by {}: the webhook will not count it",
+                        fingerprint(key),
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(append_signature(prepared, &added.join("")))
 }
 
 /// How the approver signs.
@@ -778,13 +1023,21 @@ fn annotations_mut(object: &mut Value) -> Result<&mut serde_json::Map<String, Va
 
 /// Writes the annotated object in its original format: atomically over FILE, or to
 /// standard output for `-`.
-fn write_back(path: &Path, object: &Value, json: bool) -> Result<(), String> {
-    let text = if json {
-        let mut t = serde_json::to_string_pretty(object).map_err(|e| e.to_string())?;
-        t.push('\n');
-        t
-    } else {
-        serde_saphyr::to_string(object).map_err(|e| e.to_string())?
+fn write_back(path: &Path, objects: &[Value], json: bool) -> Result<(), String> {
+    let text = match objects {
+        [object] if json => {
+            let mut t = serde_json::to_string_pretty(object).map_err(|e| e.to_string())?;
+            t.push('\n');
+            t
+        }
+        _ => {
+            // A render of several objects stays one multi-document file.
+            let docs = objects
+                .iter()
+                .map(|o| serde_saphyr::to_string(o).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            docs.join("---\n")
+        }
     };
     if path == Path::new("-") {
         print!("{text}");

@@ -82,6 +82,8 @@ pub struct Metrics {
     allowed_signers_reloads: IntCounterVec,
     tls_cert_reloads: IntCounterVec,
     tls_cert_not_after: IntGauge,
+    allowed_signers_loaded: IntGauge,
+    allowed_signers_entries: IntGauge,
     inflight: IntGauge,
     cluster_unavailable_decisions: IntCounterVec,
     cluster: ClusterMetrics,
@@ -413,6 +415,17 @@ impl Metrics {
                 "blastguard_tls_cert_not_after_seconds",
                 "Expiry (notAfter, unix time) of the certificate being served.",
             ),
+            // A missing or broken allowed_signers file makes every approval fail
+            // while the webhook stays ready: these make it visible (alert
+            // BlastguardNoApprovers).
+            allowed_signers_loaded: gauge(
+                "blastguard_allowed_signers_loaded",
+                "Whether an allowed_signers file is loaded (1) or none is, so no approval can be valid (0).",
+            ),
+            allowed_signers_entries: gauge(
+                "blastguard_allowed_signers_entries",
+                "Key lines in the allowed_signers file in use (0 when none is loaded: nobody can approve).",
+            ),
             inflight: gauge(
                 "blastguard_inflight_requests",
                 "Admission requests being handled now.",
@@ -433,6 +446,15 @@ impl Metrics {
             kinds: Mutex::new(HashSet::new()),
             registry,
         }
+    }
+
+    /// Notes the allowed_signers file in use: `Some(key lines)` after a load, `None`
+    /// while none is loaded. A failed reload keeps the last good file, and its count.
+    pub fn set_allowed_signers(&self, entries: Option<usize>) {
+        self.allowed_signers_loaded
+            .set(i64::from(entries.is_some()));
+        self.allowed_signers_entries
+            .set(entries.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)));
     }
 
     /// Counts a review the engine answered: its decision when it was judged, else why

@@ -133,25 +133,61 @@ impl SignersFile {
         let Some(snapshot) = watch.poll() else {
             return;
         };
-        let loaded = snapshot
-            .map_err(LoadError::from)
-            .and_then(|_| approval::load_verifier(&path).map_err(LoadError::from));
+        let loaded = snapshot.map_err(LoadError::from).and_then(|_| {
+            approval::allowed_signers::AllowedSigners::load(&path).map_err(LoadError::from)
+        });
         match loaded {
-            Ok(verifier) => {
-                engine.set_verifier(verifier);
+            Ok(signers) => {
+                let entries = signers.signers.len();
+                engine.set_verifier(Arc::new(approval::verifier::SignedApprovals::new(signers)));
                 self.loaded = true;
                 metrics.record_reload(Reloaded::AllowedSigners, true);
-                info!(path = %path.display(), "allowed_signers loaded");
+                metrics.set_allowed_signers(Some(entries));
+                if entries == 0 {
+                    // Loaded, and yet nobody can approve: as bad as a broken file.
+                    error!(
+                        path = %path.display(),
+                        entries,
+                        "allowed_signers has no key lines, so no approval can be valid: add one line per approver \
+                         (principals [options] key-type base64-key, e.g. alice@example.com ssh-ed25519 AAAA...)"
+                    );
+                } else {
+                    info!(path = %path.display(), entries, "allowed_signers loaded");
+                }
             }
             Err(e) => {
                 metrics.record_reload(Reloaded::AllowedSigners, false);
+                let fix = signers_fix(&e);
                 if self.loaded {
-                    error!(path = %path.display(), "allowed_signers reload failed, keeping the last good signers: {e}");
+                    error!(path = %path.display(), "allowed_signers reload failed, keeping the last good signers: {e}. {fix}");
                 } else {
-                    warn!(path = %path.display(), "no allowed_signers loaded, so no approval can be valid until it is: {e}");
+                    // ERROR, not WARN: the webhook serves and is ready, but no AI
+                    // change over a limit can be approved until this is fixed.
+                    metrics.set_allowed_signers(None);
+                    error!(path = %path.display(), "no allowed_signers loaded, so no approval can be valid until it is: {e}. {fix}");
                 }
             }
         }
+    }
+}
+
+/// What to do about an allowed_signers file that did not load, for the log line an
+/// operator reads when alert BlastguardNoApprovers fires.
+fn signers_fix(e: &LoadError) -> String {
+    use approval::allowed_signers::{AllowedSignersError, LoadError as SignersLoad};
+    match e {
+        LoadError::Signers(SignersLoad::Invalid {
+            path,
+            source: AllowedSignersError::Line { line, .. },
+        }) => format!(
+            "Fix: correct or remove line {line} of {path} (one approver per line: principals [options] \
+             key-type base64-key; options namespaces=\"...\", valid-after=\"YYYYMMDD[HHMM[SS]][Z]\", \
+             valid-before=\"...\"; try it with ssh-keygen -Y verify -f {path}); the whole file is refused \
+             until every line is valid; see docs/runbook.md#blastguardnoapprovers"
+        ),
+        _ => "Fix: make the file readable UTF-8 text of allowed_signers lines (the chart's approvers value \
+              or the policy's spec.approvals.allowedSigners path); see docs/runbook.md#blastguardnoapprovers"
+            .to_string(),
     }
 }
 
