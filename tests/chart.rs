@@ -3031,6 +3031,32 @@ tests:
       - eval_time: 15m
         alertname: BlastguardPolicyReloadFailing
         exp_alerts: [{exp_labels: {severity: warning, pod: blastguard-a}}]
+  # No usable allowed_signers on one pod (never loaded), and one with no key lines.
+  - interval: 1m
+    input_series:
+      - series: 'blastguard_allowed_signers_loaded{namespace="blastguard", pod="blastguard-a"}'
+        values: '0x20'
+      - series: 'blastguard_allowed_signers_entries{namespace="blastguard", pod="blastguard-a"}'
+        values: '0x20'
+      - series: 'blastguard_allowed_signers_loaded{namespace="blastguard", pod="blastguard-b"}'
+        values: '1x20'
+      - series: 'blastguard_allowed_signers_entries{namespace="blastguard", pod="blastguard-b"}'
+        values: '3x20'
+    alert_rule_test:
+      - {eval_time: 3m, alertname: BlastguardNoApprovers, exp_alerts: []}
+      - eval_time: 10m
+        alertname: BlastguardNoApprovers
+        exp_alerts: [{exp_labels: {severity: critical, pod: blastguard-a}}]
+  - interval: 1m
+    input_series:
+      - series: 'blastguard_allowed_signers_loaded{namespace="blastguard", pod="blastguard-a"}'
+        values: '1x20'
+      - series: 'blastguard_allowed_signers_entries{namespace="blastguard", pod="blastguard-a"}'
+        values: '0x20'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: BlastguardNoApprovers
+        exp_alerts: [{exp_labels: {severity: critical, pod: blastguard-a}}]
   # A certificate that does not reload.
   - interval: 1m
     input_series:
@@ -3062,8 +3088,37 @@ fn alerts_pass_promtool_and_fire_when_they_should() {
         "BlastguardDenialRateSpike",
         "BlastguardCertificateExpiringSoon",
         "BlastguardPolicyReloadFailing",
+        "BlastguardNoApprovers",
     ] {
         assert!(alerts.contains(required), "no {required} alert");
+    }
+    // Every alert links its section of docs/runbook.md, and the section exists.
+    let runbook =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbook.md"))
+            .expect("docs/runbook.md");
+    let anchors: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    for r in groups
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .filter(|r| r["alert"].is_string())
+    {
+        let alert = r["alert"].as_str().expect("alert");
+        let url = r["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let (page, anchor) = url.split_once('#').expect("an anchor");
+        assert!(page.ends_with("docs/runbook.md"), "{alert}: {url}");
+        assert_eq!(anchor, alert.to_lowercase(), "{alert}: {url}");
+        assert!(
+            anchors.contains(anchor),
+            "docs/runbook.md has no section ## {alert}"
+        );
     }
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -3114,4 +3169,34 @@ fn dashboard_queries_are_valid_promql_over_blastguard_metrics() {
         .expect("YAML");
     std::fs::write(dir.path().join("dashboard.yaml"), file).expect("write");
     promtool(dir.path(), &["check", "rules", "dashboard.yaml"]);
+}
+
+/// With a ServiceMonitor and no metricsFrom, the NetworkPolicy lets the scraper in
+/// (prometheus-operator's pods by default): a blocked scrape reads as an outage.
+#[test]
+fn network_policy_lets_the_service_monitors_scraper_in() {
+    let admin_from = |values: &str| -> Vec<Value> {
+        let objs = objects(&render(values));
+        let np = object(&objs, "NetworkPolicy", "blastguard");
+        np["spec"]["ingress"]
+            .as_array()
+            .expect("ingress")
+            .iter()
+            .filter(|rule| rule["ports"][0]["port"] == "admin")
+            .flat_map(|rule| rule["from"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let scraper = json!({
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    });
+    assert_eq!(
+        admin_from("networkPolicy: {enabled: true}\nmetrics: {serviceMonitor: {enabled: true}}\n"),
+        vec![scraper]
+    );
+    // Without a ServiceMonitor nothing reaches the admin port unless listed.
+    assert!(admin_from("networkPolicy: {enabled: true}\n").is_empty());
+    // An explicit list wins.
+    let listed = json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}});
+    assert_eq!(admin_from(OPTIONAL_PARTS), vec![listed]);
 }
