@@ -389,6 +389,26 @@ impl Metrics {
                 c.with_label_values(&[result]);
             }
         }
+        // Which build answers: the version and, when CI or the Dockerfile sets
+        // BLASTGUARD_COMMIT at build time, its commit (`unknown` otherwise), so a
+        // rollout is visible on a dashboard.
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "blastguard_build_info",
+                "Always 1; the labels name the running build (commit from BLASTGUARD_COMMIT at build time, else unknown).",
+            ),
+            &["version", "commit"],
+        )
+        .expect("metric definitions are static and valid");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("metric names are unique");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("BLASTGUARD_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1);
         let admission_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "blastguard_admission_duration_seconds",
@@ -622,5 +642,28 @@ mod tests {
         assert!(text.contains("blastguard_policy_last_reload_success 0"));
         assert!(text.contains("blastguard_policy_reloads_total{result=\"failure\"} 1"));
         assert!(text.contains("blastguard_policy_reloads_total{result=\"success\"} 1"));
+    }
+
+    #[test]
+    fn build_info_and_allowed_signers_gauges() {
+        let m = Metrics::new();
+        let text = m.encode();
+        let commit = option_env!("BLASTGUARD_COMMIT").unwrap_or("unknown");
+        assert!(
+            text.contains(&format!(
+                "blastguard_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // Nothing loaded yet: nobody can approve.
+        assert!(text.contains("blastguard_allowed_signers_loaded 0"));
+        assert!(text.contains("blastguard_allowed_signers_entries 0"));
+        m.set_allowed_signers(Some(3));
+        let text = m.encode();
+        assert!(text.contains("blastguard_allowed_signers_loaded 1"));
+        assert!(text.contains("blastguard_allowed_signers_entries 3"));
+        m.set_allowed_signers(None);
+        assert!(m.encode().contains("blastguard_allowed_signers_loaded 0"));
     }
 }
