@@ -37,8 +37,8 @@ use kube::Client;
 pub use scope::Scope;
 
 use crate::engine::State;
-use crate::server::metrics::ClusterMetrics;
 use crate::policy::WorkloadSpec;
+use crate::server::metrics::ClusterMetrics;
 
 /// Where the state that spans requests lives (`serve --state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

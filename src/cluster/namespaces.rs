@@ -12,8 +12,8 @@ use kube::core::PartialObjectMeta;
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
 use super::scope;
-use crate::server::metrics::ClusterMetrics;
 use crate::policy::NamespaceLabels;
+use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "namespaces";

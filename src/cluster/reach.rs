@@ -32,8 +32,8 @@ use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
 use super::changeset::{self, Admitted, ChangeSet};
 use super::scope;
-use crate::server::metrics::ClusterMetrics;
 use crate::reach::{ChangeSetReach, Entry, Usage};
+use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "changesets";

@@ -20,8 +20,8 @@ use super::scope;
 use crate::approval::WorkloadAnnotations;
 use crate::change::Target;
 use crate::kinds::{self, Reach};
-use crate::server::metrics::ClusterMetrics;
 use crate::policy::WorkloadSpec;
+use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "workloads";
