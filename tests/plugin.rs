@@ -263,7 +263,11 @@ fn multi_document_file_denies_the_big_ai_change_only() {
         run.row("Deployment default/batch")[2..7],
         ["-", "-", "default", "-", "allow"]
     );
-    assert_eq!(run.row("ConfigMap default/cfg")[6], "allow");
+    // The API server never sends a ConfigMap to the webhook (the chart's rules name
+    // only the kinds blastguard judges), so check does not judge it either.
+    let cfg = run.row("ConfigMap default/cfg");
+    assert_eq!(cfg[6], "skipped");
+    assert!(cfg[7].starts_with("not sent to the webhook"), "{cfg:?}");
     // The full denial follows the table: the limit, and the payload to sign.
     assert!(
         run.stdout
@@ -272,7 +276,7 @@ fn multi_document_file_denies_the_big_ai_change_only() {
     assert!(run.stdout.contains(r#""kind":"Approval""#));
     assert!(
         run.stdout
-            .contains("4 object(s): 1 denied, 0 warned, 3 allowed, 0 skipped")
+            .contains("4 object(s): 1 denied, 0 warned, 2 allowed, 1 skipped")
     );
 
     // A reader that stops early (`| head`) does not turn a denial into an error. The
@@ -396,7 +400,11 @@ fn stdin_from_a_real_kubectl_pipe_and_list_kinds() {
         run.row("Deployment shop/api")[3..7],
         ["25", "shop", "default", "deny"]
     );
-    assert!(run.stdout.contains("from <stdin> (document 1)"));
+    assert!(
+        run.stdout.contains("from <stdin>:1:1 (document 1)"),
+        "{}",
+        run.stdout
+    );
 
     // `kubectl get -o yaml` of several objects is a List; its items are checked.
     let list = json!({
@@ -678,12 +686,12 @@ fn json_report_has_the_documented_schema_and_the_full_message() {
     assert_eq!(report["kind"], "CheckReport");
     assert_eq!(
         report["summary"],
-        json!({"total": 1, "allowed": 0, "warned": 0, "denied": 1, "skipped": 0})
+        json!({"total": 1, "allowed": 0, "warned": 0, "denied": 1, "skipped": 0, "errors": 0})
     );
     let r = &report["results"][0];
     assert_eq!(
         r["source"],
-        json!({"file": file, "document": 1, "item": null})
+        json!({"file": file, "document": 1, "item": null, "line": 1, "column": 1})
     );
     assert_eq!(
         r["object"],
@@ -712,6 +720,7 @@ fn json_report_has_the_documented_schema_and_the_full_message() {
     );
     assert_eq!(r["warnings"], json!([]));
     assert_eq!(r["skipReason"], Value::Null);
+    assert_eq!(report["errors"], json!([]));
     let payload = &r["approvalPayload"];
     assert_eq!(
         payload["target"],
@@ -775,19 +784,19 @@ fn bad_input_exits_2_and_says_where() {
         ),
         (
             &["-f", "list.yaml"],
-            "list.yaml (document 1): not a Kubernetes object".to_string(),
+            "list.yaml:1:1 (document 1): not a Kubernetes object".to_string(),
         ),
         (
             &["-f", "noname.yaml"],
-            "noname.yaml (document 1): ConfigMap has no metadata.name".to_string(),
+            "noname.yaml:1:1 (document 1): ConfigMap has no metadata.name".to_string(),
         ),
         (
             &["-f", "empty.yaml"],
-            "no Kubernetes objects found in empty.yaml".to_string(),
+            "no Kubernetes objects found in empty.yaml; pass --empty ok".to_string(),
         ),
         (
             &["-f", "kz"],
-            "kz/kustomization.yaml (document 1): not a Kubernetes object: no apiVersion (a kustomization: check what it renders, `kubectl kustomize kz | kubectl blastguard check -f -`)".to_string(),
+            "kz/kustomization.yaml:1:1 (document 1): not a Kubernetes object: no apiVersion (a kustomization: check what it renders, `kubectl kustomize kz | kubectl blastguard check -f -`)".to_string(),
         ),
         (
             &["-f", "-", "--old", "-"],
@@ -808,7 +817,17 @@ fn bad_input_exits_2_and_says_where() {
             "{args:?}: expected {expected:?} in:\n{}",
             run.stderr
         );
-        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        // Input problems still come with the report (what could be read, and the
+        // count of what could not); a usage error has none.
+        let usage = args.contains(&"yaml");
+        assert_eq!(run.stdout.is_empty(), usage, "{args:?}: {}", run.stdout);
+        if !usage {
+            assert!(
+                run.stdout.contains("1 input(s) could not be checked"),
+                "{args:?}: {}",
+                run.stdout
+            );
+        }
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     }
     // No input at all is a usage error, also 2.
@@ -831,13 +850,16 @@ fn unknown_kinds_are_skipped_and_definitions_in_the_input_teach_kinds() {
     let row = run.row("Widget shop/w");
     assert_eq!(row[6], "skipped");
     assert!(
-        row[7].starts_with("unknown kind example.com/v1/Widget"),
+        row[7].starts_with(
+            "not sent to the webhook: the chart registers no rule for example.com/v1/Widget"
+        ),
         "{row:?}"
     );
     assert!(run.stdout.contains("1 skipped"));
 
-    // The definition (a cluster-scoped object: an AI change to it needs approval) and
-    // the custom object it defines (cluster-scoped too) are both judged.
+    // The definition (a cluster-scoped object: an AI change to it needs approval) is
+    // judged; the custom object it defines is known now, but the chart registers no
+    // rule for it (it is not one of the policy's spec.workloads), so it is skipped.
     let with_crd = k.write("gadget.yaml", &stream(&[crd, gadget]));
     let run = k.plugin(
         &[
@@ -861,7 +883,7 @@ fn unknown_kinds_are_skipped_and_definitions_in_the_input_teach_kinds() {
             (
                 r["object"]["kind"].clone(),
                 r["verdict"].clone(),
-                r["radius"]["clusterScoped"].clone(),
+                r["reason"].clone(),
             )
         })
         .collect();
@@ -871,9 +893,9 @@ fn unknown_kinds_are_skipped_and_definitions_in_the_input_teach_kinds() {
             (
                 json!("CustomResourceDefinition"),
                 json!("deny"),
-                json!(true)
+                json!("over_limits")
             ),
-            (json!("Gadget"), json!("deny"), json!(true)),
+            (json!("Gadget"), json!("skipped"), json!("not_sent")),
         ]
     );
 }
@@ -901,24 +923,25 @@ fn cluster_scoped_objects_and_change_set_reach() {
     ]);
     // One AI change set touching four namespaces: the fourth is over
     // maxNamespacesPerChange (3), as the webhook counts a change set across requests.
-    let configmaps: Vec<String> = ["a", "b", "c", "d"]
+    // A ConfigMap in a fifth namespace is never sent to the webhook and counts for
+    // nothing: it comes first, so counting it would deny team-c already.
+    let configmap = k.make(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=x=y",
+        "-n",
+        "team-e",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let workloads: Vec<String> = ["a", "b", "c", "d"]
         .iter()
-        .map(|ns| {
-            k.make(&[
-                "create",
-                "configmap",
-                "cfg",
-                "--from-literal=x=y",
-                "-n",
-                &format!("team-{ns}"),
-                "--dry-run=client",
-                "-o",
-                "yaml",
-            ])
-        })
+        .map(|ns| deployment(&k, "cfg", 1, &["-n", &format!("team-{ns}")]))
         .collect();
-    let mut docs: Vec<&str> = vec![&namespace, &binding];
-    docs.extend(configmaps.iter().map(String::as_str));
+    let mut docs: Vec<&str> = vec![&namespace, &binding, &configmap];
+    docs.extend(workloads.iter().map(String::as_str));
     let file = k.write("set.yaml", &stream(&docs));
     let run = k.plugin(
         &["check", "-f", file.to_str().expect("path"), "--as", AI_SA],
@@ -933,13 +956,14 @@ fn cluster_scoped_objects_and_change_set_reach() {
         run.row("ClusterRoleBinding readers")[4..7],
         ["cluster", "default", "deny"]
     );
-    assert_eq!(run.row("ConfigMap team-a/cfg")[6], "allow");
+    assert_eq!(run.row("ConfigMap team-e/cfg")[4..7], ["-", "-", "skipped"]);
+    assert_eq!(run.row("Deployment team-a/cfg")[6], "allow");
     assert_eq!(
-        run.row("ConfigMap team-c/cfg")[4..7],
+        run.row("Deployment team-c/cfg")[4..7],
         ["team-c (3 namespaces in change set)", "default", "allow"]
     );
     assert_eq!(
-        run.row("ConfigMap team-d/cfg")[4..7],
+        run.row("Deployment team-d/cfg")[4..7],
         ["team-d (4 namespaces in change set)", "default", "deny"]
     );
     assert!(
@@ -1176,8 +1200,8 @@ fn rendered_manifests_from_helm_and_kustomize() {
     assert_eq!(
         kinds,
         [
-            "ServiceAccount shop/shop allow",
-            "Service shop/shop allow",
+            "ServiceAccount shop/shop skipped",
+            "Service shop/shop skipped",
             "Deployment shop/shop deny",
             "Pod shop/shop-test-connection allow",
         ]
@@ -1385,6 +1409,15 @@ async fn check_and_the_https_webhook_give_the_same_verdicts_and_messages() {
     let client = common::webhook_client(&pki.ca_pem, common::Http::Two);
     let mut seen = std::collections::BTreeSet::new();
     for (i, (object, r)) in objects.iter().zip(results).enumerate() {
+        if object["kind"] == "ConfigMap" {
+            // The API server never sends a ConfigMap (the chart's rules name only the
+            // kinds blastguard judges), and check says so instead of judging it.
+            assert_eq!(
+                (&r["verdict"], &r["reason"]),
+                (&json!("skipped"), &json!("not_sent"))
+            );
+            continue;
+        }
         let name = object["metadata"]["name"].as_str().expect("name");
         let previous = old.iter().find(|o| o["metadata"]["name"] == name);
         let review = api_server_review(i, object, previous, AI_SA);

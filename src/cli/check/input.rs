@@ -19,7 +19,7 @@ pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 pub const STDIN_NAME: &str = "<stdin>";
 
 /// Where an object was read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     /// The file (as given or found in a directory), or `<stdin>`.
     pub file: String,
@@ -27,11 +27,20 @@ pub struct Origin {
     pub document: usize,
     /// The index in a `List`'s `items`, from 0, when the object came from a list.
     pub item: Option<usize>,
+    /// The line the object starts on, from 1; 0 when not known.
+    pub line: usize,
+    /// The column (in characters) the object starts at, from 1; 0 when not known.
+    pub column: usize,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {}", self.file, self.document)?;
+        // `file:line:column` is what editors and terminals turn into a link.
+        f.write_str(&self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column.max(1))?;
+        }
+        write!(f, " (document {}", self.document)?;
         if let Some(item) = self.item {
             write!(f, ", item {item}")?;
         }
@@ -116,6 +125,26 @@ pub enum InputError {
     StdinTwice,
 }
 
+impl InputError {
+    /// The file, and the line and column when the error has a place in it.
+    pub fn location(&self) -> (&str, Option<(usize, usize)>) {
+        match self {
+            InputError::Read { path, .. }
+            | InputError::TooLarge { path }
+            | InputError::TotalTooLarge { path }
+            | InputError::NotText { path } => (path, None),
+            InputError::Syntax {
+                path, line, column, ..
+            } => (path, Some((*line, *column))),
+            InputError::NotAnObject { origin, .. } | InputError::Field { origin, .. } => (
+                &origin.file,
+                (origin.line > 0).then_some((origin.line, origin.column)),
+            ),
+            InputError::StdinTwice => (STDIN_NAME, None),
+        }
+    }
+}
+
 /// Reads sources, remembering whether stdin was consumed.
 #[derive(Debug, Default)]
 pub struct Reader {
@@ -124,6 +153,35 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Reads every object of `source` into `out`; a file that cannot be read is added
+    /// to `errors` and the others are still read, so one bad file does not hide the
+    /// verdicts on the rest.
+    pub fn read_into(
+        &mut self,
+        source: &Path,
+        out: &mut Vec<Manifest>,
+        errors: &mut Vec<InputError>,
+    ) {
+        let is_dir = source.as_os_str() != "-" && source.is_dir();
+        if !is_dir {
+            match self.read(source) {
+                Ok(manifests) => out.extend(manifests),
+                Err(e) => errors.push(e),
+            }
+            return;
+        }
+        let mut files = Vec::new();
+        if let Err(e) = collect_manifest_files(source, &mut files) {
+            errors.push(e);
+        }
+        for file in files {
+            match self.read_file(&file) {
+                Ok(manifests) => out.extend(manifests),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+
     /// Reads every object of one source: a file, a directory (recursively), or `-`.
     pub fn read(&mut self, source: &Path) -> Result<Vec<Manifest>, InputError> {
         if source.as_os_str() == "-" {
@@ -270,36 +328,97 @@ fn parse(name: &str, text: &str, is_json_file: bool) -> Result<Vec<Manifest>, In
         yaml_documents(name, text)?
     };
     let mut out = Vec::new();
-    for (index, (number, value)) in documents.into_iter().enumerate() {
+    for (index, (place, value)) in documents.into_iter().enumerate() {
         let origin = Origin {
             file: name.to_string(),
-            document: number.unwrap_or(index + 1),
+            document: place.number.unwrap_or(index + 1),
             item: None,
+            line: place.at.0,
+            column: place.at.1,
         };
         // Empty documents (`---` at the end, comments only) hold nothing.
         if !value.is_null() {
-            unpack(origin, value, &mut out)?;
+            unpack(origin, &place.items, value, &mut out)?;
         }
     }
     Ok(out)
 }
 
-/// The documents of a text, each with its place in the file when that differs from
-/// its place in the list.
-type Documents = Vec<(Option<usize>, Value)>;
+/// Where a document is in its file: its place among the documents when that differs
+/// from its place in the parsed list, the line and column (from 1) its value starts
+/// at, and where each element of its top-level `items` starts (for `List` kinds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Place {
+    number: Option<usize>,
+    at: (usize, usize),
+    items: Vec<(usize, usize)>,
+}
+
+/// The documents of a text, each with its place in the file.
+type Documents = Vec<(Place, Value)>;
 
 fn json_documents(name: &str, text: &str) -> Result<Documents, InputError> {
-    serde_json::Deserializer::from_str(text)
-        .into_iter::<Value>()
-        .map(|value| value.map(|v| (None, v)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| InputError::Syntax {
-            path: name.to_string(),
-            line: e.line(),
-            column: e.column(),
-            format: "JSON",
-            message: e.to_string(),
-        })
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut out = Vec::new();
+    loop {
+        // serde_json gives no positions of values, only the offset it has read to:
+        // a value starts at the first non-blank byte after the previous one ended.
+        let before = stream.byte_offset();
+        let value = match stream.next() {
+            None => break,
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
+                return Err(InputError::Syntax {
+                    path: name.to_string(),
+                    line: e.line(),
+                    column: e.column(),
+                    format: "JSON",
+                    message: e.to_string(),
+                });
+            }
+        };
+        let end = stream.byte_offset();
+        let slice = &text[before..end];
+        let start = before + (slice.len() - slice.trim_start().len());
+        let at = line_column(text, start);
+        // JSON is YAML's flow syntax: the YAML reading of this one value finds where
+        // its items start (only List kinds need them).
+        let items = if value.get("items").is_some_and(Value::is_array) {
+            yaml_places(&text[start..end])
+                .into_iter()
+                .next()
+                .map(|p| p.items.into_iter().map(|i| shifted(i, at)).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.push((
+            Place {
+                number: None,
+                at,
+                items,
+            },
+            value,
+        ));
+    }
+    Ok(out)
+}
+
+/// The line and column (from 1, in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// A position read in a slice that starts at `origin`, as a position in the file.
+fn shifted((line, column): (usize, usize), origin: (usize, usize)) -> (usize, usize) {
+    if line == 1 {
+        (origin.0, origin.1 + column - 1)
+    } else {
+        (origin.0 + line - 1, column)
+    }
 }
 
 fn yaml_documents(name: &str, text: &str) -> Result<Documents, InputError> {
@@ -317,45 +436,123 @@ fn yaml_documents(name: &str, text: &str) -> Result<Documents, InputError> {
             message: crate::yaml::message(&e),
         }
     })?;
-    let numbers = yaml_document_numbers(text);
-    if numbers.len() != values.len() {
+    let places = yaml_places(text);
+    if places.len() != values.len() {
         // The two readings disagree on which documents are empty (an explicit
-        // `!!null`, say): number the documents that hold something instead.
-        return Ok(values.into_iter().map(|v| (None, v)).collect());
+        // `!!null`, say): number the documents that hold something instead, without
+        // a position.
+        return Ok(values.into_iter().map(|v| (Place::default(), v)).collect());
     }
-    Ok(numbers.into_iter().map(Some).zip(values).collect())
+    Ok(places.into_iter().zip(values).collect())
 }
 
-/// The places (from 1) of the documents of a YAML stream that hold something. The
-/// parser skips empty documents, but a message should name a document by its place
-/// in the file, where `---` lines count every document.
-fn yaml_document_numbers(text: &str) -> Vec<usize> {
+/// The places of the documents of a YAML stream that hold something: their number
+/// (from 1), where their value starts, and where the elements of a top-level `items`
+/// start. The parser skips empty documents, but a message should name a document by
+/// its place in the file, where `---` lines count every document.
+fn yaml_places(text: &str) -> Vec<Place> {
     use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
-    let mut events = Parser::new_from_str(text)
-        .map_while(Result::ok)
-        .map(|(e, _)| e)
-        .filter(|e| !matches!(e, Event::Comment(..)));
-    let mut numbers = Vec::new();
+
+    /// An open mapping or sequence: how many nodes it holds so far, the last key
+    /// (mappings), and whether it is the root mapping's `items` list.
+    struct Frame {
+        mapping: bool,
+        nodes: usize,
+        key: Option<String>,
+        items: bool,
+    }
+
+    let mut places = Vec::new();
     let mut document = 0;
-    while let Some(event) = events.next() {
-        if let Event::DocumentStart(..) = event {
-            document += 1;
+    let mut stack: Vec<Frame> = Vec::new();
+    // Whether the next node is a document's root.
+    let mut at_root = false;
+    for (event, span) in Parser::new_from_str(text).map_while(Result::ok) {
+        let at = (span.start.line(), span.start.col() + 1);
+        let (is_node, opens) = match &event {
+            Event::DocumentStart(..) => {
+                document += 1;
+                at_root = true;
+                stack.clear();
+                continue;
+            }
+            Event::Scalar(..) | Event::Alias(..) | Event::UnresolvedAlias(..) => (true, None),
+            Event::MappingStart(..) => (true, Some(true)),
+            Event::SequenceStart(..) => (true, Some(false)),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                continue;
+            }
+            _ => continue,
+        };
+        if !is_node {
+            continue;
+        }
+        if std::mem::replace(&mut at_root, false) {
             let empty = matches!(
-                events.next(),
-                Some(Event::Scalar(value, ScalarStyle::Plain, _, None))
+                &event,
+                Event::Scalar(value, ScalarStyle::Plain, _, None)
                     if matches!(value.as_ref(), "" | "~" | "null" | "Null" | "NULL")
             );
             if !empty {
-                numbers.push(document);
+                places.push(Place {
+                    number: Some(document),
+                    at,
+                    items: Vec::new(),
+                });
             }
+            if let Some(mapping) = opens {
+                stack.push(Frame {
+                    mapping,
+                    nodes: 0,
+                    key: None,
+                    items: false,
+                });
+            }
+            continue;
+        }
+        let depth = stack.len();
+        let Some(parent) = stack.last_mut() else {
+            continue;
+        };
+        let is_key = parent.mapping && parent.nodes % 2 == 0;
+        let is_items_list = depth == 1
+            && parent.mapping
+            && !is_key
+            && parent.key.as_deref() == Some("items")
+            && opens == Some(false);
+        if parent.items
+            && let Some(place) = places.last_mut()
+        {
+            place.items.push(at);
+        }
+        if is_key {
+            parent.key = match &event {
+                Event::Scalar(value, ..) => Some(value.to_string()),
+                _ => None,
+            };
+        }
+        parent.nodes += 1;
+        if let Some(mapping) = opens {
+            stack.push(Frame {
+                mapping,
+                nodes: 0,
+                key: None,
+                items: is_items_list,
+            });
         }
     }
-    numbers
+    places
 }
 
 /// Adds `value` to `out`, or its items when it is a `List` (`kind: List`, or a typed
 /// list such as `DeploymentList`, whose items may omit apiVersion and kind).
-fn unpack(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), InputError> {
+fn unpack(
+    origin: Origin,
+    items_at: &[(usize, usize)],
+    value: Value,
+    out: &mut Vec<Manifest>,
+) -> Result<(), InputError> {
     let not_an_object = |problem: String| InputError::NotAnObject {
         origin: origin.clone(),
         problem,
@@ -411,11 +608,18 @@ fn unpack(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), I
                 .entry("kind")
                 .or_insert_with(|| Value::String(item_kind.to_string()));
         }
+        let (line, column) = items_at
+            .get(index)
+            .copied()
+            .unwrap_or((origin.line, origin.column));
         let item_origin = Origin {
             item: Some(index),
+            line,
+            column,
             ..origin.clone()
         };
-        unpack(item_origin, item, out)?;
+        // A list inside a list's items is unusual: its items get its position.
+        unpack(item_origin, &[], item, out)?;
     }
     Ok(())
 }
@@ -515,6 +719,37 @@ mod tests {
         );
     }
 
+    fn places(manifests: &[Manifest]) -> Vec<(usize, usize)> {
+        manifests
+            .iter()
+            .map(|m| (m.origin.line, m.origin.column))
+            .collect()
+    }
+
+    #[test]
+    fn objects_know_the_line_and_column_they_start_at() {
+        // Comments, an empty document and a List: each object where its first key is.
+        let yaml = "# header\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n# nothing\n---\n\n  apiVersion: v1\n  kind: List\n  items:\n  - apiVersion: v1\n    kind: Secret\n    metadata: {name: s}\n  -   apiVersion: v1\n      kind: Secret\n      metadata: {name: t}\n";
+        let got = parse("m.yaml", yaml, false).expect("parses");
+        assert_eq!(places(&got), vec![(3, 1), (13, 5), (16, 7)]);
+        assert_eq!(
+            got[1].origin.to_string(),
+            "m.yaml:13:5 (document 3, item 0)"
+        );
+
+        let json = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}\n\n  {\"apiVersion\": \"v1\", \"kind\": \"List\",\n   \"items\": [{\"apiVersion\":\"v1\",\"kind\":\"Secret\"},\n     {\"apiVersion\":\"v1\",\"kind\":\"Secret\"}]}\n";
+        let got = parse("m.json", json, true).expect("parses");
+        assert_eq!(places(&got), vec![(1, 1), (4, 14), (5, 6)]);
+        // Multi-byte characters count as one column.
+        let got = parse(
+            "u.json",
+            "{\"a\":\"é\"} {\"apiVersion\":\"v1\",\"kind\":\"Secret\"}",
+            true,
+        );
+        let got = got.unwrap_err().to_string();
+        assert!(got.starts_with("u.json:1:1 (document 1)"), "{got}");
+    }
+
     #[test]
     fn typed_list_items_get_apiversion_and_kind() {
         let text = r#"{"apiVersion":"apps/v1","kind":"DeploymentList","items":[{"metadata":{"name":"a"}}]}"#;
@@ -590,7 +825,7 @@ mod tests {
                 Err(e @ InputError::Field { .. }) => {
                     let text = e.to_string();
                     assert!(
-                        text.starts_with("d.yaml (document 1): spec.replicas: "),
+                        text.starts_with("d.yaml:1:1 (document 1): spec.replicas: "),
                         "{text}"
                     );
                 }
@@ -636,7 +871,8 @@ mod tests {
             match parse("x.yaml", text, false) {
                 Err(e @ InputError::NotAnObject { .. }) => {
                     let message = e.to_string();
-                    assert!(message.starts_with("x.yaml (document 1"), "{message}");
+                    assert!(message.starts_with("x.yaml:"), "{message}");
+                    assert!(message.contains(" (document 1"), "{message}");
                     assert!(message.contains(expected), "{text}: {message}");
                 }
                 other => panic!("{text}: expected NotAnObject, got {other:?}"),

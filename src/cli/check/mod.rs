@@ -22,7 +22,7 @@ use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
 use crate::engine::{Engine, Reviewed, State};
 use crate::policy::{KnownNamespaces, Policy, PolicyError};
 use input::{InputError, Manifest, Reader};
-use output::{Evaluation, Outcome, Style};
+use output::{Evaluation, Outcome, Problem, Skip, Style};
 use synth::{Planner, Requester, SynthError};
 
 /// The requester reported when neither `--as` nor a local user name is known.
@@ -44,6 +44,9 @@ Examples:
   # As the AI agent's identity would be judged, as JSON for a pipeline
   kubectl blastguard check -f k8s/ --as system:serviceaccount:ai-agents:claude -o json
 
+  # SARIF for GitHub code scanning; a chart that renders nothing is fine
+  kubectl blastguard check -f rendered.yaml -o sarif --empty ok > blastguard.sarif
+
   # Deleting these objects
   kubectl blastguard check -f deploy.yaml --delete
 
@@ -57,6 +60,18 @@ pub enum Format {
     Text,
     /// The JSON report (schema: docs/kubectl-plugin.md).
     Json,
+    /// SARIF 2.1.0, for GitHub code scanning: denials as errors, warnings as
+    /// warnings, at the line and column of each object.
+    Sarif,
+}
+
+/// What an input without any Kubernetes object means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Empty {
+    /// Bad input (exit 2): a render that came out empty usually hides a mistake.
+    Error,
+    /// Nothing to check passes (exit 0).
+    Ok,
 }
 
 /// Arguments of `blastguard check`.
@@ -113,12 +128,17 @@ pub struct CheckArgs {
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 
+    /// What input without any Kubernetes object means: `error` (exit 2, the report
+    /// says so) or `ok` (exit 0), e.g. for a chart whose values render nothing.
+    #[arg(long, value_enum, value_name = "error|ok", default_value_t = Empty::Error)]
+    pub empty: Empty,
+
     /// Judge a raw AdmissionReview (file or -) and print the AdmissionReview response
     /// the webhook would send.
     #[arg(
         long,
         value_name = "FILE|-",
-        conflicts_with_all = ["files", "old", "delete", "as_user", "as_groups", "field_manager", "output"]
+        conflicts_with_all = ["files", "old", "delete", "as_user", "as_groups", "field_manager", "output", "empty"]
     )]
     pub review: Option<PathBuf>,
 }
@@ -138,9 +158,6 @@ pub enum CheckError {
     /// The allowed_signers file could not be loaded.
     #[error(transparent)]
     Signers(#[from] SignersError),
-    /// The inputs hold no objects.
-    #[error("no Kubernetes objects found in {0}")]
-    NoObjects(String),
     /// The engine could not judge a request built from a manifest.
     #[error("{origin}: the review built from this object was not judged: {detail}")]
     NotJudged {
@@ -180,18 +197,37 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
         return check_review(&Engine::new(policy, verifier), path);
     }
 
+    // Every readable object is judged even when some input is bad: a CI log should
+    // show all the verdicts and every problem at once, not the first problem alone.
+    let mut problems = Vec::new();
     let mut reader = Reader::default();
-    let manifests = read_all(&mut reader, &args.files)?;
-    let old = read_all(&mut reader, &args.old)?;
-    if manifests.is_empty() {
+    let manifests = read_all(&mut reader, &args.files, &mut problems);
+    let old = read_all(&mut reader, &args.old, &mut problems);
+    if manifests.is_empty() && problems.is_empty() && args.empty == Empty::Error {
         let sources: Vec<_> = args.files.iter().map(|p| p.display().to_string()).collect();
-        return Err(CheckError::NoObjects(sources.join(", ")));
+        let sources = sources.join(", ");
+        problems.push(Problem {
+            file: sources.clone(),
+            line: None,
+            column: None,
+            message: format!(
+                "no Kubernetes objects found in {sources}; pass --empty ok if nothing to check is fine"
+            ),
+        });
     }
     // check reads no cluster: a rule's namespaceSelector is judged on the labels of the
     // Namespaces in the input (the new ones over the old).
     let state = State {
         namespaces: Arc::new(known_namespaces(old.iter().chain(&manifests))),
         ..State::in_memory()
+    };
+    // The kinds the API server sends: the chart registers the webhook for exactly the
+    // built-in list and the policy's custom workloads. Anything else never reaches the
+    // webhook, so judging it here would count reach the cluster never counts.
+    let workloads = policy.document.spec.workloads.clone();
+    let sent = |group: &str, kind: &str| {
+        crate::kinds::find(group, kind).is_some()
+            || workloads.iter().any(|w| w.group == group && w.kind == kind)
     };
     let engine = Engine::with_state(policy, verifier, state);
 
@@ -204,43 +240,97 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
             field_manager: args.field_manager.clone(),
         },
     };
+    // A custom workload is sent whether or not its definition is in the input: the
+    // policy names its resource, and custom workloads are namespaced like Deployments.
+    for w in &workloads {
+        if planner.kinds.lookup(&w.group, &w.kind).is_none() {
+            planner.kinds.learn_definition(&serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "spec": {
+                    "group": w.group,
+                    "names": {"kind": w.kind, "plural": w.resource_name()},
+                    "scope": "Namespaced",
+                },
+            }));
+        }
+    }
     planner.learn_definitions(manifests.iter().chain(&old));
-    let planned = planner.plan(manifests, old, args.delete)?;
 
-    let mut outcomes = Vec::with_capacity(planned.len());
-    for p in planned {
-        let evaluation = match &p.review {
-            Some(review) => Some(evaluate(&engine, review, &p.origin)?),
-            None => None,
+    let mut outcomes = Vec::with_capacity(manifests.len());
+    for p in planner.plan_each(manifests, old, args.delete) {
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                let origin = match &e {
+                    SynthError::NoName { origin, .. }
+                    | SynthError::GeneratedName { origin, .. } => origin,
+                };
+                problems.push(problem_at(origin, e.to_string()));
+                continue;
+            }
+        };
+        let (evaluation, skip) = match &p.review {
+            _ if !sent(&p.key.group, &p.key.kind) => (None, Skip::NotSent),
+            Some(review) => match evaluate(&engine, review, &p.origin) {
+                Ok(e) => (Some(e), Skip::UnknownKind),
+                Err(e) => {
+                    problems.push(problem_at(&p.origin, e.to_string()));
+                    continue;
+                }
+            },
+            None => (None, Skip::UnknownKind),
         };
         outcomes.push(Outcome {
             origin: p.origin,
             key: p.key,
             operation: p.operation,
             evaluation,
+            skip,
         });
     }
 
     let rendered = match args.output {
-        Format::Json => {
-            let mut json = serde_json::to_string_pretty(&output::report(&outcomes))
-                .map_err(std::io::Error::from)?;
-            json.push('\n');
-            json
-        }
+        Format::Json => to_json(&output::report(&outcomes, &problems))?,
+        Format::Sarif => to_json(&output::sarif(&outcomes, &problems))?,
         Format::Text => output::text(
             &outcomes,
+            &problems,
             Style {
                 color: std::io::stdout().is_terminal() && !no_color(),
             },
         ),
     };
+    // Problems go to stderr in every format: a machine report usually goes to a file
+    // in CI, and the log must still say what was wrong.
+    for p in &problems {
+        eprintln!("blastguard check: {}", p.message);
+    }
     print_out(rendered.as_bytes())?;
-    Ok(if outcomes.iter().any(Outcome::denied) {
+    Ok(if !problems.is_empty() {
+        EXIT_BAD_INPUT
+    } else if outcomes.iter().any(Outcome::denied) {
         EXIT_DENIED
     } else {
         EXIT_OK
     })
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, CheckError> {
+    let mut json = serde_json::to_string_pretty(value).map_err(std::io::Error::from)?;
+    json.push('\n');
+    Ok(json)
+}
+
+/// A problem with one object, at its place in its file.
+fn problem_at(origin: &input::Origin, message: String) -> Problem {
+    let known = origin.line > 0;
+    Problem {
+        file: origin.file.clone(),
+        line: known.then_some(origin.line),
+        column: known.then_some(origin.column),
+        message,
+    }
 }
 
 /// Writes to stdout. A reader that stopped reading (`| head`) is not an error: the
@@ -266,12 +356,27 @@ fn local_user() -> String {
         .unwrap_or_else(|| FALLBACK_USER.to_string())
 }
 
-fn read_all(reader: &mut Reader, sources: &[PathBuf]) -> Result<Vec<Manifest>, InputError> {
+/// Every object of `sources`; what cannot be read is added to `problems`.
+fn read_all(
+    reader: &mut Reader,
+    sources: &[PathBuf],
+    problems: &mut Vec<Problem>,
+) -> Vec<Manifest> {
     let mut out = Vec::new();
+    let mut errors: Vec<InputError> = Vec::new();
     for source in sources {
-        out.extend(reader.read(source)?);
+        reader.read_into(source, &mut out, &mut errors);
     }
-    Ok(out)
+    problems.extend(errors.iter().map(|e| {
+        let (file, place) = e.location();
+        Problem {
+            file: file.to_string(),
+            line: place.map(|p| p.0),
+            column: place.map(|p| p.1),
+            message: e.to_string(),
+        }
+    }));
+    out
 }
 
 /// The engine with the policy and approvers the webhook would have: `--policy` (else

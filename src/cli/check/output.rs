@@ -1,5 +1,6 @@
-//! What `check` prints: a table for people (`-o text`) and a stable JSON report for
-//! machines (`-o json`, schema in docs/kubectl-plugin.md).
+//! What `check` prints: a table for people (`-o text`), a stable JSON report for
+//! machines (`-o json`, schema in docs/kubectl-plugin.md), and SARIF 2.1.0 for code
+//! scanning (`-o sarif`).
 
 use std::fmt::Write as _;
 
@@ -25,8 +26,46 @@ pub struct Outcome {
     pub key: ObjectKey,
     /// What was done to it.
     pub operation: Operation,
-    /// The engine's judgement, or `None` when the kind is unknown (skipped).
+    /// The engine's judgement, or `None` when skipped (see `skip`).
     pub evaluation: Option<Evaluation>,
+    /// Why it was not judged, when `evaluation` is `None`.
+    pub skip: Skip,
+}
+
+/// Why an object was not judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Its kind is neither built in nor defined by a CustomResourceDefinition in the
+    /// input: no request can be built for it.
+    UnknownKind,
+    /// The chart's webhook rules do not name its kind (not in `kinds.yaml` nor the
+    /// policy's `spec.workloads`): the API server never sends it, so it changes no
+    /// verdict in the cluster and must not count toward reach here.
+    NotSent,
+}
+
+impl Skip {
+    /// The `reason` of a skipped entry in the JSON report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::UnknownKind => "unknown_kind",
+            Skip::NotSent => "not_sent",
+        }
+    }
+}
+
+/// Input that could not be judged: a file that cannot be read or parsed, a document
+/// that is not an object, an object without a name, or no objects at all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The file (or `<stdin>`, or the sources given when nothing was found).
+    pub file: String,
+    /// The line, from 1, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// The column, from 1, when the problem has a place in the file.
+    pub column: Option<usize>,
+    /// What is wrong, with the file and place.
+    pub message: String,
 }
 
 /// The engine's judgement of one object.
@@ -66,10 +105,16 @@ impl Outcome {
     /// Why, in one line.
     fn why(&self) -> String {
         let Some(e) = &self.evaluation else {
-            return format!(
-                "unknown kind {}: not a built-in kind and no CustomResourceDefinition for it in the input; not evaluated",
-                api_version(&self.key)
-            );
+            return match self.skip {
+                Skip::UnknownKind => format!(
+                    "unknown kind {}: not a built-in kind and no CustomResourceDefinition for it in the input; not evaluated",
+                    api_version(&self.key)
+                ),
+                Skip::NotSent => format!(
+                    "not sent to the webhook: the chart registers no rule for {} (not a kind blastguard judges nor one of the policy's spec.workloads); not evaluated",
+                    api_version(&self.key)
+                ),
+            };
         };
         let first_line = |text: &str| {
             let line = text.lines().next().unwrap_or_default();
@@ -139,15 +184,18 @@ pub struct Summary {
     pub warned: usize,
     /// Rejected.
     pub denied: usize,
-    /// Not evaluated (unknown kind).
+    /// Not evaluated (unknown kind, or not sent to the webhook).
     pub skipped: usize,
+    /// Inputs that could not be judged (listed in `errors`).
+    pub errors: usize,
 }
 
 impl Summary {
     /// The counts over `outcomes`.
-    pub fn of(outcomes: &[Outcome]) -> Self {
+    pub fn of(outcomes: &[Outcome], problems: &[Problem]) -> Self {
         let mut s = Summary {
             total: outcomes.len(),
+            errors: problems.len(),
             ..Summary::default()
         };
         for o in outcomes {
@@ -236,8 +284,9 @@ fn row(o: &Outcome) -> [String; 8] {
     ]
 }
 
-/// The table, the full message of every denial and warning, and a summary line.
-pub fn text(outcomes: &[Outcome], style: Style) -> String {
+/// The table, the full message of every denial and warning, and a summary line that
+/// counts the `problems` too.
+pub fn text(outcomes: &[Outcome], problems: &[Problem], style: Style) -> String {
     let rows: Vec<[String; 8]> = outcomes.iter().map(row).collect();
     let mut widths = HEADERS.map(str::len);
     for r in &rows {
@@ -281,12 +330,21 @@ pub fn text(outcomes: &[Outcome], style: Style) -> String {
             o.origin
         );
     }
-    let s = Summary::of(outcomes);
-    let _ = writeln!(
+    let s = Summary::of(outcomes, problems);
+    let _ = write!(
         out,
         "\n{} object(s): {} denied, {} warned, {} allowed, {} skipped",
         s.total, s.denied, s.warned, s.allowed, s.skipped
     );
+    if s.errors > 0 {
+        // The problems themselves are on stderr, where they always were.
+        let _ = write!(
+            out,
+            "; {} input(s) could not be checked (see stderr)",
+            s.errors
+        );
+    }
+    out.push('\n');
     out
 }
 
@@ -302,6 +360,8 @@ pub struct Report<'a> {
     pub summary: Summary,
     /// One entry per object, in input order.
     pub results: Vec<ReportResult<'a>>,
+    /// Inputs that could not be judged; any makes the exit code 2.
+    pub errors: &'a [Problem],
 }
 
 /// One object in the JSON report.
@@ -317,7 +377,7 @@ pub struct ReportResult<'a> {
     /// `allow`, `warn`, `deny` or `skipped`.
     pub verdict: &'static str,
     /// Why: `not_ai_assisted`, `no_matching_rule`, `within_limits`, `approved`,
-    /// `over_limits`, or `unknown_kind` (skipped).
+    /// `over_limits`, `unmeasurable`, or `unknown_kind` or `not_sent` (skipped).
     pub reason: &'static str,
     /// The AI signal, if any.
     pub ai_signal: Option<ReportSignal>,
@@ -352,6 +412,10 @@ pub struct ReportSource<'a> {
     pub document: usize,
     /// Index in a List's items, from 0.
     pub item: Option<usize>,
+    /// The line the object starts on, from 1 (`null` when not known).
+    pub line: Option<usize>,
+    /// The column the object starts at, from 1, in characters.
+    pub column: Option<usize>,
 }
 
 /// `object` of a report entry.
@@ -428,12 +492,13 @@ pub struct ReportApproval<'a> {
 }
 
 /// Builds the JSON report.
-pub fn report(outcomes: &[Outcome]) -> Report<'_> {
+pub fn report<'a>(outcomes: &'a [Outcome], problems: &'a [Problem]) -> Report<'a> {
     Report {
         api_version: REPORT_API_VERSION,
         kind: REPORT_KIND,
-        summary: Summary::of(outcomes),
+        summary: Summary::of(outcomes, problems),
         results: outcomes.iter().map(report_result).collect(),
+        errors: problems,
     }
 }
 
@@ -443,6 +508,8 @@ fn report_result(o: &Outcome) -> ReportResult<'_> {
         file: &o.origin.file,
         document: o.origin.document,
         item: o.origin.item,
+        line: (o.origin.line > 0).then_some(o.origin.line),
+        column: (o.origin.line > 0).then_some(o.origin.column),
     };
     let object = ReportObject {
         api_version: if k.group.is_empty() {
@@ -460,7 +527,7 @@ fn report_result(o: &Outcome) -> ReportResult<'_> {
             object,
             operation: o.operation.as_str(),
             verdict: "skipped",
-            reason: "unknown_kind",
+            reason: o.skip.as_str(),
             ai_signal: None,
             rule: None,
             radius: None,
@@ -522,5 +589,168 @@ fn report_result(o: &Outcome) -> ReportResult<'_> {
         approval_payload: v.payload.as_ref(),
         digest: v.digest.as_deref(),
         skip_reason: None,
+    }
+}
+
+/// `$schema` of the SARIF log: the OASIS schema of version 2.1.0.
+pub const SARIF_SCHEMA: &str =
+    "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json";
+
+/// The `ruleId` of input that could not be checked.
+pub const SARIF_INPUT_RULE: &str = "invalidInput";
+
+/// The SARIF 2.1.0 log (`-o sarif`) for GitHub code scanning: one result per denied
+/// (`error`) or warned (`warning`) object, at the line and column it starts at, and one
+/// `error` per input that could not be checked. Allowed and skipped objects have none:
+/// code scanning shows problems, and the JSON report has the rest.
+pub fn sarif(outcomes: &[Outcome], problems: &[Problem]) -> serde_json::Value {
+    use serde_json::{Value, json};
+
+    let mut rules: Vec<(String, String)> = Vec::new();
+    let mut rule_index = |id: &str, description: &str| {
+        rules.iter().position(|(r, _)| r == id).unwrap_or_else(|| {
+            rules.push((id.to_string(), description.to_string()));
+            rules.len() - 1
+        })
+    };
+    let mut results = Vec::new();
+    for o in outcomes {
+        let Some(e) = &o.evaluation else { continue };
+        let level = match e.verdict.decision {
+            Decision::Deny => "error",
+            Decision::Warn => "warning",
+            Decision::Allow => continue,
+        };
+        // The limit exceeded names the rule (what a reviewer looks up in the policy);
+        // without one (e.g. a pod count that cannot be read), the reason does.
+        let (id, description) = match e.verdict.findings.violations.first() {
+            Some(v) => (v.limit_name(), rule_description(v.limit_name())),
+            None => (
+                e.verdict.reason.as_str(),
+                "blastguard would not admit this change as it is",
+            ),
+        };
+        let index = rule_index(id, description);
+        let text = match (&e.message, e.warnings.is_empty()) {
+            (Some(message), _) => message.clone(),
+            (None, false) => e.warnings.join("\n"),
+            (None, true) => o.why(),
+        };
+        results.push(json!({
+            "ruleId": id,
+            "ruleIndex": index,
+            "level": level,
+            "message": {"text": format!("{}: {text}", o.object_label())},
+            "locations": [location(&o.origin.file, o.origin.line, o.origin.column)],
+        }));
+    }
+    for p in problems {
+        let index = rule_index(
+            SARIF_INPUT_RULE,
+            "input that blastguard check could not read or judge",
+        );
+        results.push(json!({
+            "ruleId": SARIF_INPUT_RULE,
+            "ruleIndex": index,
+            "level": "error",
+            "message": {"text": p.message},
+            "locations": [location(&p.file, p.line.unwrap_or(0), p.column.unwrap_or(0))],
+        }));
+    }
+    let rules: Vec<Value> = rules
+        .into_iter()
+        .map(|(id, description)| {
+            json!({
+                "id": id,
+                "shortDescription": {"text": description},
+            })
+        })
+        .collect();
+    json!({
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "blastguard",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rules,
+            }},
+            // Columns count characters, as the text and JSON outputs do.
+            "columnKind": "unicodeCodePoints",
+            "invocations": [{"executionSuccessful": problems.is_empty()}],
+            "results": results,
+        }]
+    })
+}
+
+fn rule_description(limit: &str) -> &'static str {
+    match limit {
+        "maxPodsAffected" => "an AI-assisted change affects more pods than the rule allows",
+        "maxPercentAffected" => {
+            "an AI-assisted change affects a larger share of the current pods than the rule allows"
+        }
+        "maxReplicas" => "an AI-assisted change results in more replicas than the rule allows",
+        "maxNamespacesPerChange" => {
+            "an AI-assisted change set reaches more namespaces than the rule allows"
+        }
+        "maxPodsPerChangeSet" => "an AI-assisted change set affects more pods than the rule allows",
+        "stickyProvenance" => {
+            "removing the AI marker from an object an AI marked takes an approval"
+        }
+        "allowClusterScoped" => "an AI-assisted change to a cluster-scoped object",
+        "allowNodeWide" => "an AI-assisted change to a DaemonSet, which reaches every node",
+        "unmeasurable" => "the reach of an AI-assisted change cannot be measured",
+        _ => "a blast-radius limit of the policy",
+    }
+}
+
+/// A SARIF location: the file as a relative URI reference (what code scanning maps
+/// to the repository), and the region when the place is known.
+fn location(file: &str, line: usize, column: usize) -> serde_json::Value {
+    let mut physical = serde_json::json!({"artifactLocation": {"uri": file_uri(file)}});
+    if line > 0 {
+        physical["region"] = serde_json::json!({"startLine": line, "startColumn": column.max(1)});
+    }
+    serde_json::json!({ "physicalLocation": physical })
+}
+
+/// A path as a URI reference: relative paths stay relative (without `./`), absolute
+/// ones become `file://` URIs, and characters a URI cannot hold are percent-encoded.
+fn file_uri(path: &str) -> String {
+    let path = path.strip_prefix("./").unwrap_or(path);
+    let mut out = String::with_capacity(path.len());
+    if path.starts_with('/') {
+        out.push_str("file://");
+    }
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'.'
+            | b'_'
+            | b'~'
+            | b'/'
+            | b'+'
+            | b'='
+            | b'@' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_uris_are_uri_references() {
+        assert_eq!(file_uri("./k8s/deploy.yaml"), "k8s/deploy.yaml");
+        assert_eq!(file_uri("/tmp/a b.yaml"), "file:///tmp/a%20b.yaml");
+        assert_eq!(file_uri("<stdin>"), "%3Cstdin%3E");
     }
 }

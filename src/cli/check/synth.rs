@@ -170,6 +170,17 @@ impl Planner {
         old: Vec<Manifest>,
         delete: bool,
     ) -> Result<Vec<Planned>, SynthError> {
+        self.plan_each(manifests, old, delete).into_iter().collect()
+    }
+
+    /// [`Planner::plan`], with an answer for each manifest: one that cannot become a
+    /// request does not stop the others from being planned.
+    pub fn plan_each(
+        &self,
+        manifests: Vec<Manifest>,
+        old: Vec<Manifest>,
+        delete: bool,
+    ) -> Vec<Result<Planned, SynthError>> {
         let mut current: HashMap<MatchKey, Value> = HashMap::new();
         for m in old {
             current
@@ -180,9 +191,9 @@ impl Planner {
         for (index, m) in manifests.into_iter().enumerate() {
             let key = self.key(&m);
             let old = current.get(&key.matching()).cloned();
-            planned.push(self.plan_one(index, m, key, old, delete)?);
+            planned.push(self.plan_one(index, m, key, old, delete));
         }
-        Ok(planned)
+        planned
     }
 
     fn plan_one(
@@ -332,6 +343,7 @@ mod tests {
                 file: "t.yaml".into(),
                 document: 1,
                 item: None,
+                ..Origin::default()
             },
             object,
         }
