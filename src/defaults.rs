@@ -204,14 +204,13 @@ fn replication_controller(root: &mut Map<String, Value>) {
         .cloned();
     let spec = child(root, "spec");
     fill(spec, "replicas", json!(1));
-    if let Some(labels) = &labels {
-        if spec
+    if let Some(labels) = &labels
+        && spec
             .get("selector")
             .and_then(Value::as_object)
             .is_none_or(Map::is_empty)
-        {
-            spec.insert("selector".into(), labels.clone());
-        }
+    {
+        spec.insert("selector".into(), labels.clone());
     }
     // The template is a pointer here: only an existing one is defaulted.
     if spec.get("template").is_some_and(Value::is_object) {
@@ -515,6 +514,9 @@ fn container(c: &mut Map<String, Value>) {
             if let Some(field) = child_if(from, "fieldRef") {
                 fill_zero(field, "apiVersion", json!("v1"));
             }
+            if let Some(resource) = child_if(from, "resourceFieldRef") {
+                resource_field_ref(resource);
+            }
             if let Some(file) = child_if(from, "fileKeyRef") {
                 fill(file, "optional", json!(false));
             }
@@ -626,10 +628,8 @@ fn volume(v: &mut Map<String, Value>) {
             }
         }
     }
-    if let Some(e) = child_if(v, "emptyDir") {
-        if let Some(limit) = e.get_mut("sizeLimit") {
-            canonical_quantity_in_place(limit, false);
-        }
+    if let Some(limit) = child_if(v, "emptyDir").and_then(|e| e.get_mut("sizeLimit")) {
+        canonical_quantity_in_place(limit, false);
     }
     if let Some(iscsi) = child_if(v, "iscsi") {
         fill_zero(iscsi, "iscsiInterface", json!("default"));
@@ -666,6 +666,17 @@ fn field_refs(d: &mut Map<String, Value>) {
         if let Some(field) = child_if(item, "fieldRef") {
             fill_zero(field, "apiVersion", json!("v1"));
         }
+        if let Some(resource) = child_if(item, "resourceFieldRef") {
+            resource_field_ref(resource);
+        }
+    }
+}
+
+/// `divisor` is a non-pointer Quantity: written out as `"0"` when unset.
+fn resource_field_ref(r: &mut Map<String, Value>) {
+    fill(r, "divisor", json!("0"));
+    if let Some(divisor) = r.get_mut("divisor") {
+        canonical_quantity_in_place(divisor, false);
     }
 }
 
@@ -765,7 +776,7 @@ pub fn canonical_quantity(text: &str, round_to_milli: bool) -> Option<String> {
         mantissa = mantissa.checked_mul(1u128 << exp2)?;
     }
     // Normalize: no trailing zeros in the mantissa.
-    while mantissa != 0 && mantissa % 10 == 0 {
+    while mantissa != 0 && mantissa.is_multiple_of(10) {
         mantissa /= 10;
         exp10 += 1;
     }
@@ -777,7 +788,7 @@ pub fn canonical_quantity(text: &str, round_to_milli: bool) -> Option<String> {
         // Round up (away from zero for positives, as Quantity.RoundUp does).
         let shift = (min_exp - exp10) as u32;
         let divisor = 10u128.checked_pow(shift)?;
-        let rounded_up = mantissa / divisor + u128::from(mantissa % divisor != 0);
+        let rounded_up = mantissa / divisor + u128::from(!mantissa.is_multiple_of(divisor));
         mantissa = if negative {
             mantissa / divisor
         } else {
@@ -787,7 +798,7 @@ pub fn canonical_quantity(text: &str, round_to_milli: bool) -> Option<String> {
         if mantissa == 0 {
             return Some("0".into());
         }
-        while mantissa % 10 == 0 {
+        while mantissa.is_multiple_of(10) {
             mantissa /= 10;
             exp10 += 1;
         }

@@ -1075,7 +1075,7 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
     assert!(stderr.contains("Signing as alice@corp.example"), "{stderr}");
     let first: Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     // One signature is not enough in prod.
-    let reviewed = engine.review(&create(&first));
+    let reviewed = engine.review(&create(&with_server_defaults(&first)));
     assert_eq!(
         outcome(&reviewed).metric_label(),
         reason::NOT_ENOUGH_APPROVERS
@@ -1111,7 +1111,7 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
     ssh_keygen_verify(payload, &signatures[0], "alice@corp.example").unwrap();
     ssh_keygen_verify(payload, &signatures[1], "bob@corp.example").unwrap();
     assert_approved(
-        &engine.review(&create(&second)),
+        &engine.review(&create(&with_server_defaults(&second))),
         &["alice@corp.example", "bob@corp.example"],
     );
 
@@ -1155,7 +1155,7 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
     );
     let third: Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     assert_eq!(
-        outcome(&engine.review(&create(&third))).metric_label(),
+        outcome(&engine.review(&create(&with_server_defaults(&third)))).metric_label(),
         reason::DIGEST_MISMATCH
     );
     // The object as the server stores it is checked here, before anyone signs.
@@ -1266,7 +1266,7 @@ fn blastguard_approve_signs_through_ssh_agent() {
     ssh_keygen_verify(payload, &signatures[0], "carol@corp.example").unwrap();
     ssh_keygen_verify(payload, &signatures[1], "bob@corp.example").unwrap();
     assert_approved(
-        &engine().review(&create(&annotated)),
+        &engine().review(&create(&with_server_defaults(&annotated))),
         &["carol@corp.example", "bob@corp.example"],
     );
 }
@@ -1365,7 +1365,13 @@ fn blastguard_digest_prints_what_the_webhook_asks_for() {
     .unwrap();
     let m = manifest.to_str().unwrap();
     let (ok, _, stderr) = blastguard(&["digest", "-f", m], &[]);
-    assert!(ok && stderr.contains("manifest as written"), "{stderr}");
+    // A manifest is digested with the API server's defaults, and the note says what
+    // offline cannot foresee.
+    assert!(
+        ok && stderr.contains("the API server's defaults applied")
+            && stderr.contains("mutating admission webhooks cannot be foreseen"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = blastguard(&["digest", "-f", m, "--operation", "scale"], &[]);
     assert!(!ok && stderr.contains("--replicas N"), "{stderr}");
     let (ok, stdout, _) = blastguard(
@@ -1447,18 +1453,9 @@ fn a_payload_from_a_denial_can_be_signed_as_it_is() {
 
 /// What the API server adds to a Deployment before admission webhooks see it.
 fn with_server_defaults(manifest: &Value) -> Value {
-    let mut object = manifest.clone();
-    let spec = &mut object["spec"];
-    spec["revisionHistoryLimit"] = json!(10);
-    spec["progressDeadlineSeconds"] = json!(600);
-    spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-    let pod = &mut spec["template"]["spec"];
-    pod["restartPolicy"] = json!("Always");
-    pod["dnsPolicy"] = json!("ClusterFirst");
-    pod["terminationGracePeriodSeconds"] = json!(30);
-    pod["containers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
-    pod["containers"][0]["imagePullPolicy"] = json!("IfNotPresent");
-    object
+    // The API server's defaulting, as tests/e2e_digest_agreement.rs holds it to a
+    // real API server.
+    blastguard::defaults::defaulted(manifest).0
 }
 
 #[test]
@@ -1472,8 +1469,8 @@ fn approvers_sign_the_servers_payload_into_the_manifest() {
     let annotated =
         || -> Value { serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap() };
 
-    // Signing the manifest as written binds the approval to a spec the webhook never
-    // sees: the API server's defaults change the digest.
+    // Signing the manifest offline binds the approval to the object the webhook sees:
+    // `approve` applies the API server's defaults before digesting.
     let (ok, _, stderr) = blastguard(
         &[
             "approve",
@@ -1485,9 +1482,15 @@ fn approvers_sign_the_servers_payload_into_the_manifest() {
         ],
         &[],
     );
-    assert!(ok && stderr.contains("manifest as written"), "{stderr}");
+    assert!(
+        ok && stderr.contains("the API server's defaults applied"),
+        "{stderr}"
+    );
     let reviewed = engine.review(&create(&with_server_defaults(&annotated())));
-    assert_eq!(outcome(&reviewed).metric_label(), reason::DIGEST_MISMATCH);
+    assert_eq!(
+        outcome(&reviewed).metric_label(),
+        reason::NOT_ENOUGH_APPROVERS
+    );
     std::fs::write(&manifest, serde_yaml::to_string(&written).unwrap()).unwrap();
 
     // The way that works: the payload from the server's denial (`kubectl apply

@@ -1244,7 +1244,9 @@ fn api_server_review(index: usize, object: &Value, old: Option<&Value>, user: &s
         "CronJob" => "cronjobs",
         other => panic!("no resource for {other} in this stand-in"),
     };
-    let mut object = object.clone();
+    // The API server defaults what it is sent before the webhook sees it.
+    let mut object = blastguard::defaults::defaulted(object).0;
+    let old = old.map(|o| blastguard::defaults::defaulted(o).0);
     let namespace = (kind != "Namespace").then(|| {
         object["metadata"]["namespace"]
             .as_str()

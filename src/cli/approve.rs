@@ -20,6 +20,7 @@ use crate::approval::payload::{SIGNATURE_NAMESPACE, rfc3339};
 use crate::approval::verifier::binds_to;
 use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig};
 use crate::change::{Change, Target};
+use crate::defaults;
 use crate::policy::Policy;
 
 /// `--operation`.
@@ -387,11 +388,15 @@ fn prepare_input(
                 && given.is_none()
                 && !annotations.contains_key(APPROVAL)
             {
-                notes.push(
-                    "this digest is of the manifest as written; the API server adds defaults before the webhook \
-                     sees the object, so its digest usually differs. Save the payload printed in the denial of \
-                     `kubectl apply --dry-run=server` and sign it with --payload FILE, or digest `kubectl get -o json` output"
-                        .into(),
+                notes.push(format!(
+                    "this digest is of the manifest with the API server's defaults applied; {}",
+                    defaults::MUTATING_WEBHOOKS_NOTE
+                ));
+                notes.extend(
+                    defaults::defaulted(object)
+                        .1
+                        .into_iter()
+                        .map(|u| format!("the cluster's digest will differ: {u}")),
                 );
             }
             (subject, annotations)
@@ -706,6 +711,15 @@ fn object_subject(
             return Err("--replicas only applies to --operation scale".into());
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete => None,
+    };
+    // A manifest is digested as the API server will present it: with its defaults
+    // (DESIGN.md section 3); an object read from a server, as it is.
+    let served;
+    let object = if from_server(object) {
+        object
+    } else {
+        served = defaults::defaulted(object).0;
+        &served
     };
     ApprovalSubject::new(&target, operation, Some(object), replicas).map_err(|e| e.to_string())
 }

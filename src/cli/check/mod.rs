@@ -8,6 +8,7 @@ pub mod apply;
 pub mod input;
 pub mod kinds;
 pub mod output;
+pub mod server;
 pub mod synth;
 
 use std::io::{IsTerminal, Write};
@@ -46,6 +47,10 @@ Examples:
 
   # SARIF for GitHub code scanning; a chart that renders nothing is fine
   kubectl blastguard check -f rendered.yaml -o sarif --empty ok > blastguard.sarif
+
+  # Exact, as the cluster presents them (defaults and mutating webhooks included):
+  # each object goes through `kubectl apply --dry-run=server` with your kubeconfig
+  kubectl blastguard check -f deploy.yaml --server
 
   # Deleting these objects
   kubectl blastguard check -f deploy.yaml --delete
@@ -97,6 +102,22 @@ pub struct CheckArgs {
     /// Check the objects as deletions.
     #[arg(long)]
     pub delete: bool,
+
+    /// Ask the cluster: judge each object as `kubectl apply --dry-run=server -o json`
+    /// returns it (defaults and the cluster's mutating webhooks included) and as an
+    /// update of the current object when one exists. Without it, the API server's
+    /// defaults are applied offline; mutating webhooks cannot be foreseen.
+    #[arg(long, conflicts_with = "delete")]
+    pub server: bool,
+
+    /// The kubectl `--server` runs (with the usual KUBECONFIG and context).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "kubectl",
+        requires = "server"
+    )]
+    pub kubectl: String,
 
     /// The user the change is made as [default: the local user name].
     #[arg(long = "as", value_name = "USER")]
@@ -158,6 +179,9 @@ pub enum CheckError {
     /// The allowed_signers file could not be loaded.
     #[error(transparent)]
     Signers(#[from] SignersError),
+    /// `--server`: the cluster could not answer.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
     /// The engine could not judge a request built from a manifest.
     #[error("{origin}: the review built from this object was not judged: {detail}")]
     NotJudged {
@@ -201,8 +225,8 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     // show all the verdicts and every problem at once, not the first problem alone.
     let mut problems = Vec::new();
     let mut reader = Reader::default();
-    let manifests = read_all(&mut reader, &args.files, &mut problems);
-    let old = read_all(&mut reader, &args.old, &mut problems);
+    let mut manifests = read_all(&mut reader, &args.files, &mut problems);
+    let mut old = read_all(&mut reader, &args.old, &mut problems);
     if manifests.is_empty() && problems.is_empty() && args.empty == Empty::Error {
         let sources: Vec<_> = args.files.iter().map(|p| p.display().to_string()).collect();
         let sources = sources.join(", ");
@@ -214,6 +238,12 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
                 "no Kubernetes objects found in {sources}; pass --empty ok if nothing to check is fine"
             ),
         });
+    }
+    if args.server {
+        // --old, when given, comes first: it is what the objects are matched to.
+        let (answers, current) = server::dry_run(&args.kubectl, manifests)?;
+        manifests = answers;
+        old.extend(current);
     }
     // check reads no cluster: a rule's namespaceSelector is judged on the labels of the
     // Namespaces in the input (the new ones over the old).
@@ -305,6 +335,20 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     // in CI, and the log must still say what was wrong.
     for p in &problems {
         eprintln!("blastguard check: {}", p.message);
+    }
+    let mut rendered = rendered;
+    let payloads = outcomes.iter().any(|o| {
+        o.evaluation
+            .as_ref()
+            .is_some_and(|e| e.verdict.payload.is_some())
+    });
+    if payloads && !args.server && args.output == Format::Text {
+        // An approval collected from an offline digest fails in the cluster when a
+        // mutating webhook changes the object: say so where the payload is shown.
+        rendered.push_str(&format!(
+            "\nnote: approval digests: {}\n",
+            crate::defaults::MUTATING_WEBHOOKS_NOTE
+        ));
     }
     print_out(rendered.as_bytes())?;
     Ok(if !problems.is_empty() {

@@ -17,6 +17,15 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// The group every authenticated user is in; the API server adds it to every request.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
+/// `object` as the API server would present it to the webhook: a manifest with the
+/// server's defaults, an object read from a server as it is.
+fn served(mut object: Value) -> Value {
+    if !apply::is_live(&object) {
+        crate::defaults::apply(&mut object);
+    }
+    object
+}
+
 /// Who is asking, as the API server would report it.
 #[derive(Debug, Clone)]
 pub struct Requester {
@@ -237,15 +246,24 @@ impl Planner {
         };
         let manifest = self.placed(Value::Object(m.object), &key);
         let old = old.map(|o| self.placed(o, &key));
+        // Every object is presented as the API server would present it: a manifest
+        // with the server's defaults (crate::defaults), an object read from the
+        // cluster (or its server-side dry run) as it is.
         let (object, old_object) = match operation {
-            Operation::Create => (Some(manifest), None),
+            Operation::Create => (Some(served(manifest)), None),
+            // A server's dry-run answer (`check --server`) is the new object itself.
+            Operation::Update if apply::is_live(&manifest) => (Some(manifest), old.map(served)),
             Operation::Update => {
-                let (old, new) = apply::update_pair(old.unwrap_or(Value::Null), manifest);
-                (Some(new), Some(old))
+                let (old, mut new) = apply::update_pair(old.unwrap_or(Value::Null), manifest);
+                // Merged over a live object, the manifest's parts (a new container)
+                // still lack their defaults; defaulting leaves set fields alone, so
+                // the live parts stay as they are.
+                crate::defaults::apply(&mut new);
+                (Some(new), Some(served(old)))
             }
             // The object being deleted is the cluster's when known, else the file's.
             // (A manifest never plans a CONNECT.)
-            Operation::Delete | Operation::Connect => (None, Some(old.unwrap_or(manifest))),
+            Operation::Delete | Operation::Connect => (None, Some(served(old.unwrap_or(manifest)))),
         };
         let review = self.review(index, info, &key, operation, object, old_object, has_name);
         Ok(Planned {
