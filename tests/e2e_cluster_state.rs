@@ -45,8 +45,9 @@ const BUDGET: Duration = Duration::from_millis(200);
 
 /// The budget of replicas A and B: the scenarios check what the replicas agree on,
 /// and this 2-core machine, busy with builds, answers a GET later than a cluster's
-/// API server would now and then. The default budget is the outage step's.
-const RELAXED_BUDGET: &str = "1s";
+/// API server would now and then (under a full CI run with fuzzers beside it, past
+/// 1 s). The default budget is the outage step's.
+const RELAXED_BUDGET: &str = "5s";
 
 /// The chart's release namespace and ServiceAccount.
 const NAMESPACE: &str = "blastguard";
