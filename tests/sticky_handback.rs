@@ -36,6 +36,9 @@ fn manifest(annotations: Value, image: &str) -> Value {
 /// The object as the cluster stores it after the AI's `kubectl apply` of `applied`.
 fn stored(applied: &Value) -> Value {
     let mut live = applied.clone();
+    // The API server stores the object with its defaults filled in (what
+    // tests/e2e_digest_agreement.rs holds blastguard's defaulting equal to).
+    blastguard::defaults::apply(&mut live);
     let metadata = &mut live["metadata"];
     metadata["uid"] = json!("5c6b1bb4-2f59-4e0a-9d3e-6f1f6f2d0a11");
     metadata["resourceVersion"] = json!("4711");
