@@ -713,6 +713,7 @@ impl Clients {
 }
 
 /// One worker: sends paced requests until `stop`.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     id: u64,
     url: String,
@@ -721,6 +722,7 @@ async fn worker(
     pace: Duration,
     stop: Arc<AtomicBool>,
     counter: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
 ) -> Tally {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let mut tally = Tally::default();
@@ -797,6 +799,7 @@ async fn worker(
             .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
         if let Err(e) = verdict {
             tally.errors += 1;
+            failed.fetch_add(1, Ordering::Relaxed);
             if tally.error_examples.len() < 5 {
                 tally
                     .error_examples
@@ -1145,6 +1148,7 @@ pub async fn run(options: Options) -> Report {
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
     let templates = Arc::new(templates);
     let workers = options.workers.max(1);
     let pace = Duration::from_secs_f64(workers as f64 / options.rate.max(0.1));
@@ -1158,6 +1162,7 @@ pub async fn run(options: Options) -> Report {
                 pace,
                 stop.clone(),
                 counter.clone(),
+                failed.clone(),
             ))
         })
         .collect();
@@ -1187,7 +1192,27 @@ pub async fn run(options: Options) -> Report {
         r.rss_start_kb = rss;
         r.fds_start = fds;
     }
-    tokio::time::sleep(options.duration.saturating_sub(warm_up)).await;
+    // A line a minute on stderr, so a long run that is cut short still says how far
+    // it got and how it was doing.
+    let started = Instant::now();
+    let end = started + options.duration.saturating_sub(warm_up);
+    while Instant::now() < end {
+        let step = end
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(60));
+        tokio::time::sleep(step).await;
+        let (rss, _, fds) = server.resources();
+        eprintln!(
+            "soak: {} in: {} requests, {} wrong answers to well-formed ones, server RSS {:.1} MB, fds {}",
+            humantime::format_duration(Duration::from_secs(
+                (started.elapsed() + warm_up).as_secs()
+            )),
+            counter.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+            rss as f64 / 1024.0,
+            fds
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     let mut tally = Tally::default();
     for t in tasks {
