@@ -91,6 +91,24 @@ pub struct Metrics {
     kinds: Mutex<HashSet<String>>,
 }
 
+/// Registers the standard `process_*` series (resident memory, open and maximum file
+/// descriptors, CPU seconds, start time, threads; read from /proc/self at each scrape),
+/// so memory growth and descriptor leaks show on the same scrape as the webhook's own
+/// metrics, under the names every Prometheus dashboard and alert already uses.
+#[cfg(target_os = "linux")]
+fn register_process_metrics(registry: &Registry) {
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process metric names are unique");
+}
+
+/// Elsewhere (the kubectl plugin on a Mac builds this module too) the prometheus crate
+/// has no process collector: /proc is Linux's. The server is only run on Linux.
+#[cfg(not(target_os = "linux"))]
+fn register_process_metrics(_registry: &Registry) {}
+
 /// The caches of cluster state, as the `cache` label.
 pub const CLUSTER_CACHES: &[&str] = &["namespaces", "workloads", "changesets"];
 
@@ -409,6 +427,7 @@ impl Metrics {
                 option_env!("BLASTGUARD_COMMIT").unwrap_or("unknown"),
             ])
             .set(1);
+        register_process_metrics(&registry);
         let admission_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "blastguard_admission_duration_seconds",
