@@ -24,7 +24,8 @@ use serde_json::Value;
 use crate::annotations;
 use crate::kinds::{self, Reach};
 use crate::policy::{Policy, WorkloadSpec};
-use crate::review::{ObjectParts, Objects, RequestView, ReviewError};
+use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError};
+use serde_json::value::RawValue;
 
 /// The admission operation, in the API server's spelling on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,29 +147,26 @@ pub struct Change {
     pub old_annotations: BTreeMap<String, String>,
     /// Dry-run requests are evaluated but never recorded.
     pub dry_run: bool,
-    /// The new object as presented (for the approval digest).
-    pub object: Option<Value>,
-    /// The old object as presented (for a delete approval's digest).
-    pub old_object: Option<Value>,
+    /// The new object as a decision reads it (for the approval digest).
+    pub object: Option<KeptObject>,
+    /// The old object as a decision reads it (for a delete approval's digest).
+    pub old_object: Option<KeptObject>,
 }
 
 impl Change {
-    /// Reads a Change out of a request view, parsing its objects. Fails only when an
-    /// object is not JSON of an object's shape; unknown kinds are [`Workload::Other`],
-    /// and a count that cannot be read is noted in [`Change::unmeasurable`].
-    pub fn from_view(
-        req: &RequestView<'_>,
-        objects: Objects<'_>,
-        policy: &Policy,
-    ) -> Result<Self, ReviewError> {
-        let (new_object, new_kept) = objects.object.map(|p| kept(p, policy)).unzip();
-        let (old_object, old_kept) = objects.old_object.map(|p| kept(p, policy)).unzip();
+    /// Reads a Change out of a request view, parsing the parts of its objects the view
+    /// kept. Fails only when an object is not JSON of an object's shape; unknown kinds
+    /// are [`Workload::Other`], and a count that cannot be read is noted in
+    /// [`Change::unmeasurable`].
+    pub fn from_view(req: &RequestView<'_>, policy: &Policy) -> Result<Self, ReviewError> {
+        let new = req.object.as_ref();
+        let old = req.old_object.as_ref();
         let operation = req.operation;
         let subresource = req.subresource().map(str::to_string);
         let namespace = req.namespace().map(str::to_string);
         let sub = Subresource::of(subresource.as_deref(), &req.resource.resource);
         let name = if req.name.is_empty() {
-            object_name(new_object.as_ref().or(old_object.as_ref()))
+            object_name(new.or(old))
         } else {
             req.name.to_string()
         };
@@ -211,10 +209,8 @@ impl Change {
         };
         let workload = shape.workload;
 
-        let new = new_object.as_ref();
-        let old = old_object.as_ref();
         let mut unreadable = Vec::new();
-        let mut count = |o: Option<&Value>, which: &str| {
+        let mut count = |o: Option<&ObjectParts<'_>>, which: &str| {
             let o = o?;
             if workload == Workload::Pod {
                 return Some(1);
@@ -248,20 +244,21 @@ impl Change {
             _ => None,
         };
         let (replaces_pods, spec_changed) = match (new, old) {
-            (Some(n), Some(o)) if sub == Subresource::None => {
-                (shape.replaces_pods(n, o), n.get("spec") != o.get("spec"))
-            }
+            (Some(n), Some(o)) if sub == Subresource::None => (
+                shape.replaces_pods(n, o),
+                differs(n.raw_at("/spec"), o.raw_at("/spec")),
+            ),
             _ => (false, false),
         };
 
         // A subresource's object (Scale, Eviction) carries no annotations of the
         // workload's: never read provenance or approvals from it.
-        let annotations_of = |kept: Option<BTreeMap<String, String>>| {
-            kept.filter(|_| sub == Subresource::None)
-                .unwrap_or_default()
+        let annotations_of = |parts: Option<&ObjectParts<'_>>| match parts {
+            Some(parts) if sub == Subresource::None => kept_annotations(parts, policy),
+            _ => BTreeMap::new(),
         };
-        let new_annotations = annotations_of(new_kept);
-        let old_annotations = annotations_of(old_kept);
+        let new_annotations = annotations_of(new);
+        let old_annotations = annotations_of(old);
         Ok(Self {
             uid: req.uid.to_string(),
             operation,
@@ -293,8 +290,8 @@ impl Change {
             new_annotations,
             old_annotations,
             dry_run: req.dry_run.unwrap_or(false),
-            object: new_object,
-            old_object,
+            object: new.map(KeptObject::new),
+            old_object: old.map(KeptObject::new),
         })
     }
 
@@ -419,8 +416,13 @@ const INT32_MAX_REPLICAS: Count<'static> = Count {
 impl Count<'_> {
     /// The count, or why it cannot be read: present but not an int32 (a float, a
     /// string, a negative number, or beyond 2^31-1) is unmeasurable, never a default.
-    fn read(&self, object: &Value) -> Result<Option<u64>, String> {
-        match object.pointer(self.pointer) {
+    fn read(&self, object: &ObjectParts<'_>) -> Result<Option<u64>, String> {
+        let value = object
+            .raw_at(self.pointer)
+            .map(|raw| serde_json::from_str::<Value>(raw.get()))
+            .transpose()
+            .map_err(|e| format!("{} is not JSON: {e}", self.pointer))?;
+        match value {
             None | Some(Value::Null) => Ok(Some(self.absent)),
             Some(v) => match v.as_u64().filter(|n| *n <= i32::MAX as u64) {
                 Some(n) => Ok(Some(n)),
@@ -491,11 +493,11 @@ impl<'a> Shape<'a> {
     }
 
     /// Whether an update from `old` to `new` replaces every pod.
-    fn replaces_pods(&self, new: &Value, old: &Value) -> bool {
+    fn replaces_pods(&self, new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> bool {
         let Some(template) = self.template else {
             return false;
         };
-        if new.pointer(template) != old.pointer(template) {
+        if differs(new.raw_at(template), old.raw_at(template)) {
             return true;
         }
         self.workload == Workload::Replicated && !self.custom && other_spec_changed(new, old)
@@ -517,61 +519,56 @@ const NON_DISRUPTIVE: &[&str] = &[
 /// rollout without starting one.
 const STRATEGIES: &[&str] = &["strategy", "updateStrategy"];
 
-fn other_spec_changed(new: &Value, old: &Value) -> bool {
-    let empty = serde_json::Map::new();
-    let (new, old) = (spec_of(new, &empty), spec_of(old, &empty));
+fn other_spec_changed(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> bool {
+    fn spec<'a>(o: &ObjectParts<'a>) -> RawMap<'a> {
+        o.raw_at("/spec").map(RawMap::of).unwrap_or_default()
+    }
+    let (new, old) = (spec(new), spec(old));
     let keys = new
-        .keys()
-        .chain(old.keys().filter(|k| !new.contains_key(*k)));
+        .0
+        .iter()
+        .chain(old.0.iter().filter(|(k, _)| new.get(k).is_none()))
+        .map(|(k, _)| k.as_ref());
     for key in keys {
-        if NON_DISRUPTIVE.contains(&key.as_str()) || key == "template" {
+        if NON_DISRUPTIVE.contains(&key) || key == "template" {
             continue;
         }
         let (n, o) = (new.get(key), old.get(key));
-        let differs = if STRATEGIES.contains(&key.as_str()) {
-            strategy_kind(n) != strategy_kind(o)
+        let changed = if STRATEGIES.contains(&key) {
+            differs(n, o) && strategy_kind(n) != strategy_kind(o)
         } else {
-            n != o
+            differs(n, o)
         };
-        if differs {
+        if changed {
             return true;
         }
     }
     false
 }
 
-fn spec_of<'a>(
-    o: &'a Value,
-    empty: &'a serde_json::Map<String, Value>,
-) -> &'a serde_json::Map<String, Value> {
-    o.get("spec").and_then(Value::as_object).unwrap_or(empty)
+/// Whether two raw values differ, by their bytes. The API server writes both objects
+/// of a review the same way (struct fields in declaration order, map keys sorted, no
+/// spaces), as `check` does through serde_json, so equal values have equal bytes;
+/// `tests/review_view.rs` holds this on every fixture. Where two writers did differ,
+/// the comparison can only say "changed" of an unchanged value: it never hides a
+/// change, it may count one that is not.
+fn differs(new: Option<&RawValue>, old: Option<&RawValue>) -> bool {
+    new.map(RawValue::get) != old.map(RawValue::get)
 }
 
 /// A strategy without its numbers: what is left when `rollingUpdate` is set aside.
-fn strategy_kind(s: Option<&Value>) -> Option<Vec<(&String, &Value)>> {
-    s.and_then(Value::as_object).map(|m| {
-        m.iter()
+fn strategy_kind(raw: Option<&RawValue>) -> Option<Vec<(String, Value)>> {
+    let map: serde_json::Map<String, Value> = serde_json::from_str(raw?.get()).ok()?;
+    Some(
+        map.into_iter()
             .filter(|(k, _)| k.as_str() != "rollingUpdate")
-            .collect()
-    })
+            .collect(),
+    )
 }
 
-/// What a decision keeps of an object: its fields as one JSON object (the count, the
-/// template comparison and the approval digest read it), with `metadata` reduced to
-/// name, generateName and labels; and the annotations a decision can look up, decoded.
-fn kept(parts: ObjectParts<'_>, policy: &Policy) -> (Value, BTreeMap<String, String>) {
-    let mut object = parts.fields;
-    let mut metadata = serde_json::Map::new();
-    for (field, value) in [("name", parts.name), ("generateName", parts.generate_name)] {
-        if let Some(v) = value {
-            metadata.insert(field.to_string(), Value::String(v));
-        }
-    }
-    if let Some(labels) = parts.labels {
-        metadata.insert("labels".to_string(), Value::Object(labels));
-    }
-    object.insert("metadata".to_string(), Value::Object(metadata));
-    let annotations = parts
+/// The annotations a decision can look up, decoded.
+fn kept_annotations(parts: &ObjectParts<'_>, policy: &Policy) -> BTreeMap<String, String> {
+    parts
         .annotations
         .iter()
         .filter(|(k, _)| keeps_annotation(k, policy))
@@ -580,8 +577,7 @@ fn kept(parts: ObjectParts<'_>, policy: &Policy) -> (Value, BTreeMap<String, Str
                 .ok()
                 .map(|v| (k.to_string(), v))
         })
-        .collect();
-    (Value::Object(object), annotations)
+        .collect()
 }
 
 /// Annotations a decision reads: blastguard's own (change-id, approval) and the
@@ -591,14 +587,10 @@ fn keeps_annotation(key: &str, policy: &Policy) -> bool {
 }
 
 /// The name of an object without one in the request (CREATE with generateName).
-fn object_name(o: Option<&Value>) -> String {
-    let meta = |key: &str| {
-        o.and_then(|o| o.pointer(&format!("/metadata/{key}")))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+fn object_name(o: Option<&ObjectParts<'_>>) -> String {
+    let non_empty = |s: &Option<std::borrow::Cow<'_, str>>| {
+        s.as_deref().filter(|s| !s.is_empty()).map(str::to_string)
     };
-    meta("name")
-        .or_else(|| meta("generateName"))
+    o.and_then(|o| non_empty(&o.name).or_else(|| non_empty(&o.generate_name)))
         .unwrap_or_default()
-        .to_string()
 }

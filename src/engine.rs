@@ -242,8 +242,7 @@ impl Engine {
                 change: None,
             }));
         }
-        let change = match review::objects(body).and_then(|o| Change::from_view(&view, o, &policy))
-        {
+        let change = match Change::from_view(&view, &policy) {
             Ok(change) => change,
             Err(error) => return reject(Some(uid), error),
         };

@@ -1,10 +1,11 @@
 //! Reading an AdmissionReview off the wire and writing the answer back.
 //!
 //! The request is read as a borrowed view ([`RequestView`]) in one pass over the body:
-//! strings point into the body, and of `object` and `oldObject` only the annotations
-//! are kept ([`Head`]), their values left raw; everything else is skipped without
-//! being built. A person's change is judged from that alone. Only an AI-assisted
-//! change reads the body a second time for its objects ([`objects`]). DESIGN.md
+//! strings point into the body, and of `object` and `oldObject` only what a decision
+//! can read is kept ([`ObjectParts`]), left raw; managedFields, the last-applied
+//! configuration and the status are skipped without being kept. A person's change is
+//! judged from the annotations alone. Only an AI-assisted change parses the kept raw
+//! parts of its objects ([`ObjectParts::to_value`]); the body is never read twice. DESIGN.md
 //! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
 //! to kube-rs's reading of every fixture and of generated reviews.
 
@@ -164,12 +165,12 @@ pub struct RequestView<'a> {
     /// Who asks.
     #[serde(default, borrow)]
     pub user_info: UserInfo<'a>,
-    /// The new object's annotations (`None` when there is no object).
+    /// What a decision reads of the new object (`None` when there is no object).
     #[serde(default, borrow)]
-    pub object: Option<Head<'a>>,
-    /// The old object's annotations (`None` when there is no old object).
+    pub object: Option<ObjectParts<'a>>,
+    /// What a decision reads of the old object (`None` when there is no old object).
     #[serde(default, borrow)]
-    pub old_object: Option<Head<'a>>,
+    pub old_object: Option<ObjectParts<'a>>,
     /// Whether the request is a dry run.
     #[serde(default)]
     pub dry_run: Option<bool>,
@@ -263,20 +264,6 @@ impl RawAnnotations<'_> {
     }
 }
 
-/// What the fast path keeps of an object: its annotations. Every other field, the
-/// spec, status and managedFields included, is skipped while the body is read.
-#[derive(Debug, Default, Deserialize)]
-pub struct Head<'a> {
-    #[serde(default, borrow)]
-    metadata: Option<HeadMeta<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct HeadMeta<'a> {
-    #[serde(default, borrow)]
-    annotations: Option<RawAnnotations<'a>>,
-}
-
 static NO_ANNOTATIONS: RawAnnotations<'static> = RawAnnotations(BTreeMap::new());
 
 impl<'a> RequestView<'a> {
@@ -284,14 +271,9 @@ impl<'a> RequestView<'a> {
     /// Eviction) carries none of the workload's, so it has none here.
     pub fn annotations(&self) -> (&RawAnnotations<'a>, &RawAnnotations<'a>) {
         let sub = self.subresource().is_some();
-        fn of<'s, 'a>(head: &'s Option<Head<'a>>, sub: bool) -> &'s RawAnnotations<'a> {
-            match head {
-                Some(Head {
-                    metadata:
-                        Some(HeadMeta {
-                            annotations: Some(a),
-                        }),
-                }) if !sub => a,
+        fn of<'s, 'a>(parts: &'s Option<ObjectParts<'a>>, sub: bool) -> &'s RawAnnotations<'a> {
+            match parts {
+                Some(parts) if !sub => &parts.annotations,
                 _ => &NO_ANNOTATIONS,
             }
         }
@@ -299,33 +281,200 @@ impl<'a> RequestView<'a> {
     }
 }
 
-/// The request's objects as a decision reads them: the second read of the body, for
-/// AI-assisted changes only.
-#[derive(Debug, Default)]
-pub struct Objects<'a> {
-    /// `request.object`.
-    pub object: Option<ObjectParts<'a>>,
-    /// `request.oldObject`.
-    pub old_object: Option<ObjectParts<'a>>,
-}
-
-/// What a decision reads of an object, in one pass: every top-level field but
-/// `apiVersion`, `kind`, `status` and `metadata` (the spec, or `rules`, `data`, ...),
-/// and of metadata its name, generateName, labels and annotations (values raw). The
-/// rest of metadata (managedFields, the last-applied configuration) and the status are
-/// skipped without being built.
+/// What a decision reads of an object, kept in the one pass over the body: every
+/// top-level field but `apiVersion`, `kind`, `status` and `metadata` (the spec, or
+/// `rules`, `data`, ...) as raw JSON, and of metadata its name, generateName, labels
+/// (raw) and annotations (values raw). The rest of metadata (managedFields, the
+/// last-applied configuration) and the status are skipped without being kept.
+///
+/// A person's change reads only the annotations; the raw fields are parsed only for
+/// an AI-assisted change ([`ObjectParts::to_value`]), so the body is read once.
 #[derive(Debug, Default)]
 pub struct ObjectParts<'a> {
-    /// The top-level fields kept, parsed.
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// The top-level fields kept, raw, in the order they came.
+    pub fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     /// `metadata.name`.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// `metadata.generateName`.
-    pub generate_name: Option<String>,
-    /// `metadata.labels`.
-    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+    pub generate_name: Option<Cow<'a, str>>,
+    /// `metadata.labels`, raw.
+    pub labels: Option<&'a RawValue>,
     /// `metadata.annotations`, values raw.
     pub annotations: RawAnnotations<'a>,
+}
+
+impl<'a> ObjectParts<'a> {
+    /// The object as a decision reads it, as JSON text: the kept fields, raw as they
+    /// came, and `metadata` reduced to name, generateName and labels. Copying the raw
+    /// parts costs a fraction of parsing them; [`KeptObject`] parses the text only
+    /// when an approval digest needs it.
+    pub fn kept_text(&self) -> String {
+        let capacity = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len().saturating_add(v.get().len()))
+            .chain(self.labels.map(|l| l.get().len()))
+            .fold(64usize, usize::saturating_add);
+        let mut text = String::with_capacity(capacity);
+        text.push('{');
+        for (key, raw) in &self.fields {
+            push_string(&mut text, key);
+            text.push(':');
+            text.push_str(raw.get());
+            text.push(',');
+        }
+        text.push_str("\"metadata\":{");
+        let mut first = true;
+        let mut field = |text: &mut String, name: &str, value: &str| {
+            if !std::mem::take(&mut first) {
+                text.push(',');
+            }
+            push_string(text, name);
+            text.push(':');
+            text.push_str(value);
+        };
+        for (name, value) in [("name", &self.name), ("generateName", &self.generate_name)] {
+            if let Some(value) = value {
+                let mut quoted = String::with_capacity(value.len().saturating_add(2));
+                push_string(&mut quoted, value);
+                field(&mut text, name, &quoted);
+            }
+        }
+        if let Some(labels) = self.labels {
+            field(&mut text, "labels", labels.get());
+        }
+        text.push_str("}}");
+        text
+    }
+
+    /// The object as a decision reads it, parsed (the value of [`Self::kept_text`]).
+    /// A field that came twice counts as its last value, as in any JSON map.
+    pub fn to_value(&self) -> Result<serde_json::Value, ReviewError> {
+        serde_json::from_str(&self.kept_text()).map_err(|e| ReviewError::Malformed(e.to_string()))
+    }
+
+    /// The raw value at a JSON pointer (`/spec/template`), read through the raw parts
+    /// without parsing what lies beside the path. `None` where the path ends early,
+    /// as [`serde_json::Value::pointer`].
+    pub fn raw_at(&self, pointer: &str) -> Option<&'a RawValue> {
+        let mut segments = pointer.strip_prefix('/')?.split('/');
+        let first = unescape_pointer(segments.next()?);
+        let mut at = self
+            .fields
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == first)
+            .map(|(_, raw)| *raw)?;
+        for segment in segments {
+            at = raw_child(at, &unescape_pointer(segment))?;
+        }
+        Some(at)
+    }
+}
+
+/// An object as a change keeps it: the text of [`ObjectParts::kept_text`], parsed on
+/// first use. Only an approval digest needs the parsed object, so a change admitted
+/// within its limits never builds it.
+#[derive(Debug, Clone)]
+pub struct KeptObject {
+    text: String,
+    value: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl KeptObject {
+    /// Keeps the decision's parts of `parts`.
+    pub fn new(parts: &ObjectParts<'_>) -> Self {
+        Self {
+            text: parts.kept_text(),
+            value: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The object, parsed.
+    pub fn value(&self) -> Result<&serde_json::Value, ReviewError> {
+        if let Some(value) = self.value.get() {
+            return Ok(value);
+        }
+        let value =
+            serde_json::from_str(&self.text).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+        Ok(self.value.get_or_init(|| value))
+    }
+}
+
+/// `text` as a JSON string literal.
+fn push_string(out: &mut String, text: &str) {
+    // serde_json's own escaping; writing to a String cannot fail.
+    if let Ok(quoted) = serde_json::to_string(text) {
+        out.push_str(&quoted);
+    }
+}
+
+/// A JSON pointer segment with `~1` and `~0` decoded (RFC 6901).
+fn unescape_pointer(segment: &str) -> Cow<'_, str> {
+    if segment.contains('~') {
+        Cow::Owned(segment.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(segment)
+    }
+}
+
+/// The member `key` of a raw object (its last, as in any JSON map), or the element
+/// at index `key` of a raw array; `None` for anything else.
+fn raw_child<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
+    match raw.get().as_bytes().first()? {
+        b'{' => RawMap::of(raw).get(key),
+        b'[' => {
+            // As serde_json's pointer: a plain decimal index, no sign, no leading zero.
+            if key.starts_with('+') || (key.len() > 1 && key.starts_with('0')) {
+                return None;
+            }
+            let index: usize = key.parse().ok()?;
+            serde_json::from_str::<Vec<&'a RawValue>>(raw.get())
+                .ok()?
+                .get(index)
+                .copied()
+        }
+        _ => None,
+    }
+}
+
+/// A JSON object's members, values raw, in the order they came.
+#[derive(Debug, Default)]
+pub struct RawMap<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawMap<'a> {
+    /// The members of a raw value; empty when it is not an object.
+    pub fn of(raw: &'a RawValue) -> Self {
+        serde_json::from_str(raw.get()).unwrap_or_default()
+    }
+
+    /// The value of `key` (its last, as in any JSON map).
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawMap<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = RawMap<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    members.push((key, map.next_value()?));
+                }
+                Ok(RawMap(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
@@ -333,12 +482,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Meta<'a> {
-            #[serde(default)]
-            name: Option<String>,
-            #[serde(default)]
-            generate_name: Option<String>,
-            #[serde(default)]
-            labels: Option<serde_json::Map<String, serde_json::Value>>,
+            #[serde(default, borrow)]
+            name: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            generate_name: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            labels: Option<&'a RawValue>,
             #[serde(default, borrow)]
             annotations: Option<RawAnnotations<'a>>,
         }
@@ -360,16 +509,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
                         }
                         "metadata" => {
                             let meta: Option<Meta<'a>> = map.next_value()?;
-                            if let Some(meta) = meta {
-                                parts.name = meta.name;
-                                parts.generate_name = meta.generate_name;
-                                parts.labels = meta.labels;
-                                parts.annotations = meta.annotations.unwrap_or_default();
-                            }
+                            let meta = meta.unwrap_or(Meta {
+                                name: None,
+                                generate_name: None,
+                                labels: None,
+                                annotations: None,
+                            });
+                            parts.name = meta.name;
+                            parts.generate_name = meta.generate_name;
+                            parts.labels = meta.labels;
+                            parts.annotations = meta.annotations.unwrap_or_default();
                         }
                         _ => {
                             let value = map.next_value()?;
-                            parts.fields.insert(key.into_owned(), value);
+                            parts.fields.push((key, value));
                         }
                     }
                 }
@@ -380,29 +533,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
     }
 }
 
-/// Reads `request.object` and `request.oldObject` out of a body [`decode`] accepted.
-pub fn objects(body: &[u8]) -> Result<Objects<'_>, ReviewError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Request<'a> {
-        #[serde(default, borrow)]
-        object: Option<ObjectParts<'a>>,
-        #[serde(default, borrow)]
-        old_object: Option<ObjectParts<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Review<'a> {
-        #[serde(borrow)]
-        request: Option<Request<'a>>,
-    }
-    let review: Review<'_> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    let request = review.request.ok_or(ReviewError::MissingRequest)?;
-    Ok(Objects {
-        object: request.object,
-        old_object: request.old_object,
-    })
-}
 /// The allowed response to the request with `uid`, to be filled in from a verdict.
 pub fn response_for(uid: &str) -> AdmissionResponse {
     // kube-rs builds its AdmissionResponse from its own request type only; start from

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use blastguard::change::Operation;
-use blastguard::review::{ObjectParts, RequestView, decode, objects};
+use blastguard::review::{ObjectParts, RequestView, decode};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
 use serde_json::{Value, json};
@@ -34,24 +34,12 @@ fn kube_object(o: &Option<DynamicObject>) -> Option<Value> {
         .map(|o| serde_json::to_value(o).expect("serializes"))
 }
 
-/// An object as the decision reads it ([`ObjectParts`]): its fields, and of metadata
-/// the name, generateName and labels.
-fn parts_object(parts: &Option<ObjectParts<'_>>) -> Option<Value> {
-    parts.as_ref().map(|p| {
-        let mut o = p.fields.clone();
-        let mut meta = serde_json::Map::new();
-        if let Some(n) = &p.name {
-            meta.insert("name".into(), json!(n));
-        }
-        if let Some(n) = &p.generate_name {
-            meta.insert("generateName".into(), json!(n));
-        }
-        if let Some(l) = &p.labels {
-            meta.insert("labels".into(), Value::Object(l.clone()));
-        }
-        o.insert("metadata".into(), Value::Object(meta));
-        Value::Object(o)
-    })
+/// An object as the decision reads it ([`ObjectParts::to_value`]): its fields, and of
+/// metadata the name, generateName and labels.
+fn parts_object(parts: &Option<ObjectParts<'_>>, what: &str) -> Option<Value> {
+    parts
+        .as_ref()
+        .map(|p| p.to_value().unwrap_or_else(|e| panic!("{what}: {e}")))
 }
 
 /// kube-rs's reading reduced the same way: without apiVersion, kind and status, and
@@ -149,20 +137,19 @@ fn assert_same_reading(body: &[u8], what: &str) {
             .filter(|s| !s.is_empty()),
         "{what}: fieldManager"
     );
-    let raw = objects(body).unwrap_or_else(|e| panic!("{what}: {e}"));
     assert_eq!(
-        parts_object(&raw.object),
+        parts_object(&view.object, what),
         kube_reduced(&kube.object),
         "{what}: object"
     );
     assert_eq!(
-        parts_object(&raw.old_object),
+        parts_object(&view.old_object, what),
         kube_reduced(&kube.old_object),
         "{what}: oldObject"
     );
     for (parts, kube_object, which) in [
-        (&raw.object, &kube.object, "object"),
-        (&raw.old_object, &kube.old_object, "oldObject"),
+        (&view.object, &kube.object, "object"),
+        (&view.old_object, &kube.old_object, "oldObject"),
     ] {
         let theirs = annotations(kube_object);
         let ours: BTreeMap<String, String> = parts
@@ -175,7 +162,7 @@ fn assert_same_reading(body: &[u8], what: &str) {
                 )
             })
             .collect();
-        assert_eq!(ours, theirs, "{what}: {which} annotations (second read)");
+        assert_eq!(ours, theirs, "{what}: {which} annotations (all of them)");
     }
     let (new, old) = view.annotations();
     if view.subresource().is_none() {
@@ -337,4 +324,75 @@ fn generated_reviews_read_as_kube_rs_reads_them() {
         .expect("JSON");
         assert_same_reading(&body, &format!("generated review {i}"));
     }
+}
+
+/// Pointers whose raw bytes a decision compares between the old and the new object.
+const COMPARED: &[&str] = &[
+    "/spec",
+    "/spec/template",
+    "/spec/jobTemplate",
+    "/spec/selector",
+    "/spec/strategy",
+    "/spec/updateStrategy",
+    "/spec/volumeClaimTemplates",
+];
+
+/// Every raw value at [`COMPARED`] in `body`'s objects, with its parsed value.
+fn compared_values(body: &[u8], what: &str, into: &mut Vec<(String, String, Value)>) {
+    let view = decode(body).unwrap_or_else(|r| panic!("{what}: {}", r.error));
+    for parts in [&view.object, &view.old_object].into_iter().flatten() {
+        for pointer in COMPARED {
+            if let Some(raw) = parts.raw_at(pointer) {
+                let value = serde_json::from_str(raw.get()).expect("raw JSON");
+                let parsed: Value = parts.to_value().expect("parses");
+                assert_eq!(parsed.pointer(pointer), Some(&value), "{what}: {pointer}");
+                into.push((format!("{what} {pointer}"), raw.get().to_string(), value));
+            }
+        }
+    }
+}
+
+/// A decision compares templates and spec fields by their bytes (src/change.rs); that
+/// is sound where the writer is canonical. Across every fixture (written by the API
+/// server) and every generated review (written by serde_json, as `check` writes),
+/// any two values at the compared pointers have equal bytes exactly when they are
+/// equal values.
+#[test]
+fn equal_values_have_equal_bytes_in_what_the_api_server_writes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut values = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let body = std::fs::read(&path).expect("read");
+            compared_values(&body, &path.display().to_string(), &mut values);
+        }
+    }
+    let from_fixtures = values.len();
+    let mut rng = Rng(0x05ee_d0fb_17e5);
+    for i in 0..300 {
+        let body = serde_json::to_vec(&generated_review(&mut rng)).expect("serializes");
+        compared_values(&body, &format!("generated review {i}"), &mut values);
+    }
+    assert!(
+        from_fixtures >= 20,
+        "only {from_fixtures} values in the fixtures"
+    );
+    let mut equal_pairs = 0;
+    for (i, (a_what, a_raw, a)) in values.iter().enumerate() {
+        for (b_what, b_raw, b) in values.iter().skip(i + 1) {
+            assert_eq!(
+                a_raw == b_raw,
+                a == b,
+                "{a_what} and {b_what}: bytes and values disagree"
+            );
+            equal_pairs += usize::from(a == b);
+        }
+    }
+    // Equal pairs exist (an update that keeps its template): the test compares both ways.
+    assert!(
+        equal_pairs > 0,
+        "no equal pair among {} values",
+        values.len()
+    );
 }

@@ -15,6 +15,12 @@ use sha2::{Digest, Sha256};
 #[error("cannot canonicalize the object for its approval digest: {0}")]
 pub struct DigestError(String);
 
+impl From<String> for DigestError {
+    fn from(why: String) -> Self {
+        Self(why)
+    }
+}
+
 /// The digest of an object as the API server presents it (or as a manifest or
 /// `kubectl get -o json` shows it). `metadata` becomes `{"labels": {...}}`, or `{}`
 /// when the object has no labels.

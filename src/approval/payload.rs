@@ -9,6 +9,7 @@ use super::digest::{DigestError, object_digest};
 use serde_json::Value;
 
 use crate::change::{Change, Operation, Target};
+use crate::review::KeptObject;
 
 /// `apiVersion` of an approval payload.
 pub const API_VERSION: &str = "blastguard.io/v1";
@@ -129,10 +130,10 @@ impl ApprovalSubject {
                 change.new_replicas,
             )
         } else if change.operation == Operation::Delete {
-            let old = change.old_object.as_ref();
+            let old = parsed(change.old_object.as_ref())?;
             Self::new(&change.target, ApprovalOperation::Delete, old, None)
         } else {
-            let new = change.object.as_ref();
+            let new = parsed(change.object.as_ref())?;
             Self::new(&change.target, ApprovalOperation::Apply, new, None)
         }
     }
@@ -255,6 +256,14 @@ impl ApprovalPayload {
         }
         Ok((not_before, not_after))
     }
+}
+
+/// A kept object, parsed for its digest.
+fn parsed(object: Option<&KeptObject>) -> Result<Option<&Value>, DigestError> {
+    object
+        .map(KeptObject::value)
+        .transpose()
+        .map_err(|e| DigestError::from(e.to_string()))
 }
 
 fn is_digest(digest: &str) -> bool {

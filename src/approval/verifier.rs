@@ -414,8 +414,7 @@ mod tests {
         });
         let body = review.to_string();
         let request = crate::review::decode(body.as_bytes()).unwrap();
-        let objects = crate::review::objects(body.as_bytes()).unwrap();
-        Change::from_view(&request, objects, &Policy::embedded()).unwrap()
+        Change::from_view(&request, &Policy::embedded()).unwrap()
     }
 
     struct Case {

@@ -598,9 +598,7 @@ fn parse_input(value: Value, json: bool, text: &str, args: &ChangeArgs) -> Resul
         let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
         let request = crate::review::decode(&body).map_err(|r| format!("{file}: {}", r.error))?;
         let policy = policy_of(args)?;
-        let change = crate::review::objects(&body)
-            .and_then(|objects| Change::from_view(&request, objects, &policy))
-            .map_err(|e| format!("{file}: {e}"))?;
+        let change = Change::from_view(&request, &policy).map_err(|e| format!("{file}: {e}"))?;
         return Ok(Input::Review(Box::new(change)));
     }
     if api_version == crate::approval::payload::API_VERSION
