@@ -246,7 +246,7 @@ impl Change {
         let (replaces_pods, spec_changed) = match (new, old) {
             (Some(n), Some(o)) if sub == Subresource::None => (
                 shape.replaces_pods(n, o),
-                differs(n.raw_at("/spec"), o.raw_at("/spec")),
+                differs(n.field("spec"), o.field("spec")),
             ),
             _ => (false, false),
         };
@@ -520,10 +520,8 @@ const NON_DISRUPTIVE: &[&str] = &[
 const STRATEGIES: &[&str] = &["strategy", "updateStrategy"];
 
 fn other_spec_changed(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> bool {
-    fn spec<'a>(o: &ObjectParts<'a>) -> RawMap<'a> {
-        o.raw_at("/spec").map(RawMap::of).unwrap_or_default()
-    }
-    let (new, old) = (spec(new), spec(old));
+    let empty = RawMap::default();
+    let (new, old) = (new.spec().unwrap_or(&empty), old.spec().unwrap_or(&empty));
     let keys = new
         .0
         .iter()

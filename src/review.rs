@@ -301,6 +301,9 @@ pub struct ObjectParts<'a> {
     pub labels: Option<&'a RawValue>,
     /// `metadata.annotations`, values raw.
     pub annotations: RawAnnotations<'a>,
+    /// The members of `spec`, read on the first pointer into it: a decision reads the
+    /// replicas, the template and the other fields of one spec.
+    spec: std::cell::OnceCell<RawMap<'a>>,
 }
 
 impl<'a> ObjectParts<'a> {
@@ -359,16 +362,36 @@ impl<'a> ObjectParts<'a> {
     pub fn raw_at(&self, pointer: &str) -> Option<&'a RawValue> {
         let mut segments = pointer.strip_prefix('/')?.split('/');
         let first = unescape_pointer(segments.next()?);
-        let mut at = self
-            .fields
-            .iter()
-            .rev()
-            .find(|(key, _)| *key == first)
-            .map(|(_, raw)| *raw)?;
-        for segment in segments {
+        let mut at = self.field(&first)?;
+        let mut rest = segments.next();
+        if first == "spec"
+            && let (Some(spec), Some(second)) = (self.spec(), rest)
+        {
+            at = spec.get(&unescape_pointer(second))?;
+            rest = segments.next();
+        }
+        while let Some(segment) = rest {
             at = raw_child(at, &unescape_pointer(segment))?;
+            rest = segments.next();
         }
         Some(at)
+    }
+
+    /// The top-level field `key`, raw (its last, as in any JSON map).
+    pub fn field(&self, key: &str) -> Option<&'a RawValue> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, raw)| *raw)
+    }
+
+    /// The members of `spec` when it is an object, read once however often asked.
+    pub fn spec(&self) -> Option<&RawMap<'a>> {
+        let raw = self.field("spec")?;
+        raw.get()
+            .starts_with('{')
+            .then(|| self.spec.get_or_init(|| RawMap::of(raw)))
     }
 }
 
