@@ -13,16 +13,18 @@
 # The binary: glibc, linked statically (-C target-feature=+crt-static). An explicit
 # --target keeps RUSTFLAGS off build scripts and proc macros, which must stay dynamic.
 # It is built in <target>/static (CARGO_TARGET_DIR, else ./target), a directory of its
-# own, so the different RUSTFLAGS never invalidate the normal build. Static glibc and
-# name lookups: getaddrinfo would want the NSS modules of the same glibc at run time,
-# which a scratch image lacks. In a cluster blastguard reaches the API server by the
-# KUBERNETES_SERVICE_HOST address (an IP) and resolves no names, and "files"/"dns"
-# lookups still work from /etc/hosts and /etc/resolv.conf, which the kubelet mounts.
+# own, so the different RUSTFLAGS never invalidate the normal build. glibc warns (at link
+# time) that a static getaddrinfo wants its NSS modules at run time: glibc 2.34
+# and later have the "files" and "dns" modules inside libc, so /etc/hosts and
+# /etc/resolv.conf (which the kubelet mounts) are read from scratch too (tried with a
+# static getaddrinfo in an empty chroot); other NSS modules can't be loaded. In a
+# cluster blastguard reaches the API server at KUBERNETES_SERVICE_HOST, an IP.
 #
 # Profile: release (thin LTO, 4 codegen units), the one published, also in the test
-# (tests/release.rs): a cold static build took 3 min 54 s on CI's 2 cores (shared),
-# a rebuild of blastguard alone about 1.5 min -- small beside the suite's ~15 min, so
-# the test checks the very artifact a release ships rather than a cheaper profile.
+# (tests/release.rs): a cold static build took 3 min 54 s on CI's 2 cores (shared with
+# other builds), a rebuild after a source change 1 min 48 s -- small beside the
+# suite's ~15 min, so the test checks the very artifact a release ships rather than a
+# cheaper profile's.
 #
 # The commit: BLASTGUARD_COMMIT, else `git rev-parse HEAD` (with -dirty when the tree
 # has uncommitted changes), goes into blastguard_build_info and the revision label.
