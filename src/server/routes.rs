@@ -574,9 +574,9 @@ impl BodyReader {
     /// returned [`Held`] is dropped.
     async fn read(&self, mut body: Body) -> Result<(Vec<u8>, Held), BodyError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        // Content-Length only sizes the first allocation, and only up to 64 KiB: a
+        // Content-Length sizes the buffer only once its memory is granted (below): a
         // client may claim 8 MiB and send nothing.
-        let mut buf = Vec::with_capacity(self.declared.unwrap_or(0).min(64 * 1024));
+        let mut buf = Vec::new();
         let mut held = Held {
             memory: self.memory.clone(),
             shares: self
@@ -596,6 +596,10 @@ impl BodyReader {
         if let Some(declared) = self.declared.filter(|_| !too_large) {
             let (units, large_units) = units(declared);
             held.grow(units, large_units, deadline).await?;
+            // Granted: the buffer takes its whole size now, so it never grows by
+            // doubling (a 3 MiB body would hold 4 MiB, and 6 MiB while copied over).
+            // Pages the client never sends are never touched, so never resident.
+            buf.reserve_exact(declared);
         }
         let mut discarded = 0usize;
         // The minimum rate: by `progress.0`, the body must have grown past
