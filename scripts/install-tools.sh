@@ -5,8 +5,11 @@
 #   kubernetes-validate  from PyPI, in a venv at .tools/venv
 #   promtool             from Debian's prometheus package
 #   buildah              from Debian (scripts/image.sh; tests/release.rs), with file
+#   skopeo               from Debian (pushes the image archive; tests/release.rs)
 #   krew v0.4.4          built from the Go module proxy into .tools/bin/kubectl-krew,
 #                        with its validate-krew-manifest (tests/release.rs); needs go
+#   ggcr-registry        go-containerregistry's in-memory OCI registry, from the Go
+#                        module proxy: where tests/release.rs pushes image and chart
 # Prints the PATH to use; scripts/test.sh sources this.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +60,7 @@ fi
 
 apt_missing=()
 command -v buildah >/dev/null 2>&1 || apt_missing+=(buildah)
+command -v skopeo >/dev/null 2>&1 || apt_missing+=(skopeo)
 command -v file >/dev/null 2>&1 || apt_missing+=(file)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "install-tools: ${apt_missing[*]} (Debian)" >&2
@@ -85,10 +89,25 @@ if [ ! -x "$tools/bin/kubectl-krew" ] || [ ! -x "$tools/bin/validate-krew-manife
   echo "$krew_version" >"$tools/krew.version"
 fi
 
+# A registry for the push test: go-containerregistry's reference registry, in memory,
+# on loopback, started and stopped by the test itself (no daemon, nothing stored).
+ggcr_version=v0.22.1
+if [ ! -x "$tools/bin/ggcr-registry" ] || [ "$(cat "$tools/ggcr.version" 2>/dev/null)" != "$ggcr_version" ]; then
+  command -v go >/dev/null 2>&1 || { echo "install-tools: go is required to build the test registry (https://go.dev/dl)" >&2; exit 1; }
+  echo "install-tools: ggcr-registry $ggcr_version (go install github.com/google/go-containerregistry/cmd/registry)" >&2
+  gobin=$(mktemp -d)
+  GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN="$gobin" go install "github.com/google/go-containerregistry/cmd/registry@$ggcr_version"
+  mv "$gobin/registry" "$tools/bin/ggcr-registry"
+  rm -rf "$gobin"
+  echo "$ggcr_version" >"$tools/ggcr.version"
+fi
+
 for t in helm kubernetes-validate; do "$tools/bin/$t" --help >/dev/null 2>&1 || { echo "install-tools: $t does not run" >&2; exit 1; }; done
 command -v promtool >/dev/null || { echo "install-tools: promtool missing after install" >&2; exit 1; }
 "$tools/bin/kubectl" version --client >/dev/null 2>&1 || { echo "install-tools: kubectl does not run" >&2; exit 1; }
-command -v buildah >/dev/null || { echo "install-tools: buildah missing after install" >&2; exit 1; }
+for t in buildah skopeo file; do
+  command -v "$t" >/dev/null || { echo "install-tools: $t missing after install" >&2; exit 1; }
+done
 "$tools/bin/kubectl-krew" --help >/dev/null 2>&1 || { echo "install-tools: krew does not run" >&2; exit 1; }
 command -v ssh-keygen >/dev/null || { echo "install-tools: ssh-keygen is required" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "install-tools: openssl is required" >&2; exit 1; }

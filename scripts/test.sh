@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, from a fresh clone: installs the real tools the tests use
-# (helm, kubectl, kubernetes-validate, promtool, buildah, krew), builds the local
-# control plane the end-to-end tests run (tests/e2e_*.rs), then format, lints and
-# every test.
+# (helm, kubectl, kubernetes-validate, promtool, buildah, skopeo, krew, a registry),
+# builds the local control plane the end-to-end tests run (tests/e2e_*.rs), then
+# format, lints and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools_bin=$(bash scripts/install-tools.sh)

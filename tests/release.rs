@@ -3,11 +3,13 @@
 //! scratch, as an OCI archive), the chart `helm package` makes, and the kubectl plugin
 //! that krew installs from the manifest and archive `scripts/krew-plugin.sh` makes.
 //!
-//! Publishing is not tested: pushing the image and the chart needs a registry, the
-//! plugin a GitHub release and a krew-index pull request.
+//! The publishing commands (`skopeo copy`, `helm push`) run against an in-memory OCI
+//! registry on loopback, not ghcr.io: logging in to ghcr.io, the GitHub release the
+//! plugin's archive is downloaded from and the krew-index pull request are not tested.
 //!
-//! helm, kubectl and krew (`kubectl-krew`) come from `.tools/bin`, buildah and file from
-//! the system (`scripts/install-tools.sh` installs them all; `scripts/test.sh` runs it).
+//! helm, kubectl, krew (`kubectl-krew`), validate-krew-manifest and the registry
+//! (`ggcr-registry`) come from `.tools/bin`, buildah, skopeo and file from the system
+//! (`scripts/install-tools.sh` installs them all; `scripts/test.sh` runs it).
 //! The image's static build goes to `<target>/static` (a cold build takes about 4
 //! minutes on 2 cores; later runs rebuild blastguard alone).
 
@@ -342,20 +344,42 @@ impl Drop for Running {
     }
 }
 
-#[test]
-fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
-    let dir = tempfile::tempdir().unwrap();
+/// `helm package charts/blastguard` into `dest`; the archive's path.
+fn helm_package(dest: &Path) -> PathBuf {
     let out = stdout(
         tool("helm", &[])
             .args(["package"])
             .arg(repo().join("charts/blastguard"))
             .arg("--destination")
-            .arg(dir.path()),
+            .arg(dest),
     );
     // The name `helm push` turns into oci://<registry>/<path>/blastguard:<version>.
-    let archive = dir.path().join(format!("blastguard-{VERSION}.tgz"));
+    let archive = dest.join(format!("blastguard-{VERSION}.tgz"));
     assert!(out.contains(archive.to_str().unwrap()), "{out}");
     assert!(archive.is_file());
+    archive
+}
+
+/// `helm template` of a chart (directory, .tgz or oci:// reference) into the namespace
+/// blastguard-system, with `extra` arguments.
+fn helm_template(chart: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> String {
+    stdout(
+        tool("helm", &[])
+            .args(["template", "blastguard"])
+            .arg(chart)
+            .args(["--namespace", "blastguard-system"])
+            .args(extra),
+    )
+}
+
+/// Renders deterministically: the default certificate mode makes a new CA on each
+/// render, cert-manager mode leaves the certificates to cert-manager.
+const CERT_MANAGER: [&str; 2] = ["--set", "certificates.mode=cert-manager"];
+
+#[test]
+fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = helm_package(dir.path());
 
     let chart: serde_yaml::Value = serde_yaml::from_str(&stdout(
         tool("helm", &[]).args(["show", "chart"]).arg(&archive),
@@ -390,24 +414,13 @@ fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
     }
 
     // The packaged chart renders exactly as the directory does: nothing was left out.
-    // With cert-manager certificates the rendering is deterministic (the default mode
-    // generates a new CA on each render); the defaults render too.
-    let render = |chart: &Path, extra: &[&str]| {
-        stdout(
-            tool("helm", &[])
-                .args(["template", "blastguard"])
-                .arg(chart)
-                .args(["--namespace", "blastguard-system"])
-                .args(extra),
-        )
-    };
-    let cert_manager = ["--set", "certificates.mode=cert-manager"];
+    // The defaults render too.
     assert_eq!(
-        render(&archive, &cert_manager),
-        render(&repo().join("charts/blastguard"), &cert_manager),
+        helm_template(&archive, &CERT_MANAGER),
+        helm_template(repo().join("charts/blastguard"), &CERT_MANAGER),
         "helm template of the .tgz and of charts/blastguard differ"
     );
-    let packaged = render(&archive, &[]);
+    let packaged = helm_template(&archive, &[]);
     assert!(
         packaged.contains(&format!(
             "image: \"ghcr.io/blastguard/blastguard:{VERSION}\""
@@ -543,4 +556,121 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
         help.contains("kubectl blastguard"),
         "help names the plugin:\n{help}"
     );
+}
+
+/// An OCI registry on loopback, in memory (go-containerregistry's reference registry,
+/// `.tools/bin/ggcr-registry`), stopped when dropped.
+struct Registry {
+    child: std::process::Child,
+    host: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let mut child = tool("ggcr-registry", &[])
+            .args(["-port", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = lines
+            .find_map(|l| {
+                let l = l.ok()?;
+                l.split("serving on port ")
+                    .nth(1)
+                    .map(|p| p.trim().to_string())
+            })
+            .expect("the registry prints its port");
+        // Keep reading its log, so a full pipe never blocks it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Registry {
+            child,
+            host: format!("localhost:{port}"),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The publishing commands of docs/release.md, against a registry on loopback instead
+/// of ghcr.io (no credentials, plain HTTP): the image goes up with `skopeo copy` and
+/// keeps its manifest digest, the chart with `helm push` and renders from the registry
+/// as from the .tgz. Logging in to ghcr.io is the one untested step.
+#[test]
+fn image_and_chart_go_to_an_oci_registry_unchanged() {
+    let image = image();
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+
+    let index: Value = serde_json::from_str(&stdout(
+        tool("tar", &[])
+            .arg("-xOf")
+            .arg(&image.archive)
+            .arg("index.json"),
+    ))
+    .unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = format!("docker://{}/blastguard/blastguard:{VERSION}", registry.host);
+    succeed(
+        tool("skopeo", &[])
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", image.archive.display()))
+            .arg(&reference),
+    );
+    let inspected: Value = serde_json::from_str(&stdout(
+        tool("skopeo", &[])
+            .args(["inspect", "--tls-verify=false"])
+            .arg(&reference),
+    ))
+    .unwrap();
+    assert_eq!(inspected["Digest"], digest.as_str(), "{inspected}");
+    assert_eq!(
+        inspected["Labels"]["org.opencontainers.image.version"],
+        VERSION
+    );
+
+    // helm's registry config and cache in the temporary directory, not in $HOME.
+    let helm = |args: &[&str]| {
+        let mut cmd = tool("helm", &[]);
+        cmd.args(args)
+            .env("HELM_CONFIG_HOME", dir.path().join("config"))
+            .env("HELM_CACHE_HOME", dir.path().join("cache"))
+            .env("HELM_DATA_HOME", dir.path().join("data"));
+        cmd
+    };
+    let archive = helm_package(dir.path());
+    let pushed = succeed(&mut helm(&[
+        "push",
+        archive.to_str().unwrap(),
+        &format!("oci://{}/blastguard/charts", registry.host),
+        "--plain-http",
+    ]));
+    let said = format!("{}{}", text(&pushed.stdout), text(&pushed.stderr));
+    assert!(
+        said.contains(&format!(
+            "Pushed: {}/blastguard/charts/blastguard:{VERSION}",
+            registry.host
+        )),
+        "{said}"
+    );
+    let chart = format!("oci://{}/blastguard/charts/blastguard", registry.host);
+    let mut from_registry = vec!["template", "blastguard", chart.as_str()];
+    from_registry.extend([
+        "--version",
+        VERSION,
+        "--plain-http",
+        "--namespace",
+        "blastguard-system",
+    ]);
+    from_registry.extend(CERT_MANAGER);
+    let out = succeed(&mut helm(&from_registry));
+    assert_eq!(text(&out.stdout), helm_template(&archive, &CERT_MANAGER));
 }
