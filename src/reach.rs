@@ -18,7 +18,7 @@
     )
 )]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,11 @@ pub trait ChangeSetReach: Send + Sync {
 #[derive(Debug, Default)]
 struct Set {
     namespaces: HashMap<String, Instant>,
-    pods: Vec<(Instant, u64)>,
+    /// Pod counts by when they were admitted, oldest first (admissions arrive in time
+    /// order but for concurrent ones, which can only keep an entry a moment longer).
+    pods: VecDeque<(Instant, u64)>,
+    /// The sum of `pods`, kept as entries come and go so a decision never re-adds them.
+    pods_total: u64,
 }
 
 impl Set {
@@ -75,7 +79,13 @@ impl Set {
 
     fn forget_before(&mut self, window: Duration, now: Instant) {
         self.namespaces.retain(|_, seen| live(*seen, window, now));
-        self.pods.retain(|(seen, _)| live(*seen, window, now));
+        while let Some(&(seen, pods)) = self.pods.front() {
+            if live(seen, window, now) {
+                break;
+            }
+            self.pods.pop_front();
+            self.pods_total = self.pods_total.saturating_sub(pods);
+        }
     }
 }
 
@@ -101,11 +111,16 @@ impl ChangeSetReach for InMemoryReach {
                 })
                 .count() as u64
         });
+        // Read-only: a shorter window asked now must not forget what a longer one
+        // (after a policy reload) still counts. The expired entries are the oldest,
+        // and `record` drops them, so few are walked here.
         let pods = set.map_or(0, |set| {
-            set.pods
+            let expired = set
+                .pods
                 .iter()
-                .filter(|(seen, _)| live(*seen, window, now))
-                .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods))
+                .take_while(|(seen, _)| !live(*seen, window, now))
+                .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods));
+            set.pods_total.saturating_sub(expired)
         });
         Usage {
             namespaces: others.saturating_add(u64::from(entry.namespace.is_some())),
@@ -142,13 +157,15 @@ impl ChangeSetReach for InMemoryReach {
             if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
                 set.forget_before(window, now);
             }
-            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
-                let (_, first) = set.pods.remove(0);
-                if let Some((_, next)) = set.pods.first_mut() {
-                    *next = next.saturating_add(first);
-                }
+            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET
+                && let Some((_, first)) = set.pods.pop_front()
+                && let Some((_, next)) = set.pods.front_mut()
+            {
+                // Folded into the next entry: counted a little longer, never less.
+                *next = next.saturating_add(first);
             }
-            set.pods.push((now, entry.pods));
+            set.pods.push_back((now, entry.pods));
+            set.pods_total = set.pods_total.saturating_add(entry.pods);
         }
     }
 }
