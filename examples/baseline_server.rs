@@ -8,10 +8,14 @@
 //! is sent back: no parsing, no judging. `GET /readyz` answers 200 so the benchmark
 //! can wait for it as for blastguard.
 //!
+//! With `--scan` it also reads each body with serde_json into `IgnoredAny` before
+//! answering: the floor of any server that validates the JSON it judges, measured
+//! beside blastguard to show how much of blastguard's cost that reading alone is.
+//!
 //! Run by `scripts/bench.sh`; by hand:
 //!
 //! ```sh
-//! cargo run --release --example baseline_server -- 127.0.0.1:8443 tls.crt tls.key
+//! cargo run --release --example baseline_server -- 127.0.0.1:8443 tls.crt tls.key [--scan]
 //! ```
 
 use std::convert::Infallible;
@@ -40,9 +44,13 @@ const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"Admission
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, cert, key] = args.as_slice() else {
-        eprintln!("usage: baseline_server LISTEN_ADDR TLS_CERT TLS_KEY");
-        std::process::exit(2);
+    let (listen, cert, key, scan) = match args.as_slice() {
+        [listen, cert, key] => (listen, cert, key, false),
+        [listen, cert, key, flag] if flag == "--scan" => (listen, cert, key, true),
+        _ => {
+            eprintln!("usage: baseline_server LISTEN_ADDR TLS_CERT TLS_KEY [--scan]");
+            std::process::exit(2);
+        }
     };
     let listen: SocketAddr = listen
         .parse()
@@ -57,14 +65,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(serve(listen, tls));
+    runtime.block_on(serve(listen, tls, scan));
 }
 
-async fn serve(listen: SocketAddr, tls: TlsAcceptor) {
+async fn serve(listen: SocketAddr, tls: TlsAcceptor, scan: bool) {
     let listener = TcpListener::bind(listen).await.expect("bind");
     // The same line shape as blastguard's, so the benchmark reads both alike.
     println!(
-        "baseline: webhook listening on https://{}/validate",
+        "baseline{}: webhook listening on https://{}/validate",
+        if scan { "+scan" } else { "" },
         listener.local_addr().expect("local address")
     );
     // The protocol settings of blastguard's listener (`server::listener`, its
@@ -100,13 +109,22 @@ async fn serve(listen: SocketAddr, tls: TlsAcceptor) {
                 http1
             };
             let _ = builder
-                .serve_connection(TokioIo::new(stream), service_fn(answer))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| answer(request, scan)),
+                )
                 .await;
         });
     }
 }
 
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Reads the body and answers the fixed review; with `scan`, reads the body as JSON
+/// first (serde_json into `IgnoredAny`: every byte parsed and validated, nothing
+/// kept), the floor of any server that judges what it reads.
+async fn answer(
+    request: Request<Incoming>,
+    scan: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() == Method::GET && request.uri().path() == "/readyz" {
         return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
     }
@@ -115,8 +133,17 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         .await;
     let mut response = match read {
         Ok(body) => {
-            std::hint::black_box(body.to_bytes());
-            Response::new(Full::new(Bytes::from_static(ALLOWED)))
+            let body = body.to_bytes();
+            let json = !scan
+                || serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(&body))
+                    .is_ok();
+            if json {
+                Response::new(Full::new(Bytes::from_static(ALLOWED)))
+            } else {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"not JSON\n")));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                r
+            }
         }
         Err(_) => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"body not read\n")));
