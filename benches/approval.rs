@@ -142,8 +142,7 @@ fn main() {
     let bare = deployment(&BTreeMap::new());
     let bare_review = review(&bare);
     let request = blastguard::review::decode(&bare_review).expect("review");
-    let objects = blastguard::review::objects(&bare_review).expect("objects");
-    let change = Change::from_view(&request, objects, &policy).expect("change");
+    let change = Change::from_view(&request, &policy).expect("change");
     let subject = ApprovalSubject::of(&change).expect("subject");
     let payload = subject
         .payload(SystemTime::now(), Duration::from_secs(7200), "bench")
@@ -185,9 +184,10 @@ fn main() {
         }
     };
 
-    let object = change.object.clone().expect("object");
+    let kept = change.object.clone().expect("object");
+    let object = kept.value().expect("parses");
     let digest = measure(|| {
-        black_box(object_digest(black_box(&object)).expect("digest"));
+        black_box(object_digest(black_box(object)).expect("digest"));
     });
     let ed_one = measure(verify(&[0], 1));
     let ed_two = measure(verify(&[0, 1], 0));
