@@ -1,9 +1,11 @@
 //! Helpers for the server tests: certificates, the server process, clients that stand
 //! in for the Kubernetes API server, AdmissionReview bodies, and polling.
 //!
-//! There is no API server on these machines. The clients here behave as it does when
-//! it calls a webhook: AdmissionReview v1 over TLS verified against the CA bundle,
-//! `POST /validate?timeout=10s`, HTTP/2 where ALPN negotiates it.
+//! The tests that use these clients stand in for the API server (they say so in their
+//! headers): the clients behave as it does when it calls a webhook, AdmissionReview v1
+//! over TLS verified against the CA bundle, `POST /validate?timeout=10s`, HTTP/2 where
+//! ALPN negotiates it. The end-to-end tests (`cluster`, tests/e2e_*.rs) run a real
+//! kube-apiserver instead.
 
 #![allow(dead_code)]
 
