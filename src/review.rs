@@ -125,7 +125,7 @@ pub struct UserInfo<'a> {
     #[serde(default, borrow)]
     pub username: Option<Cow<'a, str>>,
     /// Groups.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_strings")]
     pub groups: Option<Vec<Cow<'a, str>>>,
 }
 
@@ -243,8 +243,32 @@ fn salvage_uid(body: &[u8]) -> Option<String> {
 /// An object's annotations, keys borrowed and values left raw: only the values a
 /// decision looks up (the provenance markers) are ever unescaped, never the
 /// kilobytes of `kubectl.kubernetes.io/last-applied-configuration`.
-#[derive(Debug, Default, Deserialize)]
-pub struct RawAnnotations<'a>(#[serde(borrow)] BTreeMap<Cow<'a, str>, &'a RawValue>);
+#[derive(Debug, Default)]
+pub struct RawAnnotations<'a>(BTreeMap<Cow<'a, str>, &'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawAnnotations<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = RawAnnotations<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut annotations = BTreeMap::new();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    // A key that came twice counts as its last value, as in any JSON map.
+                    annotations.insert(key, map.next_value()?);
+                }
+                Ok(RawAnnotations(annotations))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}
 
 impl RawAnnotations<'_> {
     /// The value of `key`, if present and a string.
@@ -461,6 +485,38 @@ fn raw_child<'a>(raw: &'a RawValue, key: &str) -> Option<&'a RawValue> {
     }
 }
 
+/// A list of strings, each borrowed from the body unless it has escapes.
+fn borrowed_strings<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<Cow<'a, str>>>, D::Error> {
+    let strings: Option<Vec<Key<'a>>> = Deserialize::deserialize(deserializer)?;
+    Ok(strings.map(|s| s.into_iter().map(|Key(k)| k).collect()))
+}
+
+/// A string, borrowed from the body unless it has escapes. (serde's own `Cow<str>`
+/// always copies: it borrows only as a derive's field with `#[serde(borrow)]`, not
+/// as a map key or a list item.)
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Visitor(std::marker::PhantomData))
+    }
+}
+
 /// A JSON object's members, values raw, in the order they came.
 #[derive(Debug, Default)]
 pub struct RawMap<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
@@ -490,7 +546,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawMap<'a> {
                 mut map: M,
             ) -> Result<Self::Value, M::Error> {
                 let mut members = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(key) = map.next_key::<Key<'de>>()?.map(|k| k.0) {
                     members.push((key, map.next_value()?));
                 }
                 Ok(RawMap(members))
@@ -524,8 +580,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
                 self,
                 mut map: M,
             ) -> Result<Self::Value, M::Error> {
-                let mut parts = ObjectParts::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                let mut parts = ObjectParts {
+                    // The top-level fields an object keeps: `spec`, or a few like it.
+                    fields: Vec::with_capacity(4),
+                    ..ObjectParts::default()
+                };
+                while let Some(key) = map.next_key::<Key<'de>>()?.map(|k| k.0) {
                     match key.as_ref() {
                         "apiVersion" | "kind" | "status" => {
                             map.next_value::<serde::de::IgnoredAny>()?;
@@ -575,7 +635,12 @@ pub fn response_for(uid: &str) -> AdmissionResponse {
 pub fn encode(response: AdmissionResponse) -> Vec<u8> {
     // An AdmissionReview of strings, bools and maps of strings cannot fail to
     // serialize; an empty body would be refused by the API server, never admitted.
-    serde_json::to_vec(&response.into_review()).unwrap_or_default()
+    // Sized for an allowed answer with its audit annotations, so it rarely grows.
+    let mut out = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut out, &response.into_review()) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The answer to a review that could not be judged: a denial with status 400 that
