@@ -154,7 +154,7 @@ async fn method_not_allowed() -> Response {
 /// request holds is given back as its stack unwinds.
 async fn validate(State(webhook): State<Webhook>, request: Request) -> Response {
     let metrics = webhook.metrics.clone();
-    match CatchUnwind(Box::pin(answer(webhook, request))).await {
+    match CatchUnwind(std::pin::pin!(answer(webhook, request))).await {
         Ok(response) => response,
         Err(payload) => panicked(&metrics, payload.as_ref()),
     }
@@ -263,9 +263,9 @@ fn test_panic(_: &Request) -> bool {
 }
 
 /// A future that turns a panic while polling into an `Err` with the panic's payload.
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future> Future for CatchUnwind<'_, F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
