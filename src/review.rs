@@ -248,25 +248,8 @@ pub struct RawAnnotations<'a>(BTreeMap<Cow<'a, str>, &'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawAnnotations<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = RawAnnotations<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of annotations")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut annotations = BTreeMap::new();
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                    // A key that came twice counts as its last value, as in any JSON map.
-                    annotations.insert(key, map.next_value()?);
-                }
-                Ok(RawAnnotations(annotations))
-            }
-        }
-        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+        // A key that came twice counts as its last value, as in any JSON map.
+        Members::deserialize(deserializer).map(|m| RawAnnotations(m.0))
     }
 }
 
@@ -535,9 +518,25 @@ impl<'a> RawMap<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawMap<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
-            type Value = RawMap<'a>;
+        Members::deserialize(deserializer).map(|m| RawMap(m.0))
+    }
+}
+
+/// A JSON object's members gathered into `C`: keys borrowed where they can be
+/// ([`Key`]), values raw.
+struct Members<C>(C);
+
+impl<'de: 'a, 'a, C> Deserialize<'de> for Members<C>
+where
+    C: Default + Extend<(Cow<'a, str>, &'a RawValue)>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a, C>(std::marker::PhantomData<(&'a (), C)>);
+        impl<'de: 'a, 'a, C> serde::de::Visitor<'de> for Visitor<'a, C>
+        where
+            C: Default + Extend<(Cow<'a, str>, &'a RawValue)>,
+        {
+            type Value = Members<C>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
@@ -545,11 +544,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawMap<'a> {
                 self,
                 mut map: M,
             ) -> Result<Self::Value, M::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<Key<'de>>()?.map(|k| k.0) {
-                    members.push((key, map.next_value()?));
+                let mut members = C::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    members.extend(std::iter::once((key, map.next_value()?)));
                 }
-                Ok(RawMap(members))
+                Ok(Members(members))
             }
         }
         deserializer.deserialize_map(Visitor(std::marker::PhantomData))
