@@ -8,13 +8,14 @@
 
 pub mod admin;
 pub mod dev;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod reloaders;
-pub mod routes;
 pub mod tls;
+
+// The listener and the request handler are on the request path (see the crate root).
+request_path!(listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
