@@ -197,54 +197,46 @@ fn daemon_set(root: &mut Map<String, Value>) {
 }
 
 fn replication_controller(root: &mut Map<String, Value>) {
-    let labels = root
-        .get("spec")
-        .and_then(|s| s.pointer("/template/metadata/labels"))
-        .filter(|l| l.is_object())
-        .cloned();
+    let labels = template_labels(root);
     let spec = child(root, "spec");
     fill(spec, "replicas", json!(1));
-    if let Some(labels) = &labels
-        && spec
-            .get("selector")
-            .and_then(Value::as_object)
-            .is_none_or(Map::is_empty)
-    {
-        spec.insert("selector".into(), labels.clone());
+    if let Some(labels) = &labels {
+        fill_empty_map(spec, "selector", labels);
     }
     // The template is a pointer here: only an existing one is defaulted.
     if spec.get("template").is_some_and(Value::is_object) {
         template(spec);
     }
-    if let Some(labels) = labels {
-        let metadata = child(root, "metadata");
-        if metadata
-            .get("labels")
-            .and_then(Value::as_object)
-            .is_none_or(Map::is_empty)
-        {
-            metadata.insert("labels".into(), labels);
-        }
+    if let Some(labels) = &labels {
+        fill_empty_map(child(root, "metadata"), "labels", labels);
     }
 }
 
 fn job(root: &mut Map<String, Value>, unforeseeable: &mut Vec<Unforeseeable>) {
-    let labels = root
-        .get("spec")
+    let labels = template_labels(root);
+    job_spec(child(root, "spec"), unforeseeable);
+    if let Some(labels) = &labels {
+        fill_empty_map(child(root, "metadata"), "labels", labels);
+    }
+}
+
+/// The pod template's labels, which a ReplicationController and a Job take as their
+/// own (and a ReplicationController as its selector) when they have none.
+fn template_labels(root: &Map<String, Value>) -> Option<Value> {
+    root.get("spec")
         .and_then(|s| s.pointer("/template/metadata/labels"))
         .filter(|l| l.is_object())
-        .cloned();
-    let spec = child(root, "spec");
-    job_spec(spec, unforeseeable);
-    if let Some(labels) = labels {
-        let metadata = child(root, "metadata");
-        if metadata
-            .get("labels")
-            .and_then(Value::as_object)
-            .is_none_or(Map::is_empty)
-        {
-            metadata.insert("labels".into(), labels);
-        }
+        .cloned()
+}
+
+/// Sets `key` to `value` where it is absent, not a map, or an empty map.
+fn fill_empty_map(map: &mut Map<String, Value>, key: &str, value: &Value) {
+    if map
+        .get(key)
+        .and_then(Value::as_object)
+        .is_none_or(Map::is_empty)
+    {
+        map.insert(key.into(), value.clone());
     }
 }
 
