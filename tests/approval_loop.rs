@@ -7,14 +7,18 @@
 //! AdmissionReviews built as it sends them, with the manifest as the object (no
 //! defaulting: the digest agreement with a real API server is issue 12, Deliver 1).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use blastguard::approval::{ApprovalOutcome, ApprovalPayload, load_verifier, reason};
-use blastguard::engine::{Engine, Reviewed};
+use blastguard::engine::Engine;
 use blastguard::policy::Policy;
 use serde_json::{Value, json};
+
+use common::reviewed::{message, outcome, payload_from_denial};
 
 const AI: &str = "system:serviceaccount:ai-agents:claude";
 
@@ -105,34 +109,6 @@ fn create(object: &Value) -> Vec<u8> {
         }
     }))
     .unwrap()
-}
-
-fn message(reviewed: &Reviewed) -> String {
-    let body: Value = serde_json::from_slice(reviewed.body().unwrap()).unwrap();
-    body["response"]["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn payload_from_denial(reviewed: &Reviewed) -> String {
-    let message = message(reviewed);
-    message
-        .lines()
-        .find(|l| l.starts_with("{\"apiVersion\":\"blastguard.io/v1\""))
-        .unwrap_or_else(|| panic!("no payload in {message}"))
-        .to_string()
-}
-
-fn outcome(reviewed: &Reviewed) -> ApprovalOutcome {
-    reviewed
-        .judged()
-        .unwrap()
-        .verdict
-        .findings
-        .approval
-        .clone()
-        .unwrap()
 }
 
 fn blastguard(args: &[&std::ffi::OsStr]) -> (bool, String) {

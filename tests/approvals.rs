@@ -24,6 +24,8 @@ use blastguard::engine::{Engine, Reviewed};
 use blastguard::policy::Policy;
 use serde_json::{Value, json};
 
+use common::reviewed::{message, outcome, payload_from_denial, response};
+
 const AI: &str = "system:serviceaccount:ai-agents:claude";
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -262,39 +264,6 @@ fn scale_review(namespace: &str, name: &str, from: u32, to: u32) -> Vec<u8> {
         }
     }))
     .unwrap()
-}
-
-fn response(reviewed: &Reviewed) -> Value {
-    let body: Value = serde_json::from_slice(reviewed.body().expect("an answer")).unwrap();
-    body["response"].clone()
-}
-
-fn message(reviewed: &Reviewed) -> String {
-    response(reviewed)["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn outcome(reviewed: &Reviewed) -> ApprovalOutcome {
-    reviewed
-        .judged()
-        .unwrap()
-        .verdict
-        .findings
-        .approval
-        .clone()
-        .unwrap()
-}
-
-/// The payload a denial asks to sign, read from the message as a person would.
-fn payload_from_denial(reviewed: &Reviewed) -> String {
-    let message = message(reviewed);
-    message
-        .lines()
-        .find(|l| l.starts_with("{\"apiVersion\":\"blastguard.io/v1\""))
-        .unwrap_or_else(|| panic!("no payload in {message}"))
-        .to_string()
 }
 
 fn assert_approved(reviewed: &Reviewed, signers: &[&str]) {
