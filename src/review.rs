@@ -189,10 +189,16 @@ impl RequestView<'_> {
 
 /// Decodes a review body into its request view.
 pub fn decode(body: &[u8]) -> Result<RequestView<'_>, Rejected> {
-    let review: ReviewView<'_> = serde_json::from_slice(body).map_err(|e| Rejected {
+    let malformed = |error: String| Rejected {
         uid: salvage_uid(body),
-        error: ReviewError::Malformed(e.to_string()),
-    })?;
+        error: ReviewError::Malformed(error),
+    };
+    // The whole body is checked as UTF-8 once, as JSON text must be, so the reader
+    // does not check again each string and raw value it borrows.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| malformed(format!("the body is not UTF-8 text: {e}")))?;
+    let review: ReviewView<'_> =
+        serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
     let uid = review.request.as_ref().map(|r| r.uid.to_string());
     let fail = |error| Rejected {
         uid: uid.clone(),

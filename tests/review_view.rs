@@ -396,3 +396,40 @@ fn equal_values_have_equal_bytes_in_what_the_api_server_writes() {
         values.len()
     );
 }
+
+/// A byte that is not UTF-8, inside a part of the body the view skips unread (the
+/// old object's managedFields): kube-rs refuses the body, and so does the view, as
+/// malformed and with the uid, instead of judging a body no API server sends.
+#[test]
+fn a_body_that_is_not_utf8_anywhere_is_malformed_as_kube_rs_finds_it() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/deployment-update-image-person.json");
+    let mut review: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+    review["request"]["oldObject"]["metadata"]["managedFields"] = json!([{"manager": "MARK"}]);
+    let text = serde_json::to_vec(&review).expect("serializes");
+    let at = text
+        .windows(4)
+        .position(|w| w == b"MARK")
+        .expect("the marker");
+    let mut body = text.clone();
+    body[at] = 0xff;
+
+    assert!(
+        serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body).is_err(),
+        "kube-rs refuses it"
+    );
+    let rejected = decode(&body).expect_err("the view refuses it");
+    assert_eq!(rejected.error.label(), "malformed");
+    assert!(
+        rejected.error.to_string().contains("UTF-8"),
+        "{}",
+        rejected.error
+    );
+    assert_eq!(
+        rejected.uid.as_deref(),
+        review["request"]["uid"].as_str(),
+        "the answer still reaches its request"
+    );
+    decode(&text).expect("the same body in UTF-8 reads");
+}

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -282,7 +282,7 @@ enum ReviewFailure {
 /// [`INLINE_REVIEW_BYTES`]).
 async fn review(
     webhook: &Webhook,
-    body: Vec<u8>,
+    body: Bytes,
     deadline: Instant,
     panic_in_engine: bool,
 ) -> Result<Reviewed, ReviewFailure> {
@@ -320,7 +320,14 @@ fn api_server_timeout(query: Option<&str>) -> Option<Duration> {
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix("timeout="))
-        .and_then(|v| humantime::parse_duration(v).ok())
+        .and_then(|v| {
+            // Go writes whole seconds as `10s`: read those without the general parser,
+            // which costs more than the rest of a person's decision outside the body.
+            v.strip_suffix('s')
+                .and_then(|secs| secs.parse().ok())
+                .map(Duration::from_secs)
+                .or_else(|| humantime::parse_duration(v).ok())
+        })
 }
 
 // ---------------------------------------------------------------------------------
@@ -563,11 +570,9 @@ impl BodyReader {
     /// Reads at most [`MAX_BODY_BYTES`] before the deadline; the cap is enforced while
     /// reading, whatever Content-Length claims. The memory held is given back when the
     /// returned [`Held`] is dropped.
-    async fn read(&self, mut body: Body) -> Result<(Vec<u8>, Held), BodyError> {
+    async fn read(&self, mut body: Body) -> Result<(Bytes, Held), BodyError> {
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        // Content-Length sizes the buffer only once its memory is granted (below): a
-        // client may claim 8 MiB and send nothing.
-        let mut buf = Vec::new();
+        let mut buf = Collected::default();
         let mut held = Held {
             memory: self.memory.clone(),
             shares: self
@@ -587,10 +592,6 @@ impl BodyReader {
         if let Some(declared) = self.declared.filter(|_| !too_large) {
             let (units, large_units) = units(declared);
             held.grow(units, large_units, deadline).await?;
-            // Granted: the buffer takes its whole size now, so it never grows by
-            // doubling (a 3 MiB body would hold 4 MiB, and 6 MiB while copied over).
-            // Pages the client never sends are never touched, so never resident.
-            buf.reserve_exact(declared);
         }
         let mut discarded = 0usize;
         // The minimum rate: by `progress.0`, the body must have grown past
@@ -615,7 +616,7 @@ impl BodyReader {
             let size = buf.len().saturating_add(data.len());
             if too_large || size > MAX_BODY_BYTES {
                 too_large = true;
-                buf = Vec::new();
+                buf = Collected::default();
                 held.shares.iter_mut().for_each(|(_, _, p)| *p = None);
                 held.large = None;
                 held.total = None;
@@ -652,7 +653,7 @@ impl BodyReader {
                         .unwrap_or(deadline);
                 }
             }
-            buf.extend_from_slice(&data);
+            buf.push(data, self.declared);
             if buf.len() >= progress.1 {
                 progress = self.next_progress(buf.len());
             }
@@ -660,7 +661,7 @@ impl BodyReader {
         if too_large {
             return Err(BodyError::TooLarge);
         }
-        Ok((buf, held))
+        Ok((buf.into_bytes(), held))
     }
 
     /// The next check of the minimum rate, for a body of `received` bytes so far: by
@@ -675,6 +676,43 @@ impl BodyReader {
             _ => want,
         };
         (by, want)
+    }
+}
+
+/// A body as it arrives. A body that comes in one frame (an everyday review over
+/// HTTP/2 fits in one) is kept as that frame, without a copy; a second frame moves
+/// the body into a buffer of its own.
+#[derive(Default)]
+struct Collected {
+    first: Option<Bytes>,
+    rest: Vec<u8>,
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.rest.len(), Bytes::len)
+    }
+
+    /// Adds a frame; `declared` is the Content-Length, whose memory is already granted.
+    fn push(&mut self, data: Bytes, declared: Option<usize>) {
+        if self.rest.is_empty() && self.first.is_none() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            // The buffer takes the whole declared size at once, so it never grows by
+            // doubling (a 3 MiB body would hold 4 MiB, and 6 MiB while copied over).
+            // Pages the client never sends are never touched, so never resident.
+            let size = first.len().saturating_add(data.len());
+            self.rest
+                .reserve_exact(declared.filter(|&d| d > size).unwrap_or(size));
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&data);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| Bytes::from(self.rest))
     }
 }
 
@@ -745,6 +783,11 @@ mod tests {
         let cases = [
             (Some("timeout=10s"), Some(Duration::from_secs(10))),
             (Some("a=b&timeout=2s"), Some(Duration::from_secs(2))),
+            // Go's other forms of a duration: minutes, fractions, milliseconds.
+            (Some("timeout=1m30s"), Some(Duration::from_secs(90))),
+            (Some("timeout=1.5s"), Some(Duration::from_millis(1500))),
+            (Some("timeout=500ms"), Some(Duration::from_millis(500))),
+            (Some("timeout=s"), None),
             (Some("timeout=soon"), None),
             (Some("other=1"), None),
             (None, None),
@@ -834,7 +877,7 @@ mod tests {
         let small = reader(&memory, client(3, 3), None, soon())
             .read(Body::from(vec![b'z'; 10]))
             .await;
-        assert_eq!(small.unwrap().0, b"zzzzzzzzzz");
+        assert_eq!(small.unwrap().0, &b"zzzzzzzzzz"[..]);
         drop(first);
         let third = reader(&memory, client(2, 2), None, far())
             .read(Body::from(vec![b'y'; MAX_BODY_BYTES - 100]))
@@ -888,6 +931,46 @@ mod tests {
         drop((a, small));
         assert_eq!(memory.available_bytes(), BODY_MEMORY_BYTES);
         assert!(memory.shares.lock().unwrap().is_empty());
+    }
+
+    /// A body sent as the given frames, one per poll.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl axum::body::HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_frame_is_kept_as_it_came_and_one_in_many_is_joined() {
+        let memory = budget();
+        let frame = Bytes::from(vec![b'a'; 12 * 1024]);
+        for declared in [None, Some(frame.len())] {
+            let (body, _held) = reader(&memory, client(1, 1), declared, far())
+                .read(Body::new(Frames([frame.clone()].into())))
+                .await
+                .unwrap();
+            assert_eq!(body, frame);
+            assert_eq!(body.as_ptr(), frame.as_ptr(), "not copied");
+        }
+        let parts: Vec<Bytes> = [b'x', b'y', b'z']
+            .map(|c| Bytes::from(vec![c; 5000]))
+            .into();
+        let whole: Vec<u8> = parts.concat();
+        for declared in [None, Some(whole.len()), Some(whole.len() + 10)] {
+            let (body, _held) = reader(&memory, client(1, 1), declared, far())
+                .read(Body::new(Frames(parts.clone().into())))
+                .await
+                .unwrap();
+            assert_eq!(body, whole, "declared {declared:?}");
+        }
     }
 
     /// A client that sent its headers, then `first` bytes, then nothing.
