@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{KubeletDir, Leaf, PATIENCE, Pki, Server, address_after, admin_get, capture, metric};
+use super::{KubeletDir, Leaf, Pki, Server, admin_get, metric};
 
 /// Bound for one wait on the cluster (a ReplicaSet to appear, the webhook to be ready).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -341,59 +341,6 @@ impl Approver {
 
 // ---------------------------------------------------------------------------------
 // The webhook process
-
-impl Server {
-    /// Starts `blastguard serve` on the given addresses. `Server::start` always asks the
-    /// kernel for ports; a webhook registered by URL must come back on its own port.
-    pub fn start_at(listen: SocketAddr, admin: SocketAddr, args: &[&str]) -> Server {
-        let mut child = super::blastguard()
-            .arg("serve")
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let out = stdout.lock().unwrap().clone();
-            let webhook = address_after(&out, "webhook listening on https://");
-            let admin = address_after(&out, "admin listening on http://");
-            if let (Some(webhook), Some(admin)) = (webhook, admin) {
-                return Server {
-                    child,
-                    webhook,
-                    admin,
-                    stdout,
-                    stderr,
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "serve exited early with {status}\nstdout:\n{out}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve printed no addresses\nstdout:\n{out}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
 
 /// A loopback address on a port that was free a moment ago. The webhook's URL must be
 /// known before `helm install` renders it and before the server (which reads the

@@ -239,9 +239,22 @@ impl Server {
     /// Starts `blastguard serve` on loopback ports chosen by the kernel, with `args`
     /// added, and waits until it printed both addresses.
     pub fn start(args: &[&str]) -> Server {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Server::start_at(any, any, args)
+    }
+
+    /// Starts `blastguard serve` on the given addresses (port 0: one the kernel
+    /// chooses), and waits until it printed both. A webhook registered by URL must
+    /// come back on its own port.
+    pub fn start_at(listen: SocketAddr, admin: SocketAddr, args: &[&str]) -> Server {
         let mut child = blastguard()
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -275,6 +288,11 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Starts a server serving `leaf` from plain files in `dir`.
