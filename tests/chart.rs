@@ -7,6 +7,8 @@
 //! helm and kubernetes-validate are taken from `.tools/bin` (`scripts/install-tools.sh`,
 //! which `scripts/test.sh` runs); kubectl, openssl and promtool from PATH.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use blastguard::policy::Policy;
+use common::{repo, tool};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
@@ -72,26 +75,8 @@ const OUTSIDE: &str = "webhook:\n  url: https://192.168.49.1:8443/validate\ncert
 // ---------------------------------------------------------------------------------
 // Running the tools.
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn chart_dir() -> PathBuf {
     repo().join("charts/blastguard")
-}
-
-/// A command for a tool, `.tools/bin` first on its PATH.
-fn tool(program: &str) -> Command {
-    let mut paths = vec![repo().join(".tools/bin")];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let mut cmd = Command::new(program);
-    cmd.env(
-        "PATH",
-        std::env::join_paths(paths).expect("PATH entries are valid"),
-    );
-    cmd
 }
 
 fn run(cmd: &mut Command) -> Output {

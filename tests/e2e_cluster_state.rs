@@ -56,7 +56,7 @@ const NAMESPACE: &str = "blastguard";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:blastguard:blastguard";
 
 fn tools() -> PathBuf {
-    common::cluster::repo().join(".tools/bin")
+    common::repo().join(".tools/bin")
 }
 
 /// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
@@ -371,7 +371,7 @@ fn create(ns: &str, name: &str, replicas: u64, user: &str, dry_run: bool) -> Val
 /// A scale of `apps/v1` Deployment `ns/name` from `from` to `to` replicas by `user`, as
 /// the API server sends it (tests/fixtures/scale-by-ai-identity.json).
 fn scale(ns: &str, name: &str, from: u64, to: u64, user: &str) -> Value {
-    let fixture = common::cluster::repo().join("tests/fixtures/scale-by-ai-identity.json");
+    let fixture = common::repo().join("tests/fixtures/scale-by-ai-identity.json");
     let mut review: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     let r = &mut review["request"];

@@ -350,7 +350,7 @@ fn check_server_takes_the_clusters_object_mutations_included() {
         .env("KUBECONFIG", &e2e.cluster.kubeconfig);
         if server {
             cmd.args(["--server", "--kubectl"])
-                .arg(common::cluster::repo().join(".tools/bin/kubectl"));
+                .arg(common::repo().join(".tools/bin/kubectl"));
         }
         let out = cmd.output().unwrap();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -23,14 +23,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::{repo, tool, tool_with};
 use serde_json::Value;
 use sha2::Digest as _;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The target directory of this build (`CARGO_TARGET_TMPDIR` is its `tmp`): the image's
 /// static build goes under it, beside the normal build, never in a new one.
@@ -39,27 +36,6 @@ fn target_dir() -> PathBuf {
         .parent()
         .expect("CARGO_TARGET_TMPDIR is <target>/tmp")
         .to_path_buf()
-}
-
-/// A command for a tool, `.tools/bin` first on its PATH (plus `extra` before that).
-fn tool(program: &str, extra: &[&Path]) -> Command {
-    let mut paths: Vec<PathBuf> = extra.iter().map(|p| p.to_path_buf()).collect();
-    paths.push(repo().join(".tools/bin"));
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let path = std::env::join_paths(paths).expect("PATH entries are valid");
-    // Resolved here, so a missing tool fails with its name and the fix, not with a
-    // bare "No such file or directory".
-    let found = std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed: run scripts/install-tools.sh (docs/release.md)")
-        });
-    let mut cmd = Command::new(found);
-    cmd.env("PATH", path);
-    cmd
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -100,7 +76,7 @@ fn image() -> &'static Image {
         let archive = Path::new(env!("CARGO_TARGET_TMPDIR")).join("release/blastguard.oci.tar");
         let start = Instant::now();
         let out = succeed(
-            tool("bash", &[])
+            tool("bash")
                 .arg(repo().join("scripts/image.sh"))
                 .arg(&archive)
                 .env("CARGO_TARGET_DIR", target_dir())
@@ -156,7 +132,7 @@ fn head_commit() -> String {
 /// finds no library, no /etc, no /tmp. `--kill-child`: killing unshare ends the child.
 fn in_root(root: &Path, args: &[&str]) -> Command {
     std::fs::create_dir_all(root.join("proc")).unwrap();
-    let mut cmd = tool("unshare", &[]);
+    let mut cmd = tool("unshare");
     cmd.args([
         "--map-root-user",
         "--mount",
@@ -195,7 +171,7 @@ fn image_is_a_static_blastguard_alone_on_scratch_that_serves() {
     let layout = dir.path().join("oci");
     std::fs::create_dir(&layout).unwrap();
     succeed(
-        tool("tar", &[])
+        tool("tar")
             .arg("-xf")
             .arg(&image.archive)
             .arg("-C")
@@ -262,23 +238,17 @@ fn image_is_a_static_blastguard_alone_on_scratch_that_serves() {
     );
     let layer = dir.path().join("layer.tar.gz");
     std::fs::write(&layer, blob(&layout, layers[0]["digest"].as_str().unwrap())).unwrap();
-    let listing = stdout(tool("tar", &[]).arg("-tzvf").arg(&layer));
+    let listing = stdout(tool("tar").arg("-tzvf").arg(&layer));
     let entries: Vec<&str> = listing.lines().collect();
     assert_eq!(entries.len(), 1, "{listing}");
     assert!(entries[0].starts_with("-rwxr-xr-x 0/0"), "{listing}");
     assert!(entries[0].ends_with(" blastguard"), "{listing}");
     let root = dir.path().join("rootfs");
     std::fs::create_dir(&root).unwrap();
-    succeed(
-        tool("tar", &[])
-            .arg("-xzf")
-            .arg(&layer)
-            .arg("-C")
-            .arg(&root),
-    );
+    succeed(tool("tar").arg("-xzf").arg(&layer).arg("-C").arg(&root));
     std::fs::remove_dir_all(&layout).unwrap();
     std::fs::remove_file(&layer).unwrap();
-    let described = stdout(tool("file", &[]).arg("-b").arg(root.join("blastguard")));
+    let described = stdout(tool("file").arg("-b").arg(root.join("blastguard")));
     assert!(
         described.contains("static"),
         "not statically linked: {described}"
@@ -347,7 +317,7 @@ impl Drop for Running {
 /// `helm package charts/blastguard` into `dest`; the archive's path.
 fn helm_package(dest: &Path) -> PathBuf {
     let out = stdout(
-        tool("helm", &[])
+        tool("helm")
             .args(["package"])
             .arg(repo().join("charts/blastguard"))
             .arg("--destination")
@@ -364,7 +334,7 @@ fn helm_package(dest: &Path) -> PathBuf {
 /// blastguard-system, with `extra` arguments.
 fn helm_template(chart: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> String {
     stdout(
-        tool("helm", &[])
+        tool("helm")
             .args(["template", "blastguard"])
             .arg(chart)
             .args(["--namespace", "blastguard-system"])
@@ -381,10 +351,8 @@ fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
     let dir = tempfile::tempdir().unwrap();
     let archive = helm_package(dir.path());
 
-    let chart: serde_yaml::Value = serde_yaml::from_str(&stdout(
-        tool("helm", &[]).args(["show", "chart"]).arg(&archive),
-    ))
-    .unwrap();
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&stdout(tool("helm").args(["show", "chart"]).arg(&archive))).unwrap();
     assert_eq!(chart["name"].as_str(), Some("blastguard"));
     assert_eq!(
         chart["version"].as_str(),
@@ -398,7 +366,7 @@ fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
     );
 
     // Everything under one top directory named for the chart, as helm pull expects.
-    let listing = stdout(tool("tar", &[]).arg("-tzf").arg(&archive));
+    let listing = stdout(tool("tar").arg("-tzf").arg(&archive));
     for entry in listing.lines() {
         assert!(entry.starts_with("blastguard/"), "{entry}");
     }
@@ -438,7 +406,7 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
     let dir = tempfile::tempdir().unwrap();
     let binary = &image().binary;
     let printed = stdout(
-        tool("bash", &[])
+        tool("bash")
             .arg(repo().join("scripts/krew-plugin.sh"))
             .arg(binary)
             .arg(dir.path()),
@@ -452,7 +420,7 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
         [archive.to_str().unwrap(), manifest_path.to_str().unwrap()]
     );
 
-    let listing = stdout(tool("tar", &[]).arg("-tzf").arg(&archive));
+    let listing = stdout(tool("tar").arg("-tzf").arg(&archive));
     let mut want = vec!["blastguard"];
     if repo().join("LICENSE").is_file() {
         want.push("LICENSE");
@@ -462,7 +430,7 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
     // Packed reproducibly: the same binary, the same sha256, whenever it is packed.
     let again = tempfile::tempdir().unwrap();
     succeed(
-        tool("bash", &[])
+        tool("bash")
             .arg(repo().join("scripts/krew-plugin.sh"))
             .arg(binary)
             .arg(again.path()),
@@ -500,7 +468,7 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
         repo().join("plugins/krew/blastguard.yaml"),
     ] {
         succeed(
-            tool("validate-krew-manifest", &[])
+            tool("validate-krew-manifest")
                 .arg("-manifest")
                 .arg(&path)
                 .arg("-skip-install"),
@@ -522,7 +490,7 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
     let krew_root = dir.path().join("krew");
     let krew_bin = krew_root.join("bin");
     let krew = |args: &[&str]| {
-        let mut cmd = tool("kubectl", &[&krew_bin]);
+        let mut cmd = tool_with("kubectl", &[&krew_bin]);
         cmd.args(args)
             .env("KREW_ROOT", &krew_root)
             // No call to GitHub for a newer krew.
@@ -567,7 +535,7 @@ struct Registry {
 
 impl Registry {
     fn start() -> Registry {
-        let mut child = tool("ggcr-registry", &[])
+        let mut child = tool("ggcr-registry")
             .args(["-port", "0"])
             .stderr(Stdio::piped())
             .spawn()
@@ -608,7 +576,7 @@ fn image_and_chart_go_to_an_oci_registry_unchanged() {
     let dir = tempfile::tempdir().unwrap();
 
     let index: Value = serde_json::from_str(&stdout(
-        tool("tar", &[])
+        tool("tar")
             .arg("-xOf")
             .arg(&image.archive)
             .arg("index.json"),
@@ -620,13 +588,13 @@ fn image_and_chart_go_to_an_oci_registry_unchanged() {
         .to_string();
     let reference = format!("docker://{}/blastguard/blastguard:{VERSION}", registry.host);
     succeed(
-        tool("skopeo", &[])
+        tool("skopeo")
             .args(["copy", "--dest-tls-verify=false"])
             .arg(format!("oci-archive:{}", image.archive.display()))
             .arg(&reference),
     );
     let inspected: Value = serde_json::from_str(&stdout(
-        tool("skopeo", &[])
+        tool("skopeo")
             .args(["inspect", "--tls-verify=false"])
             .arg(&reference),
     ))
@@ -639,7 +607,7 @@ fn image_and_chart_go_to_an_oci_registry_unchanged() {
 
     // helm's registry config and cache in the temporary directory, not in $HOME.
     let helm = |args: &[&str]| {
-        let mut cmd = tool("helm", &[]);
+        let mut cmd = tool("helm");
         cmd.args(args)
             .env("HELM_CONFIG_HOME", dir.path().join("config"))
             .env("HELM_CACHE_HOME", dir.path().join("cache"))

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{KubeletDir, Leaf, Pki, Server, admin_get, metric};
+use super::{KubeletDir, Leaf, Pki, Server, admin_get, metric, repo, tool};
 
 /// Bound for one wait on the cluster (a ReplicaSet to appear, the webhook to be ready).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -46,23 +46,6 @@ pub const HPA: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscal
 
 /// The metric every answered AdmissionReview increments.
 pub const REQUESTS: &str = "blastguard_admission_requests_total";
-
-/// The checkout (scripts, chart, `.tools/bin`).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A command for a tool, `.tools/bin` (scripts/install-tools.sh) first on its PATH: the
-/// machine's own kubectl is too old for the v1.35 API server.
-fn tool(program: &str) -> Command {
-    let mut paths = vec![repo().join(".tools/bin")];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let mut cmd = Command::new(program);
-    cmd.env("PATH", std::env::join_paths(paths).unwrap());
-    cmd
-}
 
 /// What a finished command printed.
 #[derive(Debug)]

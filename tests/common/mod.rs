@@ -31,6 +31,37 @@ use serde_json::{Value, json};
 /// Generous bound for anything a loaded 2-core machine should finish.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The checkout (scripts, chart, `.tools/bin`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command for a tool, `.tools/bin` (scripts/install-tools.sh) first on its PATH:
+/// the machine's own kubectl is too old for the v1.35 API server, and helm, promtool
+/// and kubernetes-validate are installed there.
+pub fn tool(program: &str) -> Command {
+    tool_with(program, &[])
+}
+
+/// [`tool`] with the directories `extra` ahead of `.tools/bin` on its PATH.
+pub fn tool_with(program: &str, extra: &[&Path]) -> Command {
+    let mut paths: Vec<PathBuf> = extra.iter().map(|p| p.to_path_buf()).collect();
+    paths.push(repo().join(".tools/bin"));
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(paths).expect("PATH entries are valid");
+    // Resolved here, so a missing tool fails with its name and the fix, not with a
+    // bare "No such file or directory".
+    let found = std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not installed: run scripts/install-tools.sh"));
+    let mut cmd = Command::new(found);
+    cmd.env("PATH", path);
+    cmd
+}
+
 /// The ring provider for every client in the tests, as the server uses.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
