@@ -396,13 +396,12 @@ impl<'a> ObjectParts<'a> {
     }
 }
 
-/// An object as a change keeps it: the text of [`ObjectParts::kept_text`], parsed on
-/// first use. Only an approval digest needs the parsed object, so a change admitted
-/// within its limits never builds it.
+/// An object as a change keeps it: the text of [`ObjectParts::kept_text`]. Only an
+/// approval digest reads it again, from the text, so a change admitted within its
+/// limits never parses its objects.
 #[derive(Debug, Clone)]
 pub struct KeptObject {
     text: String,
-    value: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl KeptObject {
@@ -410,22 +409,15 @@ impl KeptObject {
     pub fn new(parts: &ObjectParts<'_>) -> Self {
         Self {
             text: parts.kept_text(),
-            value: std::sync::OnceLock::new(),
         }
     }
 
-    /// The object, parsed.
-    pub fn value(&self) -> Result<&serde_json::Value, ReviewError> {
-        if let Some(value) = self.value.get() {
-            return Ok(value);
-        }
-        let value =
-            serde_json::from_str(&self.text).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-        Ok(self.value.get_or_init(|| value))
+    /// The object as JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 }
 
-/// `text` as a JSON string literal.
 fn push_string(out: &mut String, text: &str) {
     // serde_json's own escaping; writing to a String cannot fail.
     if let Ok(quoted) = serde_json::to_string(text) {

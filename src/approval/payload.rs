@@ -5,11 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{DigestError, object_digest};
+use super::digest::{DigestError, object_digest, object_text_digest};
 use serde_json::Value;
 
 use crate::change::{Change, Operation, Target};
-use crate::review::KeptObject;
 
 /// `apiVersion` of an approval payload.
 pub const API_VERSION: &str = "blastguard.io/v1";
@@ -123,48 +122,58 @@ impl ApprovalSubject {
     /// What `change` must be approved as.
     pub fn of(change: &Change) -> Result<Self, DigestError> {
         if change.is_scale() {
-            Self::new(
+            return Ok(Self::bound(
                 &change.target,
                 ApprovalOperation::Scale,
                 None,
                 change.new_replicas,
-            )
-        } else if change.operation == Operation::Delete {
-            let old = parsed(change.old_object.as_ref())?;
-            Self::new(&change.target, ApprovalOperation::Delete, old, None)
-        } else {
-            let new = parsed(change.object.as_ref())?;
-            Self::new(&change.target, ApprovalOperation::Apply, new, None)
+            ));
         }
+        let (operation, object) = if change.operation == Operation::Delete {
+            (ApprovalOperation::Delete, change.old_object.as_ref())
+        } else {
+            (ApprovalOperation::Apply, change.object.as_ref())
+        };
+        // The object as the change keeps it, digested from its text.
+        let digest = object.map(|o| object_text_digest(o.text())).transpose()?;
+        Ok(Self::bound(&change.target, operation, digest, None))
     }
 
-    /// The one way from an object to its subject, for requests ([`Self::of`]) and for
-    /// the approver's commands alike: apply and delete bind the object's digest, scale
-    /// the highest replica count.
+    /// The subject of an object given whole (the approver's commands): apply and
+    /// delete bind the object's digest, scale the highest replica count, as
+    /// [`Self::of`] does for a request.
     pub fn new(
         target: &Target,
         operation: ApprovalOperation,
         object: Option<&Value>,
         replicas: Option<u64>,
     ) -> Result<Self, DigestError> {
-        let target = ApprovalTarget {
-            group: target.group.clone(),
-            kind: target.kind.clone(),
-            namespace: target.namespace.clone().unwrap_or_default(),
-            name: target.name.clone(),
-        };
-        let (digest, replicas) = match operation {
-            ApprovalOperation::Scale => (None, replicas),
+        Ok(match operation {
+            ApprovalOperation::Scale => Self::bound(target, operation, None, replicas),
             ApprovalOperation::Apply | ApprovalOperation::Delete => {
-                (object.map(object_digest).transpose()?, None)
+                let digest = object.map(object_digest).transpose()?;
+                Self::bound(target, operation, digest, None)
             }
-        };
-        Ok(Self {
-            target,
+        })
+    }
+
+    fn bound(
+        target: &Target,
+        operation: ApprovalOperation,
+        digest: Option<String>,
+        replicas: Option<u64>,
+    ) -> Self {
+        Self {
+            target: ApprovalTarget {
+                group: target.group.clone(),
+                kind: target.kind.clone(),
+                namespace: target.namespace.clone().unwrap_or_default(),
+                name: target.name.clone(),
+            },
             operation,
             digest,
             replicas,
-        })
+        }
     }
 
     /// The payload to sign for this subject, valid from `now` for `ttl`.
@@ -259,13 +268,6 @@ impl ApprovalPayload {
 }
 
 /// A kept object, parsed for its digest.
-fn parsed(object: Option<&KeptObject>) -> Result<Option<&Value>, DigestError> {
-    object
-        .map(KeptObject::value)
-        .transpose()
-        .map_err(|e| DigestError::from(e.to_string()))
-}
-
 fn is_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
