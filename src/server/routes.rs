@@ -408,7 +408,7 @@ impl BodyError {
     }
 }
 
-/// The memory for request bodies, in [`BUDGET_UNIT`]s: one budget for all, a part of
+/// The memory for request bodies, counted in KiB: one budget for all, a part of
 /// it only the first bytes of each body may use, and a share per client address and
 /// per connection, so that no client can hold it all.
 pub struct BodyMemory {
