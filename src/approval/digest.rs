@@ -246,6 +246,28 @@ mod tests {
         format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
     }
 
+    /// The objects and old objects of every review in tests/fixtures (made by the real
+    /// tools), with the file each came from.
+    fn fixture_objects() -> Vec<(String, Value)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut objects = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                for which in ["object", "oldObject"] {
+                    if let Some(o) = review
+                        .pointer(&format!("/request/{which}"))
+                        .filter(|o| o.is_object())
+                    {
+                        objects.push((path.display().to_string(), o.clone()));
+                    }
+                }
+            }
+        }
+        objects
+    }
+
     fn object(v: Value) -> Value {
         v
     }
@@ -439,21 +461,7 @@ mod tests {
             r#"{"spec":{"n":1.5,"m":-0.0,"big":18446744073709551615,"neg":-9007199254740993,"e":1e21,"x":1,"x":2},"metadata":{"labels":{}}}"#.into(),
             r#"{"spec":{"a":[null,true,false,[],{}],"s":"\u0000\u001f\u007f/\/"},"status":{"r":1}}"#.into(),
         ];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                for which in ["object", "oldObject"] {
-                    if let Some(o) = review
-                        .pointer(&format!("/request/{which}"))
-                        .filter(|o| o.is_object())
-                    {
-                        objects.push(o.to_string());
-                    }
-                }
-            }
-        }
+        objects.extend(fixture_objects().iter().map(|(_, o)| o.to_string()));
         assert!(objects.len() > 10, "only {} objects", objects.len());
         for text in &objects {
             let value: Value = serde_json::from_str(text).unwrap();
@@ -507,21 +515,9 @@ mod tests {
         }
         assert!(checked > 20, "only {checked} plain values");
         // Every fixture's objects, as the API server wrote them.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                for which in ["object", "oldObject"] {
-                    if let Some(o) = review
-                        .pointer(&format!("/request/{which}"))
-                        .filter(|o| o.is_object())
-                    {
-                        let jcs = serde_json_canonicalizer::to_vec(o).unwrap();
-                        assert_eq!(canonical_json(o).unwrap(), jcs, "{}", path.display());
-                    }
-                }
-            }
+        for (path, o) in fixture_objects() {
+            let jcs = serde_json_canonicalizer::to_vec(&o).unwrap();
+            assert_eq!(canonical_json(&o).unwrap(), jcs, "{path}");
         }
     }
 }
