@@ -418,6 +418,7 @@ impl KeptObject {
     }
 }
 
+/// `text` as a JSON string literal.
 fn push_string(out: &mut String, text: &str) {
     // serde_json's own escaping; writing to a String cannot fail.
     if let Ok(quoted) = serde_json::to_string(text) {

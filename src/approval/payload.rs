@@ -267,7 +267,6 @@ impl ApprovalPayload {
     }
 }
 
-/// A kept object, parsed for its digest.
 fn is_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
