@@ -26,8 +26,8 @@ impl From<String> for DigestError {
 
 /// A JSON value as the digest reads it, with its strings and keys borrowed from the
 /// text or the [`Value`] it was read from (copied only where they had escapes to
-/// undo). Digesting an object from the review's text so neither copies its strings
-/// nor builds serde_json's owned tree, which cost as much as the rest of the digest.
+/// undo). Read from the review's text, an object's strings are not copied and no
+/// owned tree is built: serde_json's `Value` cost as much as the rest of the digest.
 /// It reads, orders and writes exactly as [`Value`] does: the last of a repeated key,
 /// keys in byte order, numbers as serde_json's [`Number`].
 #[derive(Debug, Clone, PartialEq)]
