@@ -147,10 +147,12 @@ impl ChangeSetReach for InMemoryReach {
             }
             if set.pods.len() >= MAX_POD_ENTRIES_PER_SET
                 && let Some((_, first)) = set.pods.pop_front()
-                && let Some((_, next)) = set.pods.front_mut()
             {
                 // Folded into the next entry: counted a little longer, never less.
-                *next = next.saturating_add(first);
+                match set.pods.front_mut() {
+                    Some((_, next)) => *next = next.saturating_add(first),
+                    None => set.pods_total = set.pods_total.saturating_sub(first),
+                }
             }
             set.pods.push_back((now, entry.pods));
             set.pods_total = set.pods_total.saturating_add(entry.pods);

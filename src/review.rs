@@ -4,8 +4,9 @@
 //! strings point into the body, and of `object` and `oldObject` only what a decision
 //! can read is kept ([`ObjectParts`]), left raw; managedFields, the last-applied
 //! configuration and the status are skipped without being kept. A person's change is
-//! judged from the annotations alone. Only an AI-assisted change parses the kept raw
-//! parts of its objects ([`ObjectParts::to_value`]); the body is never read twice. DESIGN.md
+//! judged from the annotations alone. Only an AI-assisted change reads further into
+//! the kept raw parts ([`ObjectParts::raw_at`]), and only an approval digest reads a
+//! kept object whole ([`KeptObject`]); the body is never read twice. DESIGN.md
 //! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
 //! to kube-rs's reading of every fixture and of generated reviews.
 
@@ -288,8 +289,9 @@ impl<'a> RequestView<'a> {
 /// (raw) and annotations (values raw). The rest of metadata (managedFields, the
 /// last-applied configuration) and the status are skipped without being kept.
 ///
-/// A person's change reads only the annotations; the raw fields are parsed only for
-/// an AI-assisted change ([`ObjectParts::to_value`]), so the body is read once.
+/// A person's change reads only the annotations; an AI-assisted change reads the
+/// raw fields along the paths it measures ([`ObjectParts::raw_at`]), so the body is
+/// read once.
 #[derive(Debug, Default)]
 pub struct ObjectParts<'a> {
     /// The top-level fields kept, raw, in the order they came.
@@ -351,8 +353,9 @@ impl<'a> ObjectParts<'a> {
         text
     }
 
-    /// The object as a decision reads it, parsed (the value of [`Self::kept_text`]).
-    /// A field that came twice counts as its last value, as in any JSON map.
+    /// The object as a decision reads it, parsed (the value of [`Self::kept_text`]):
+    /// what `tests/review_view.rs` holds equal to kube-rs's reading. A field that came
+    /// twice counts as its last value, as in any JSON map.
     pub fn to_value(&self) -> Result<serde_json::Value, ReviewError> {
         serde_json::from_str(&self.kept_text()).map_err(|e| ReviewError::Malformed(e.to_string()))
     }

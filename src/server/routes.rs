@@ -681,7 +681,10 @@ impl BodyReader {
 
 /// A body as it arrives. A body that comes in one frame (an everyday review over
 /// HTTP/2 fits in one) is kept as that frame, without a copy; a second frame moves
-/// the body into a buffer of its own.
+/// the body into a buffer of its own. A kept frame may share its allocation with the
+/// connection's read buffer (16 KiB frames over HTTP/2, hyper's bounded buffer over
+/// HTTP/1), which it holds only until the decision is made; bodies past a frame,
+/// the large ones the budget is for, are always copied, so the budget counts them.
 #[derive(Default)]
 struct Collected {
     first: Option<Bytes>,
