@@ -15,6 +15,10 @@ use crate::policy::{Policy, WorkloadSpec};
 use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError};
 use serde_json::value::RawValue;
 
+mod motion;
+
+pub use motion::{Autoscaler, CronRuns, Motion, ScaleRef};
+
 /// The admission operation, in the API server's spelling on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -59,6 +63,10 @@ pub enum Workload {
     Autoscaler,
     /// A bare Pod, or an eviction of one.
     Pod,
+    /// A Service: a change of its selector or ports cuts its endpoints off.
+    Service,
+    /// A PodDisruptionBudget: deleting or loosening it exposes the pods it protects.
+    DisruptionBudget,
     /// A Namespace or another cluster-scoped kind: cluster reach.
     Cluster,
     /// Anything else (ConfigMap, Service, ...): no pods.
@@ -103,8 +111,13 @@ pub struct Change {
     pub uid: String,
     /// The operation.
     pub operation: Operation,
-    /// The object the change is aimed at (the parent workload for `scale`).
+    /// The object the change is aimed at (the parent workload for `scale`). A
+    /// Namespace's target has no namespace: the API server sends its own name as
+    /// `request.namespace`, which is not where it lives.
     pub target: Target,
+    /// The namespace the change reaches, whose rule judges it and which its change
+    /// set counts: the target's, or a Namespace's own name.
+    pub namespace: Option<String>,
     /// The subresource, e.g. `scale`, if any.
     pub subresource: Option<String>,
     /// Classification for radius purposes.
@@ -122,6 +135,9 @@ pub struct Change {
     /// A HorizontalPodAutoscaler's `maxReplicas` after the change: the replicas it can
     /// scale its target to.
     pub autoscaler_max: Option<u64>,
+    /// What the cluster's controllers will do because of this change, read from the
+    /// objects (docs/policy.md: a change is measured by what it sets in motion).
+    pub motion: Motion,
     /// What could not be read of a field the pod count depends on; an AI-assisted
     /// change that cannot be measured is not admitted on a guess.
     pub unmeasurable: Option<String>,
@@ -179,22 +195,30 @@ impl Change {
                 };
                 (target, Shape::of(Workload::Pod))
             }
-            Subresource::Other | Subresource::None => {
+            Subresource::Foreign | Subresource::Own | Subresource::None => {
                 let (group, kind) = (&req.kind.group, &req.kind.kind);
                 let target = Target {
                     group: group.to_string(),
                     kind: kind.to_string(),
-                    namespace: namespace.clone(),
+                    namespace: if is_namespace(group, kind) {
+                        None
+                    } else {
+                        namespace.clone()
+                    },
                     name,
                 };
                 let shape = match (sub, policy.custom_workload(group, kind)) {
-                    (Subresource::Other, _) => Shape::of(Workload::Other),
+                    (Subresource::Foreign, _) => Shape::of(Workload::Other),
                     (_, Some(custom)) => Shape::custom(custom),
                     (_, None) => Shape::of(classify(group, kind)),
                 };
                 (target, shape)
             }
         };
+        // A Namespace reaches itself: its own rule judges it, its change set counts it.
+        let namespace = namespace.or_else(|| {
+            is_namespace(&target.group, &target.kind).then(|| target.name.clone())
+        });
         let workload = shape.workload;
 
         let mut unreadable = Vec::new();
@@ -231,18 +255,24 @@ impl Change {
             },
             _ => None,
         };
+        let whole_object = matches!(sub, Subresource::None | Subresource::Own);
         let (replaces_pods, spec_changed) = match (new, old) {
-            (Some(n), Some(o)) if sub == Subresource::None => (
+            (Some(n), Some(o)) if whole_object => (
                 shape.replaces_pods(n, o),
                 differs(n.field("spec"), o.field("spec")),
             ),
             _ => (false, false),
         };
 
-        // A subresource's object (Scale, Eviction) carries no annotations of the
-        // workload's: never read provenance or approvals from it.
+        let motion = if whole_object {
+            Motion::read(workload, operation, new, old, &mut unreadable)
+        } else {
+            Motion::default()
+        };
+        // A foreign subresource's object (Scale, Eviction) carries no annotations of
+        // the workload's: never read provenance or approvals from it.
         let annotations_of = |parts: Option<&ObjectParts<'_>>| match parts {
-            Some(parts) if sub == Subresource::None => kept_annotations(parts, policy),
+            Some(parts) if whole_object => kept_annotations(parts, policy),
             _ => BTreeMap::new(),
         };
         let new_annotations = annotations_of(new);
@@ -251,6 +281,7 @@ impl Change {
             uid: req.uid.to_string(),
             operation,
             target,
+            namespace,
             subresource,
             workload,
             old_replicas,
@@ -258,6 +289,7 @@ impl Change {
             replaces_pods,
             spec_changed,
             autoscaler_max,
+            motion,
             unmeasurable: (!unreadable.is_empty()).then(|| unreadable.join("; ")),
             requester: Requester {
                 username: req
@@ -284,9 +316,11 @@ impl Change {
     }
 
     /// Whether this request is to a subresource that carries no annotations of the
-    /// object's own (`scale`, `eviction`): its provenance is the requester's alone.
+    /// object's own (`scale`, `eviction`, ...): its provenance is the requester's alone.
     pub fn is_identity_only(&self) -> bool {
-        matches!(self.subresource.as_deref(), Some("scale" | "eviction"))
+        self.subresource
+            .as_deref()
+            .is_some_and(crate::review::is_foreign_subresource)
     }
 
     /// The annotations an approval of this change is read from, when the request
@@ -340,6 +374,8 @@ pub fn classify(group: &str, kind: &str) -> Workload {
         Some(Reach::Cronjob) => Workload::CronJob,
         Some(Reach::Autoscaler) => Workload::Autoscaler,
         Some(Reach::Pod) => Workload::Pod,
+        Some(Reach::Service) => Workload::Service,
+        Some(Reach::Budget) => Workload::DisruptionBudget,
         Some(Reach::Cluster) => Workload::Cluster,
         None => Workload::Other,
     }
@@ -371,8 +407,13 @@ enum Subresource {
     Scale,
     /// `pods/eviction`: one pod.
     Eviction,
-    /// Any other (`status`, ...): no pods.
-    Other,
+    /// Another subresource whose object is of another kind (`binding`, `token`): no
+    /// pods.
+    Foreign,
+    /// A subresource that carries the whole object (`status`, `resize`,
+    /// `ephemeralcontainers`, ...): judged like the object, since the object changes
+    /// through it.
+    Own,
 }
 
 impl Subresource {
@@ -381,9 +422,15 @@ impl Subresource {
             (None, _) => Subresource::None,
             (Some("scale"), _) => Subresource::Scale,
             (Some("eviction"), "pods") => Subresource::Eviction,
-            (Some(_), _) => Subresource::Other,
+            (Some(s), _) if crate::review::is_foreign_subresource(s) => Subresource::Foreign,
+            (Some(_), _) => Subresource::Own,
         }
     }
+}
+
+/// Whether (group, kind) is a Namespace.
+fn is_namespace(group: &str, kind: &str) -> bool {
+    group.is_empty() && kind == "Namespace"
 }
 
 /// Where a count is read, and what stands when the field is absent.
@@ -445,7 +492,10 @@ impl<'a> Shape<'a> {
             ),
             Workload::Autoscaler => (Some(("/spec/minReplicas", 1)), None),
             Workload::Pod => (None, Some("/spec")),
-            Workload::Cluster | Workload::Other => (None, None),
+            Workload::Service
+            | Workload::DisruptionBudget
+            | Workload::Cluster
+            | Workload::Other => (None, None),
         };
         Self {
             workload,

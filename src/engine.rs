@@ -5,18 +5,20 @@
 //! verifier; the stages it calls are pure.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::approval::spent::{InMemorySpent, Spend, Spending, SpentApprovals};
 use crate::approval::{
-    ApprovalContext, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, InMemoryWorkloads,
-    WorkloadAnnotations,
+    ApprovalContext, ApprovalOutcome, ApprovalPayload, ApprovalSubject, ApprovalVerifier,
+    InMemoryWorkloads, WorkloadAnnotations,
 };
 use crate::change::{Change, Operation, Workload};
 use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
 use crate::provenance::{Facts, Signal};
-use crate::radius::Violation;
+use crate::radius::{Surroundings, Violation};
+use crate::sizes::{InMemorySizes, Sizes};
 use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
@@ -38,8 +40,13 @@ pub struct State {
     pub reach: Arc<dyn ChangeSetReach>,
     /// The parent workload's annotations, for scale approvals.
     pub workloads: Arc<dyn WorkloadAnnotations>,
+    /// Current sizes a change's consequences depend on (an autoscaler's target, a
+    /// Service's endpoints).
+    pub sizes: Arc<dyn Sizes>,
     /// Namespace labels, for `namespaceSelector`.
     pub namespaces: Arc<dyn NamespaceLabels>,
+    /// Approvals that admitted their change already (single use).
+    pub spent: Arc<dyn SpentApprovals>,
 }
 
 impl State {
@@ -48,7 +55,9 @@ impl State {
         Self {
             reach: Arc::new(InMemoryReach::default()),
             workloads: Arc::new(InMemoryWorkloads::default()),
+            sizes: Arc::new(InMemorySizes::default()),
             namespaces: Arc::new(KnownNamespaces::default()),
+            spent: Arc::new(InMemorySpent::default()),
         }
     }
 }
@@ -268,7 +277,7 @@ impl Engine {
         // One time budget for every API-server call of this decision (cluster state
         // only; in memory nothing waits), and a note of what could not be read in it.
         let scope = crate::cluster::Scope::begin();
-        let namespace = change.target.namespace.as_deref();
+        let namespace = change.namespace.as_deref();
         // Cluster-scoped objects have no namespace labels; they match as "".
         let labels = match namespace {
             Some(ns) => self.state.namespaces.labels(ns),
@@ -279,12 +288,12 @@ impl Engine {
         };
         findings.rule = Some((rule.name.clone(), rule.mode));
 
-        let mut radius = radius::measure(change);
+        let window = policy.change_set_window;
+        let mut radius = radius::measure(change, &self.surroundings(change, now, window));
         let entry = Entry {
             namespace,
             pods: radius.pods_affected,
         };
-        let window = policy.change_set_window;
         let set_keys = change.change_set_keys();
         // Counted by change-id and by requester: the larger decides, so neither a
         // fresh change-id per object nor one shared id hides a change set's size.
@@ -313,6 +322,8 @@ impl Engine {
 
         let mut payload = None;
         let mut digest = None;
+        // A valid approval, and the payload a denial offers instead once it is spent.
+        let mut approved: Option<(ApprovalPayload, ApprovalPayload)> = None;
         // An approval binds a measured change: one that cannot be measured has no
         // subject an approver could sign.
         if !findings.violations.is_empty() && measurable {
@@ -335,6 +346,13 @@ impl Engine {
                         now,
                     });
                     digest = subject.digest.clone();
+                    let fresh = subject.payload(now, policy.approvals.offered_ttl(), "");
+                    if matches!(outcome, ApprovalOutcome::Valid { .. }) {
+                        approved = annotations
+                            .and_then(|a| a.get(crate::annotations::APPROVAL))
+                            .and_then(|text| ApprovalPayload::parse(text).ok())
+                            .map(|valid| (valid, fresh.clone()));
+                    }
                     // An approval that is valid but short of approvers is collected
                     // further, not restarted: the next approver must sign the payload
                     // the first one signed, so the denial repeats it instead of
@@ -343,7 +361,7 @@ impl Engine {
                         .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
                         .flatten()
                         .and_then(|text| approval::ApprovalPayload::parse(text).ok())
-                        .or_else(|| Some(subject.payload(now, policy.approvals.offered_ttl(), "")));
+                        .or(Some(fresh));
                     findings.approval = Some(outcome);
                 }
                 Err(e) => {
@@ -358,7 +376,17 @@ impl Engine {
             what,
             deny: policy.document.spec.on_cluster_unavailable == OnClusterUnavailable::Deny,
         });
-        let verdict = finish(findings, payload, rule.required_approvals, digest);
+        let mut verdict = finish(findings, payload, rule.required_approvals, digest);
+        if verdict.reason == Reason::Approved
+            && let Some((approval, fresh)) = approved
+            && let Some(refusal) = self.spend(change, &approval, now)
+        {
+            verdict.findings.approval = Some(refusal);
+            let (decision, reason) = decide(&verdict.findings);
+            verdict.decision = decision;
+            verdict.reason = reason;
+            verdict.payload = (reason == Reason::OverLimits).then_some(fresh);
+        }
         if verdict.decision.allowed() && !change.dry_run {
             for key in &set_keys {
                 self.state.reach.record(key, entry, window, instant);
@@ -367,17 +395,85 @@ impl Engine {
         verdict
     }
 
-    /// Keeps the parent-workload view used by scale approvals current.
+    /// Spends the approval a change is admitted on (a dry run only asks whether it
+    /// was spent). `Some` is why the change is not admitted on it after all.
+    fn spend(
+        &self,
+        change: &Change,
+        approval: &ApprovalPayload,
+        now: SystemTime,
+    ) -> Option<ApprovalOutcome> {
+        let spending = if change.dry_run {
+            self.state
+                .spent
+                .is_spent(&crate::approval::spent::key(approval), now)
+        } else {
+            let not_after = approval.window().map_or(now, |(_, until)| until);
+            let spend = Spend::of(approval, not_after, &change.requester.username, &change.uid);
+            self.state.spent.spend(&spend, now)
+        };
+        match spending {
+            Spending::Spent | Spending::Unspent => None,
+            Spending::AlreadySpent => Some(ApprovalOutcome::Rejected {
+                reason: approval::reason::SPENT,
+                detail: "this approval has admitted its change once already, and an approval admits its change once: a new change (or the same change again, after a rollback) needs a new approval".into(),
+            }),
+            Spending::Unknown(why) => Some(ApprovalOutcome::Rejected {
+                reason: approval::reason::SPEND_UNAVAILABLE,
+                detail: format!(
+                    "the approval could not be recorded as spent, so it is not used: {why}"
+                ),
+            }),
+        }
+    }
+
+    /// The sizes this change's consequences depend on, read from the state: an
+    /// autoscaler's target's replicas, a rewired Service's endpoints.
+    fn surroundings(&self, change: &Change, now: SystemTime, window: Duration) -> Surroundings {
+        let mut around = Surroundings::at(now, window);
+        let motion = &change.motion;
+        if let Some(hpa) = &motion.autoscaler {
+            let target = crate::change::Target {
+                group: hpa.target.group.clone(),
+                kind: hpa.target.kind.clone(),
+                namespace: change.namespace.clone(),
+                name: hpa.target.name.clone(),
+            };
+            around.target_replicas = Some(self.state.sizes.replicas(&target));
+        }
+        if change.workload == Workload::Service
+            && (motion.service_rewired || motion.owners_changed)
+            && let Some(namespace) = change.namespace.as_deref()
+        {
+            around.endpoints = Some(self.state.sizes.endpoints(namespace, &change.target.name));
+        }
+        around
+    }
+
+    /// Keeps the parent-workload view used by scale approvals, and the sizes an
+    /// autoscaler's target is measured by, current.
     fn observe_workload(&self, change: &Change) {
-        if change.workload != Workload::Replicated || change.subresource.is_some() {
+        if change.workload != Workload::Replicated {
+            return;
+        }
+        if change.is_scale() {
+            self.state.sizes.observe(&change.target, change.new_replicas);
+            return;
+        }
+        if change.subresource.is_some() {
             return;
         }
         match change.operation {
-            Operation::Create | Operation::Update => self
-                .state
-                .workloads
-                .observe(&change.target, Some(&change.new_annotations)),
-            Operation::Delete => self.state.workloads.observe(&change.target, None),
+            Operation::Create | Operation::Update => {
+                self.state
+                    .workloads
+                    .observe(&change.target, Some(&change.new_annotations));
+                self.state.sizes.observe(&change.target, change.new_replicas);
+            }
+            Operation::Delete => {
+                self.state.workloads.observe(&change.target, None);
+                self.state.sizes.observe(&change.target, None);
+            }
             Operation::Connect => {}
         }
     }

@@ -29,6 +29,10 @@ pub enum Reach {
     Autoscaler,
     /// One pod: a bare Pod, an eviction.
     Pod,
+    /// A Service: its endpoints, when its selector or ports change.
+    Service,
+    /// A PodDisruptionBudget: the pods it protects, when it is deleted or changed.
+    Budget,
     /// Cluster-scoped: the whole cluster.
     Cluster,
 }

@@ -32,7 +32,7 @@ macro_rules! request_path {
 }
 
 request_path!(
-    review, change, provenance, kinds, radius, reach, verdict, response, engine
+    review, change, provenance, kinds, radius, reach, sizes, verdict, response, engine
 );
 
 pub mod annotations;

@@ -38,7 +38,8 @@ pub struct Facts<'a> {
     pub field_manager: Option<&'a str>,
     /// The operation.
     pub operation: Operation,
-    /// A `scale` or `eviction` request: no annotations of the workload's own.
+    /// A request to a subresource of another kind (a Scale, an Eviction, ...): no
+    /// annotations of the object's own.
     pub identity_only: bool,
     /// The new object's annotations.
     pub new: &'a dyn Annotations,
@@ -77,7 +78,7 @@ impl<'a> Facts<'a> {
                 .collect(),
             field_manager: view.field_manager(),
             operation: view.operation,
-            identity_only: matches!(view.subresource(), Some("scale" | "eviction")),
+            identity_only: view.is_foreign_subresource(),
             new,
             old,
         }

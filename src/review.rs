@@ -272,15 +272,35 @@ impl<'a> RequestView<'a> {
     /// The annotations of the new and the old object. A subresource's object (Scale,
     /// Eviction) carries none of the workload's, so it has none here.
     pub fn annotations(&self) -> (&RawAnnotations<'a>, &RawAnnotations<'a>) {
-        let sub = self.subresource().is_some();
-        fn of<'s, 'a>(parts: &'s Option<ObjectParts<'a>>, sub: bool) -> &'s RawAnnotations<'a> {
+        let foreign = self.subresource().is_some_and(is_foreign_subresource);
+        fn of<'s, 'a>(parts: &'s Option<ObjectParts<'a>>, foreign: bool) -> &'s RawAnnotations<'a> {
             match parts {
-                Some(parts) if !sub => &parts.annotations,
+                Some(parts) if !foreign => &parts.annotations,
                 _ => &NO_ANNOTATIONS,
             }
         }
-        (of(&self.object, sub), of(&self.old_object, sub))
+        (of(&self.object, foreign), of(&self.old_object, foreign))
     }
+
+    /// Whether the request is to a subresource whose object is of another kind than
+    /// the object's own ([`FOREIGN_SUBRESOURCES`]).
+    pub fn is_foreign_subresource(&self) -> bool {
+        self.subresource().is_some_and(is_foreign_subresource)
+    }
+}
+
+/// Subresources whose request object is of another kind than the object they act
+/// on: a Scale, an Eviction, a Binding, a TokenRequest. Their annotations are not the
+/// object's, so they say nothing of its provenance, and their provenance is the
+/// requester's alone. Every other subresource (`status`, `resize`,
+/// `ephemeralcontainers`, `finalize`, ...) carries the whole object and is judged
+/// like it (docs/policy.md). The chart's matchConditions name the same list
+/// (tests/chart.rs holds them equal).
+pub const FOREIGN_SUBRESOURCES: &[&str] = &["scale", "eviction", "binding", "token"];
+
+/// Whether `subresource` is one of [`FOREIGN_SUBRESOURCES`].
+pub fn is_foreign_subresource(subresource: &str) -> bool {
+    FOREIGN_SUBRESOURCES.contains(&subresource)
 }
 
 /// What a decision reads of an object, kept in the one pass over the body: every
@@ -304,6 +324,13 @@ pub struct ObjectParts<'a> {
     pub labels: Option<&'a RawValue>,
     /// `metadata.annotations`, values raw.
     pub annotations: RawAnnotations<'a>,
+    /// `metadata.ownerReferences`, raw: the garbage collector deletes an object whose
+    /// owners are gone, so a change of them can delete the object and its pods.
+    pub owner_references: Option<&'a RawValue>,
+    /// `status`, raw and outside [`Self::fields`] (never digested): whether a rollout
+    /// is still pending when a paused one is resumed, and what a PodDisruptionBudget
+    /// protects, are read from the old object's status.
+    pub status: Option<&'a RawValue>,
     /// The members of `spec`, read on the first pointer into it: a decision reads the
     /// replicas, the template and the other fields of one spec.
     spec: std::cell::OnceCell<RawMap<'a>>,
@@ -558,6 +585,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
             labels: Option<&'a RawValue>,
             #[serde(default, borrow)]
             annotations: Option<RawAnnotations<'a>>,
+            #[serde(default, borrow)]
+            owner_references: Option<&'a RawValue>,
         }
         struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
@@ -576,9 +605,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
                 };
                 while let Some(key) = map.next_key::<Key<'de>>()?.map(|k| k.0) {
                     match key.as_ref() {
-                        "apiVersion" | "kind" | "status" => {
+                        "apiVersion" | "kind" => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
+                        "status" => parts.status = map.next_value()?,
                         "metadata" => {
                             let meta: Option<Meta<'a>> = map.next_value()?;
                             let meta = meta.unwrap_or(Meta {
@@ -586,11 +616,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
                                 generate_name: None,
                                 labels: None,
                                 annotations: None,
+                                owner_references: None,
                             });
                             parts.name = meta.name;
                             parts.generate_name = meta.generate_name;
                             parts.labels = meta.labels;
                             parts.annotations = meta.annotations.unwrap_or_default();
+                            parts.owner_references = meta.owner_references;
                         }
                         _ => {
                             let value = map.next_value()?;

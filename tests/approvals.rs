@@ -319,12 +319,14 @@ fn ssh_keygen_signatures_of_every_key_type_are_accepted() {
     let engine = engine();
     // staging: the default rule, one approver.
     for key in ["alice", "alice-laptop", "bob", "carol"] {
-        let object = deployment("staging", &format!("api-{key}"), 40, "nginx:1.27");
-        let denied = engine.review(&workload_review("CREATE", Some(&object), None, AI));
-        assert!(!denied.allowed(), "{key}");
-        let payload = payload_from_denial(&denied);
-        // An editor's trailing newline in the signed file is accepted too.
+        // An editor's trailing newline in the signed file is accepted too. Each its
+        // own change: an approval admits its change once.
         for suffix in ["", "\n"] {
+            let name = format!("api-{key}{}", suffix.len());
+            let object = deployment("staging", &name, 40, "nginx:1.27");
+            let denied = engine.review(&workload_review("CREATE", Some(&object), None, AI));
+            assert!(!denied.allowed(), "{key}");
+            let payload = payload_from_denial(&denied);
             let sig = ssh_keygen_sign(key, &payload, suffix, SIGNATURE_NAMESPACE);
             let approved = with_approval(object.clone(), &payload, &sig);
             let retry = engine.review(&workload_review("CREATE", Some(&approved), None, AI));
@@ -844,19 +846,24 @@ fn scale_approvals_are_read_from_the_parent_workload() {
             ))
             .allowed()
     );
-    // ...and then the scale passes, up to the approved count and no further.
+    // ...and then a scale to exactly the approved count passes; no other count does,
+    // neither beyond it nor below it.
+    for other in [31, 29, 20] {
+        let refused = engine.review(&scale_review("staging", "worker", 5, other));
+        assert!(!refused.allowed(), "a scale to {other}");
+        assert_eq!(outcome(&refused).metric_label(), reason::REPLICAS_EXCEEDED);
+        assert!(
+            message(&refused).contains(&format!(
+                "it approves scaling to exactly 30 replicas, not {other}"
+            )),
+            "{}",
+            message(&refused)
+        );
+    }
     assert_approved(
         &engine.review(&scale_review("staging", "worker", 5, 30)),
         &["bob@corp.example"],
     );
-    assert_approved(
-        &engine.review(&scale_review("staging", "worker", 5, 20)),
-        &["bob@corp.example"],
-    );
-    let beyond = engine.review(&scale_review("staging", "worker", 5, 31));
-    assert!(!beyond.allowed());
-    assert_eq!(outcome(&beyond).metric_label(), reason::REPLICAS_EXCEEDED);
-    assert!(message(&beyond).contains("it approves scaling up to 30 replicas, not 31"));
 
     // The scale approval does not lift an apply of the same workload to 30 replicas.
     let thirty = with_approval(
@@ -872,6 +879,45 @@ fn scale_approvals_are_read_from_the_parent_workload() {
     ));
     assert!(!apply.allowed());
     assert_eq!(outcome(&apply).metric_label(), reason::OPERATION_MISMATCH);
+}
+
+/// An approval admits its change once (docs/approvals.md, "Single use"): after a
+/// person rolls the change back, the same approved manifest is not admitted again.
+/// Dry runs only ask.
+#[test]
+fn an_approval_admits_its_change_once() {
+    let engine = engine();
+    let object = deployment("staging", "api", 30, "nginx:1.27");
+    let payload = payload_from_denial(&engine.review(&create(&object)));
+    let approved = with_approval(object, &payload, &sign_all(&["bob"], &payload));
+    let dry_run = |body: Vec<u8>| {
+        let mut review: Value = serde_json::from_slice(&body).unwrap();
+        review["request"]["dryRun"] = json!(true);
+        serde_json::to_vec(&review).unwrap()
+    };
+    // A dry run is admitted on it, twice, and spends nothing.
+    for _ in 0..2 {
+        assert_approved(
+            &engine.review(&dry_run(create(&approved))),
+            &["bob@corp.example"],
+        );
+    }
+    // The real request spends it...
+    assert_approved(&engine.review(&create(&approved)), &["bob@corp.example"]);
+    // ...and no later request, real or dry run, is admitted on it again.
+    for body in [create(&approved), dry_run(create(&approved))] {
+        let again = engine.review(&body);
+        assert!(!again.allowed());
+        assert_eq!(outcome(&again).metric_label(), reason::SPENT);
+        assert!(
+            message(&again).contains("admits its change once"),
+            "{}",
+            message(&again)
+        );
+        // The denial offers a payload to sign anew.
+        let offered = ApprovalPayload::parse(&payload_from_denial(&again)).unwrap();
+        assert_eq!(offered.operation.as_str(), "apply");
+    }
 }
 
 #[test]

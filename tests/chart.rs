@@ -354,6 +354,7 @@ fn each_mode_renders_exactly_its_objects() {
         // (cluster.enabled, on by default), the server's read-only ClusterRole and
         // change-set Role.
         ("CustomResourceDefinition", "changesets.blastguard.io"),
+        ("CustomResourceDefinition", "spentapprovals.blastguard.io"),
         ("ClusterRole", "blastguard-cluster-state"),
         ("ClusterRoleBinding", "blastguard-cluster-state"),
         ("Role", "blastguard-change-sets"),
@@ -646,41 +647,31 @@ fn sent_resources(
     all
 }
 
-/// What the engine judges: its built-in kinds (each for CREATE, UPDATE and DELETE; a
-/// scale is an UPDATE, an eviction a CREATE) and the policy's custom workloads, any
-/// version, with their scale.
-fn judged_resources(workloads: &[blastguard::policy::WorkloadSpec]) -> BTreeSet<Sent> {
+/// What the engine judges: every namespaced kind and every subresource of one (a
+/// `status` or `resize` change like the object, a ConfigMap toward namespace reach),
+/// and its built-in cluster-scoped kinds with their subresources; each for CREATE,
+/// UPDATE and DELETE. The policy's custom workloads are namespaced: under the first.
+fn judged_resources() -> BTreeSet<Sent> {
     const ALL: [&str; 3] = ["CREATE", "UPDATE", "DELETE"];
     let mut all = BTreeSet::new();
-    for k in blastguard::kinds::built_in() {
-        let scope = if k.cluster_scoped {
-            "Cluster"
-        } else {
-            "Namespaced"
-        };
-        for op in ALL {
-            all.insert(sent(&k.group, &k.version, &k.resource, op, scope));
-        }
-        for sub in &k.subresources {
-            let op = match sub.as_str() {
-                "scale" => "UPDATE",
-                "eviction" => "CREATE",
-                other => panic!("{}: no operation known for subresource {other}", k.kind),
-            };
-            let resource = format!("{}/{sub}", k.resource);
-            all.insert(sent(&k.group, &k.version, &resource, op, scope));
+    for op in ALL {
+        for resource in ["*", "*/*"] {
+            all.insert(sent("*", "*", resource, op, "Namespaced"));
         }
     }
-    for w in workloads {
-        let resource = w.resource_name();
+    for k in blastguard::kinds::built_in() {
+        if !k.cluster_scoped {
+            continue;
+        }
         for op in ALL {
-            all.insert(sent(&w.group, "*", &resource, op, "Namespaced"));
+            all.insert(sent(&k.group, &k.version, &k.resource, op, "Cluster"));
+            let every_subresource = format!("{}/*", k.resource);
             all.insert(sent(
-                &w.group,
-                "*",
-                &format!("{resource}/scale"),
+                &k.group,
+                &k.version,
+                &every_subresource,
                 op,
-                "Namespaced",
+                "Cluster",
             ));
         }
     }
@@ -688,17 +679,11 @@ fn judged_resources(workloads: &[blastguard::policy::WorkloadSpec]) -> BTreeSet<
 }
 
 #[test]
-fn webhook_rules_are_the_engines_kinds() {
+fn webhook_rules_send_every_namespaced_kind_and_subresource() {
     let objs = objects(&render(""));
     let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
     let rendered = sent_resources(&w);
-    let judged = judged_resources(&Policy::embedded().document.spec.workloads);
-    assert!(
-        judged
-            .iter()
-            .any(|(g, _, r, _, _)| g == "argoproj.io" && r == "rollouts/scale"),
-        "the default policy's custom workload is judged"
-    );
+    let judged = judged_resources();
     let unjudged: Vec<_> = rendered.difference(&judged).collect();
     assert!(
         unjudged.is_empty(),
@@ -708,6 +693,34 @@ fn webhook_rules_are_the_engines_kinds() {
     assert!(
         unsent.is_empty(),
         "judged by the engine but never sent: {unsent:?}"
+    );
+    // Every namespaced kind of the engine's list is under the wildcard rule, custom
+    // workloads and their scale included.
+    for k in blastguard::kinds::built_in() {
+        assert!(
+            k.cluster_scoped || rendered.contains(&sent("*", "*", "*", "CREATE", "Namespaced")),
+            "{} is not sent",
+            k.kind
+        );
+    }
+    // The subresources whose object is another kind carry no marker of the object's:
+    // the matchConditions name the engine's list.
+    let expression = w
+        .match_conditions
+        .as_ref()
+        .expect("matchConditions")
+        .iter()
+        .map(|c| c.expression.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let listed = blastguard::review::FOREIGN_SUBRESOURCES
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(
+        expression.contains(&format!("!(request.subResource in [{listed}])")),
+        "{expression}"
     );
     // Rules name the version the engine reads; Equivalent has other versions converted
     // to it (autoscaling/v1 HorizontalPodAutoscalers arrive as v2).
@@ -724,39 +737,16 @@ fn webhook_rules_are_the_engines_kinds() {
         "rules that could be one: {rules:?}"
     );
 
-    // A custom workload added in values adds its rule, under its plural or the
-    // lowercased kind + "s", as the server names it.
+    // Custom workloads in values change nothing in the rules: they are namespaced,
+    // and every namespaced kind is sent.
     let values = r#"
 policy:
   workloads:
-    - {group: argoproj.io, kind: Rollout, replicas: /spec/replicas, template: /spec/template}
     - {group: flagger.app, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}
-    - {group: example.com, kind: Pipeline, replicas: /spec/workers, template: /spec/pod}
 "#;
     let objs = objects(&render(values));
-    let workloads = rendered_policy(&objs).document.spec.workloads;
-    assert_eq!(
-        workloads
-            .iter()
-            .map(|w| w.resource_name())
-            .collect::<Vec<_>>(),
-        ["rollouts", "canaries", "pipelines"]
-    );
     let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
-    assert_eq!(sent_resources(&w), judged_resources(&workloads));
-    assert!(sent_resources(&w).contains(&sent(
-        "flagger.app",
-        "*",
-        "canaries/scale",
-        "UPDATE",
-        "Namespaced"
-    )));
-
-    // No custom workload: only the built-in kinds.
-    let objs = objects(&render("policy: {workloads: []}\n"));
-    assert!(rendered_policy(&objs).document.spec.workloads.is_empty());
-    let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
-    assert_eq!(sent_resources(&w), judged_resources(&[]));
+    assert_eq!(sent_resources(&w), judged_resources());
 }
 
 // ---------------------------------------------------------------------------------
@@ -1779,6 +1769,7 @@ fn webhook_url_calls_a_webhook_outside_the_cluster() {
             ("ConfigMap", "blastguard-allowed-signers"),
             ("ValidatingWebhookConfiguration", "blastguard"),
             ("CustomResourceDefinition", "changesets.blastguard.io"),
+            ("CustomResourceDefinition", "spentapprovals.blastguard.io"),
         ])
     );
     let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
@@ -2038,6 +2029,13 @@ fn cluster_rbac_is_minimal() {
             (vec![group], resources, read())
         })
         .collect();
+    let mut want = want;
+    // A Service's endpoints, listed when an AI change rewires it.
+    want.insert((
+        owned(&["discovery.k8s.io"]),
+        owned(&["endpointslices"]),
+        owned(&["list"]),
+    ));
     let cluster_role = object(&objs, "ClusterRole", "blastguard-cluster-state");
     assert_eq!(rules(cluster_role), want);
     assert!(
@@ -2050,11 +2048,18 @@ fn cluster_rbac_is_minimal() {
     assert_eq!(role["metadata"]["namespace"], "blastguard");
     assert_eq!(
         rules(role),
-        BTreeSet::from([(
-            owned(&["blastguard.io"]),
-            owned(&["changesets"]),
-            owned(&["create", "delete", "get", "list", "update", "watch"]),
-        )])
+        BTreeSet::from([
+            (
+                owned(&["blastguard.io"]),
+                owned(&["changesets"]),
+                owned(&["create", "delete", "get", "list", "update", "watch"]),
+            ),
+            (
+                owned(&["blastguard.io"]),
+                owned(&["spentapprovals"]),
+                owned(&["create", "delete", "get", "list"]),
+            ),
+        ])
     );
     // Each bound to the pods' ServiceAccount and nothing else.
     for (kind, name, role_kind, role_name) in [

@@ -10,6 +10,7 @@ pub mod allowed_signers;
 pub mod digest;
 pub mod payload;
 pub mod signing;
+pub mod spent;
 pub mod sshsig;
 pub mod verifier;
 
@@ -100,6 +101,12 @@ pub mod reason {
     pub const NOT_ENOUGH_APPROVERS: &str = "not_enough_approvers";
     /// The change's digest could not be computed (set by the engine).
     pub const DIGEST_ERROR: &str = "digest_error";
+    /// The approval admitted a change before: it admits its change once (set by the
+    /// engine).
+    pub const SPENT: &str = "spent";
+    /// Whether the approval was spent could not be learned or recorded in time (set
+    /// by the engine).
+    pub const SPEND_UNAVAILABLE: &str = "spend_unavailable";
 }
 
 impl ApprovalOutcome {
@@ -126,6 +133,8 @@ impl ApprovalOutcome {
         reason::SELF_APPROVAL,
         reason::NOT_ENOUGH_APPROVERS,
         reason::DIGEST_ERROR,
+        reason::SPENT,
+        reason::SPEND_UNAVAILABLE,
     ];
 
     /// The `result` label of `blastguard_approvals_total`.

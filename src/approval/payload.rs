@@ -63,7 +63,7 @@ pub enum ApprovalOperation {
     Apply,
     /// DELETE of the object with the digested spec.
     Delete,
-    /// Scaling the workload up to `replicas`.
+    /// Scaling the workload to exactly `replicas`.
     Scale,
 }
 
@@ -93,7 +93,7 @@ pub struct ApprovalPayload {
     /// Digest of the approved spec (apply, delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// Highest approved replica count (scale).
+    /// The exact approved replica count (scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
     /// Start of validity, RFC 3339.
@@ -140,7 +140,7 @@ impl ApprovalSubject {
     }
 
     /// The subject of an object given whole (the approver's commands): apply and
-    /// delete bind the object's digest, scale the highest replica count, as
+    /// delete bind the object's digest, scale the exact replica count, as
     /// [`Self::of`] does for a request.
     pub fn new(
         target: &Target,

@@ -200,8 +200,9 @@ impl ApprovalVerifier for SignedApprovals {
     }
 }
 
-/// Target, operation and digest (or, for scale, a replica count at least the one
-/// requested) must be those of the change.
+/// Target, operation and digest (or, for scale, exactly the replica count requested)
+/// must be those of the change. A scale approval names one count: an approval to
+/// scale to 45 never admits a scale to 0 (docs/approvals.md).
 pub fn binds_to(subject: &ApprovalSubject, payload: &ApprovalPayload) -> Result<(), Refusal> {
     if payload.operation != subject.operation {
         return Err(refuse(
@@ -247,10 +248,10 @@ pub fn binds_to(subject: &ApprovalSubject, payload: &ApprovalPayload) -> Result<
         ApprovalOperation::Scale => {
             let approved = payload.replicas.unwrap_or(0);
             match subject.replicas {
-                Some(requested) if requested <= approved => Ok(()),
+                Some(requested) if requested == approved => Ok(()),
                 Some(requested) => Err(refuse(
                     reason::REPLICAS_EXCEEDED,
-                    format!("it approves scaling up to {approved} replicas, not {requested}"),
+                    format!("it approves scaling to exactly {approved} replicas, not {requested}"),
                 )),
                 None => Err(refuse(
                     reason::REPLICAS_EXCEEDED,

@@ -25,6 +25,8 @@ pub mod changeset;
 pub mod namespaces;
 pub mod reach;
 pub mod scope;
+pub mod sizes;
+pub mod spent;
 mod watch;
 pub mod workloads;
 
@@ -82,6 +84,8 @@ pub struct Options {
 pub struct Cluster {
     namespaces: Arc<namespaces::ClusterNamespaces>,
     workloads: Arc<workloads::ClusterWorkloads>,
+    sizes: Arc<sizes::ClusterSizes>,
+    spent: Arc<spent::ClusterSpent>,
     reach: Arc<reach::ClusterReach>,
     /// The API server's URL, for logs.
     pub server: String,
@@ -123,6 +127,15 @@ impl Cluster {
             bridge.clone(),
             metrics.clone(),
         ));
+        let sizes = Arc::new(sizes::ClusterSizes::new(
+            workloads.clone(),
+            client.clone(),
+            bridge.clone(),
+        ));
+        let spent = Arc::new(spent::ClusterSpent::new(
+            Api::namespaced(client.clone(), &namespace),
+            bridge.clone(),
+        ));
         let reach = Arc::new(reach::ClusterReach::new(
             Box::new(reach::ApiRecords(Api::namespaced(
                 client.clone(),
@@ -141,6 +154,18 @@ impl Cluster {
         watch::namespaces(client.clone(), namespaces.clone());
         watch::workloads(client.clone(), workloads.clone());
         watch::change_sets(client, &namespace, reach.clone());
+        let spent_collector = spent.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+                let deleted = spent_collector
+                    .collect_expired(std::time::SystemTime::now())
+                    .await;
+                if deleted > 0 {
+                    tracing::debug!(deleted, "expired spent-approval records deleted");
+                }
+            }
+        });
         let collector = reach.clone();
         tokio::spawn(async move {
             collector.warm_up().await;
@@ -155,6 +180,8 @@ impl Cluster {
         Ok(Cluster {
             namespaces,
             workloads,
+            sizes,
+            spent,
             reach,
             server,
             namespace,
@@ -166,7 +193,9 @@ impl Cluster {
         State {
             reach: self.reach.clone(),
             workloads: self.workloads.clone(),
+            sizes: self.sizes.clone(),
             namespaces: self.namespaces.clone(),
+            spent: self.spent.clone(),
         }
     }
 

@@ -267,47 +267,89 @@ impl ClusterWorkloads {
         self.kinds.iter().all(|k| k.cache.is_synced())
     }
 
-    fn unavailable(&self, target: &Target) -> Option<BTreeMap<String, String>> {
-        self.metrics.lookup(CACHE, "unavailable");
-        scope::note_unavailable(format!("the annotations of {target}"));
-        None
-    }
-}
-
-impl WorkloadAnnotations for ClusterWorkloads {
-    fn annotations(&self, target: &Target) -> Option<BTreeMap<String, String>> {
-        let kind = self
+    /// The facts of one workload: from the watch, else a GET within the decision's
+    /// budget. `what` names the lookup in logs and in the decision's note of what
+    /// could not be read.
+    fn lookup<T>(
+        &self,
+        target: &Target,
+        what: &str,
+        keep: impl Fn(&WorkloadFacts) -> T,
+    ) -> Lookup<T> {
+        let Some(kind) = self
             .kinds
             .iter()
-            .find(|k| k.group == target.group && k.kind == target.kind)?;
-        let namespace = target.namespace.as_deref()?;
+            .find(|k| k.group == target.group && k.kind == target.kind)
+        else {
+            return Lookup::NotWatched;
+        };
+        let Some(namespace) = target.namespace.as_deref() else {
+            return Lookup::NotWatched;
+        };
         let key = key(namespace, &target.name);
-        if let Some(annotations) = kind.cache.read(&key, WorkloadFacts::annotation_map) {
+        if let Some(found) = kind.cache.read(&key, &keep) {
             self.metrics.lookup(CACHE, "hit");
-            return Some(annotations);
+            return Lookup::Found(found);
         }
+        let unavailable = |error: &dyn std::fmt::Display| {
+            tracing::warn!(%target, error = %error, "cannot read {what}");
+            self.metrics.lookup(CACHE, "unavailable");
+            scope::note_unavailable(format!("{what} of {target}"));
+            Lookup::Unavailable
+        };
         let Some(resource) = kind.resource() else {
             // A custom kind the API server did not serve when last asked.
-            return self.unavailable(target);
+            return unavailable(&"the kind is not served");
         };
         let fetch = (self.fetch)(resource, namespace.to_string(), target.name.clone());
         match self.bridge.call(scope::deadline(), fetch) {
             Ok(Ok(Some(facts))) => {
                 self.metrics.lookup(CACHE, "fetched");
-                Some(facts.annotation_map())
+                Lookup::Found(keep(&facts))
             }
             Ok(Ok(None)) => {
                 self.metrics.lookup(CACHE, "absent");
-                None
+                Lookup::Absent
             }
-            Ok(Err(e)) => {
-                tracing::warn!(%target, error = %e, "cannot read a workload's annotations");
-                self.unavailable(target)
-            }
-            Err(late) => {
-                tracing::warn!(%target, error = %late, "cannot read a workload's annotations");
-                self.unavailable(target)
-            }
+            Ok(Err(e)) => unavailable(&e),
+            Err(late) => unavailable(&late),
+        }
+    }
+
+    /// The current `spec.replicas` of a workload (an autoscaler's target): `Ok(0)`
+    /// when it does not exist, `Err` saying why when it cannot be known.
+    pub fn replicas(&self, target: &Target) -> Result<u64, String> {
+        match self.lookup(target, "the replicas", |f| f.replicas) {
+            Lookup::Found(Some(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+            Lookup::Found(None) => Err(format!("the replicas of {target} are not an int32")),
+            Lookup::Absent => Ok(0),
+            Lookup::NotWatched => Err(format!(
+                "the size of {target} is not known: its kind is not a workload blastguard watches"
+            )),
+            Lookup::Unavailable => Err(format!(
+                "the size of {target} could not be read from the API server in time"
+            )),
+        }
+    }
+}
+
+/// What a lookup of one workload found.
+enum Lookup<T> {
+    /// Kept facts of it.
+    Found(T),
+    /// It does not exist.
+    Absent,
+    /// Its kind is not watched (or it has no namespace).
+    NotWatched,
+    /// The API server did not answer in time; noted in the decision's scope.
+    Unavailable,
+}
+
+impl WorkloadAnnotations for ClusterWorkloads {
+    fn annotations(&self, target: &Target) -> Option<BTreeMap<String, String>> {
+        match self.lookup(target, "the annotations", WorkloadFacts::annotation_map) {
+            Lookup::Found(annotations) => Some(annotations),
+            Lookup::Absent | Lookup::NotWatched | Lookup::Unavailable => None,
         }
     }
 

@@ -157,7 +157,12 @@ matchCondition must hold for a request to be sent. */}}
 {{- if $p.annotations }}
 {{- /* A Scale or an Eviction carries no annotations of the workload: whatever a client
 puts on it says nothing about the change. */ -}}
-{{- $guards := list "(!has(request.subResource) || request.subResource == \"\")" }}
+{{- /* Foreign subresources: their object is another kind (a Scale, an Eviction, a
+Binding, a TokenRequest), so its annotations are not the object's. Every other
+subresource (status, resize, ...) carries the whole object, marker and all: a marker
+stripped through /status is still a stripped marker. The engine's list
+(review::FOREIGN_SUBRESOURCES) is the same; tests/chart.rs holds them equal. */ -}}
+{{- $guards := list "(!has(request.subResource) || !(request.subResource in [\"scale\", \"eviction\", \"binding\", \"token\"]))" }}
 {{- with $p.controllers }}
 {{- /* A controller's object is the consequence of a change already admitted (the
 deployment controller copies a Deployment's markers onto its ReplicaSets); sending it
@@ -203,30 +208,23 @@ order rules were first asked for, so the rendering reads like files/kinds.yaml. 
 {{- end }}
 {{- end }}
 
-{{/* The webhook's rules: every kind the engine judges (files/kinds.yaml, which the
-engine compiles in), each custom workload of the policy, and the extra cluster-scoped
-resources, one rule per API group, version, scope and operations. A kind missing here
-is a kind an AI agent changes unjudged; tests/chart.rs holds this to the engine's list. */}}
+{{/* The webhook's rules. Every namespaced kind and every subresource of one (the
+engine judges a `status`, `resize` or `ephemeralcontainers` change like the object,
+and a ConfigMap or Service counts toward a change set's namespaces): one rule over
+every resource and every subresource, and matchConditions keep everything but
+AI-assisted requests away. Then
+the cluster-scoped kinds the engine judges (files/kinds.yaml, which the engine
+compiles in) with their subresources, and the extra cluster-scoped resources. A kind
+missing here is a kind an AI agent changes unjudged; tests/chart.rs holds this to the
+engine's list. */}}
 {{- define "blastguard.webhookRules" -}}
 {{- $all := list "CREATE" "UPDATE" "DELETE" }}
-{{- /* A subresource is sent for the one operation it has: a scale is an UPDATE, an
-eviction a CREATE. */ -}}
-{{- $subresourceOps := dict "scale" (list "UPDATE") "eviction" (list "CREATE") }}
 {{- $state := dict "rules" dict "order" list }}
+{{- include "blastguard.addRule" (dict "state" $state "group" "*" "version" "*" "scope" "Namespaced" "operations" $all "resources" (list "*" "*/*")) }}
 {{- range .Files.Get "files/kinds.yaml" | fromYamlArray }}
-{{- $scope := ternary "Cluster" "Namespaced" (default false .clusterScoped) }}
-{{- include "blastguard.addRule" (dict "state" $state "group" .group "version" .version "scope" $scope "operations" $all "resources" (list .resource)) }}
-{{- $kind := . }}
-{{- range .subresources }}
-{{- $ops := required (printf "files/kinds.yaml: no operation known for subresource %s" .) (get $subresourceOps .) }}
-{{- include "blastguard.addRule" (dict "state" $state "group" $kind.group "version" $kind.version "scope" $scope "operations" $ops "resources" (list (printf "%s/%s" $kind.resource .))) }}
+{{- if .clusterScoped }}
+{{- include "blastguard.addRule" (dict "state" $state "group" .group "version" .version "scope" "Cluster" "operations" $all "resources" (list .resource (printf "%s/*" .resource))) }}
 {{- end }}
-{{- end }}
-{{- range .Values.policy.workloads }}
-{{- $resource := include "blastguard.workloadResource" . }}
-{{- /* Any version: the policy names a kind, not a version, and its pointers read
-whichever version the API server sends. */ -}}
-{{- include "blastguard.addRule" (dict "state" $state "group" .group "version" "*" "scope" "Namespaced" "operations" $all "resources" (list $resource (printf "%s/scale" $resource))) }}
 {{- end }}
 {{- range .Values.webhook.extraClusterScopedResources }}
 {{- include "blastguard.addRule" (dict "state" $state "group" .apiGroup "version" .apiVersion "scope" "Cluster" "operations" $all "resources" (list .resource)) }}
@@ -236,7 +234,7 @@ whichever version the API server sends. */ -}}
 - apiGroups: [{{ $r.group | quote }}]
   apiVersions: [{{ $r.version | quote }}]
   operations: [{{ join ", " $r.operations }}]
-  resources: [{{ join ", " $r.resources }}]
+  resources: [{{ $r.resources | toJson | trimPrefix "[" | trimSuffix "]" }}]
   scope: {{ $r.scope }}
 {{- end }}
 {{- end }}

@@ -22,6 +22,7 @@ use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
 use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
 use crate::engine::{Engine, Reviewed, State};
 use crate::policy::{KnownNamespaces, Policy, PolicyError};
+use crate::sizes::{InMemorySizes, Sizes};
 use input::{InputError, Manifest, Reader};
 use output::{Evaluation, Outcome, Problem, Skip, Style};
 use synth::{Planner, Requester, SynthError};
@@ -249,14 +250,22 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     // Namespaces in the input (the new ones over the old).
     let state = State {
         namespaces: Arc::new(known_namespaces(old.iter().chain(&manifests))),
+        sizes: Arc::new(known_sizes(&manifests, &old)),
         ..State::in_memory()
     };
-    // The kinds the API server sends: the chart registers the webhook for exactly the
-    // built-in list and the policy's custom workloads. Anything else never reaches the
-    // webhook, so judging it here would count reach the cluster never counts.
+    // The kinds the API server sends: the chart registers the webhook for every
+    // namespaced kind (each counts toward namespace reach), the cluster-scoped kinds
+    // of the built-in list and the policy's custom workloads. Any other cluster-scoped
+    // kind never reaches the webhook, so judging it here would count reach the cluster
+    // never counts.
     let workloads = policy.document.spec.workloads.clone();
-    let sent = |group: &str, kind: &str| {
-        crate::kinds::find(group, kind).is_some()
+    let sent = |group: &str, kind: &str, review: &Value| {
+        let namespaced = review
+            .pointer("/request/namespace")
+            .and_then(Value::as_str)
+            .is_some_and(|ns| !ns.is_empty());
+        namespaced
+            || crate::kinds::find(group, kind).is_some()
             || workloads.iter().any(|w| w.group == group && w.kind == kind)
     };
     let engine = Engine::with_state(policy, verifier, state);
@@ -301,7 +310,8 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
             }
         };
         let (evaluation, skip) = match &p.review {
-            _ if !sent(&p.key.group, &p.key.kind) => (None, Skip::NotSent),
+            Some(review) if !sent(&p.key.group, &p.key.kind, review) => (None, Skip::NotSent),
+            None if !sent(&p.key.group, &p.key.kind, &Value::Null) => (None, Skip::NotSent),
             Some(review) => match evaluate(&engine, review, &p.origin) {
                 Ok(e) => (Some(e), Skip::UnknownKind),
                 Err(e) => {
@@ -456,6 +466,42 @@ fn load_policy(
 
 /// The labels of the Namespaces among `manifests`; a later one with the same name
 /// wins.
+/// The workload sizes the input tells: a workload's replicas as the old objects have
+/// them (the cluster's now), else as the new ones create them. An autoscaler whose
+/// target is in neither is measured against an unknown size, which `check` reports
+/// as such instead of guessing.
+fn known_sizes(manifests: &[Manifest], old: &[Manifest]) -> InMemorySizes {
+    let sizes = InMemorySizes::default();
+    for m in manifests.iter().chain(old) {
+        let o = &m.object;
+        let (Some(api_version), Some(kind)) = (
+            o.get("apiVersion").and_then(Value::as_str),
+            o.get("kind").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if crate::change::classify(group, kind) != crate::change::Workload::Replicated {
+            continue;
+        }
+        let metadata = o.get("metadata");
+        let field = |k: &str| metadata.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let Some(name) = field("name") else { continue };
+        let target = crate::change::Target {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            namespace: Some(field("namespace").unwrap_or("default").to_string()),
+            name: name.to_string(),
+        };
+        let replicas = o
+            .get("spec")
+            .and_then(|s| s.get("replicas"))
+            .map_or(Some(1), Value::as_u64);
+        sizes.observe(&target, replicas);
+    }
+    sizes
+}
+
 fn known_namespaces<'a>(manifests: impl Iterator<Item = &'a Manifest>) -> KnownNamespaces {
     let mut known = KnownNamespaces::default();
     for m in manifests {

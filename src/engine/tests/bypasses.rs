@@ -8,16 +8,6 @@ use crate::verdict::Reason::Unmeasurable;
 
 const CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
 
-fn hpa(min: Option<u64>, max: u64) -> Value {
-    let mut spec = json!({"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
-                          "maxReplicas": max});
-    if let Some(min) = min {
-        spec["minReplicas"] = json!(min);
-    }
-    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-           "metadata": {"name": "api", "annotations": ai()}, "spec": spec})
-}
-
 fn statefulset(replicas: u64, extra: Value) -> Value {
     let mut o = workload("StatefulSet", Some(replicas), "app:1", ai());
     for (k, v) in extra.as_object().unwrap() {
@@ -105,68 +95,6 @@ fn an_identity_signal_applies_to_controller_identities_too() {
         verdict_of(&engine_with(&yaml).review(&req.body())),
         (Deny, OverLimits, 3)
     );
-}
-
-/// Bypass 1: an AI raises an HPA's floor and the HPA controller scales the target
-/// under its own identity.
-#[test]
-fn autoscalers_count_the_floor_they_raise() {
-    let rows = [
-        (
-            "create minReplicas 40 in prod",
-            Req::create("HorizontalPodAutoscaler", "prod", hpa(Some(40), 50)),
-            (Deny, OverLimits, 40),
-        ),
-        (
-            "create without minReplicas: 1",
-            Req::create("HorizontalPodAutoscaler", "staging", hpa(None, 5)),
-            (Allow, WithinLimits, 1),
-        ),
-        (
-            "raise minReplicas 1 -> 40",
-            Req::update(
-                "HorizontalPodAutoscaler",
-                "staging",
-                hpa(Some(1), 50),
-                hpa(Some(40), 50),
-            ),
-            (Deny, OverLimits, 39),
-        ),
-        (
-            "lower minReplicas",
-            Req::update(
-                "HorizontalPodAutoscaler",
-                "staging",
-                hpa(Some(10), 50),
-                hpa(Some(2), 50),
-            ),
-            (Allow, WithinLimits, 0),
-        ),
-        (
-            "maxReplicas is the resulting replicas",
-            Req::update(
-                "HorizontalPodAutoscaler",
-                "staging",
-                hpa(Some(2), 50),
-                hpa(Some(2), 500),
-            ),
-            (Deny, OverLimits, 0),
-        ),
-    ];
-    for (name, req, want) in rows {
-        let got = engine().review(&req.body());
-        assert_eq!(verdict_of(&got), want, "{name}");
-    }
-    let over_max = engine().review(
-        &Req::update(
-            "HorizontalPodAutoscaler",
-            "staging",
-            hpa(Some(2), 50),
-            hpa(Some(2), 500),
-        )
-        .body(),
-    );
-    assert!(message(&over_max).contains("replicas after change 500 > 100 (maxReplicas)"));
 }
 
 /// Bypass 2: spec changes that replace pods without touching the template.

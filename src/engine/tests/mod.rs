@@ -4,6 +4,7 @@
 //! One builder ([`Req`]) for every engine test; `bypasses` holds the attacks closed.
 
 mod bypasses;
+mod motion;
 
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ impl Req {
             "HorizontalPodAutoscaler" => ("autoscaling", "v2", "horizontalpodautoscalers"),
             "Rollout" => ("argoproj.io", "v1alpha1", "rollouts"),
             "Node" => ("", "v1", "nodes"),
+            "Service" => ("", "v1", "services"),
+            "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
             other => panic!("no test mapping for {other}"),
         };
         Self {
@@ -133,6 +136,7 @@ impl Req {
             "clusterroles" => "rbac.authorization.k8s.io",
             "horizontalpodautoscalers" => "autoscaling",
             "rollouts" => "argoproj.io",
+            "poddisruptionbudgets" => "policy",
             _ => "",
         };
         let options_kind = match self.op {
@@ -325,14 +329,14 @@ fn radius_table() {
         ),
         ("job: small parallelism", Req::create("Job", "staging", workload("Job", Some(3), v1, ai())), (Allow, WithinLimits, 3)),
         (
-            "cronjob: parallelism per run",
+            "cronjob: parallelism per run, x the 12 runs of */5 in the 1h window",
             Req::create("CronJob", "staging", workload("CronJob", Some(12), v1, ai())),
-            (Deny, OverLimits, 12),
+            (Deny, OverLimits, 144),
         ),
         (
-            "cronjob: default parallelism 1",
+            "cronjob: default parallelism 1, 12 runs",
             Req::create("CronJob", "staging", workload("CronJob", None, v1, ai())),
-            (Allow, WithinLimits, 1),
+            (Deny, OverLimits, 12),
         ),
         ("bare pod: 1", Req::create("Pod", "staging", workload("Pod", None, v1, ai())), (Allow, WithinLimits, 1)),
         ("bare pod in a protected namespace", Req::create("Pod", "prod", workload("Pod", None, v1, ai())), (Deny, OverLimits, 1)),
@@ -926,7 +930,8 @@ fn kubectl_fixtures() {
         (
             "cronjob-create-field-manager",
             include_str!("../../../tests/fixtures/cronjob-create-field-manager.json"),
-            (Allow, WithinLimits, 1),
+            // */5: 12 runs within the default one-hour window.
+            (Deny, OverLimits, 12),
         ),
     ];
     for (name, body, want) in rows {

@@ -1,0 +1,197 @@
+//! Spent approvals shared by every replica: one `SpentApproval` object (group
+//! `blastguard.io`, the chart's CRD) per spent approval, in the release namespace,
+//! named by the approval's key. Creating it is the spending: the API server's
+//! create-if-absent lets exactly one request, on any replica, spend an approval; the
+//! others get a conflict and learn it was spent. A dry run only reads it. Records
+//! whose approval has passed its `notAfter` admit nothing anyway and are deleted by
+//! a periodic collection.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde::{Deserialize, Serialize};
+
+use super::bridge::Bridge;
+use super::changeset::GROUP;
+use super::scope;
+use crate::approval::payload::rfc3339;
+use crate::approval::spent::{Spend, Spending, SpentApprovals};
+
+/// The version.
+pub const VERSION: &str = "v1alpha1";
+/// The kind.
+pub const KIND: &str = "SpentApproval";
+/// The resource (plural).
+pub const PLURAL: &str = "spentapprovals";
+
+/// A `SpentApproval` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpentApproval {
+    /// `blastguard.io/v1alpha1`.
+    pub api_version: String,
+    /// `SpentApproval`.
+    pub kind: String,
+    /// Name ([`record_name`]) and namespace.
+    pub metadata: ObjectMeta,
+    /// The record.
+    pub spec: SpentApprovalSpec,
+}
+
+/// What was spent, by whom, and until when it is remembered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpentApprovalSpec {
+    /// The approval's key (hex SHA-256 of its payload).
+    pub key: String,
+    /// Operation, target and digest (or replicas) it approved.
+    pub approved: String,
+    /// The requester whose change spent it.
+    pub requester: String,
+    /// The admission request that spent it.
+    pub uid: String,
+    /// When it was spent (RFC 3339).
+    pub spent_at: String,
+    /// The approval's notAfter: the record may go after it (RFC 3339).
+    pub not_after: String,
+}
+
+impl kube::Resource for SpentApproval {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        KIND.into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        PLURAL.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The object name of an approval's record.
+pub fn record_name(key: &str) -> String {
+    format!("approval-{}", key.get(..40).unwrap_or(key))
+}
+
+/// [`SpentApprovals`] over `SpentApproval` records.
+pub struct ClusterSpent {
+    api: Api<SpentApproval>,
+    bridge: Arc<Bridge>,
+}
+
+impl ClusterSpent {
+    /// Records in `api`'s namespace.
+    pub fn new(api: Api<SpentApproval>, bridge: Arc<Bridge>) -> Self {
+        Self { api, bridge }
+    }
+
+    /// Deletes the records whose approval has passed its notAfter (plus a margin for
+    /// clock skew). Returns how many were deleted.
+    pub async fn collect_expired(&self, now: SystemTime) -> usize {
+        let Ok(list) = self.api.list(&ListParams::default()).await else {
+            return 0;
+        };
+        let margin = Duration::from_secs(600);
+        let mut deleted = 0;
+        for record in list.items {
+            let expired = humantime::parse_rfc3339(&record.spec.not_after)
+                .is_ok_and(|until| until + margin < now);
+            let Some(name) = record.metadata.name.as_deref() else {
+                continue;
+            };
+            if expired
+                && self
+                    .api
+                    .delete(name, &DeleteParams::default())
+                    .await
+                    .is_ok()
+            {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    fn unknown(&self, what: &str, error: &dyn std::fmt::Display) -> Spending {
+        tracing::warn!(error = %error, "cannot {what} a spent-approval record");
+        scope::note_unavailable("the spent-approval records".to_string());
+        Spending::Unknown(format!(
+            "the spent-approval records could not be read from the API server in time ({error})"
+        ))
+    }
+}
+
+impl SpentApprovals for ClusterSpent {
+    fn is_spent(&self, key: &str, _now: SystemTime) -> Spending {
+        let api = self.api.clone();
+        let name = record_name(key);
+        let get = async move { api.get_opt(&name).await };
+        match self.bridge.call(scope::deadline(), get) {
+            Ok(Ok(Some(_))) => Spending::AlreadySpent,
+            Ok(Ok(None)) => Spending::Unspent,
+            Ok(Err(e)) => self.unknown("read", &e),
+            Err(late) => self.unknown("read", &late),
+        }
+    }
+
+    fn spend(&self, spend: &Spend, now: SystemTime) -> Spending {
+        let record = SpentApproval {
+            api_version: format!("{GROUP}/{VERSION}"),
+            kind: KIND.to_string(),
+            metadata: ObjectMeta {
+                name: Some(record_name(&spend.key)),
+                ..ObjectMeta::default()
+            },
+            spec: SpentApprovalSpec {
+                key: spend.key.clone(),
+                approved: spend.target.clone(),
+                requester: spend.requester.clone(),
+                uid: spend.uid.clone(),
+                spent_at: rfc3339(now),
+                not_after: rfc3339(spend.not_after),
+            },
+        };
+        let api = self.api.clone();
+        let create = async move { api.create(&PostParams::default(), &record).await };
+        // Detached: once sent, the create may land after the decision stopped
+        // waiting; the approval is then spent without having admitted anything, which
+        // fails closed.
+        match self.bridge.call_detached(scope::deadline(), create) {
+            Ok(Ok(_)) => Spending::Spent,
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Spending::AlreadySpent,
+            Ok(Err(e)) => self.unknown("write", &e),
+            Err(late) => self.unknown("write", &late),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_are_valid_and_stable() {
+        let key = "ab".repeat(32);
+        let name = record_name(&key);
+        assert_eq!(name, format!("approval-{}", &key[..40]));
+        assert!(name.len() <= 63);
+        assert_eq!(record_name("short"), "approval-short");
+    }
+}
