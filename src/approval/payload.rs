@@ -225,7 +225,7 @@ impl ApprovalPayload {
             (ApprovalOperation::Scale, _, _) => {
                 return field(
                     "replicas",
-                    "a scale approval has replicas (the highest approved count) and no digest"
+                    "a scale approval has replicas (the exact approved count) and no digest"
                         .to_string(),
                 );
             }

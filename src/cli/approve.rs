@@ -30,7 +30,7 @@ pub enum OperationArg {
     Apply,
     /// Delete the object (approval on the object before it is deleted).
     Delete,
-    /// Scale the workload up to --replicas.
+    /// Scale the workload to exactly --replicas.
     Scale,
 }
 
@@ -59,7 +59,7 @@ pub struct ChangeArgs {
     /// the object).
     #[arg(long, value_enum)]
     pub operation: Option<OperationArg>,
-    /// With --operation scale: the highest replica count approved.
+    /// With --operation scale: the exact replica count approved.
     #[arg(long, value_name = "N")]
     pub replicas: Option<u64>,
     /// The object's namespace when the manifest does not say.
@@ -666,10 +666,14 @@ fn object_subject(
     let name = text("/metadata/name")
         .filter(|n| !n.is_empty())
         .ok_or("metadata.name is not set: an approval is bound to one named object")?;
+    // A kind blastguard knows to be cluster-scoped (a Namespace, a ClusterRole) needs
+    // no --cluster-scoped: its target has no namespace whatever the flags say.
+    let known_cluster_scoped = crate::kinds::find(&group, text("/kind").unwrap_or_default())
+        .is_some_and(|k| k.cluster_scoped);
     let namespace = match (
         text("/metadata/namespace"),
         &args.namespace,
-        args.cluster_scoped,
+        args.cluster_scoped || known_cluster_scoped,
     ) {
         (Some(ns), Some(flag), _) if ns != flag => {
             return Err(format!(
@@ -702,7 +706,7 @@ fn object_subject(
                 .and_then(|p| ApprovalPayload::parse(p).ok())
                 .and_then(|p| p.replicas);
             Some(args.replicas.or(existing).ok_or(
-                "--replicas N (the highest replica count approved) is required with --operation scale",
+                "--replicas N (the exact replica count approved) is required with --operation scale",
             )?)
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete if args.replicas.is_some() => {

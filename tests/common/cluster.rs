@@ -354,6 +354,10 @@ pub struct Webhook {
     pid_file: PathBuf,
     /// stderr of the processes stopped so far.
     past_logs: Arc<Mutex<String>>,
+    /// The cluster's kubeconfig when the server keeps its state in the cluster, as
+    /// the chart's pods do (`--state cluster` in the release namespace); `None`: in
+    /// its memory.
+    cluster_state: Option<PathBuf>,
 }
 
 impl Webhook {
@@ -364,22 +368,33 @@ impl Webhook {
             let certs = self.certs.lock().unwrap();
             (certs.path("tls.crt"), certs.path("tls.key"))
         };
-        let server = Server::start_at(
+        let mut state = vec![];
+        let mut env = vec![];
+        if let Some(kubeconfig) = &self.cluster_state {
+            state.extend(["--state", "cluster", "--state-namespace", "blastguard"]);
+            env.push(("KUBECONFIG", kubeconfig.as_path()));
+        }
+        let server = Server::start_with_env(
             self.listen,
             self.admin,
             &[
-                "--tls-cert",
-                cert.to_str().unwrap(),
-                "--tls-key",
-                key.to_str().unwrap(),
-                "--policy",
-                self.policy.to_str().unwrap(),
-                "--allowed-signers",
-                self.signers.to_str().unwrap(),
-                // Certificate rotation is seen within 100 ms instead of 2 s.
-                "--reload-interval",
-                "100ms",
-            ],
+                state.as_slice(),
+                &[
+                    "--tls-cert",
+                    cert.to_str().unwrap(),
+                    "--tls-key",
+                    key.to_str().unwrap(),
+                    "--policy",
+                    self.policy.to_str().unwrap(),
+                    "--allowed-signers",
+                    self.signers.to_str().unwrap(),
+                    // Certificate rotation is seen within 100 ms instead of 2 s.
+                    "--reload-interval",
+                    "100ms",
+                ],
+            ]
+            .concat(),
+            &env,
         );
         std::fs::write(&self.pid_file, server.pid().to_string()).unwrap();
         let ready = server.admin_url("/readyz");
@@ -522,6 +537,16 @@ impl E2e {
     /// chart made (the sequence of docs/install.md, "Development"), so the process
     /// enforces exactly the release's policy.
     pub fn start() -> E2e {
+        Self::start_with(false)
+    }
+
+    /// [`E2e::start`] with the server's state (change sets, workload sizes, spent
+    /// approvals) in the cluster, as the chart's pods keep it.
+    pub fn start_with_cluster_state() -> E2e {
+        Self::start_with(true)
+    }
+
+    fn start_with(cluster_state: bool) -> E2e {
         let cluster = ControlPlane::up();
         let work = cluster.dir.path().join("work");
         let keys = work.join("keys");
@@ -561,6 +586,7 @@ impl E2e {
                 signers: work.join("allowed_signers"),
                 pid_file: cluster.dir.path().join("serve.pid"),
                 past_logs: Arc::default(),
+                cluster_state: cluster_state.then(|| cluster.kubeconfig.clone()),
             },
             approvers,
             outsider,

@@ -278,7 +278,18 @@ impl Server {
     /// chooses), and waits until it printed both. A webhook registered by URL must
     /// come back on its own port.
     pub fn start_at(listen: SocketAddr, admin: SocketAddr, args: &[&str]) -> Server {
+        Server::start_with_env(listen, admin, args, &[])
+    }
+
+    /// [`Server::start_at`] with environment variables set for the process.
+    pub fn start_with_env(
+        listen: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Server {
         let mut child = blastguard()
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .arg("serve")
             .args([
                 "--listen",

@@ -220,7 +220,7 @@ engine's list. */}}
 {{- define "blastguard.webhookRules" -}}
 {{- $all := list "CREATE" "UPDATE" "DELETE" }}
 {{- $state := dict "rules" dict "order" list }}
-{{- include "blastguard.addRule" (dict "state" $state "group" "*" "version" "*" "scope" "Namespaced" "operations" $all "resources" (list "*" "*/*")) }}
+{{- include "blastguard.addRule" (dict "state" $state "group" "*" "version" "*" "scope" "Namespaced" "operations" $all "resources" (list "*/*")) }}
 {{- range .Files.Get "files/kinds.yaml" | fromYamlArray }}
 {{- if .clusterScoped }}
 {{- include "blastguard.addRule" (dict "state" $state "group" .group "version" .version "scope" "Cluster" "operations" $all "resources" (list .resource (printf "%s/*" .resource))) }}
