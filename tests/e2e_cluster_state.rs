@@ -946,6 +946,8 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "replicasets.apps [] [] [get list watch]",
                 "statefulsets.apps [] [] [get list watch]",
                 "rollouts.argoproj.io [] [] [get list watch]",
+                // Its own webhook configuration, that one object (--webhook-configuration).
+                "validatingwebhookconfigurations.admissionregistration.k8s.io [] [blastguard] [get list watch]",
             ],
             "{can}"
         );
