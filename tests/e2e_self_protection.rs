@@ -41,6 +41,8 @@ const ALICE: &str = "alice@example.com";
 const POLICY_DENIAL: &str = "AI identities may not";
 /// A ChangeSet record made for the test.
 const RECORD: &str = "e2e-record";
+/// A Pod made for the test in the release namespace.
+const POD: &str = "e2e-pod";
 
 /// One tampering of issue 19: who tries it and the kubectl arguments.
 struct Tamper {
@@ -196,6 +198,17 @@ fn grant(e2e: &E2e) {
         "metadata": {"name": RECORD, "namespace": NS},
         "spec": {"key": "user:system:serviceaccount:ai-agents:bot", "podCount": 51}});
     e2e.apply(&record, &[], None).expect_ok();
+    // A Pod in the release namespace (it stays Pending: no node runs here).
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": NS},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}});
+    e2e.apply(&pod, &[], None).expect_ok();
+}
+
+/// `kubectl exec` into the release namespace's Pod as the `edit` agent: a CONNECT,
+/// which has no dry run. Admission runs before the API server looks for the Pod's node.
+fn exec_into_blastguard(e2e: &E2e) -> String {
+    e2e.kubectl_as(EDITOR, &["-n", NS, "exec", POD, "--", "true"])
+        .expect_err()
 }
 
 /// Turns the chart's policy on or off with `helm upgrade`, and waits until the API
@@ -271,6 +284,13 @@ fn ai_identities_cannot_switch_the_guard_off() {
             let crd = &tamperings()[6];
             crd.try_as(&e2e, crd.who, false).expect_ok();
             e2e.apply(&vwc, &[], None).expect_ok();
+            // An exec into blastguard's namespace passes admission and fails only for
+            // want of a node.
+            let err = exec_into_blastguard(&e2e);
+            assert!(
+                !err.contains(POLICY_DENIAL) && !err.contains("forbidden"),
+                "{err}"
+            );
         },
     );
 
@@ -289,6 +309,12 @@ fn ai_identities_cannot_switch_the_guard_off() {
                     );
                 }
             }
+            // A CONNECT is matched too.
+            let err = exec_into_blastguard(&e2e);
+            assert!(
+                err.contains(POLICY_DENIAL),
+                "exec not denied by the policy: {err}"
+            );
             // Nothing changed.
             assert!(e2e.get(NS, "deployment/flood").is_none());
             assert!(e2e.get("", "namespace/blastguard").is_some());
