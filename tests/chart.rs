@@ -359,6 +359,15 @@ fn each_mode_renders_exactly_its_objects() {
         ("ClusterRoleBinding", "blastguard-cluster-state"),
         ("Role", "blastguard-change-sets"),
         ("RoleBinding", "blastguard-change-sets"),
+        // The server reads its own webhook configuration (cluster.enabled), and the
+        // self-protection policy (tests/chart_self_protection.rs).
+        ("ClusterRole", "blastguard-webhook-configuration"),
+        ("ClusterRoleBinding", "blastguard-webhook-configuration"),
+        ("ValidatingAdmissionPolicy", "blastguard-self-protection"),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "blastguard-self-protection",
+        ),
     ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut all = set(&base);
@@ -1769,6 +1778,12 @@ fn webhook_url_calls_a_webhook_outside_the_cluster() {
             ("ValidatingWebhookConfiguration", "blastguard"),
             ("CustomResourceDefinition", "changesets.blastguard.io"),
             ("CustomResourceDefinition", "spentapprovals.blastguard.io"),
+            // The API server evaluates it: it guards a webhook outside the cluster too.
+            ("ValidatingAdmissionPolicy", "blastguard-self-protection"),
+            (
+                "ValidatingAdmissionPolicyBinding",
+                "blastguard-self-protection"
+            ),
         ])
     );
     let w = webhook_config(&objs).webhooks.expect("webhooks").remove(0);
@@ -2087,7 +2102,9 @@ fn cluster_rbac_is_minimal() {
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
         .count();
-    assert_eq!(roles, 2, "no other role");
+    // And the read of the webhook configuration, checked in
+    // tests/chart_self_protection.rs.
+    assert_eq!(roles, 3, "no other role");
     // A custom workload of the policy is readable too, under its plural.
     let custom = objects(&render(
         "policy:\n  workloads:\n    - {group: example.com, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}\n",
@@ -2211,6 +2228,7 @@ fn pods_are_highly_available_and_hardened() {
     );
     assert_eq!(arg_value(args, "--state"), "cluster");
     assert_eq!(arg_value(args, "--state-namespace"), "blastguard");
+    assert_eq!(arg_value(args, "--webhook-configuration"), "blastguard");
     assert_eq!(pod["serviceAccountName"], "blastguard");
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["requests"]["cpu"].is_string());
@@ -2286,8 +2304,9 @@ fn pods_are_highly_available_and_hardened() {
     let args = pod["containers"][0]["args"].as_array().expect("args");
     assert_eq!(arg_value(args, "--state"), "memory");
     assert!(!args.iter().any(|a| {
-        a.as_str()
-            .is_some_and(|a| a.starts_with("--state-namespace"))
+        a.as_str().is_some_and(|a| {
+            a.starts_with("--state-namespace") || a.starts_with("--webhook-configuration")
+        })
     }));
 }
 
@@ -2652,11 +2671,23 @@ mod fake_apiserver {
         ),
         (
             "admissionregistration.k8s.io/v1",
-            &[(
-                "validatingwebhookconfigurations",
-                "ValidatingWebhookConfiguration",
-                false,
-            )],
+            &[
+                (
+                    "validatingwebhookconfigurations",
+                    "ValidatingWebhookConfiguration",
+                    false,
+                ),
+                (
+                    "validatingadmissionpolicies",
+                    "ValidatingAdmissionPolicy",
+                    false,
+                ),
+                (
+                    "validatingadmissionpolicybindings",
+                    "ValidatingAdmissionPolicyBinding",
+                    false,
+                ),
+            ],
         ),
     ];
 
@@ -3078,6 +3109,8 @@ fn alerts_pass_promtool_and_fire_when_they_should() {
         "BlastguardCertificateExpiringSoon",
         "BlastguardPolicyReloadFailing",
         "BlastguardNoApprovers",
+        "BlastguardWebhookConfigurationMissing",
+        "BlastguardWebhookConfigurationChanged",
     ] {
         assert!(alerts.contains(required), "no {required} alert");
     }

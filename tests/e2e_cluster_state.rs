@@ -942,6 +942,8 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "changesets.blastguard.io [] [] [get list watch create update delete]",
                 "namespaces [] [] [get list watch]",
                 "replicationcontrollers [] [] [get list watch]",
+                // Its own webhook configuration, that one object (--webhook-configuration).
+                "validatingwebhookconfigurations.admissionregistration.k8s.io [] [blastguard] [get list watch]",
                 "deployments.apps [] [] [get list watch]",
                 "replicasets.apps [] [] [get list watch]",
                 "statefulsets.apps [] [] [get list watch]",

@@ -36,6 +36,8 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server() {
                     "ConfigMap/blastguard-allowed-signers",
                     "ConfigMap/blastguard-policy",
                     "ServiceAccount/blastguard",
+                    "ValidatingAdmissionPolicy/blastguard-self-protection",
+                    "ValidatingAdmissionPolicyBinding/blastguard-self-protection",
                     "ValidatingWebhookConfiguration/blastguard",
                 ],
                 "webhook.url renders nothing that needs pods"

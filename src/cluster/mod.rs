@@ -28,6 +28,7 @@ pub mod scope;
 pub mod sizes;
 pub mod spent;
 mod watch;
+pub mod webhook_config;
 pub mod workloads;
 
 use std::sync::Arc;
@@ -78,6 +79,9 @@ pub struct Options {
     pub window: Duration,
     /// The policy's custom workload kinds, watched besides the built-in ones.
     pub workloads: Vec<WorkloadSpec>,
+    /// The webhook's own ValidatingWebhookConfiguration, watched for changes
+    /// ([`webhook_config`]), when named.
+    pub webhook_configuration: Option<String>,
 }
 
 /// The cluster state, running: its watches feed the caches behind [`Cluster::state`].
@@ -153,6 +157,9 @@ impl Cluster {
 
         watch::namespaces(client.clone(), namespaces.clone());
         watch::workloads(client.clone(), workloads.clone());
+        if let Some(name) = options.webhook_configuration.clone() {
+            webhook_config::watch(client.clone(), name, metrics.clone());
+        }
         watch::change_sets(client, &namespace, reach.clone());
         let spent_collector = spent.clone();
         tokio::spawn(async move {

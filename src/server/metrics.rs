@@ -131,6 +131,8 @@ pub struct ClusterMetrics {
     cache_synced: IntGaugeVec,
     lookups: IntCounterVec,
     change_set_writes: IntCounterVec,
+    webhook_configuration_present: IntGaugeVec,
+    webhook_configuration_changes: IntCounterVec,
 }
 
 impl std::fmt::Debug for ClusterMetrics {
@@ -185,6 +187,18 @@ impl ClusterMetrics {
                 "Writes of change-set records to the API server, by result.",
                 &["result"],
             ),
+            // Series only once `serve --webhook-configuration` watches one, so an
+            // install without the watch raises no alert on them.
+            webhook_configuration_present: gauges(
+                "blastguard_webhook_configuration_present",
+                "Whether the webhook's ValidatingWebhookConfiguration exists with at least one webhook (1) or is deleted or empty, so the API server sends nothing (0).",
+                &["name"],
+            ),
+            webhook_configuration_changes: counters(
+                "blastguard_webhook_configuration_changes_total",
+                "Changes to the webhook's ValidatingWebhookConfiguration seen by the watch, by change: created, modified, ca_bundle, deleted.",
+                &["name", "change"],
+            ),
         };
         for cache in CLUSTER_CACHES {
             m.cache_objects.with_label_values(&[cache]);
@@ -216,6 +230,28 @@ impl ClusterMetrics {
     /// Counts one lookup (`result` is one of [`LOOKUP_RESULTS`]).
     pub fn lookup(&self, cache: &str, result: &str) {
         self.lookups.with_label_values(&[cache, result]).inc();
+    }
+
+    /// Starts the series of a watched webhook configuration: each change at 0.
+    pub fn webhook_configuration_watched(&self, name: &str, changes: &[&str]) {
+        for change in changes {
+            self.webhook_configuration_changes
+                .with_label_values(&[name, change]);
+        }
+    }
+
+    /// Sets whether the watched webhook configuration exists with a webhook.
+    pub fn set_webhook_configuration_present(&self, name: &str, present: bool) {
+        self.webhook_configuration_present
+            .with_label_values(&[name])
+            .set(i64::from(present));
+    }
+
+    /// Counts one change of the watched webhook configuration.
+    pub fn webhook_configuration_changed(&self, name: &str, change: &str) {
+        self.webhook_configuration_changes
+            .with_label_values(&[name, change])
+            .inc();
     }
 
     /// Counts one change-set write outcome (one of [`WRITE_RESULTS`]).

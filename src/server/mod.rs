@@ -135,6 +135,11 @@ pub struct ClusterArgs {
     /// a pod, its own].
     #[arg(long, env = "BLASTGUARD_STATE_NAMESPACE", value_name = "NAMESPACE")]
     pub state_namespace: Option<String>,
+    /// The ValidatingWebhookConfiguration this server is registered by: watched (with
+    /// the cluster state), and a change or deletion is logged and counted in
+    /// blastguard_webhook_configuration_* (the chart sets it).
+    #[arg(long, env = "BLASTGUARD_WEBHOOK_CONFIGURATION", value_name = "NAME")]
+    pub webhook_configuration: Option<String>,
     /// Longest time one admission decision waits on the API server, for all its
     /// reads and writes together; past it, it decides with what is known.
     #[arg(
@@ -505,6 +510,9 @@ async fn start_cluster(
     metrics: &Metrics,
 ) -> Result<Option<Arc<Cluster>>, ServeError> {
     let memory = |why: &str| {
+        if let Some(name) = &args.webhook_configuration {
+            warn!(webhook_configuration = %name, "the webhook configuration is not watched without the cluster state");
+        }
         info!(
             state = "memory",
             "state: change sets, namespace labels and workload annotations in this process's memory ({why}); each replica counts alone"
@@ -527,6 +535,7 @@ async fn start_cluster(
             namespace: args.state_namespace.clone(),
             window: policy.change_set_window,
             workloads: policy.document.spec.workloads.clone(),
+            webhook_configuration: args.webhook_configuration.clone(),
         },
         metrics.cluster(),
     )?;
