@@ -200,6 +200,9 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
                 );
             }
         }
+        None if v.reason == Reason::Unmeasurable => m.push_str(
+            "\nNo approval lifts a change that cannot be measured: make what could not be read readable (or ask a cluster administrator), then retry.",
+        ),
         None => m.push_str(
             "\nThis change cannot be bound to an approval (its digest could not be computed); ask a cluster administrator.",
         ),

@@ -645,7 +645,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     );
 
     steps.run(
-        "a scale within its parent's approval is admitted by either replica",
+        "a scale approval admits exactly its count, once, on whichever replica",
         || {
             let b = b.as_ref().unwrap();
             let now = std::time::SystemTime::now();
@@ -672,20 +672,25 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             );
             kubectl(&cp, &["apply", "-f", "-"], Some(&parent.to_string()));
             let scaler = "system:serviceaccount:ai-agents:scaler";
+            // Past the approved count, neither replica admits it.
             for r in [&a, b] {
-                // The watch delivers the parent within moments; a miss GETs it.
-                let answer = wait_for("the approved scale", SECONDS, || {
-                    let (answer, _) = r.judge(&scale("shop", "api", 2, 20, scaler));
-                    answer.allowed().then_some(answer)
+                let over = wait_for("the parent's approval on the replica", SECONDS, || {
+                    let (over, _) = r.judge(&scale("shop", "api", 2, 30, scaler));
+                    assert!(!over.allowed(), "30 is not the approved 20");
+                    (over.0["auditAnnotations"]["approval"] == "replicas_exceeded")
+                        .then_some(over)
                 });
-                assert_eq!(
-                    answer.0["auditAnnotations"]["approval"], "valid",
-                    "{:?}",
-                    answer.0
-                );
-                let (over, _) = r.judge(&scale("shop", "api", 2, 30, scaler));
-                assert!(!over.allowed(), "30 is past the approved 20");
-                assert_eq!(over.0["auditAnnotations"]["approval"], "replicas_exceeded");
+                let _ = over;
+            }
+            // The approved scale: one replica admits it and spends the approval...
+            let (answer, _) = a.judge(&scale("shop", "api", 2, 20, scaler));
+            assert!(answer.allowed(), "{:?}", answer.0);
+            assert_eq!(answer.0["auditAnnotations"]["approval"], "valid");
+            // ...and every replica then knows it is spent: single use across replicas.
+            for r in [&a, b] {
+                let (again, _) = r.judge(&scale("shop", "api", 2, 20, scaler));
+                assert!(!again.allowed(), "a spent approval admitted a second scale");
+                assert_eq!(again.0["auditAnnotations"]["approval"], "spent");
             }
         },
     );
@@ -939,6 +944,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
         assert_eq!(
             granted,
             [
+                "spentapprovals.blastguard.io [] [] [get list create delete]",
                 "changesets.blastguard.io [] [] [get list watch create update delete]",
                 "namespaces [] [] [get list watch]",
                 "replicationcontrollers [] [] [get list watch]",
@@ -948,6 +954,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "replicasets.apps [] [] [get list watch]",
                 "statefulsets.apps [] [] [get list watch]",
                 "rollouts.argoproj.io [] [] [get list watch]",
+                "endpointslices.discovery.k8s.io [] [] [list]",
             ],
             "{can}"
         );

@@ -133,7 +133,7 @@ fn corpus() -> Vec<(&'static str, Value)> {
             "HorizontalPodAutoscaler, partial behavior",
             json!({"apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler", "metadata": meta("hpa"), "spec": {"maxReplicas": 10,
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scaled"},
                 "metrics": [{"type": "Resource", "resource": {"name": "memory",
                     "target": {"type": "AverageValue", "averageValue": "1024Mi"}}}],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}}),
@@ -142,7 +142,7 @@ fn corpus() -> Vec<(&'static str, Value)> {
             "HorizontalPodAutoscaler, no metrics",
             json!({"apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler", "metadata": meta("hpa2"), "spec": {"maxReplicas": 3,
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}}),
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "scaled"}}}),
         ),
         (
             "Pod on the host network, no token",
@@ -223,8 +223,19 @@ fn differences(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn offline_digests_equal_the_servers_and_the_webhooks() {
-    let e2e = E2e::start();
+    // With the cluster's state, as the chart's pods run: an autoscaler's target's
+    // size is read from the cluster (in memory it is unknown, and a change that
+    // cannot be measured has no payload to compare).
+    let e2e = E2e::start_with_cluster_state();
     e2e.namespaces(&["prod"]);
+    // The autoscalers' target exists (a person's), so its size is in the webhook's
+    // watch by the time they are judged.
+    e2e.apply(
+        &common::cluster::deployment("prod", "scaled", 1, &[]),
+        &[],
+        None,
+    )
+    .expect_ok();
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     let mut denied = 0;

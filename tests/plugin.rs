@@ -263,11 +263,10 @@ fn multi_document_file_denies_the_big_ai_change_only() {
         run.row("Deployment default/batch")[2..7],
         ["-", "-", "default", "-", "allow"]
     );
-    // The API server never sends a ConfigMap to the webhook (the chart's rules name
-    // only the kinds blastguard judges), so check does not judge it either.
+    // The API server sends every namespaced kind with an AI signal (a ConfigMap counts
+    // toward a change set's namespaces), so check judges it too; this one has none.
     let cfg = run.row("ConfigMap default/cfg");
-    assert_eq!(cfg[6], "skipped");
-    assert!(cfg[7].starts_with("not sent to the webhook"), "{cfg:?}");
+    assert_eq!(cfg[6..8], ["allow", "not AI-assisted"], "{cfg:?}");
     // The full denial follows the table: the limit, and the payload to sign.
     assert!(
         run.stdout
@@ -921,10 +920,10 @@ fn cluster_scoped_objects_and_change_set_reach() {
         "-o",
         "yaml",
     ]);
-    // One AI change set touching four namespaces: the fourth is over
+    // One AI change set touching five namespaces: the fourth is over
     // maxNamespacesPerChange (3), as the webhook counts a change set across requests.
-    // A ConfigMap in a fifth namespace is never sent to the webhook and counts for
-    // nothing: it comes first, so counting it would deny team-c already.
+    // The ConfigMap comes first and counts like any namespaced object: the API server
+    // sends every namespaced kind.
     let configmap = k.make(&[
         "create",
         "configmap",
@@ -956,15 +955,18 @@ fn cluster_scoped_objects_and_change_set_reach() {
         run.row("ClusterRoleBinding readers")[4..7],
         ["cluster", "default", "deny"]
     );
-    assert_eq!(run.row("ConfigMap team-e/cfg")[4..7], ["-", "-", "skipped"]);
+    assert_eq!(
+        run.row("ConfigMap team-e/cfg")[4..7],
+        ["team-e", "default", "allow"]
+    );
     assert_eq!(run.row("Deployment team-a/cfg")[6], "allow");
     assert_eq!(
-        run.row("Deployment team-c/cfg")[4..7],
-        ["team-c (3 namespaces in change set)", "default", "allow"]
+        run.row("Deployment team-b/cfg")[4..7],
+        ["team-b (3 namespaces in change set)", "default", "allow"]
     );
     assert_eq!(
-        run.row("Deployment team-d/cfg")[4..7],
-        ["team-d (4 namespaces in change set)", "default", "deny"]
+        run.row("Deployment team-c/cfg")[4..7],
+        ["team-c (4 namespaces in change set)", "default", "deny"]
     );
     assert!(
         run.stdout
@@ -1200,8 +1202,8 @@ fn rendered_manifests_from_helm_and_kustomize() {
     assert_eq!(
         kinds,
         [
-            "ServiceAccount shop/shop skipped",
-            "Service shop/shop skipped",
+            "ServiceAccount shop/shop allow",
+            "Service shop/shop allow",
             "Deployment shop/shop deny",
             "Pod shop/shop-test-connection allow",
         ]
@@ -1411,15 +1413,6 @@ async fn check_and_the_https_webhook_give_the_same_verdicts_and_messages() {
     let client = common::webhook_client(&pki.ca_pem, common::Http::Two);
     let mut seen = std::collections::BTreeSet::new();
     for (i, (object, r)) in objects.iter().zip(results).enumerate() {
-        if object["kind"] == "ConfigMap" {
-            // The API server never sends a ConfigMap (the chart's rules name only the
-            // kinds blastguard judges), and check says so instead of judging it.
-            assert_eq!(
-                (&r["verdict"], &r["reason"]),
-                (&json!("skipped"), &json!("not_sent"))
-            );
-            continue;
-        }
         let name = object["metadata"]["name"].as_str().expect("name");
         let previous = old.iter().find(|o| o["metadata"]["name"] == name);
         let review = api_server_review(i, object, previous, AI_SA);

@@ -159,7 +159,8 @@ struct BudgetStatus {
 }
 
 /// Pods a waiting rollout replaces once this update lets it go: `paused` true → false
-/// (Deployments, and custom kinds with the same field), or a lowered
+/// (Deployments, and custom kinds with the same field), new rollout numbers
+/// (`strategy.rollingUpdate`) under a rollout in progress, or a lowered
 /// `updateStrategy.rollingUpdate.partition` (StatefulSets). Whether a template change
 /// is pending is read from the old object's status; where it cannot tell, every pod
 /// the release covers counts (fail closed).
@@ -168,13 +169,26 @@ fn released_rollout(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> Option<u64>
     let status = status::<RolloutStatus>(old);
     let was_paused = read::<bool>(old, "/spec/paused").unwrap_or(false);
     let paused = read::<bool>(new, "/spec/paused").unwrap_or(false);
-    if was_paused && !paused {
+    let waiting = || {
         let all = replicas(old).max(replicas(new));
-        let waiting = match status.as_ref().and_then(|s| s.updated_replicas) {
+        match status.as_ref().and_then(|s| s.updated_replicas) {
             Some(updated) => replicas(old).saturating_sub(updated),
             None => all,
-        };
-        return (waiting > 0).then_some(waiting);
+        }
+    };
+    if was_paused && !paused {
+        return Some(waiting()).filter(|w| *w > 0);
+    }
+    // A Deployment's strategy numbers changed under a rollout in progress (a
+    // person's, say): `maxUnavailable: 100%` takes every pod it has not replaced yet
+    // down at once. Nothing pending, nothing released.
+    if !paused
+        && differs(
+            new.raw_at("/spec/strategy/rollingUpdate"),
+            old.raw_at("/spec/strategy/rollingUpdate"),
+        )
+    {
+        return Some(waiting()).filter(|w| *w > 0);
     }
     const PARTITION: &str = "/spec/updateStrategy/rollingUpdate/partition";
     let (before, after) = (

@@ -213,6 +213,7 @@ fn owners_labels_and_subresources_are_judged_like_the_object() {
 fn paused(paused: bool, image: &str, updated: Option<u64>) -> Value {
     let mut d = deploy(40, image, human());
     d["spec"]["paused"] = json!(paused);
+    d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
     d["status"] = match updated {
         Some(u) => json!({"replicas": 40, "updatedReplicas": u}),
         None => json!({}),
@@ -251,6 +252,26 @@ fn releasing_a_waiting_rollout_counts_the_pods_it_replaces() {
             (
                 "resume with nothing pending",
                 Req::update("Deployment", "prod", paused(true, "app:1", Some(40)), paused(false, "app:1", Some(40))).user(AI_SA),
+                (Allow, WithinLimits, 0),
+            ),
+            (
+                "maxUnavailable 100% under a person's rollout in progress",
+                Req::update("Deployment", "prod", paused(false, "app:2", Some(10)), {
+                    let mut d = paused(false, "app:2", Some(10));
+                    d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%", "maxSurge": 0}});
+                    d
+                })
+                .user(AI_SA),
+                (Deny, OverLimits, 30),
+            ),
+            (
+                "new rollout numbers with nothing in progress",
+                Req::update("Deployment", "prod", paused(false, "app:1", Some(40)), {
+                    let mut d = paused(false, "app:1", Some(40));
+                    d["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%", "maxSurge": 0}});
+                    d
+                })
+                .user(AI_SA),
                 (Allow, WithinLimits, 0),
             ),
             (
