@@ -275,7 +275,7 @@ fn multi_document_file_denies_the_big_ai_change_only() {
     assert!(run.stdout.contains(r#""kind":"Approval""#));
     assert!(
         run.stdout
-            .contains("4 object(s): 1 denied, 0 warned, 2 allowed, 1 skipped")
+            .contains("4 object(s): 1 denied, 0 warned, 3 allowed, 0 skipped")
     );
 
     // A reader that stops early (`| head`) does not turn a denial into an error. The
