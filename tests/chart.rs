@@ -580,7 +580,7 @@ fn webhook_configuration_follows_the_contract() {
     // Configured: another release namespace, more exclusions, an extra cluster-scoped
     // resource, a longer timeout. The release namespace stays excluded whatever the
     // list says.
-    let values = "webhook:\n  timeoutSeconds: 5\n  excludedNamespaces: [kube-system, gatekeeper-system]\n  extraClusterScopedResources: [{apiGroup: storage.k8s.io, apiVersion: v1, resource: storageclasses}]\n";
+    let values = "webhook:\n  timeoutSeconds: 5\n  excludedNamespaces: [kube-system, gatekeeper-system]\n  extraClusterScopedResources: [{apiGroup: storage.k8s.io, apiVersion: v1, resource: volumeattachments}]\n";
     let out = helm_template("platform-tools", values, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let objs = objects(&text(&out.stdout));
@@ -601,7 +601,7 @@ fn webhook_configuration_follows_the_contract() {
     assert_eq!(
         added,
         ["CREATE", "UPDATE", "DELETE"]
-            .map(|op| sent("storage.k8s.io", "v1", "storageclasses", op, "Cluster"))
+            .map(|op| sent("storage.k8s.io", "v1", "volumeattachments", op, "Cluster"))
             .into()
     );
 
