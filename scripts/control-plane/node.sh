@@ -435,8 +435,9 @@ node_down() ( # dir; a subshell where a failed step never stops the ones after i
     cat "$d/iptables.diff" >&2
   fi
   rm -rf "$d/node"
-  # The API server, while etcd still runs: on the way out it removes its address from
-  # the kubernetes Service's endpoints (the lease reconciler), which waits on etcd.
+  # The API server before etcd. With a node it takes more than 10 s to stop after
+  # SIGTERM (without one, about 1 s; why is not known yet): node_stop kills it then,
+  # which a throwaway cluster can afford.
   node_stop kube-controller-manager kube-apiserver
 )
 
