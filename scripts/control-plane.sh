@@ -17,12 +17,18 @@
 #   scripts/control-plane.sh version     pinned Kubernetes version
 #   scripts/control-plane.sh build       build (or find) the binaries; prints their dir
 #   scripts/control-plane.sh up DIR      start a fresh cluster in DIR; returns once usable
-#   scripts/control-plane.sh down DIR    stop it (idempotent)
+#   scripts/control-plane.sh up DIR --node   the same plus a node (scripts/control-plane/node.sh):
+#                                        containerd, kubelet, kube-proxy, kube-scheduler; pods run
+#   scripts/control-plane.sh load DIR ARCHIVE   import an OCI image archive into DIR's node
+#   scripts/control-plane.sh build-node  build (or find) the node's binaries; prints their dir
+#   scripts/control-plane.sh down DIR    stop it (idempotent); with a node, undo what it changed
 #
 # up writes DIR/kubeconfig (cluster-admin), DIR/env (KUBECONFIG=, APISERVER_PORT=,
 # ETCD_PORT=, ...; also printed on stdout), DIR/pids, DIR/{etcd,kube-apiserver,
 # kube-controller-manager}.log. Every listener binds 127.0.0.1 on a port the
-# kernel reported free; nothing is contacted beyond loopback.
+# kernel reported free; nothing is contacted beyond loopback. With --node, the API
+# server and the kubelet bind the node's bridge address instead (pods must reach
+# them), and the kubeconfig names that address.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +48,11 @@ etcd_version=$(mod_version "$src/etcd/go.mod" go.etcd.io/etcd/server/v3)
 [ -n "$k8s_version" ] && [ -n "$etcd_version" ] || die "cannot read the pinned versions from $src/*/go.mod"
 bin_dir="$cache_root/${k8s_version}-etcd${etcd_version#v}"
 binaries=(etcd kube-apiserver kube-controller-manager)
+
+api_host=127.0.0.1
+node=false
+# shellcheck source=control-plane/node.sh
+. "$src/node.sh"
 
 have_binaries() {
   local b
@@ -124,6 +135,9 @@ alive() { # pid dir
 
 cmd_down() { # dir
   local dir=$1 name pid pids=() waited=0 left
+  # A node's containers and machine changes first, while its processes still answer
+  # (also after an up that failed before it started any process).
+  node_down "$dir"
   [ -f "$dir/pids" ] || return 0
   # Reverse start order: controllers first, etcd last, so nothing logs a dead backend.
   while read -r name pid; do
@@ -162,7 +176,7 @@ start() { # name log args...
 fail() {
   log "error: $*"
   local c
-  for c in "${binaries[@]}"; do
+  for c in "${binaries[@]}" containerd kubelet kube-proxy kube-scheduler; do
     if [ -f "$dir/$c.log" ]; then
       echo "----- last 30 lines of $dir/$c.log -----" >&2
       tail -n 30 "$dir/$c.log" >&2
@@ -221,7 +235,7 @@ kind: Config
 clusters:
 - name: blastguard-e2e
   cluster:
-    server: https://127.0.0.1:$apiserver_port
+    server: https://$api_host:$apiserver_port
     certificate-authority-data: $($b64 < "$dir/pki/ca.crt")
 users:
 - name: $2
@@ -238,12 +252,13 @@ EOF
 
 api() { # path: GET as cluster-admin, body on stdout, fails on non-2xx
   curl -fsS --max-time 5 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-    "https://127.0.0.1:$apiserver_port$1"
+    "https://$api_host:$apiserver_port$1"
 }
 
 cmd_up() {
   mkdir -p "$1"
   dir=$(cd "$1" && pwd)
+  [ "${2:-}" = --node ] && node=true
   local name pid
   if [ -f "$dir/pids" ]; then
     while read -r name pid; do
@@ -251,8 +266,14 @@ cmd_up() {
     done < "$dir/pids"
     rm -f "$dir/pids"
   fi
-  local bins
+  local bins node_bins=
   bins=$(cmd_build)
+  if $node; then
+    node_preflight
+    node_bins=$(cmd_build_node)
+    node_lock
+    api_host=$node_ip
+  fi
   local t0=$SECONDS
   trap 'fail "interrupted"' INT TERM
 
@@ -261,7 +282,14 @@ cmd_up() {
   rm -f "$dir"/{etcd,kube-apiserver,kube-controller-manager}.log "$dir/env" "$dir/kubeconfig"
   pki
   local etcd_port etcd_peer_port apiserver_port kcm_port
-  read -r etcd_port etcd_peer_port apiserver_port kcm_port < <(free_ports 4)
+  local kubelet_port kubelet_healthz_port proxy_healthz_port proxy_metrics_port scheduler_port
+  read -r etcd_port etcd_peer_port apiserver_port kcm_port kubelet_port kubelet_healthz_port \
+    proxy_healthz_port proxy_metrics_port scheduler_port < <(free_ports 9)
+  if $node; then
+    node_pki
+    node_snapshot
+    node_network
+  fi
   kubeconfig "$dir/kubeconfig" admin
   kubeconfig "$dir/kube-controller-manager.kubeconfig" kube-controller-manager
 
@@ -287,18 +315,32 @@ cmd_up() {
   # loopback address (validation rejects it), and with no pods nothing reads it.
   # --service-cluster-ip-range only names the range Service ClusterIPs are allocated
   # from (stored in etcd); nothing listens on or dials those addresses.
+  # With a node: the API server listens on the bridge's address (pods reach it there
+  # through the kubernetes Service, whose endpoint the lease reconciler keeps, since
+  # it is no loopback address); it calls kubelets by their InternalIP with a client
+  # certificate (kubectl logs), and dials a webhook Service's endpoints itself
+  # (aggregator routing), so it needs no kube-proxy on its own side.
+  local apiserver_net=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+  if $node; then
+    apiserver_net=(
+      --bind-address="$node_ip" --advertise-address="$node_ip"
+      --kubelet-client-certificate="$dir/pki/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$dir/pki/apiserver-kubelet-client.key"
+      --kubelet-preferred-address-types=InternalIP
+      --enable-aggregator-routing=true
+    )
+  fi
   start kube-apiserver "$dir/kube-apiserver.log" "$bins/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$apiserver_port" \
+    "${apiserver_net[@]}" --secure-port="$apiserver_port" \
     --tls-cert-file="$dir/pki/apiserver.crt" --tls-private-key-file="$dir/pki/apiserver.key" \
     --client-ca-file="$dir/pki/ca.crt" \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
-    --service-account-issuer="https://127.0.0.1:$apiserver_port" \
+    --service-account-issuer="https://$api_host:$apiserver_port" \
     --service-account-key-file="$dir/pki/sa.pub" \
     --service-account-signing-key-file="$dir/pki/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
-    --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --requestheader-client-ca-file="$dir/pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
@@ -328,6 +370,8 @@ cmd_up() {
     root-ca-certificate-publisher-controller clusterrole-aggregation-controller
     endpoints-controller endpointslice-controller validatingadmissionpolicy-status-controller
   )
+  # A node's not-ready taint is lifted by the node lifecycle controller.
+  $node && controllers+=(node-lifecycle-controller)
   start kube-controller-manager "$dir/kube-controller-manager.log" "$bins/kube-controller-manager" \
     --kubeconfig="$dir/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$dir/kube-controller-manager.kubeconfig" \
@@ -355,18 +399,30 @@ cmd_up() {
       || fail "no controller-manager lease holder or no default ServiceAccount after ${timeout_s}s"
     sleep 0.3
   done
+  if $node; then
+    node_containerd
+    node_kubelet
+    node_proxy_and_scheduler
+    node_wait_ready
+  fi
   trap - INT TERM
 
   {
     printf 'KUBECONFIG=%q\n' "$dir/kubeconfig"
     printf 'APISERVER_PORT=%s\n' "$apiserver_port"
-    printf 'APISERVER_URL=%q\n' "https://127.0.0.1:$apiserver_port"
+    printf 'APISERVER_URL=%q\n' "https://$api_host:$apiserver_port"
     printf 'ETCD_PORT=%s\n' "$etcd_port"
     printf 'KCM_PORT=%s\n' "$kcm_port"
     printf 'CA_CERT=%q\n' "$dir/pki/ca.crt"
     printf 'KUBERNETES_VERSION=%s\n' "$k8s_version"
+    if $node; then
+      printf 'NODE_NAME=%s\n' "$node_name"
+      printf 'NODE_IP=%s\n' "$node_ip"
+      printf 'CONTAINERD_ADDRESS=%q\n' "$dir/containerd/containerd.sock"
+      printf 'CONTAINERD_HOSTS_DIR=%q\n' "$dir/containerd/certs.d"
+    fi
   } > "$dir/env"
-  log "up in $((SECONDS - t0))s: apiserver https://127.0.0.1:$apiserver_port (lease holder $holder)"
+  log "up in $((SECONDS - t0))s: apiserver https://$api_host:$apiserver_port (lease holder $holder)$($node && echo ", node $node_name Ready")"
   cat "$dir/env"
 }
 
@@ -375,7 +431,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 case "${1:-}" in
   version) echo "$k8s_version" ;;
   build) cmd_build ;;
-  up) [ $# -eq 2 ] || usage; cmd_up "$2" ;;
+  build-node) cmd_build_node ;;
+  up)
+    { [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = --node ]; }; } || usage
+    cmd_up "$2" "${3:-}"
+    ;;
+  load) [ $# -eq 3 ] || usage; cmd_load "$(cd "$2" && pwd)" "$3" ;;
   down)
     [ $# -eq 2 ] || usage
     [ -d "$2" ] || exit 0

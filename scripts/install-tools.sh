@@ -6,6 +6,8 @@
 #   promtool             from Debian's prometheus package
 #   buildah              from Debian (scripts/image.sh; tests/release.rs), with file
 #   skopeo               from Debian (pushes the image archive; tests/release.rs)
+#   containerd, runc,    from Debian: the node of `scripts/control-plane.sh up DIR --node`
+#   CNI plugins          (containernetworking-plugins: bridge, host-local, loopback)
 #   krew v0.4.4          built from the Go module proxy into .tools/bin/kubectl-krew,
 #                        with its validate-krew-manifest (tests/release.rs); needs go
 #   ggcr-registry        go-containerregistry's in-memory OCI registry, from the Go
@@ -62,6 +64,9 @@ apt_missing=()
 command -v buildah >/dev/null 2>&1 || apt_missing+=(buildah)
 command -v skopeo >/dev/null 2>&1 || apt_missing+=(skopeo)
 command -v file >/dev/null 2>&1 || apt_missing+=(file)
+command -v containerd >/dev/null 2>&1 || apt_missing+=(containerd)
+command -v runc >/dev/null 2>&1 || apt_missing+=(runc)
+[ -x /usr/lib/cni/bridge ] || apt_missing+=(containernetworking-plugins)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "install-tools: ${apt_missing[*]} (Debian)" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -105,10 +110,11 @@ fi
 for t in helm kubernetes-validate; do "$tools/bin/$t" --help >/dev/null 2>&1 || { echo "install-tools: $t does not run" >&2; exit 1; }; done
 command -v promtool >/dev/null || { echo "install-tools: promtool missing after install" >&2; exit 1; }
 "$tools/bin/kubectl" version --client >/dev/null 2>&1 || { echo "install-tools: kubectl does not run" >&2; exit 1; }
-for t in buildah skopeo file; do
+for t in buildah skopeo file containerd runc ctr; do
   command -v "$t" >/dev/null || { echo "install-tools: $t missing after install" >&2; exit 1; }
 done
 "$tools/bin/kubectl-krew" --help >/dev/null 2>&1 || { echo "install-tools: krew does not run" >&2; exit 1; }
+[ -x /usr/lib/cni/bridge ] || { echo "install-tools: the CNI bridge plugin is missing after install" >&2; exit 1; }
 command -v ssh-keygen >/dev/null || { echo "install-tools: ssh-keygen is required" >&2; exit 1; }
 command -v openssl >/dev/null || { echo "install-tools: openssl is required" >&2; exit 1; }
 echo "$tools/bin"

@@ -85,7 +85,7 @@ impl Run {
 }
 
 /// Runs `cmd` to completion, with `stdin` when given.
-fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
+pub fn run(mut cmd: Command, stdin: Option<&str>) -> Run {
     let what = format!("{cmd:?}");
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -155,7 +155,8 @@ pub struct ControlPlane {
     watchdog: Child,
 }
 
-fn script() -> PathBuf {
+/// scripts/control-plane.sh.
+pub fn script() -> PathBuf {
     repo().join("scripts/control-plane.sh")
 }
 
@@ -163,13 +164,19 @@ impl ControlPlane {
     /// Starts a fresh cluster. Fails the test with the script's output when the binaries
     /// cannot be built or the cluster does not come up: an e2e test never skips.
     pub fn up() -> ControlPlane {
+        ControlPlane::up_with(&[])
+    }
+
+    /// Starts a fresh cluster with `control-plane.sh up DIR ARGS` (`--node`: with a
+    /// node, tests/common/node.rs).
+    pub fn up_with(args: &[&str]) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("blastguard-e2e.")
             .tempdir()
             .unwrap();
         let t0 = Instant::now();
         let mut cmd = Command::new("bash");
-        cmd.arg(script()).arg("up").arg(dir.path());
+        cmd.arg(script()).arg("up").arg(dir.path()).args(args);
         let up = run(cmd, None);
         if !up.ok {
             // `up` cleans up after itself on failure; `down` is idempotent.

@@ -11,6 +11,8 @@
 
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
+/// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
+pub mod node;
 /// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
 pub mod reviewed;
 
