@@ -12,6 +12,7 @@
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
 /// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
+pub mod replica;
 pub mod reviewed;
 
 use std::io::{BufRead as _, BufReader, Read};
