@@ -56,6 +56,12 @@ pub const MAX_PENDING: usize = 10_000;
 /// judging, or the settling write never landed).
 pub const HOLD_LAPSE: Duration = Duration::from_secs(30);
 
+/// Least time a decision waits for its reservation, even when less of its budget is
+/// left: a burst's reservations go out in one write, which on a busy API server can
+/// take longer than the default budget, and a decision that stops waiting is denied
+/// (onClusterUnavailable: deny). Well within the webhook's timeout (the chart's 3 s).
+pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
+
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -180,6 +186,8 @@ struct Shared {
     window_secs: AtomicU64,
     metrics: ClusterMetrics,
     handle: tokio::runtime::Handle,
+    /// Tripped by writes that get no answer.
+    bridge: Arc<Bridge>,
 }
 
 /// [`ChangeSetReach`] over `ChangeSet` records.
@@ -210,6 +218,7 @@ impl ClusterReach {
                 window_secs: AtomicU64::new(window.as_secs().max(1)),
                 metrics,
                 handle: bridge.handle().clone(),
+                bridge: bridge.clone(),
             }),
             bridge,
             replica: replica_id(),
@@ -380,7 +389,11 @@ impl ChangeSetReach for ClusterReach {
             }
             answers
         });
-        let answers = match self.bridge.finish(started, scope::deadline()) {
+        // A late reservation means the writes are busy (a burst queues behind one
+        // write), not that the API server is gone: it opens no breaker, or one slow
+        // write would make every decision of the next second skip the API server.
+        let deadline = scope::deadline().max(Instant::now() + RESERVE_WAIT);
+        let answers = match self.bridge.finish_without_breaker(started, deadline) {
             Ok(answers) => answers,
             Err(late) => {
                 tracing::warn!(error = %late, "change-set reservation not written within the budget; judged on what this replica knows, written in the background");
@@ -595,6 +608,11 @@ impl Shared {
                 }
                 Err(Retry::Now) => {}
                 Err(Retry::Later(e)) => {
+                    if status_code(&e).is_none() {
+                        // No answer at all (a connection refused, a timeout): the API
+                        // server may be gone, and decisions need not wait for it.
+                        self.bridge.trip();
+                    }
                     tracing::warn!(key, error = %e, "cannot write a change-set record; retrying");
                     late = true;
                     tokio::time::sleep(backoff).await;
