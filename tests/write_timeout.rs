@@ -6,18 +6,17 @@
 //! open after 40 to 90 s in 9 of 14 runs when they were warnings; tests/fairness.rs
 //! sent denials only. Here every kind of answer (denial, warning, allow) and two
 //! request sizes are sent by clients that never read, over HTTP/1.1 (pipelined) and
-//! HTTP/2 (a window kept shut), each case several times, all at once from their own
-//! loopback addresses (Linux routes all of 127/8 to the loopback interface), and each
-//! connection must be dropped within a bound.
-//!
-//! The last test runs the server with its state in the cluster (scripts/control-plane.sh),
-//! where an admitted AI change waits on the judging thread for its reservation.
+//! HTTP/2 (a window kept shut), each case several times, one after another against one
+//! server, each from its own loopback address (Linux routes all of 127/8 to the
+//! loopback interface), and each connection must be dropped within a bound.
 //!
 //! Investigation: on this machine none of these cases kept a connection past its
-//! bound (in memory, whose serving path issue 19's changes leave as it was, and with
-//! the cluster state after them, repeated with the issue's 10 s write timeout and
-//! 40-replica warnings too), so the hang the issue saw was not reproduced here; these
-//! tests stand guard over every kind of answer and both protocols.
+//! bound (in memory, whose serving path issue 19's changes leave as it was, repeated
+//! with the issue's 10 s write timeout and 40-replica warnings too, and once with the
+//! state in the cluster), so the hang the issue saw was not reproduced here; these
+//! tests stand guard over every kind of answer and both protocols. With the state in
+//! the cluster each AI decision waits for a write, and filling a non-reading client's
+//! buffers takes thousands of them (minutes here), so that case is not in the suite.
 //!
 //! What stands in for the API server: nothing; these clients are the attackers, and
 //! the server is `blastguard serve` as shipped, with a policy file.
@@ -303,64 +302,4 @@ async fn http2_clients_with_a_shut_window_are_dropped_whatever_the_answer() {
         shut_window_client(&server, &ca, from, body).await
     })
     .await;
-}
-
-/// With the state in the cluster, an admitted AI change waits for its reservation to
-/// be written on the judging thread (`block_in_place`): the answers that allow and
-/// warn take that path, and the write timeout must hold there too.
-#[test]
-fn with_cluster_state_a_pipelining_client_that_never_reads_is_dropped() {
-    use common::replica::{CLUSTER_STATE, Replica, certificates, prepare};
-    install_crypto();
-    let cp = common::cluster::ControlPlane::up();
-    prepare(&cp);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let certs = certificates(&pki, dir.path());
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let args = [
-        &CLUSTER_STATE[..],
-        &[
-            "--write-timeout",
-            WRITE_TIMEOUT,
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-    ]
-    .concat();
-    let replica = Replica::start("replica", &cp, &certs, &args);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    // 40 KB reviews only: each one judged here costs a write to the API server, and
-    // 2 KB ones fill the buffers only after thousands of them (minutes on two cores).
-    // The bound counts from the last request the client could send, so it includes
-    // judging what the kernel's buffers still held.
-    let bound = DROPPED_WITHIN + Duration::from_secs(8);
-    let mut kept = Vec::new();
-    for repeat in 0..2u8 {
-        for (i, kind) in [Kind::Warning, Kind::Allow, Kind::Denial]
-            .into_iter()
-            .enumerate()
-        {
-            let from = loopback(100 + repeat * 4 + i as u8);
-            let body = review(kind, PADS[1], 9);
-            let (lasted, sent) =
-                rt.block_on(pipelining_client(replica.webhook, &pki.ca_pem, from, body));
-            eprintln!(
-                "cluster state: {kind:?}, run {repeat}: {sent} requests, dropped {lasted:?} after the last"
-            );
-            if lasted >= bound {
-                kept.push(format!("{kind:?} run {repeat}: {lasted:?}"));
-            }
-        }
-    }
-    assert!(
-        kept.is_empty(),
-        "kept past {bound:?}: {kept:?}\n{}",
-        replica.stderr.lock().unwrap()
-    );
 }
