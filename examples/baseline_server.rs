@@ -59,7 +59,7 @@ fn main() {
     let key_pem = std::fs::read(key).expect("read TLS_KEY");
     let resolver = Arc::new(CertResolver::default());
     resolver.set(parse_pair(&cert_pem, &key_pem, cert, key).expect("certificate pair"));
-    let tls = TlsAcceptor::from(Arc::new(server_config(resolver).expect("TLS config")));
+    let tls = TlsAcceptor::from(Arc::new(server_config(resolver, None).expect("TLS config")));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -29,6 +29,8 @@
 # kernel reported free; nothing is contacted beyond loopback. With --node, the API
 # server and the kubelet bind the node's bridge address instead (pods must reach
 # them), and the kubeconfig names that address.
+# CONTROL_PLANE_APISERVER_ARGS (split on spaces) is appended to kube-apiserver's
+# command line, e.g. --admission-control-config-file=FILE for a test.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -346,7 +348,7 @@ cmd_up() {
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$dir/pki/front-proxy-client.crt" --proxy-client-key-file="$dir/pki/front-proxy-client.key" \
-    --profiling=false
+    --profiling=false ${CONTROL_PLANE_APISERVER_ARGS:-}
   until [ "$(api /readyz 2>/dev/null)" = ok ]; do
     alive "$(awk '$1=="kube-apiserver"{print $2}' "$dir/pids")" "$dir" || fail "kube-apiserver exited"
     [ $((SECONDS - t0)) -lt "$timeout_s" ] || fail "kube-apiserver /readyz not ok after ${timeout_s}s"

@@ -18,8 +18,8 @@ use crate::change::{Change, Operation, Workload};
 use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
 use crate::provenance::{Facts, Signal};
 use crate::radius::{Surroundings, Violation};
+use crate::reach::{ChangeSetReach, Entry, InMemoryReach};
 use crate::sizes::{InMemorySizes, Sizes};
-use crate::reach::{ChangeSetReach, Entry, InMemoryReach, Usage};
 use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
 use crate::{approval, provenance, radius, response, review};
@@ -293,17 +293,19 @@ impl Engine {
         let entry = Entry {
             namespace,
             pods: radius.pods_affected,
+            dry_run: change.dry_run,
         };
-        let set_keys = change.change_set_keys();
         // Counted by change-id and by requester: the larger decides, so neither a
         // fresh change-id per object nor one shared id hides a change set's size.
-        let usage = set_keys
-            .iter()
-            .map(|key| self.state.reach.usage_with(key, entry, window, instant))
-            .fold(Usage::default(), |a, u| Usage {
-                namespaces: a.namespaces.max(u.namespaces),
-                pods: a.pods.max(u.pods),
-            });
+        // Reserved, not just read: decisions judged at the same time each count the
+        // others, so together they never pass the budget.
+        let reservation = self.state.reach.reserve(
+            &change.change_set_keys(),
+            entry,
+            window,
+            instant,
+        );
+        let usage = reservation.usage();
         radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
         radius.pods_in_change_set = Some(usage.pods);
         findings.violations = radius::violations(&radius, &rule.limits);
@@ -388,9 +390,9 @@ impl Engine {
             verdict.payload = (reason == Reason::OverLimits).then_some(fresh);
         }
         if verdict.decision.allowed() && !change.dry_run {
-            for key in &set_keys {
-                self.state.reach.record(key, entry, window, instant);
-            }
+            reservation.confirm();
+        } else {
+            reservation.release();
         }
         verdict
     }

@@ -2,12 +2,17 @@
 //! touches and the pods its admitted changes affected within the policy's window.
 //!
 //! A change set is keyed by its `change-id` annotation and by its requester; the engine
-//! asks for both and the larger count decides. This module keeps the sets in process
-//! memory (`--dev`, `check`); a cluster-backed [`ChangeSetReach`] can replace it
-//! without touching the rules.
+//! asks for both and the larger count decides. A decision *reserves* its change in
+//! every set it belongs to before it is judged: the usage it is judged on counts every
+//! reservation made before it, and its own reservation is counted by every decision
+//! after it until it is confirmed (admitted) or released (denied, dry run). So
+//! concurrent decisions of one set never admit more than its budget: reading the count
+//! and adding to it are one step. This module keeps the sets in process memory
+//! (`--dev`, `check`), where that step is one lock; the cluster's [`ChangeSetReach`]
+//! (`cluster::reach`) makes it one write with a resourceVersion precondition.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most change sets tracked at once; the oldest is forgotten past this, so memory
@@ -30,6 +35,16 @@ pub struct Usage {
     pub pods: u64,
 }
 
+impl Usage {
+    /// The larger of each count: a change is judged by the fuller of its sets.
+    pub fn max(self, other: Usage) -> Usage {
+        Usage {
+            namespaces: self.namespaces.max(other.namespaces),
+            pods: self.pods.max(other.pods),
+        }
+    }
+}
+
 /// One change, as a change set counts it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {
@@ -37,15 +52,75 @@ pub struct Entry<'a> {
     pub namespace: Option<&'a str>,
     /// Pods it affects.
     pub pods: u64,
+    /// A dry run: judged like a real change, never confirmed, so a store may skip
+    /// writing its reservation anywhere others would see it.
+    pub dry_run: bool,
 }
 
-/// Counts what one change set has used.
+/// Counts what change sets have used, and reserves a change's share in them.
 pub trait ChangeSetReach: Send + Sync {
-    /// What set `key` has used within `window` before `now`, counting `entry` as if
-    /// it were admitted. Records nothing.
-    fn usage_with(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) -> Usage;
-    /// Records that an admitted change of set `key` used `entry`.
-    fn record(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant);
+    /// Reserves `entry` in every set of `keys` (within `window` before `now`) and
+    /// returns what the fullest of them has used, `entry` included. The reservation
+    /// counts for every later decision until it is confirmed or released.
+    fn reserve(&self, keys: &[String], entry: Entry<'_>, window: Duration, now: Instant)
+    -> Reservation;
+}
+
+/// What settles a reservation in its store.
+pub trait Hold: Send {
+    /// Confirms the change (`admitted`) so it counts for the window, or withdraws it.
+    fn settle(self: Box<Self>, admitted: bool);
+}
+
+/// A change's share of its change sets, reserved while it is judged. Dropped without
+/// [`Reservation::confirm`], it is released.
+#[must_use = "a reservation is confirmed when its change is admitted, else released"]
+pub struct Reservation {
+    usage: Usage,
+    hold: Option<Box<dyn Hold>>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("usage", &self.usage)
+            .field("held", &self.hold.is_some())
+            .finish()
+    }
+}
+
+impl Reservation {
+    /// A reservation of `usage` that `hold` settles (`None`: nothing to settle).
+    pub fn new(usage: Usage, hold: Option<Box<dyn Hold>>) -> Self {
+        Self { usage, hold }
+    }
+
+    /// What the fullest set has used, this change included.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// The change was admitted (and is not a dry run): it counts for the window.
+    pub fn confirm(mut self) {
+        if let Some(hold) = self.hold.take() {
+            hold.settle(true);
+        }
+    }
+
+    /// The change was denied, or was a dry run: its share is given back.
+    pub fn release(mut self) {
+        if let Some(hold) = self.hold.take() {
+            hold.settle(false);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            hold.settle(false);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -56,13 +131,24 @@ struct Set {
     pods: VecDeque<(Instant, u64)>,
     /// The sum of `pods`, kept as entries come and go so a decision never re-adds them.
     pods_total: u64,
+    /// Reservations of decisions still being judged: counted, not yet admitted.
+    held: Vec<Held>,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    id: u64,
+    namespace: Option<String>,
+    pods: u64,
+    at: Instant,
 }
 
 impl Set {
     fn last_seen(&self) -> Option<Instant> {
         let ns = self.namespaces.values().max().copied();
         let pods = self.pods.iter().map(|(t, _)| *t).max();
-        ns.max(pods)
+        let held = self.held.iter().map(|h| h.at).max();
+        ns.max(pods).max(held)
     }
 
     fn forget_before(&mut self, window: Duration, now: Instant) {
@@ -75,87 +161,188 @@ impl Set {
             self.pods_total = self.pods_total.saturating_sub(pods);
         }
     }
+
+    /// What the set has used, `entry` counted as if admitted.
+    fn usage_with(&self, entry: Entry<'_>, window: Duration, now: Instant) -> Usage {
+        let mut others: Vec<&str> = self
+            .namespaces
+            .iter()
+            .filter(|(ns, seen)| Some(ns.as_str()) != entry.namespace && live(**seen, window, now))
+            .map(|(ns, _)| ns.as_str())
+            .collect();
+        for h in &self.held {
+            if let Some(ns) = h.namespace.as_deref()
+                && Some(ns) != entry.namespace
+                && !others.contains(&ns)
+            {
+                others.push(ns);
+            }
+        }
+        // Read-only: a shorter window asked now must not forget what a longer one
+        // (after a policy reload) still counts. The expired entries are the oldest,
+        // and `admit` drops them, so few are walked here.
+        let expired = self
+            .pods
+            .iter()
+            .take_while(|(seen, _)| !live(*seen, window, now))
+            .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods));
+        let held = self
+            .held
+            .iter()
+            .fold(0u64, |sum, h| sum.saturating_add(h.pods));
+        Usage {
+            namespaces: (others.len() as u64).saturating_add(u64::from(entry.namespace.is_some())),
+            pods: self
+                .pods_total
+                .saturating_sub(expired)
+                .saturating_add(held)
+                .saturating_add(entry.pods),
+        }
+    }
+
+    /// Counts an admitted change for the window.
+    fn admit(&mut self, namespace: Option<&str>, pods: u64, window: Duration, now: Instant) {
+        if let Some(ns) = namespace {
+            if self.namespaces.len() >= MAX_NAMESPACES_PER_SET && !self.namespaces.contains_key(ns)
+            {
+                self.forget_before(window, now);
+            }
+            if self.namespaces.len() < MAX_NAMESPACES_PER_SET || self.namespaces.contains_key(ns) {
+                let seen = self.namespaces.entry(ns.to_string()).or_insert(now);
+                *seen = (*seen).max(now);
+            }
+        }
+        if pods > 0 {
+            if self.pods.len() >= MAX_POD_ENTRIES_PER_SET {
+                self.forget_before(window, now);
+            }
+            if self.pods.len() >= MAX_POD_ENTRIES_PER_SET
+                && let Some((_, first)) = self.pods.pop_front()
+            {
+                // Folded into the next entry: counted a little longer, never less.
+                match self.pods.front_mut() {
+                    Some((_, next)) => *next = next.saturating_add(first),
+                    None => self.pods_total = self.pods_total.saturating_sub(first),
+                }
+            }
+            self.pods.push_back((now, pods));
+            self.pods_total = self.pods_total.saturating_add(pods);
+        }
+    }
 }
 
 fn live(seen: Instant, window: Duration, now: Instant) -> bool {
     now.saturating_duration_since(seen) <= window
 }
 
-/// The in-process [`ChangeSetReach`].
 #[derive(Debug, Default)]
-pub struct InMemoryReach {
-    sets: Mutex<HashMap<String, Set>>,
+struct Sets {
+    sets: HashMap<String, Set>,
+    next_hold: u64,
 }
 
-impl ChangeSetReach for InMemoryReach {
-    fn usage_with(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) -> Usage {
-        let sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        let set = sets.get(key);
-        let others = set.map_or(0, |set| {
-            set.namespaces
-                .iter()
-                .filter(|(ns, seen)| {
-                    Some(ns.as_str()) != entry.namespace && live(**seen, window, now)
-                })
-                .count() as u64
-        });
-        // Read-only: a shorter window asked now must not forget what a longer one
-        // (after a policy reload) still counts. The expired entries are the oldest,
-        // and `record` drops them, so few are walked here.
-        let pods = set.map_or(0, |set| {
-            let expired = set
-                .pods
-                .iter()
-                .take_while(|(seen, _)| !live(*seen, window, now))
-                .fold(0u64, |sum, (_, pods)| sum.saturating_add(*pods));
-            set.pods_total.saturating_sub(expired)
-        });
-        Usage {
-            namespaces: others.saturating_add(u64::from(entry.namespace.is_some())),
-            pods: pods.saturating_add(entry.pods),
-        }
-    }
-
-    fn record(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) {
-        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        if !sets.contains_key(key) && sets.len() >= MAX_CHANGE_SETS {
-            sets.retain(|_, set| {
+impl Sets {
+    /// The set of `key`, made room for at the cap.
+    fn set_mut(&mut self, key: &str, window: Duration, now: Instant) -> &mut Set {
+        if !self.sets.contains_key(key) && self.sets.len() >= MAX_CHANGE_SETS {
+            self.sets.retain(|_, set| {
                 set.forget_before(window, now);
                 set.last_seen().is_some()
             });
-            if sets.len() >= MAX_CHANGE_SETS
-                && let Some(oldest) = sets
+            if self.sets.len() >= MAX_CHANGE_SETS
+                && let Some(oldest) = self
+                    .sets
                     .iter()
+                    .filter(|(_, set)| set.held.is_empty())
                     .min_by_key(|(_, set)| set.last_seen())
                     .map(|(k, _)| k.clone())
             {
-                sets.remove(&oldest);
+                self.sets.remove(&oldest);
             }
         }
-        let set = sets.entry(key.to_string()).or_default();
-        if let Some(ns) = entry.namespace {
-            if set.namespaces.len() >= MAX_NAMESPACES_PER_SET && !set.namespaces.contains_key(ns) {
-                set.forget_before(window, now);
-            }
-            if set.namespaces.len() < MAX_NAMESPACES_PER_SET || set.namespaces.contains_key(ns) {
-                set.namespaces.insert(ns.to_string(), now);
-            }
+        self.sets.entry(key.to_string()).or_default()
+    }
+}
+
+/// The in-process [`ChangeSetReach`]: reserving is one lock over every set.
+#[derive(Debug, Default)]
+pub struct InMemoryReach {
+    sets: Arc<Mutex<Sets>>,
+}
+
+fn lock(sets: &Mutex<Sets>) -> std::sync::MutexGuard<'_, Sets> {
+    sets.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ChangeSetReach for InMemoryReach {
+    fn reserve(
+        &self,
+        keys: &[String],
+        entry: Entry<'_>,
+        window: Duration,
+        now: Instant,
+    ) -> Reservation {
+        let mut sets = lock(&self.sets);
+        let usage = keys
+            .iter()
+            .map(|key| {
+                sets.sets
+                    .get(key)
+                    .map_or_else(|| Set::default().usage_with(entry, window, now), |s| {
+                        s.usage_with(entry, window, now)
+                    })
+            })
+            .fold(Usage::default(), Usage::max);
+        if entry.namespace.is_none() && entry.pods == 0 {
+            // Touches no namespace and no budget: nothing to hold.
+            return Reservation::new(usage, None);
         }
-        if entry.pods > 0 {
-            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET {
-                set.forget_before(window, now);
+        let id = sets.next_hold;
+        sets.next_hold = sets.next_hold.wrapping_add(1);
+        let held = Held {
+            id,
+            namespace: entry.namespace.map(str::to_string),
+            pods: entry.pods,
+            at: now,
+        };
+        for key in keys {
+            sets.set_mut(key, window, now).held.push(held.clone());
+        }
+        drop(sets);
+        Reservation::new(
+            usage,
+            Some(Box::new(InMemoryHold {
+                sets: self.sets.clone(),
+                keys: keys.to_vec(),
+                held,
+                window,
+            })),
+        )
+    }
+}
+
+/// A reservation in [`InMemoryReach`].
+struct InMemoryHold {
+    sets: Arc<Mutex<Sets>>,
+    keys: Vec<String>,
+    held: Held,
+    window: Duration,
+}
+
+impl Hold for InMemoryHold {
+    fn settle(self: Box<Self>, admitted: bool) {
+        let mut sets = lock(&self.sets);
+        for key in &self.keys {
+            if let Some(set) = sets.sets.get_mut(key) {
+                set.held.retain(|h| h.id != self.held.id);
             }
-            if set.pods.len() >= MAX_POD_ENTRIES_PER_SET
-                && let Some((_, first)) = set.pods.pop_front()
-            {
-                // Folded into the next entry: counted a little longer, never less.
-                match set.pods.front_mut() {
-                    Some((_, next)) => *next = next.saturating_add(first),
-                    None => set.pods_total = set.pods_total.saturating_sub(first),
-                }
+            if admitted {
+                let h = &self.held;
+                sets.set_mut(key, self.window, h.at)
+                    .admit(h.namespace.as_deref(), h.pods, self.window, h.at);
+            } else if sets.sets.get(key).is_some_and(|s| s.last_seen().is_none()) {
+                sets.sets.remove(key);
             }
-            set.pods.push_back((now, entry.pods));
-            set.pods_total = set.pods_total.saturating_add(entry.pods);
         }
     }
 }
@@ -170,7 +357,24 @@ mod tests {
         Entry {
             namespace: Some(ns),
             pods,
+            dry_run: false,
         }
+    }
+
+    fn keys(key: &str) -> Vec<String> {
+        vec![key.to_string()]
+    }
+
+    /// What `key` has used with `entry`, leaving nothing behind.
+    fn usage_with(r: &InMemoryReach, key: &str, entry: Entry<'_>, w: Duration, t: Instant) -> Usage {
+        let reservation = r.reserve(&keys(key), entry, w, t);
+        let usage = reservation.usage();
+        reservation.release();
+        usage
+    }
+
+    fn record(r: &InMemoryReach, key: &str, entry: Entry<'_>, w: Duration, t: Instant) {
+        r.reserve(&keys(key), entry, w, t).confirm();
     }
 
     #[test]
@@ -179,15 +383,15 @@ mod tests {
         let w = Duration::from_secs(60);
         let t0 = Instant::now();
         assert_eq!(
-            r.usage_with("set", at("a", 5), w, t0),
+            usage_with(&r, "set", at("a", 5), w, t0),
             Usage {
                 namespaces: 1,
                 pods: 5
             }
         );
-        r.record("set", at("a", 5), w, t0);
-        r.record("set", at("a", 5), w, t0);
-        let u = r.usage_with("set", at("a", 0), w, t0);
+        record(&r, "set", at("a", 5), w, t0);
+        record(&r, "set", at("a", 5), w, t0);
+        let u = usage_with(&r, "set", at("a", 0), w, t0);
         assert_eq!(
             u,
             Usage {
@@ -196,32 +400,33 @@ mod tests {
             },
             "same namespace counts once, pods add up"
         );
-        assert_eq!(r.usage_with("set", at("b", 1), w, t0).namespaces, 2);
-        r.record("set", at("b", 1), w, t0);
+        assert_eq!(usage_with(&r, "set", at("b", 1), w, t0).namespaces, 2);
+        record(&r, "set", at("b", 1), w, t0);
         assert_eq!(
-            r.usage_with("set", at("c", 0), w, t0),
+            usage_with(&r, "set", at("c", 0), w, t0),
             Usage {
                 namespaces: 3,
                 pods: 11
             }
         );
         assert_eq!(
-            r.usage_with("other", at("c", 0), w, t0).namespaces,
+            usage_with(&r, "other", at("c", 0), w, t0).namespaces,
             1,
             "sets are separate"
         );
         let cluster = Entry {
             namespace: None,
             pods: 0,
+            dry_run: false,
         };
         assert_eq!(
-            r.usage_with("set", cluster, w, t0).namespaces,
+            usage_with(&r, "set", cluster, w, t0).namespaces,
             2,
             "cluster-scoped adds none"
         );
         let later = t0 + Duration::from_secs(61);
         assert_eq!(
-            r.usage_with("set", at("c", 2), w, later),
+            usage_with(&r, "set", at("c", 2), w, later),
             Usage {
                 namespaces: 1,
                 pods: 2
@@ -229,10 +434,86 @@ mod tests {
             "window expired"
         );
         assert_eq!(
-            r.usage_with("set", at("c", 0), HOUR, later).pods,
+            usage_with(&r, "set", at("c", 0), HOUR, later).pods,
             11,
             "a longer window still counts them"
         );
+    }
+
+    #[test]
+    fn a_reservation_counts_until_released_and_a_released_one_leaves_nothing() {
+        let r = InMemoryReach::default();
+        let t0 = Instant::now();
+        let both = vec!["user:a".to_string(), "change-id:x".to_string()];
+        let first = r.reserve(&both, at("a", 30), HOUR, t0);
+        assert_eq!(first.usage().pods, 30);
+        // Judged while the first is: it counts the first.
+        let second = r.reserve(&keys("change-id:x"), at("b", 30), HOUR, t0);
+        assert_eq!(
+            second.usage(),
+            Usage {
+                namespaces: 2,
+                pods: 60
+            }
+        );
+        second.release();
+        first.confirm();
+        assert_eq!(usage_with(&r, "user:a", at("a", 0), HOUR, t0).pods, 30);
+        assert_eq!(usage_with(&r, "change-id:x", at("a", 0), HOUR, t0).pods, 30);
+        // Dropped unsettled (a panic while judging): released.
+        drop(r.reserve(&keys("user:a"), at("c", 5), HOUR, t0));
+        assert_eq!(
+            usage_with(&r, "user:a", at("a", 0), HOUR, t0),
+            Usage {
+                namespaces: 1,
+                pods: 30
+            }
+        );
+        assert!(!lock(&r.sets).sets.contains_key("user:nobody"));
+        drop(r.reserve(&keys("user:nobody"), at("c", 5), HOUR, t0));
+        assert!(
+            !lock(&r.sets).sets.contains_key("user:nobody"),
+            "a released reservation leaves no empty set"
+        );
+    }
+
+    /// Issue 19, finding 6: decisions read the count, then recorded, so parallel ones
+    /// each saw room the others were taking. 40 threads released at once each want 10
+    /// pods of a 50-pod budget: exactly five are admitted, every time.
+    #[test]
+    fn parallel_decisions_never_admit_past_the_budget() {
+        const LIMIT: u64 = 50;
+        for round in 0..20 {
+            let r = Arc::new(InMemoryReach::default());
+            let start = Arc::new(std::sync::Barrier::new(40));
+            let threads: Vec<_> = (0..40)
+                .map(|i| {
+                    let (r, start) = (r.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        let key = vec!["user:agent".to_string(), format!("change-id:{i}")];
+                        start.wait();
+                        let reservation = r.reserve(&key, at("prod", 10), HOUR, Instant::now());
+                        // A decision takes a moment: others arrive meanwhile.
+                        std::thread::yield_now();
+                        if reservation.usage().pods <= LIMIT {
+                            reservation.confirm();
+                            true
+                        } else {
+                            reservation.release();
+                            false
+                        }
+                    })
+                })
+                .collect();
+            let admitted = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|a| *a)
+                .count();
+            let used = usage_with(&r, "user:agent", at("prod", 0), HOUR, Instant::now()).pods;
+            assert!(used <= LIMIT, "round {round}: {used} pods admitted");
+            assert_eq!(admitted, 5, "round {round}: {admitted} admitted");
+        }
     }
 
     #[test]
@@ -240,11 +521,11 @@ mod tests {
         let r = InMemoryReach::default();
         let t0 = Instant::now();
         for i in 0..(MAX_POD_ENTRIES_PER_SET as u64 + 40) {
-            r.record("set", at("a", 1), HOUR, t0 + Duration::from_millis(i));
+            record(&r, "set", at("a", 1), HOUR, t0 + Duration::from_millis(i));
         }
-        let u = r.usage_with("set", at("a", 0), HOUR, t0 + Duration::from_secs(1));
+        let u = usage_with(&r, "set", at("a", 0), HOUR, t0 + Duration::from_secs(1));
         assert_eq!(u.pods, MAX_POD_ENTRIES_PER_SET as u64 + 40);
-        assert!(r.sets.lock().unwrap()["set"].pods.len() <= MAX_POD_ENTRIES_PER_SET);
+        assert!(lock(&r.sets).sets["set"].pods.len() <= MAX_POD_ENTRIES_PER_SET);
     }
 
     #[test]
@@ -252,17 +533,18 @@ mod tests {
         let r = InMemoryReach::default();
         let t0 = Instant::now();
         for i in 0..(MAX_CHANGE_SETS + 50) {
-            r.record(
+            record(
+                &r,
                 &format!("set-{i}"),
                 at("ns", 1),
                 HOUR,
                 t0 + Duration::from_millis(i as u64),
             );
         }
-        assert!(r.sets.lock().unwrap().len() <= MAX_CHANGE_SETS);
+        assert!(lock(&r.sets).sets.len() <= MAX_CHANGE_SETS);
         // The newest set survives eviction.
         let newest = format!("set-{}", MAX_CHANGE_SETS + 49);
-        let u = r.usage_with(&newest, at("other", 0), HOUR, t0 + Duration::from_secs(1));
+        let u = usage_with(&r, &newest, at("other", 0), HOUR, t0 + Duration::from_secs(1));
         assert_eq!(
             u,
             Usage {

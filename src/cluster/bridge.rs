@@ -107,6 +107,29 @@ impl Bridge {
         self.receive(rx, remaining)
     }
 
+    /// Waits for a started call until `deadline` like [`Bridge::finish`], but a wait
+    /// that runs out opens no breaker: for a write that is queued behind others (a
+    /// group commit), whose lateness says the writes are busy, not that the API server
+    /// is gone. Failing calls still open it where they are seen.
+    pub fn finish_without_breaker<T>(
+        &self,
+        started: Started<T>,
+        deadline: Instant,
+    ) -> Result<T, Late> {
+        let Some(rx) = started.0 else {
+            return Err(Late::BreakerOpen);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let receive = move || rx.recv_timeout(remaining).ok();
+        let answer = match Handle::try_current() {
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(receive)
+            }
+            _ => receive(),
+        };
+        answer.ok_or(Late::TimedOut)
+    }
+
     /// Whether a call would be skipped now.
     pub fn breaker_open(&self) -> bool {
         let open_until = self.open_until.lock().unwrap_or_else(|p| p.into_inner());

@@ -79,6 +79,10 @@ pub struct ChangeSetSpec {
     /// Each admitted change that affected pods.
     #[serde(default)]
     pub pods: Vec<PodUse>,
+    /// Reservations of decisions still being judged: counted by every replica until
+    /// confirmed (moved to `namespaces` and `pods`), released, or past `until`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldUse>,
     /// Distinct namespaces within the window, as of `lastChange`.
     #[serde(default)]
     pub namespace_count: u64,
@@ -114,6 +118,23 @@ pub struct PodUse {
     pub at: String,
     /// Unique per admitted change: `<replica>-<sequence>`.
     pub id: String,
+}
+
+/// A change reserved while it is judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldUse {
+    /// Unique per change: `<replica>-<sequence>`, the id it keeps once admitted.
+    pub id: String,
+    /// Its namespace; absent for a cluster-scoped object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Pods it affects.
+    pub count: u64,
+    /// When it was reserved (RFC 3339).
+    pub at: String,
+    /// When it stops counting unless confirmed (RFC 3339): a replica that died while
+    /// judging never settles it.
+    pub until: String,
 }
 
 impl kube::Resource for ChangeSet {
@@ -152,6 +173,17 @@ pub struct Admitted {
     pub at: SystemTime,
     /// Unique per admitted change.
     pub id: String,
+}
+
+/// One change to a record, as a replica's writer applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Reserve the change until the given time.
+    Hold(Admitted, SystemTime),
+    /// The change was admitted: it counts for the window.
+    Confirm(Admitted),
+    /// The change was denied or was a dry run: its reservation goes.
+    Release(String),
 }
 
 impl Admitted {
@@ -255,6 +287,17 @@ pub fn usage(
                 pods = pods.saturating_add(p.count);
             }
         }
+        for h in &r.held {
+            if !held_live(h, window, now) {
+                continue;
+            }
+            if let Some(ns) = &h.namespace
+                && !namespaces.contains(&ns.as_str())
+            {
+                namespaces.push(ns);
+            }
+            pods = pods.saturating_add(h.count);
+        }
     }
     for p in pending {
         let in_window = now.duration_since(p.at).map_or(true, |age| age <= window);
@@ -266,7 +309,9 @@ pub fn usage(
         {
             namespaces.push(ns);
         }
-        let written = record.is_some_and(|r| r.pods.iter().any(|w| w.id == p.id));
+        let written = record.is_some_and(|r| {
+            r.pods.iter().any(|w| w.id == p.id) || r.held.iter().any(|h| h.id == p.id)
+        });
         if !written {
             pods = pods.saturating_add(p.pods);
         }
@@ -279,6 +324,65 @@ pub fn usage(
         namespaces: others + u64::from(entry.namespace.is_some()),
         pods: pods.saturating_add(entry.pods),
     }
+}
+
+/// Whether a reservation still counts: within its lapse and the window.
+fn held_live(h: &HeldUse, window: Duration, now: SystemTime) -> bool {
+    let lapsed = parse_time(&h.until).is_some_and(|until| until < now);
+    !lapsed && live(&h.at, window, now)
+}
+
+/// Most reservations kept per record: decisions of one set judged at the same time.
+/// Past it a reservation is not written, and its decision says it could not be.
+pub const MAX_HELD: usize = 128;
+
+/// The record after `ops`, in order: entries past the window and reservations past
+/// their lapse dropped, the bounds kept, the summary recomputed. Also returns the ids
+/// of the reservations that found no room (see [`MAX_HELD`]).
+pub fn with_ops(
+    record: Option<&ChangeSetSpec>,
+    key: &str,
+    ops: &[Op],
+    window: Duration,
+    now: SystemTime,
+) -> (ChangeSetSpec, Vec<String>) {
+    let mut spec = record.cloned().unwrap_or_else(|| ChangeSetSpec {
+        key: shown_key(key),
+        ..ChangeSetSpec::default()
+    });
+    spec.held.retain(|h| held_live(h, window, now));
+    let mut no_room = Vec::new();
+    for op in ops {
+        match op {
+            Op::Hold(a, until) => {
+                if spec.held.iter().any(|h| h.id == a.id) || spec.pods.iter().any(|p| p.id == a.id)
+                {
+                    continue;
+                }
+                if spec.held.len() >= MAX_HELD {
+                    no_room.push(a.id.clone());
+                    continue;
+                }
+                spec.held.push(HeldUse {
+                    id: a.id.clone(),
+                    namespace: a.namespace.clone(),
+                    count: a.pods,
+                    at: timestamp(a.at),
+                    until: timestamp(*until),
+                });
+            }
+            Op::Confirm(a) => {
+                spec.held.retain(|h| h.id != a.id);
+                spec = with_admitted(Some(&spec), key, a, window, now);
+            }
+            Op::Release(id) => spec.held.retain(|h| &h.id != id),
+        }
+    }
+    spec.namespaces.retain(|ns| live(&ns.at, window, now));
+    spec.pods.retain(|p| live(&p.at, window, now));
+    spec.window = humantime::format_duration(window).to_string();
+    summarize(&mut spec, window);
+    (spec, no_room)
 }
 
 /// Whether the record already holds this admitted change.
@@ -385,6 +489,7 @@ pub fn expired(record: &ChangeSetSpec, window: Duration, now: SystemTime) -> boo
         .map(|n| n.at.as_str())
         .chain(record.pods.iter().map(|p| p.at.as_str()))
         .any(|at| live(at, window, now))
+        && !record.held.iter().any(|h| held_live(h, window, now))
 }
 
 /// A new record object for `key` in `namespace`.
@@ -431,6 +536,7 @@ mod tests {
         Entry {
             namespace: Some(ns),
             pods,
+            dry_run: false,
         }
     }
 
@@ -522,6 +628,7 @@ mod tests {
         let cluster = Entry {
             namespace: None,
             pods: 0,
+            dry_run: false,
         };
         assert_eq!(usage(Some(&spec), &[], cluster, HOUR, t(1)).namespaces, 1);
     }

@@ -1,18 +1,27 @@
 //! Change sets shared by every replica (DESIGN.md section 5): [`ChangeSetReach`] over
 //! `ChangeSet` records in the release namespace.
 //!
-//! Reading: each decision GETs the records of its keys (a quorum read, so a change
-//! another replica admitted a moment ago is counted even before this replica's watch
-//! delivers it), within the decision's budget; when the API server does not answer
-//! in time, the watched copy answers and the decision notes that it could not read.
+//! Reserving: a decision's change is written into its keys' records as a *held*
+//! entry before the decision is made, with a resourceVersion precondition, and the
+//! usage it is judged on is read from the record it was written into. The API server
+//! orders those writes: whichever replica made it, a reservation counts every one
+//! written before it, so concurrent decisions of one set, on one replica or several,
+//! never admit more than its budget. Admitted, the held entry is confirmed (it counts
+//! for the window); denied or dry run, it is released; a replica that dies while
+//! judging leaves one that lapses after [`HOLD_LAPSE`].
 //!
-//! Writing: only admitted, non-dry-run changes are recorded (the engine calls
-//! [`ChangeSetReach::record`] for nothing else). A write replaces the record with a
-//! resourceVersion precondition and, on a conflict, reads it again and retries, so
-//! concurrent writers never lose each other's changes. The change is counted by this
-//! replica at once; the write waits within the decision's budget and, when that runs
-//! out or the API server fails, goes on in the background with backoff until it
-//! succeeds or the change has left the window.
+//! Group commits: each key has one writer per replica. Reservations that arrive while
+//! a write is in flight go out together in the next one, so a burst of decisions
+//! costs a few round trips, not one each in turn. Confirms and releases ride along
+//! with the next write, or go alone; the decision never waits for them.
+//!
+//! When the API server does not answer within the decision's budget, the decision is
+//! judged on what this replica knows (the watched record and its own changes not yet
+//! written, counted under one lock) and notes that it could not read; the writes go
+//! on in the background with backoff until they land or no longer matter.
+//!
+//! Dry runs never write: they read the record (a quorum read) and count this
+//! replica's own changes not yet written.
 //!
 //! Expiry: entries past the window no longer count and are dropped by the next write;
 //! a record whose entries have all expired is deleted (with a precondition, so one
@@ -22,30 +31,41 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
+use tokio::sync::oneshot;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::changeset::{self, Admitted, ChangeSet};
+use super::changeset::{self, Admitted, ChangeSet, Op};
 use super::scope;
-use crate::reach::{ChangeSetReach, Entry, Usage};
+use crate::reach::{ChangeSetReach, Entry, Hold, Reservation, Usage};
 use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "changesets";
 
-/// Most admitted changes waiting to be written at once; past it new ones are counted
-/// here but not written (counted as dropped): memory stays bounded through any outage.
+/// Most changes waiting to be written at once; past it new ones are counted here but
+/// not written (counted as dropped): memory stays bounded through any outage.
 pub const MAX_PENDING: usize = 10_000;
 
-/// Time allowed to one request of a background write.
+/// How long a reservation counts when it is never settled (its replica died while
+/// judging, or the settling write never landed).
+pub const HOLD_LAPSE: Duration = Duration::from_secs(30);
+
+/// Least time a decision waits for its reservation, even when less of its budget is
+/// left: a burst's reservations go out in one write, which on a busy API server can
+/// take longer than the default budget, and a decision that stops waiting is denied
+/// (onClusterUnavailable: deny). Well within the webhook's timeout (the chart's 3 s).
+pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
+
+/// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Backoff between background attempts.
+/// Backoff between attempts after a failure.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -114,19 +134,60 @@ fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// The shared part of [`ClusterReach`]: what the background writes and the collector
-/// hold.
+/// One of this replica's changes not yet known to be in its record.
+#[derive(Debug, Clone)]
+struct Unwritten {
+    admitted: Admitted,
+    /// `Some` while only reserved: when it stops counting.
+    until: Option<SystemTime>,
+    /// The sequence number of the newest op queued for it.
+    seq: u64,
+}
+
+/// What a reservation's writer answers: the usage its decision is judged on, or why
+/// it has none.
+type Answer = Result<Usage, NotWritten>;
+
+#[derive(Debug, Clone, Copy)]
+enum NotWritten {
+    /// The record holds [`changeset::MAX_HELD`] reservations already.
+    NoRoom,
+}
+
+struct Queued {
+    op: Op,
+    seq: u64,
+    /// The decision waiting for a reservation's usage.
+    reply: Option<oneshot::Sender<Answer>>,
+}
+
+/// One key's state on this replica.
+#[derive(Default)]
+struct KeyState {
+    /// Ops not yet written, oldest first.
+    queue: Vec<Queued>,
+    /// Changes not yet known to be in the record.
+    unwritten: Vec<Unwritten>,
+    /// A writer task runs for this key.
+    writing: bool,
+}
+
+/// The shared part of [`ClusterReach`]: what the writers and the collector hold.
 struct Shared {
     records: Box<dyn Records>,
     namespace: String,
     cache: Arc<Cache<ChangeSet>>,
-    /// Admitted changes not yet known to be written, per key.
-    pending: Mutex<HashMap<String, Vec<Admitted>>>,
-    /// One write at a time per key, so this replica never conflicts with itself.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per key: what waits to be written and what is not yet in the record. Its lock
+    /// also covers every update of the cache by a writer, so a decision reading the
+    /// record and this replica's unwritten changes sees each change in exactly one.
+    keys: Mutex<HashMap<String, KeyState>>,
+    sequence: AtomicU64,
     /// The longest window seen in a request: the collector's notion of expiry.
     window_secs: AtomicU64,
     metrics: ClusterMetrics,
+    handle: tokio::runtime::Handle,
+    /// Tripped by writes that get no answer.
+    bridge: Arc<Bridge>,
 }
 
 /// [`ChangeSetReach`] over `ChangeSet` records.
@@ -134,7 +195,7 @@ pub struct ClusterReach {
     shared: Arc<Shared>,
     bridge: Arc<Bridge>,
     replica: String,
-    sequence: AtomicU64,
+    ids: AtomicU64,
 }
 
 impl ClusterReach {
@@ -152,14 +213,16 @@ impl ClusterReach {
                 records,
                 namespace,
                 cache,
-                pending: Mutex::new(HashMap::new()),
-                locks: Mutex::new(HashMap::new()),
+                keys: Mutex::new(HashMap::new()),
+                sequence: AtomicU64::new(0),
                 window_secs: AtomicU64::new(window.as_secs().max(1)),
                 metrics,
+                handle: bridge.handle().clone(),
+                bridge: bridge.clone(),
             }),
             bridge,
             replica: replica_id(),
-            sequence: AtomicU64::new(0),
+            ids: AtomicU64::new(0),
         }
     }
 
@@ -179,14 +242,14 @@ impl ClusterReach {
         self.shared.cache.is_synced()
     }
 
-    /// Admitted changes not yet known to be written.
+    /// This replica's changes (reserved or admitted) not yet known to be written, and
+    /// its writes (settlements included) still to make: 0 once everything landed.
     pub fn pending(&self) -> usize {
-        let pending = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        pending.values().map(Vec::len).sum()
+        self.shared
+            .keys()
+            .values()
+            .map(|k| k.unwritten.len() + k.queue.len() + usize::from(k.writing))
+            .sum()
     }
 
     /// Deletes the records whose every entry has left the window. Returns how many
@@ -209,7 +272,7 @@ impl ClusterReach {
     }
 
     fn next_id(&self) -> String {
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.replica)
     }
 
@@ -217,6 +280,41 @@ impl ClusterReach {
         self.shared
             .window_secs
             .fetch_max(window.as_secs().max(1), Ordering::Relaxed);
+    }
+
+    /// A dry run's usage of one key: the record read now (the watched copy when the
+    /// API server does not answer in time) and this replica's unwritten changes.
+    fn read_usage(&self, key: &str, entry: Entry<'_>, window: Duration, now: SystemTime) -> Usage {
+        let name = changeset::record_name(key);
+        let shared = self.shared.clone();
+        let read_name = name.clone();
+        let fetched = self.bridge.call(scope::deadline(), async move {
+            shared.records.get(&read_name).await
+        });
+        match fetched {
+            Ok(Ok(Some(record))) => {
+                self.shared.metrics.lookup(CACHE, "fetched");
+                self.shared.remember(record);
+            }
+            Ok(Ok(None)) => self.shared.metrics.lookup(CACHE, "absent"),
+            Ok(Err(e)) => {
+                tracing::warn!(key, error = %e, "cannot read a change-set record");
+                if status_code(&e).is_none() {
+                    self.bridge.trip();
+                }
+                self.unavailable(key);
+            }
+            Err(late) => {
+                tracing::warn!(key, error = %late, "cannot read a change-set record");
+                self.unavailable(key);
+            }
+        }
+        self.shared.local_usage(key, entry, window, now, u64::MAX)
+    }
+
+    fn unavailable(&self, key: &str) {
+        self.shared.metrics.lookup(CACHE, "unavailable");
+        scope::note_unavailable(format!("change set {key}"));
     }
 }
 
@@ -235,104 +333,133 @@ fn replica_id() -> String {
 }
 
 impl ChangeSetReach for ClusterReach {
-    fn usage_with(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) -> Usage {
+    fn reserve(
+        &self,
+        keys: &[String],
+        entry: Entry<'_>,
+        window: Duration,
+        now: Instant,
+    ) -> Reservation {
         self.note_window(window);
-        let name = changeset::record_name(key);
-        let shared = self.shared.clone();
-        let read_name = name.clone();
-        let fetched = self.bridge.call(scope::deadline(), async move {
-            shared.records.get(&read_name).await
-        });
-        let record = match fetched {
-            Ok(Ok(Some(record))) => {
-                self.shared.metrics.lookup(CACHE, "fetched");
-                self.shared.remember(record.clone());
-                Some(record)
-            }
-            Ok(Ok(None)) => {
-                self.shared.metrics.lookup(CACHE, "absent");
-                None
-            }
-            failed => {
-                match failed {
-                    Ok(Err(e)) => {
-                        tracing::warn!(key, error = %e, "cannot read a change-set record");
-                        if status_code(&e).is_none() {
-                            self.bridge.trip();
-                        }
-                    }
-                    Err(late) => {
-                        tracing::warn!(key, error = %late, "cannot read a change-set record")
-                    }
-                    Ok(Ok(_)) => {}
-                }
-                self.shared.metrics.lookup(CACHE, "unavailable");
-                scope::note_unavailable(format!("change set {key}"));
-                // What the watch last delivered.
-                self.shared.cache.get(&name).map(|(_, record)| record)
-            }
-        };
-        let pending = self.shared.pending_of(key);
-        changeset::usage(
-            record.as_ref().map(|r| &r.spec),
-            &pending,
-            entry,
-            window,
-            wall(now),
-        )
-    }
-
-    fn record(&self, key: &str, entry: Entry<'_>, window: Duration, now: Instant) {
-        self.note_window(window);
+        let at = wall(now);
         let admitted = Admitted {
             namespace: entry.namespace.map(str::to_string),
             pods: entry.pods,
-            at: wall(now),
+            at,
             id: self.next_id(),
         };
-        if !admitted.counts() {
-            return;
+        if entry.dry_run || !admitted.counts() {
+            let usage = keys
+                .iter()
+                .map(|key| self.read_usage(key, entry, window, at))
+                .fold(Usage::default(), Usage::max);
+            return Reservation::new(usage, None);
         }
-        if !self.shared.add_pending(key, &admitted) {
-            self.shared.metrics.change_set_write("dropped");
-            tracing::warn!(
-                key,
-                "too many change-set writes waiting for the API server; this change is counted by this replica only"
-            );
-            return;
-        }
-        let shared = self.shared.clone();
-        let key_owned = key.to_string();
-        let started = self
-            .bridge
-            .start(async move { shared.write(key_owned, admitted, window).await });
-        // Waited for when the decision ends, so the writes of its keys (requester and
-        // change-id) go to the API server together; the answer to the API server then
-        // leaves once they are written, so the next request, to any replica, counts
-        // them.
-        let (bridge, metrics, key) = (
-            self.bridge.clone(),
-            self.shared.metrics.clone(),
-            key.to_string(),
-        );
-        scope::defer(Box::new(move |deadline| {
-            match bridge.finish(started, deadline) {
-                Ok(true) => metrics.change_set_write("written"),
-                Ok(false) => {}
-                Err(late) => {
-                    metrics.change_set_write("deferred");
+        let until = SystemTime::now() + HOLD_LAPSE;
+        let mut waits = Vec::new();
+        let mut held = Vec::new();
+        for key in keys {
+            match self
+                .shared
+                .enqueue(key, Op::Hold(admitted.clone(), until), true, window)
+            {
+                Some(reply) => {
+                    held.push(key.clone());
+                    waits.push((key.clone(), reply));
+                }
+                None => {
+                    self.shared.metrics.change_set_write("dropped");
                     tracing::warn!(
                         key,
-                        error = %late,
-                        "change-set record not written within the budget; counted here, written in the background"
+                        "too many change-set writes waiting for the API server; this change is counted by this replica only"
                     );
+                    self.unavailable(key);
                 }
             }
-        }));
+        }
+        // Every key's writer runs at once; the decision waits for all of them once.
+        let replies: Vec<oneshot::Receiver<Answer>> = waits
+            .iter_mut()
+            .filter_map(|(_, reply)| reply.take())
+            .collect();
+        let started = self.bridge.start(async move {
+            let mut answers = Vec::with_capacity(replies.len());
+            for reply in replies {
+                answers.push(reply.await.ok());
+            }
+            answers
+        });
+        // A late reservation means the writes are busy (a burst queues behind one
+        // write), not that the API server is gone: it opens no breaker, or one slow
+        // write would make every decision of the next second skip the API server.
+        let deadline = scope::deadline().max(Instant::now() + RESERVE_WAIT);
+        let answers = match self.bridge.finish_without_breaker(started, deadline) {
+            Ok(answers) => answers,
+            Err(late) => {
+                tracing::warn!(error = %late, "change-set reservation not written within the budget; judged on what this replica knows, written in the background");
+                self.shared.metrics.change_set_write("deferred");
+                vec![None; waits.len()]
+            }
+        };
+        let mut usage = Usage::default();
+        for ((key, _), answer) in waits.iter().zip(answers) {
+            let counted = match answer {
+                Some(Ok(usage)) => usage,
+                Some(Err(NotWritten::NoRoom)) | None => {
+                    self.unavailable(key);
+                    self.shared
+                        .local_usage(key, entry_ns(entry), window, at, u64::MAX)
+                }
+            };
+            usage = usage.max(counted);
+        }
+        for key in keys.iter().filter(|k| !held.contains(k)) {
+            // Not even queued: counted from what is known, itself included.
+            usage = usage.max(self.shared.local_usage(key, entry, window, at, u64::MAX));
+        }
+        Reservation::new(
+            usage,
+            Some(Box::new(ClusterHold {
+                shared: self.shared.clone(),
+                keys: held,
+                admitted,
+                window,
+            })),
+        )
+    }
+}
+
+/// The entry of a change already counted as unwritten or held: its namespace, no pods.
+fn entry_ns(entry: Entry<'_>) -> Entry<'_> {
+    Entry { pods: 0, ..entry }
+}
+
+/// A reservation in the records.
+struct ClusterHold {
+    shared: Arc<Shared>,
+    keys: Vec<String>,
+    admitted: Admitted,
+    window: Duration,
+}
+
+impl Hold for ClusterHold {
+    fn settle(self: Box<Self>, admitted: bool) {
+        for key in &self.keys {
+            let op = if admitted {
+                Op::Confirm(self.admitted.clone())
+            } else {
+                Op::Release(self.admitted.id.clone())
+            };
+            let _ = self.shared.enqueue(key, op, false, self.window);
+        }
     }
 }
 
 impl Shared {
+    fn keys(&self) -> MutexGuard<'_, HashMap<String, KeyState>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn remember(&self, record: ChangeSet) {
         if let Some(name) = record.metadata.name.clone() {
             let version = version_number(record.metadata.resource_version.as_deref());
@@ -340,74 +467,154 @@ impl Shared {
         }
     }
 
-    fn pending_of(&self, key: &str) -> Vec<Admitted> {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.get(key).cloned().unwrap_or_default()
+    /// What `key` has used as this replica knows it: the watched (or last written)
+    /// record and this replica's changes not in it, those queued before `before` only.
+    fn local_usage(
+        &self,
+        key: &str,
+        entry: Entry<'_>,
+        window: Duration,
+        now: SystemTime,
+        before: u64,
+    ) -> Usage {
+        let name = changeset::record_name(key);
+        let keys = self.keys();
+        let record = self.cache.get(&name).map(|(_, r)| r);
+        let unwritten: Vec<Admitted> = keys
+            .get(key)
+            .map(|k| {
+                k.unwritten
+                    .iter()
+                    .filter(|u| u.seq < before && u.until.is_none_or(|t| t >= now))
+                    .map(|u| u.admitted.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        drop(keys);
+        changeset::usage(
+            record.as_ref().map(|r| &r.spec),
+            &unwritten,
+            entry,
+            window,
+            now,
+        )
     }
 
-    fn add_pending(&self, key: &str, admitted: &Admitted) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.values().map(Vec::len).sum::<usize>() >= MAX_PENDING {
-            return false;
-        }
-        pending
-            .entry(key.to_string())
-            .or_default()
-            .push(admitted.clone());
-        true
-    }
-
-    fn done(&self, key: &str, id: &str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(list) = pending.get_mut(key) {
-            list.retain(|a| a.id != id);
-            if list.is_empty() {
-                pending.remove(key);
+    /// Queues `op` for `key`'s record and makes sure a writer runs. With `reply`, the
+    /// receiver of the reservation's usage. `None` when too much waits already.
+    fn enqueue(
+        self: &Arc<Self>,
+        key: &str,
+        op: Op,
+        reply: bool,
+        window: Duration,
+    ) -> Option<Option<oneshot::Receiver<Answer>>> {
+        let mut keys = self.keys();
+        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let total: usize = keys.values().map(|k| k.unwritten.len()).sum();
+        let state = keys.entry(key.to_string()).or_default();
+        match &op {
+            Op::Hold(a, until) => {
+                if total >= MAX_PENDING {
+                    return None;
+                }
+                state.unwritten.push(Unwritten {
+                    admitted: a.clone(),
+                    until: Some(*until),
+                    seq,
+                });
             }
+            Op::Confirm(a) => match state.unwritten.iter_mut().find(|u| u.admitted.id == a.id) {
+                Some(u) => {
+                    u.until = None;
+                    u.seq = seq;
+                }
+                None => state.unwritten.push(Unwritten {
+                    admitted: a.clone(),
+                    until: None,
+                    seq,
+                }),
+            },
+            Op::Release(id) => state.unwritten.retain(|u| &u.admitted.id != id),
         }
+        let (tx, rx) = if reply {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        state.queue.push(Queued { op, seq, reply: tx });
+        if !state.writing {
+            state.writing = true;
+            let shared = self.clone();
+            let key = key.to_string();
+            self.handle
+                .spawn(async move { shared.writer(key, window).await });
+        }
+        Some(rx)
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        // Locks nobody holds or waits for go, so the map stays as small as the writes
-        // in flight.
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
-    }
-
-    /// Writes one admitted change into its key's record, retrying until it is written
-    /// or has left the window. `true` when written (or found already written).
-    async fn write(self: Arc<Self>, key: String, admitted: Admitted, window: Duration) -> bool {
-        let lock = self.lock_for(&key);
-        let _turn = lock.lock().await;
+    /// Writes `key`'s queued ops, all that waited in one write each round, until none
+    /// waits.
+    async fn writer(self: Arc<Self>, key: String, window: Duration) {
         let name = changeset::record_name(&key);
         let mut backoff = BACKOFF_FIRST;
-        let mut first_try = true;
+        let mut late = false;
+        let mut batch: Vec<Queued> = Vec::new();
         loop {
-            match self.attempt(&key, &name, &admitted, window).await {
-                Ok(()) => {
-                    self.done(&key, &admitted.id);
-                    if !first_try {
-                        self.metrics.change_set_write("written_late");
+            {
+                let mut keys = self.keys();
+                let state = keys.entry(key.clone()).or_default();
+                batch.append(&mut state.queue);
+                let now = SystemTime::now();
+                // A reservation past its lapse, or an admitted change past the window, no
+                // longer matters to anyone; a reservation whose decision gave up waiting
+                // is still written (the decision settles it).
+                let moot = |op: &Op| match op {
+                    Op::Hold(_, until) => *until < now,
+                    Op::Confirm(a) => now.duration_since(a.at).unwrap_or_default() > window,
+                    Op::Release(_) => false,
+                };
+                let dropped: Vec<(String, u64)> = batch
+                    .iter()
+                    .filter(|q| moot(&q.op))
+                    .filter_map(|q| match &q.op {
+                        Op::Hold(a, _) | Op::Confirm(a) => Some((a.id.clone(), q.seq)),
+                        Op::Release(_) => None,
+                    })
+                    .collect();
+                batch.retain(|q| !moot(&q.op));
+                state.unwritten.retain(|u| {
+                    !dropped
+                        .iter()
+                        .any(|(id, seq)| *id == u.admitted.id && u.seq <= *seq)
+                });
+                if batch.is_empty() {
+                    state.writing = false;
+                    state.unwritten.retain(|u| u.until.is_none_or(|t| t >= now));
+                    if state.unwritten.is_empty() && state.queue.is_empty() {
+                        keys.remove(&key);
                     }
-                    return first_try;
+                    return;
+                }
+            }
+            match self.attempt(&key, &name, &batch, window).await {
+                Ok((written, no_room)) => {
+                    backoff = BACKOFF_FIRST;
+                    let result = if late { "written_late" } else { "written" };
+                    self.metrics.change_set_write(result);
+                    late = false;
+                    self.written(&key, written, std::mem::take(&mut batch), &no_room, window);
                 }
                 Err(Retry::Now) => {}
                 Err(Retry::Later(e)) => {
-                    let age = SystemTime::now()
-                        .duration_since(admitted.at)
-                        .unwrap_or_default();
-                    if age > window {
-                        self.done(&key, &admitted.id);
-                        self.metrics.change_set_write("dropped");
-                        tracing::warn!(
-                            key,
-                            error = %e,
-                            "change-set record never written: the change left the window first"
-                        );
-                        return false;
+                    if status_code(&e).is_none() {
+                        // No answer at all (a connection refused, a timeout): the API
+                        // server may be gone, and decisions need not wait for it.
+                        self.bridge.trip();
                     }
-                    first_try = false;
+                    tracing::warn!(key, error = %e, "cannot write a change-set record; retrying");
+                    late = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
@@ -415,24 +622,104 @@ impl Shared {
         }
     }
 
-    /// One read-modify-write of the record.
+    /// After a write: the record into the cache and the ops out of `unwritten` (under
+    /// one lock), then each reservation's usage to its decision: the record as written
+    /// less the reservations queued after it.
+    fn written(
+        &self,
+        key: &str,
+        record: ChangeSet,
+        batch: Vec<Queued>,
+        no_room: &[String],
+        window: Duration,
+    ) {
+        let last = batch.iter().map(|q| q.seq).max().unwrap_or(0);
+        let spec = record.spec.clone();
+        {
+            let mut keys = self.keys();
+            self.remember(record);
+            if let Some(state) = keys.get_mut(key) {
+                state.unwritten.retain(|u| {
+                    u.seq > last || (u.until.is_some() && no_room.contains(&u.admitted.id))
+                });
+            }
+        }
+        let now = SystemTime::now();
+        let holds: Vec<&str> = batch
+            .iter()
+            .filter_map(|q| match &q.op {
+                Op::Hold(a, _) => Some(a.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for queued in &batch {
+            let (Op::Hold(admitted, _), Some(_)) = (&queued.op, &queued.reply) else {
+                continue;
+            };
+            let answer = if no_room.contains(&admitted.id) {
+                Err(NotWritten::NoRoom)
+            } else {
+                // What was written before it, itself included: the reservations
+                // after it in this batch are not.
+                let position = holds.iter().position(|id| *id == admitted.id);
+                let later = position.map_or(&[][..], |p| &holds[p + 1..]);
+                let mut seen = spec.clone();
+                seen.held.retain(|h| !later.contains(&h.id.as_str()));
+                let unwritten = self.unwritten_before(key, queued.seq, now);
+                let entry = Entry {
+                    namespace: admitted.namespace.as_deref(),
+                    pods: 0,
+                    dry_run: false,
+                };
+                Ok(changeset::usage(
+                    Some(&seen),
+                    &unwritten,
+                    entry,
+                    window,
+                    now,
+                ))
+            };
+            answers.push((queued.seq, answer));
+        }
+        for mut queued in batch {
+            if let Some(reply) = queued.reply.take()
+                && let Some((_, answer)) = answers.iter().find(|(seq, _)| *seq == queued.seq)
+            {
+                // The decision may have stopped waiting.
+                let _ = reply.send(*answer);
+            }
+        }
+    }
+
+    /// This replica's unwritten changes queued before `seq`, still counting.
+    fn unwritten_before(&self, key: &str, seq: u64, now: SystemTime) -> Vec<Admitted> {
+        let keys = self.keys();
+        keys.get(key)
+            .map(|k| {
+                k.unwritten
+                    .iter()
+                    .filter(|u| u.seq < seq && u.until.is_none_or(|t| t >= now))
+                    .map(|u| u.admitted.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// One read-modify-write of the record with the batch applied: the record as
+    /// written and the reservations that found no room.
     async fn attempt(
         &self,
         key: &str,
         name: &str,
-        admitted: &Admitted,
+        batch: &[Queued],
         window: Duration,
-    ) -> Result<(), Retry> {
+    ) -> Result<(ChangeSet, Vec<String>), Retry> {
         let base = self.cache.get(name).map(|(_, r)| r);
         let now = SystemTime::now();
-        if base
-            .as_ref()
-            .is_some_and(|r| changeset::holds(&r.spec, admitted))
-        {
-            return Ok(());
-        }
-        let spec =
-            changeset::with_admitted(base.as_ref().map(|r| &r.spec), key, admitted, window, now);
+        let ops: Vec<Op> = batch.iter().map(|q| q.op.clone()).collect();
+        let (spec, no_room) =
+            changeset::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
         let result = match base {
             Some(mut record) => {
                 record.spec = spec;
@@ -444,10 +731,7 @@ impl Shared {
             }
         };
         match result {
-            Ok(written) => {
-                self.remember(written);
-                Ok(())
-            }
+            Ok(written) => Ok((written, no_room)),
             // Someone wrote it since it was read (a conflict on replace, already there
             // on create): read it again and retry at once.
             Err(e) if status_code(&e) == Some(409) => {
@@ -462,7 +746,8 @@ impl Shared {
             }
             Err(e) => {
                 // An unclear failure (a timeout, a reset connection) may still have
-                // written: read again, and the id in the record will tell.
+                // written: read again. Applying the same ops again is harmless: each
+                // carries its id.
                 let _ = self.refresh(name).await;
                 Err(Retry::Later(e))
             }

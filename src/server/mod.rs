@@ -85,6 +85,11 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, only clients with a certificate chaining to it are
+    /// served (the API server, given one by its AdmissionConfiguration's
+    /// kubeConfigFile); others fail the TLS handshake. Reloaded with the certificate.
+    #[arg(long, env = "BLASTGUARD_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Policy file (YAML); reloaded when it changes [default: the embedded policy].
     #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -405,7 +410,12 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
     let admin_addr = admin_listener.local_addr()?;
     let webhook_addr = webhook_listener.local_addr()?;
 
-    let mut cert_files = CertFiles::new(cert_path, key_path, resolver.clone());
+    let client_ca = args
+        .client_ca
+        .as_ref()
+        .map(|path| (path.clone(), Arc::new(tls::ClientCa::default())));
+    let mut cert_files =
+        CertFiles::new(cert_path, key_path, resolver.clone()).with_client_ca(client_ca.clone());
     cert_files.tick(&metrics);
     spawn_reloaders(&args, cert_files, policy_file, signers, &engine, &metrics)?;
 
@@ -423,7 +433,10 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
     let webhook = Endpoint {
         name: "webhook",
         listener: webhook_listener,
-        tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(resolver)?))),
+        tls: Some(TlsAcceptor::from(Arc::new(tls::server_config(
+            resolver,
+            client_ca.map(|(_, ca)| ca),
+        )?))),
         router: routes::router(routes::Webhook::new(
             engine.clone(),
             metrics.clone(),

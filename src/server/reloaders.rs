@@ -198,6 +198,7 @@ pub struct CertFiles {
     key: PathBuf,
     watch: ContentWatch,
     resolver: Arc<CertResolver>,
+    client_ca: Option<(PathBuf, Arc<tls::ClientCa>)>,
 }
 
 impl CertFiles {
@@ -209,7 +210,17 @@ impl CertFiles {
             key,
             watch,
             resolver,
+            client_ca: None,
         }
+    }
+
+    /// Also watches the client CA of `--client-ca`, loaded into its verifier.
+    pub fn with_client_ca(mut self, client_ca: Option<(PathBuf, Arc<tls::ClientCa>)>) -> Self {
+        if let Some((path, _)) = &client_ca {
+            self.watch = ContentWatch::new(vec![self.cert.clone(), self.key.clone(), path.clone()]);
+        }
+        self.client_ca = client_ca;
+        self
     }
 
     /// Loads the pair if it changed; an unusable pair keeps the one being served.
@@ -219,14 +230,26 @@ impl CertFiles {
         };
         let (cert_path, key_path) = (self.cert.display(), self.key.display());
         let parsed = snapshot.map_err(LoadError::from).and_then(|files| {
-            let [cert, key] = files.as_slice() else {
-                unreachable!("the watch reads exactly the certificate and the key")
+            let (cert, key, ca) = match files.as_slice() {
+                [cert, key] => (cert, key, None),
+                [cert, key, ca] => (cert, key, Some(ca)),
+                _ => unreachable!("the watch reads the certificate, the key and the client CA"),
             };
-            tls::parse_pair(cert, key, &cert_path.to_string(), &key_path.to_string())
-                .map_err(LoadError::from)
+            let pair = tls::parse_pair(cert, key, &cert_path.to_string(), &key_path.to_string())?;
+            let verifier = match (ca, &self.client_ca) {
+                (Some(ca), Some((path, _))) => {
+                    Some(tls::parse_client_ca(ca, &path.display().to_string())?)
+                }
+                _ => None,
+            };
+            Ok::<_, LoadError>((pair, verifier))
         });
         match parsed {
-            Ok(pair) => {
+            Ok((pair, verifier)) => {
+                if let (Some(verifier), Some((path, ca))) = (verifier, &self.client_ca) {
+                    ca.set(verifier);
+                    info!(client_ca = %path.display(), "client CA loaded: only clients with its certificates are served");
+                }
                 let description = tls::describe(&pair);
                 if let Some(not_after) = tls::not_after(&pair) {
                     metrics.set_tls_cert_not_after(not_after);

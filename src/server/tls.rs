@@ -1,15 +1,20 @@
 //! The serving certificate: parsed from PEM, swapped atomically on reload, and handed
-//! to every TLS handshake without a lock.
+//! to every TLS handshake without a lock. With `--client-ca`, the client certificate
+//! the webhook requires (the API server's, from its AdmissionConfiguration), swapped
+//! the same way.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls::{ServerConfig, version};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 /// ALPN protocols offered, HTTP/2 first as the API server prefers it.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -37,6 +42,14 @@ pub enum CertError {
     #[error("{path}: no PEM private key found (PKCS#8, PKCS#1 or SEC1): {detail}")]
     NoKey {
         /// The key file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The client CA file holds no usable CA certificate.
+    #[error("{path}: no usable CA certificate for client authentication: {detail}")]
+    ClientCa {
+        /// The client CA file.
         path: String,
         /// What is wrong.
         detail: String,
@@ -137,13 +150,136 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
+/// Parses a PEM bundle of CA certificates into a verifier that requires a client
+/// certificate chaining to one of them.
+pub fn parse_client_ca(pem: &[u8], path: &str) -> Result<Arc<dyn ClientCertVerifier>, CertError> {
+    let bad = |detail: String| CertError::ClientCa {
+        path: path.to_string(),
+        detail,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no PEM certificate found".into()));
+    }
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// The client CA of `--client-ca`, swapped on reload. Until one is loaded every client
+/// is refused: a webhook told to authenticate its clients never serves one it could
+/// not check.
+#[derive(Debug)]
+pub struct ClientCa {
+    current: ArcSwapOption<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Default for ClientCa {
+    fn default() -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            provider: provider(),
+        }
+    }
+}
+
+impl ClientCa {
+    /// Requires client certificates of `verifier`'s CAs from the next handshake on.
+    pub fn set(&self, verifier: Arc<dyn ClientCertVerifier>) {
+        self.current.store(Some(Arc::new(verifier)));
+    }
+
+    /// Whether a CA is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.current.load().is_some()
+    }
+}
+
+impl ClientCertVerifier for ClientCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The CA can change under a handshake; no hint makes a client send the
+        // certificate it has, which is what the API server does anyway.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.current.load_full() {
+            Some(verifier) => verifier.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "no client CA loaded: every client is refused".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// The TLS configuration of the webhook: TLS 1.3 and 1.2 only, ALPN h2 and
-/// http/1.1, the certificate from `resolver`.
-pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+/// http/1.1, the certificate from `resolver`; with `client_ca`, only clients with a
+/// certificate of that CA.
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca: Option<Arc<ClientCa>>,
+) -> Result<ServerConfig, rustls::Error> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])?;
+    let mut config = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(ca),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
     Ok(config)
 }

@@ -164,19 +164,33 @@ impl ControlPlane {
     /// Starts a fresh cluster. Fails the test with the script's output when the binaries
     /// cannot be built or the cluster does not come up: an e2e test never skips.
     pub fn up() -> ControlPlane {
-        ControlPlane::up_with(&[])
+        ControlPlane::start(&[], "")
     }
 
     /// Starts a fresh cluster with `control-plane.sh up DIR ARGS` (`--node`: with a
     /// node, tests/common/node.rs).
     pub fn up_with(args: &[&str]) -> ControlPlane {
+        ControlPlane::start(args, "")
+    }
+
+    /// [`ControlPlane::up`] with `args` appended to kube-apiserver's command line
+    /// (space-separated; CONTROL_PLANE_APISERVER_ARGS of scripts/control-plane.sh).
+    pub fn up_with_apiserver_args(args: &str) -> ControlPlane {
+        ControlPlane::start(&[], args)
+    }
+
+    fn start(args: &[&str], apiserver_args: &str) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("blastguard-e2e.")
             .tempdir()
             .unwrap();
         let t0 = Instant::now();
         let mut cmd = Command::new("bash");
-        cmd.arg(script()).arg("up").arg(dir.path()).args(args);
+        cmd.arg(script())
+            .arg("up")
+            .arg(dir.path())
+            .args(args)
+            .env("CONTROL_PLANE_APISERVER_ARGS", apiserver_args);
         let up = run(cmd, None);
         if !up.ok {
             // `up` cleans up after itself on failure; `down` is idempotent.

@@ -14,6 +14,7 @@ pub mod cluster;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
 /// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
+pub mod replica;
 pub mod reviewed;
 
 use std::io::{BufRead as _, BufReader, Read};

@@ -150,10 +150,39 @@ fn at(ns: &str, pods: u64) -> Entry<'_> {
     Entry {
         namespace: Some(ns),
         pods,
+        dry_run: false,
     }
 }
 
-/// What the engine does for one admitted change: ask, then record.
+fn keys(key: &str) -> Vec<String> {
+    vec![key.to_string()]
+}
+
+/// What a dry run of `entry` would count: read, nothing written.
+fn usage_with(
+    r: &ClusterReach,
+    key: &str,
+    entry: Entry<'_>,
+    window: Duration,
+    now: Instant,
+) -> Usage {
+    let dry = Entry {
+        dry_run: true,
+        ..entry
+    };
+    r.reserve(&keys(key), dry, window, now).usage()
+}
+
+/// Waits until the replica's writes (confirms included) have landed.
+fn settled(r: &ClusterReach) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.pending() > 0 {
+        assert!(Instant::now() < deadline, "writes still pending");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What the engine does for one admitted change: reserve, then confirm.
 fn admit(r: &ClusterReach, key: &str, entry: Entry<'_>, now: Instant) -> Usage {
     admit_within(r, key, entry, HOUR, now)
 }
@@ -165,9 +194,14 @@ fn admit_within(
     window: Duration,
     now: Instant,
 ) -> Usage {
-    let _scope = scope::Scope::begin();
-    let usage = r.usage_with(key, entry, window, now);
-    r.record(key, entry, window, now);
+    let usage = {
+        let _scope = scope::Scope::begin();
+        let reservation = r.reserve(&keys(key), entry, window, now);
+        let usage = reservation.usage();
+        reservation.confirm();
+        usage
+    };
+    settled(r);
     usage
 }
 
@@ -212,7 +246,7 @@ fn a_replica_that_just_started_counts_what_others_recorded() {
     let restarted = cluster.replica();
     let _scope = scope::Scope::begin();
     assert_eq!(
-        restarted.usage_with("change-id:CHG-1", at("z", 1), HOUR, now),
+        usage_with(&restarted, "change-id:CHG-1", at("z", 1), HOUR, now),
         Usage {
             namespaces: 3,
             pods: 9
@@ -229,7 +263,7 @@ fn conflicting_writers_lose_nothing() {
     // then all write at once: all but one conflict, read again and retry.
     for r in &replicas {
         let _scope = scope::Scope::begin();
-        r.usage_with("user:bot", at("a", 0), HOUR, now);
+        usage_with(r, "user:bot", at("a", 0), HOUR, now);
     }
     std::thread::scope(|s| {
         for (i, r) in replicas.iter().enumerate() {
@@ -237,7 +271,8 @@ fn conflicting_writers_lose_nothing() {
                 for j in 0..5 {
                     let _scope = scope::Scope::begin();
                     let ns = format!("ns-{i}-{j}");
-                    r.record("user:bot", at(&ns, 1), HOUR, now);
+                    r.reserve(&keys("user:bot"), at(&ns, 1), HOUR, now)
+                        .confirm();
                 }
             });
         }
@@ -261,19 +296,22 @@ fn conflicting_writers_lose_nothing() {
 fn expired_entries_stop_counting_and_records_are_collected() {
     let cluster = Cluster::new();
     let a = cluster.replica_with_window(SHORT);
-    admit_within(&a, "user:old", at("x", 4), SHORT, before_the_window());
+    // Admitted, then left to age past the window (a change already past it when
+    // reserved is never written).
+    admit_within(&a, "user:old", at("x", 4), SHORT, Instant::now());
+    std::thread::sleep(SHORT + Duration::from_millis(500));
     let now = Instant::now();
     admit_within(&a, "user:new", at("y", 2), SHORT, now);
     let _scope = scope::Scope::begin();
     assert_eq!(
-        a.usage_with("user:old", at("z", 0), SHORT, now),
+        usage_with(&a, "user:old", at("z", 0), SHORT, now),
         Usage {
             namespaces: 1,
             pods: 0
         },
         "a record past its window counts nothing"
     );
-    assert_eq!(a.usage_with("user:new", at("z", 0), SHORT, now).pods, 2);
+    assert_eq!(usage_with(&a, "user:new", at("z", 0), SHORT, now).pods, 2);
     let deleted = cluster.rt.block_on(a.collect_expired());
     assert_eq!(deleted, 1);
     assert!(cluster.api.stored("user:old").is_none());
@@ -305,11 +343,12 @@ fn a_slow_api_server_costs_one_budget_and_the_change_is_written_later() {
 
     let scope = scope::Scope::begin();
     let started = Instant::now();
-    let usage = a.usage_with("user:bot", at("y", 3), HOUR, now);
-    a.record("user:bot", at("y", 3), HOUR, now);
+    let reservation = a.reserve(&keys("user:bot"), at("y", 3), HOUR, now);
+    let usage = reservation.usage();
+    reservation.confirm();
     let waited = started.elapsed();
     assert!(
-        waited < scope::budget() + Duration::from_millis(150),
+        waited < scope::budget().max(RESERVE_WAIT) + Duration::from_millis(150),
         "waited {waited:?}"
     );
     assert_eq!(
@@ -322,12 +361,12 @@ fn a_slow_api_server_costs_one_budget_and_the_change_is_written_later() {
     );
     assert_eq!(scope.unavailable().as_deref(), Some("change set user:bot"));
     drop(scope);
-    assert_eq!(a.pending(), 1);
+    assert!(a.pending() >= 1, "the change waits to be written");
     // Counted by this replica while it waits to be written.
     let _scope = scope::Scope::begin();
     cluster.api.slow.store(false, Ordering::SeqCst);
     std::thread::sleep(bridge::BREAKER_OPEN);
-    assert_eq!(a.usage_with("user:bot", at("z", 0), HOUR, now).pods, 8);
+    assert_eq!(usage_with(&a, "user:bot", at("z", 0), HOUR, now).pods, 8);
     let deadline = Instant::now() + Duration::from_secs(10);
     while a.pending() > 0 {
         assert!(
@@ -346,6 +385,7 @@ fn a_change_that_touches_nothing_writes_nothing() {
     let cluster_scoped = Entry {
         namespace: None,
         pods: 0,
+        dry_run: false,
     };
     admit(&a, "user:bot", cluster_scoped, Instant::now());
     assert_eq!(cluster.api.writes.load(Ordering::SeqCst), 0);
@@ -367,10 +407,127 @@ fn the_watch_updates_what_a_replica_knows() {
     cluster.api.slow.store(true, Ordering::SeqCst);
     let _scope = scope::Scope::begin();
     assert_eq!(
-        b.usage_with("user:bot", at("y", 0), HOUR, Instant::now()),
+        usage_with(&b, "user:bot", at("y", 0), HOUR, Instant::now()),
         Usage {
             namespaces: 2,
             pods: 5
         }
+    );
+}
+
+/// Issue 19, finding 6: each decision read the record, then wrote, so parallel ones on
+/// two replicas each saw room the others were taking. Now each reservation is written
+/// before its decision and judged on the record it was written into: 40 decisions of
+/// 10 pods each against a 50-pod budget, released together on two replicas, admit
+/// five at most, every round; those judged without the record (it could not be
+/// written in time) count as denied, as `onClusterUnavailable: deny` makes them.
+#[test]
+fn parallel_reservations_on_two_replicas_never_pass_the_budget() {
+    const LIMIT: u64 = 50;
+    for round in 0..10 {
+        let cluster = Cluster::new();
+        let replicas = [cluster.replica(), cluster.replica()];
+        let start = std::sync::Barrier::new(40);
+        let admitted: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..40)
+                .map(|i| {
+                    let (r, start) = (&replicas[i % 2], &start);
+                    s.spawn(move || {
+                        let keys = vec!["user:agent".to_string(), format!("change-id:c-{i}")];
+                        start.wait();
+                        let scope = scope::Scope::begin();
+                        let reservation = r.reserve(&keys, at("prod", 10), HOUR, Instant::now());
+                        let admit =
+                            reservation.usage().pods <= LIMIT && scope.unavailable().is_none();
+                        if admit {
+                            reservation.confirm();
+                        } else {
+                            reservation.release();
+                        }
+                        admit
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        replicas.iter().for_each(settled);
+        let admitted = admitted.iter().filter(|a| **a).count();
+        let record = cluster.api.stored("user:agent").unwrap();
+        eprintln!(
+            "round {round}: {admitted} admitted, record {} pods",
+            record.spec.pod_count
+        );
+        assert!(admitted <= 5, "round {round}: {admitted} admitted");
+        assert_eq!(record.spec.pod_count, admitted as u64 * 10);
+        assert!(
+            record.spec.held.is_empty(),
+            "every reservation settled: {record:?}"
+        );
+        assert!(admitted >= 1, "round {round}: nothing admitted");
+    }
+}
+
+/// A burst on one replica goes out in a few writes, not one per decision.
+#[test]
+fn a_burst_on_one_replica_is_written_in_few_writes() {
+    let cluster = Cluster::new();
+    let a = cluster.replica();
+    let start = std::sync::Barrier::new(20);
+    std::thread::scope(|s| {
+        for _ in 0..20 {
+            let (a, start) = (&a, &start);
+            s.spawn(move || {
+                start.wait();
+                let scope = scope::Scope::begin();
+                let reservation =
+                    a.reserve(&keys("user:burst"), at("prod", 1), HOUR, Instant::now());
+                assert!(scope.unavailable().is_none());
+                reservation.confirm();
+            });
+        }
+    });
+    settled(&a);
+    let writes = cluster.api.writes.load(Ordering::SeqCst);
+    let record = cluster.api.stored("user:burst").unwrap();
+    assert_eq!(record.spec.pod_count, 20);
+    eprintln!("20 reservations and their confirms in {writes} writes");
+    assert!(writes < 40, "{writes} writes for 20 decisions");
+}
+
+/// A replica that dies while judging leaves a reservation that lapses.
+#[test]
+fn an_unsettled_reservation_lapses() {
+    let cluster = Cluster::new();
+    let a = cluster.replica();
+    let now = SystemTime::now();
+    let held = changeset::Admitted {
+        namespace: Some("x".into()),
+        pods: 7,
+        at: now,
+        id: "dead-1".into(),
+    };
+    let (spec, _) = changeset::with_ops(
+        None,
+        "user:bot",
+        &[changeset::Op::Hold(held, now + Duration::from_millis(300))],
+        HOUR,
+        now,
+    );
+    cluster
+        .rt
+        .block_on(Shared(cluster.api.clone()).create(&changeset::new_record(
+            "blastguard",
+            "user:bot",
+            spec,
+        )))
+        .unwrap();
+    assert_eq!(
+        usage_with(&a, "user:bot", at("x", 0), HOUR, Instant::now()).pods,
+        7
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        usage_with(&a, "user:bot", at("x", 0), HOUR, Instant::now()).pods,
+        0
     );
 }

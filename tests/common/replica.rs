@@ -1,0 +1,157 @@
+//! `blastguard serve --state cluster` replicas on the local control plane, for the
+//! tests of shared state under load (tests/e2e_exact_budget.rs,
+//! tests/e2e_state_load.rs). They run as cluster-admin: RBAC is not what those tests
+//! are about (tests/e2e_cluster_state.rs runs replicas with the chart's).
+
+use std::io::{BufRead as _, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Pki;
+use super::cluster::{ControlPlane, wait_for};
+
+/// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
+pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    let out = Command::new(super::repo().join(".tools/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl (run scripts/install-tools.sh)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut t = sink.lock().unwrap();
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    text
+}
+
+fn address_after(text: &str, prefix: &str) -> Option<SocketAddr> {
+    text.lines().find_map(|line| {
+        let rest = line.split(prefix).nth(1)?;
+        let end = rest.find(['/', ' ']).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    })
+}
+
+/// Whether `/readyz` on the admin port answers 200 (plain HTTP/1.0, no client needed).
+fn ready(admin: SocketAddr) -> bool {
+    use std::io::Write as _;
+    let Ok(mut tcp) = std::net::TcpStream::connect(admin) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    if tcp.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+/// One `blastguard serve --state cluster` process.
+pub struct Replica {
+    child: Child,
+    /// The webhook's address.
+    pub webhook: SocketAddr,
+    /// What it logged so far.
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    /// Starts a replica serving the certificate in `certs` (tls.crt, tls.key) with
+    /// `args` added, and waits until /readyz says ready.
+    pub fn start(name: &str, cp: &ControlPlane, certs: &Path, args: &[&str]) -> Replica {
+        let mut child = super::blastguard()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--drain-timeout", "1s"])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .args(args)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("HOME", certs)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = capture(child.stdout.take().unwrap());
+        let stderr = capture(child.stderr.take().unwrap());
+        let webhook = wait_for(
+            &format!("{name} to print its address"),
+            Duration::from_secs(20),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited: {status}\n{}", stderr.lock().unwrap());
+                }
+                let admin = address_after(&stdout.lock().unwrap(), "admin listening on http://")?;
+                let webhook =
+                    address_after(&stdout.lock().unwrap(), "webhook listening on https://")?;
+                ready(admin).then_some(webhook)
+            },
+        );
+        Replica {
+            child,
+            webhook,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The namespaces `blastguard` (the records') and `team-a`, and the `ChangeSet` CRD.
+pub fn prepare(cp: &ControlPlane) {
+    kubectl(cp, &["create", "namespace", "blastguard"]);
+    kubectl(cp, &["create", "namespace", "team-a"]);
+    let crd = super::repo().join("charts/blastguard/crds/changesets.blastguard.io.yaml");
+    kubectl(cp, &["apply", "-f", crd.to_str().unwrap()]);
+    kubectl(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/changesets.blastguard.io",
+            "--timeout=30s",
+        ],
+    );
+}
+
+/// A serving certificate of `pki` written to `dir`/certs; the directory.
+pub fn certificates(pki: &Pki, dir: &Path) -> PathBuf {
+    let leaf = pki.leaf(1, 2030);
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(certs.join("tls.key"), &leaf.key_pem).unwrap();
+    certs
+}
+
+/// The arguments that put a replica's state in the cluster.
+pub const CLUSTER_STATE: [&str; 4] = ["--state", "cluster", "--state-namespace", "blastguard"];
