@@ -12,11 +12,9 @@
 //!
 //! Everything here is pure: the API calls are in [`super::reach`].
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -137,29 +135,7 @@ pub struct HeldUse {
     pub until: String,
 }
 
-impl kube::Resource for ChangeSet {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        KIND.into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+record_resource!(ChangeSet, KIND, PLURAL);
 
 /// One admitted change as this replica records it: counted here at once, written to
 /// the record (maybe later).

@@ -19,6 +19,38 @@
 //! Without a cluster (`--dev`, `check`, or no configuration found) the engine keeps
 //! [`crate::engine::State::in_memory`].
 
+/// `kube::Resource` for a namespaced `blastguard.io/v1alpha1` record type with a
+/// `metadata` field: the chart's CRDs (`ChangeSet`, `SpentApproval`).
+macro_rules! record_resource {
+    ($ty:ty, $kind:expr, $plural:expr) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $crate::cluster::changeset::GROUP.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $crate::cluster::changeset::VERSION.into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 pub mod bridge;
 pub mod cache;
 pub mod changeset;

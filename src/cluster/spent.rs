@@ -6,11 +6,9 @@
 //! whose approval has passed its `notAfter` admit nothing anyway and are deleted by
 //! a periodic collection.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -22,8 +20,6 @@ use super::scope;
 use crate::approval::payload::rfc3339;
 use crate::approval::spent::{Spend, Spending, SpentApprovals};
 
-/// The version.
-pub const VERSION: &str = "v1alpha1";
 /// The kind.
 pub const KIND: &str = "SpentApproval";
 /// The resource (plural).
@@ -61,29 +57,7 @@ pub struct SpentApprovalSpec {
     pub not_after: String,
 }
 
-impl kube::Resource for SpentApproval {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        KIND.into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        PLURAL.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+record_resource!(SpentApproval, KIND, PLURAL);
 
 /// The object name of an approval's record.
 pub fn record_name(key: &str) -> String {
@@ -153,7 +127,7 @@ impl SpentApprovals for ClusterSpent {
 
     fn spend(&self, spend: &Spend, now: SystemTime) -> Spending {
         let record = SpentApproval {
-            api_version: format!("{GROUP}/{VERSION}"),
+            api_version: format!("{GROUP}/{}", super::changeset::VERSION),
             kind: KIND.to_string(),
             metadata: ObjectMeta {
                 name: Some(record_name(&spend.key)),
