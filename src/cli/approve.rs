@@ -292,7 +292,8 @@ fn prepare_all(
         };
         let who = describe(object);
         let mine = given.take_if(|(_, p)| {
-            object_subject(object, p.operation, args).is_ok_and(|s| s.target == p.target)
+            object_subject(object, p.operation, args, p.replicas)
+                .is_ok_and(|s| s.target == p.target)
         });
         let prepared = prepare_input(args, input, mine.as_ref(), existing_mode, now, ttl, max_ttl)
             .map_err(|e| format!("{who}: {e}"))?;
@@ -329,8 +330,6 @@ fn prepare_input(
     max_ttl: Duration,
 ) -> Result<Prepared, String> {
     let mut notes = Vec::new();
-    // Whether the digest of FILE is the one the webhook computes.
-    let mut digest_checkable = true;
     let (subject, annotations) = match &input {
         Input::Payload(_) if given.is_some() => {
             return Err("--payload needs FILE to be the object the payload approves".into());
@@ -381,10 +380,11 @@ fn prepare_input(
                 .or(given.as_ref().map(|(_, p)| p.operation))
                 .or(existing_operation)
                 .unwrap_or(ApprovalOperation::Apply);
-            let subject = object_subject(object, operation, args)?;
-            digest_checkable = from_server(object);
+            // The replica count a given scale payload names is the one to check.
+            let given_replicas = given.and_then(|(_, p)| p.replicas);
+            let subject = object_subject(object, operation, args, given_replicas)?;
             if operation == ApprovalOperation::Apply
-                && !digest_checkable
+                && !from_server(object)
                 && given.is_none()
                 && !annotations.contains_key(APPROVAL)
             {
@@ -432,33 +432,18 @@ fn prepare_input(
     if let Some((payload_text, what)) = chosen {
         let payload = ApprovalPayload::parse(&payload_text)
             .map_err(|e| format!("{what} is not usable: {e}"))?;
-        let mut bound = subject.clone();
-        if !digest_checkable {
-            // A manifest as written lacks the server's defaults: only the webhook can
-            // compare the digest. Target and operation are still checked here.
-            bound.digest.clone_from(&payload.digest);
-            if payload.digest.is_some() {
-                notes.push(format!(
-                    "{} is a manifest as written: its digest cannot be checked here; the webhook compares \
-                     {} with the object the API server presents",
-                    args.file.display(),
-                    payload.digest.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-        let fits = binds_to(&bound, &payload)
-            .map_err(|r| {
-                format!(
-                    "{what} does not match {} ({}); remove the {APPROVAL} and {APPROVAL_SIGNATURE} \
-                     annotations to start a new one",
-                    args.file.display(),
-                    r.detail
-                )
-            })
+        // The digest is always the one of FILE (after the API server's defaults):
+        // a payload is never taken at its word, or an approver shown one manifest
+        // signs the digest of another (issue 22).
+        let fits = binds_to(&subject, &payload)
+            .map_err(|r| mismatch(what, &args.file, &subject, &payload, &r.detail, &input))
             .and_then(|()| still_usable(&payload, now, max_ttl));
         match fits {
             Err(e) if existing_mode == Existing::ReplaceIfStale && given.is_none() => {
-                notes.push(format!("a new payload, because {e}"));
+                notes.push(format!(
+                    "a new payload for {}, because {e}",
+                    args.file.display()
+                ));
                 return Ok(Prepared {
                     payload_text: subject
                         .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
@@ -489,6 +474,58 @@ fn prepare_input(
         existing_signatures: None,
         notes,
     })
+}
+
+/// Why a payload is not the one FILE needs, naming both sides, so the approver sees
+/// that they were about to sign a change other than the one they read.
+fn mismatch(
+    what: &str,
+    file: &Path,
+    subject: &ApprovalSubject,
+    payload: &ApprovalPayload,
+    detail: &str,
+    input: &Input,
+) -> String {
+    let file = file.display();
+    let mut message = if payload.operation != subject.operation || payload.target != subject.target
+    {
+        format!(
+            "{what} approves {} {} (digest {}), but {file} is {} {} (digest {}): {detail}",
+            payload.operation.as_str(),
+            payload.target,
+            payload.digest.as_deref().unwrap_or("none"),
+            subject.operation.as_str(),
+            subject.target,
+            subject.digest.as_deref().unwrap_or("none"),
+        )
+    } else {
+        match (&payload.digest, &subject.digest) {
+            (Some(approved), Some(actual)) if approved != actual => format!(
+                "{what} does not match {file}: it approves digest {approved}, but {file} has digest {actual}: \
+                 the object was changed after it was approved, or the payload is for another object, \
+                 and signing it would approve a change you have not seen"
+            ),
+            _ => format!("{what} does not match {file}: {detail}"),
+        }
+    };
+    if let Input::Object { object, .. } = input
+        && !from_server(object)
+    {
+        let unforeseeable = defaults::defaulted(object).1;
+        message.push_str(&format!(
+            " ({file} was digested with the API server's defaults applied; {}",
+            defaults::MUTATING_WEBHOOKS_NOTE
+        ));
+        for u in unforeseeable {
+            message.push_str(&format!("; {u}"));
+        }
+        message.push(')');
+    }
+    message.push_str(&format!(
+        "; if {file} is what you mean to approve, remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
+         annotations (or drop --payload) and approve it anew"
+    ));
+    message
 }
 
 fn policy_of(args: &ChangeArgs) -> Result<Policy, String> {
@@ -656,6 +693,7 @@ fn object_subject(
     object: &Value,
     operation: ApprovalOperation,
     args: &ChangeArgs,
+    given_replicas: Option<u64>,
 ) -> Result<ApprovalSubject, String> {
     let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
     let api_version = text("/apiVersion").unwrap_or_default();
@@ -705,7 +743,7 @@ fn object_subject(
                 .get(APPROVAL)
                 .and_then(|p| ApprovalPayload::parse(p).ok())
                 .and_then(|p| p.replicas);
-            Some(args.replicas.or(existing).ok_or(
+            Some(args.replicas.or(given_replicas).or(existing).ok_or(
                 "--replicas N (the exact replica count approved) is required with --operation scale",
             )?)
         }
@@ -861,16 +899,7 @@ fn sign_one(
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
-    match who {
-        Some(who) => eprintln!(
-            "Signing this approval payload for {who}:\n  {}",
-            prepared.payload_text
-        ),
-        None => eprintln!(
-            "Signing this approval payload:\n  {}",
-            prepared.payload_text
-        ),
-    }
+    eprint!("{}", what_is_signed(prepared, who, &args.change.file));
     check_trust(args, &public, now);
     let payload = prepared.payload_text.as_bytes();
     let sig = match signer {
@@ -890,6 +919,7 @@ fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
+    eprint!("{}", what_is_signed(prepared, None, &args.change.file));
     let mut keys = existing_keys(prepared)?;
     let mut added = Vec::new();
     for path in &args.signature {
@@ -940,6 +970,50 @@ fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
         }
     }
     Ok(append_signature(prepared, &added.join("")))
+}
+
+/// What the approver is about to sign, in words, before the payload itself: the
+/// target, the operation, the summary and the digest, and whether that digest was
+/// computed here from FILE.
+fn what_is_signed(prepared: &Prepared, who: Option<&str>, file: &Path) -> String {
+    let Ok(payload) = ApprovalPayload::parse(&prepared.payload_text) else {
+        return format!(
+            "Signing this approval payload:\n  {}\n",
+            prepared.payload_text
+        );
+    };
+    let mut out = match who {
+        Some(who) => format!("Signing the approval of {who}:\n"),
+        None => "Signing the approval of:\n".to_string(),
+    };
+    let line = |out: &mut String, name: &str, value: &str| {
+        out.push_str(&format!("  {name:<10} {value}\n"));
+    };
+    line(&mut out, "target:", &payload.target.to_string());
+    line(&mut out, "operation:", payload.operation.as_str());
+    let checked = match &prepared.input {
+        Input::Payload(_) => format!(
+            "NOT CHECKED: {} is a payload alone; compare this digest with `blastguard digest -f MANIFEST` before signing",
+            file.display()
+        ),
+        _ => format!("computed here from {}", file.display()),
+    };
+    if let Some(digest) = &payload.digest {
+        line(&mut out, "digest:", &format!("{digest} ({checked})"));
+    }
+    if let Some(replicas) = payload.replicas {
+        line(&mut out, "replicas:", &format!("exactly {replicas}"));
+    }
+    line(
+        &mut out,
+        "valid:",
+        &format!("{} to {}", payload.not_before, payload.not_after),
+    );
+    if !payload.reason.is_empty() {
+        line(&mut out, "reason:", &payload.reason);
+    }
+    line(&mut out, "payload:", &prepared.payload_text);
+    out
 }
 
 /// How the approver signs.
