@@ -312,3 +312,201 @@ fn approve_refuses_another_target_or_operation() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("replicas:  exactly 45"), "{stderr}");
 }
+
+/// The AdmissionReview of an UPDATE from `old` to `new` (both with the API server's
+/// defaults).
+fn update(old: &Value, new: &Value) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&create(new)).unwrap();
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = blastguard::defaults::defaulted(old).0;
+    review["request"]["options"]["kind"] = json!("UpdateOptions");
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// Issue 22 finding 1, the payload shows nothing readable: the server's payload says
+/// what the change does, `approve` shows it before signing, and a payload built by
+/// `digest` from a manifest says what the manifest sets.
+#[test]
+fn payloads_carry_a_summary_that_approvers_are_shown() {
+    let engine = engine_with(Policy::embedded());
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        deployment("prod", "api", 3, "nginx:1.27"),
+        deployment("prod", "api", 40, "nginx:1.28"),
+    );
+    let payload =
+        ApprovalPayload::parse(&payload_from_denial(&engine.review(&update(&old, &new)))).unwrap();
+    assert_eq!(
+        payload.summary,
+        "replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods affected"
+    );
+    let created =
+        ApprovalPayload::parse(&payload_from_denial(&engine.review(&create(&new)))).unwrap();
+    assert_eq!(
+        created.summary,
+        "create, replicas 40, image nginx:1.28, 40 pods affected"
+    );
+
+    let file = dir.path().join("deploy.yaml");
+    write_yaml(&file, &new);
+    let payload_file = dir.path().join("payload.json");
+    std::fs::write(&payload_file, payload.to_json()).unwrap();
+    let (code, _, stderr) = run(&[
+        "approve",
+        "-f",
+        file.to_str().unwrap(),
+        "--payload",
+        payload_file.to_str().unwrap(),
+        "--key",
+        &keys().key("alice"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "summary:   replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods affected"
+        ),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(&["digest", "-f", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        ApprovalPayload::parse(stdout.trim()).unwrap().summary,
+        "replicas 40, image nginx:1.28"
+    );
+}
+
+/// `ssh-keygen -Y sign` of `payload` by `key`.
+fn ssh_keygen_sign(key: &str, payload: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.json");
+    std::fs::write(&file, payload).unwrap();
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "approval@blastguard.io", "-f"])
+        .arg(keys().key(key))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.path().join("payload.json.sig")).unwrap()
+}
+
+const GROUPS_POLICY: &str = "apiVersion: blastguard.io/v1alpha1
+kind: BlastRadiusPolicy
+metadata: {name: groups}
+spec:
+  rules:
+    - name: payments
+      namespaces: [payments]
+      limits: {maxPodsAffected: 10}
+      requiredApprovals: 2
+      approvers: [{group: sre, count: 1}, {group: payments-owners, count: 1}]
+    - name: default
+      namespaces: ['*']
+      limits: {maxPodsAffected: 10}
+  approvals:
+    groups:
+      sre: [alice@corp.example, bob@corp.example]
+      payments-owners: [carol@corp.example]
+";
+
+/// Issue 22 finding 5: "2 approvers, 1 from SRE and 1 payments owner". Two SREs
+/// are not enough; the denial names the group still missing; an SRE and the owner
+/// are.
+#[test]
+fn approver_groups_through_ssh_keygen_keys() {
+    let engine = engine_with(Policy::from_yaml(GROUPS_POLICY, None).unwrap());
+    let change = deployment("payments", "api", 20, "nginx:1.27");
+    let denied = engine.review(&create(&change));
+    let text = common::reviewed::message(&denied);
+    assert!(
+        text.contains("2 distinct approvers (among them, each a different signer: 1 from sre, 1 from payments-owners)"),
+        "{text}"
+    );
+    let payload = payload_from_denial(&denied);
+    let signed = |who: &[&str]| {
+        let signatures: String = who.iter().map(|k| ssh_keygen_sign(k, &payload)).collect();
+        let mut object = change.clone();
+        object["metadata"]["annotations"]["blastguard.io/approval"] = json!(payload);
+        object["metadata"]["annotations"]["blastguard.io/approval-signature"] = json!(signatures);
+        engine.review(&create(&object))
+    };
+    let two_sres = signed(&["alice", "bob"]);
+    assert!(!two_sres.allowed());
+    assert_eq!(
+        outcome(&two_sres).metric_label(),
+        blastguard::approval::reason::APPROVER_GROUPS_UNMET
+    );
+    let text = common::reviewed::message(&two_sres);
+    assert!(
+        text.contains("rule \"payments\" needs 1 more from payments-owners"),
+        "{text}"
+    );
+    // dave is in allowed_signers but in no group: still short.
+    assert!(!signed(&["alice", "dave"]).allowed());
+    // Either SRE with the owner, in any order (an approval admits its change once, so
+    // this is the first admission; the next is refused as spent).
+    assert!(approved_by(&signed(&["carol", "bob"])));
+    assert_eq!(
+        outcome(&signed(&["alice", "carol"])).metric_label(),
+        blastguard::approval::reason::SPENT
+    );
+}
+
+/// The chart carries approver groups into the policy and refuses, at `helm
+/// template`/`install`, a rule naming a group it does not list or asking for more
+/// signers than the group has.
+#[test]
+fn the_chart_carries_approver_groups_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |values: &str| {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(&file, values).unwrap();
+        let out = common::tool("helm")
+            .args(["template", "blastguard"])
+            .arg(common::repo().join("charts/blastguard"))
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let rules = "policy:\n  rules:\n    - name: payments\n      namespaces: [payments]\n      requiredApprovals: 2\n      approvers: [{group: sre, count: COUNT}]\n";
+    let (ok, _, stderr) = render(&rules.replace("COUNT", "1"));
+    assert!(
+        !ok && stderr.contains("approvers[0].group: unknown approver group \"sre\""),
+        "{stderr}"
+    );
+    let with_groups = |count: &str| {
+        format!(
+            "{}  approvals:\n    maxTTL: 24h\n    clockSkew: 60s\n    groups: {{sre: [alice@corp.example, bob@corp.example]}}\n",
+            rules.replace("COUNT", count)
+        )
+    };
+    let (ok, _, stderr) = render(&with_groups("3"));
+    assert!(
+        !ok && stderr.contains("3 is more than the 2 principal(s) of group \"sre\""),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = render(&with_groups("0"));
+    assert!(!ok && stderr.contains("approvers/0/count"), "{stderr}");
+    let (ok, stdout, stderr) = render(&with_groups("2"));
+    assert!(ok, "{stderr}");
+    // The rendered policy is one the server loads, groups and terms included.
+    let policy_yaml = stdout
+        .split("---")
+        .find(|d| d.contains("name: blastguard-policy"))
+        .and_then(|d| serde_yaml::from_str::<Value>(d).ok())
+        .and_then(|cm| cm["data"]["policy.yaml"].as_str().map(String::from))
+        .expect("the policy ConfigMap");
+    let policy = Policy::from_yaml(&policy_yaml, None).unwrap();
+    assert_eq!(policy.rules[0].approvers[0].count, 2);
+    assert_eq!(policy.approvals.groups["sre"].len(), 2);
+}

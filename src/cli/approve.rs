@@ -18,7 +18,9 @@ use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
 use crate::approval::allowed_signers::{AllowedSigners, KeyTrust, fingerprint};
 use crate::approval::payload::{SIGNATURE_NAMESPACE, rfc3339};
 use crate::approval::verifier::binds_to;
-use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig};
+use crate::approval::{
+    ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig, summary,
+};
 use crate::change::{Change, Target};
 use crate::defaults;
 use crate::policy::Policy;
@@ -447,6 +449,7 @@ fn prepare_input(
                 return Ok(Prepared {
                     payload_text: subject
                         .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
+                        .with_summary(summary_of(&input, &subject))
                         .to_json(),
                     input,
                     existing_signatures: None,
@@ -467,13 +470,36 @@ fn prepare_input(
             notes,
         });
     }
-    let payload = subject.payload(now, ttl, args.reason.as_deref().unwrap_or_default());
+    let payload = subject
+        .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
+        .with_summary(summary_of(&input, &subject));
     Ok(Prepared {
         payload_text: payload.to_json(),
         input,
         existing_signatures: None,
         notes,
     })
+}
+
+/// The summary line of a new payload: from the request for an AdmissionReview
+/// (old and new object), from the object alone for a manifest (its state, not a diff:
+/// the live object is not read here).
+fn summary_of(input: &Input, subject: &ApprovalSubject) -> String {
+    match input {
+        Input::Review(change) => summary::of_change(change, None),
+        Input::Object { object, .. } => {
+            let object = defaults::defaulted(object).0;
+            summary::describe(&summary::Facts {
+                operation: subject.operation,
+                old: (subject.operation == ApprovalOperation::Delete).then_some(&object),
+                new: (subject.operation == ApprovalOperation::Apply).then_some(&object),
+                replicas: (None, subject.replicas),
+                pods: None,
+                creating: false,
+            })
+        }
+        Input::Payload(_) => String::new(),
+    }
 }
 
 /// Why a payload is not the one FILE needs, naming both sides, so the approver sees
@@ -991,6 +1017,9 @@ fn what_is_signed(prepared: &Prepared, who: Option<&str>, file: &Path) -> String
     };
     line(&mut out, "target:", &payload.target.to_string());
     line(&mut out, "operation:", payload.operation.as_str());
+    if !payload.summary.is_empty() {
+        line(&mut out, "summary:", &payload.summary);
+    }
     let checked = match &prepared.input {
         Input::Payload(_) => format!(
             "NOT CHECKED: {} is a payload alone; compare this digest with `blastguard digest -f MANIFEST` before signing",
