@@ -221,5 +221,87 @@ fn the_approvers_loop_on_a_real_cluster() {
             );
         },
     );
+    steps.run(
+        "an AI's rollout restart, made exact, is approved and admitted once",
+        || {
+            // A person's Deployment of 20 pods; the agent's restart replaces all 20,
+            // over the default rule's 10.
+            e2e.kubectl(&["create", "namespace", "team-r"]).expect_ok();
+            let mut web = deployment("team-r", "web", 20, "nginx:1.27");
+            web["metadata"]["annotations"] = json!({});
+            e2e.kubectl_with(&["apply", "-f", "-"], Some(&web.to_string()))
+                .expect_ok();
+            let mut live = e2e.get("team-r", "deployment/web").unwrap();
+            // As `--restart` drops it: the controller's status updates move it on.
+            live["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            // The agent's file: the live object, marked as its change.
+            live["metadata"]["annotations"][AI_AGENT] = json!("claude-code");
+            let file = e2e.work.join("restart.json");
+            std::fs::write(&file, live.to_string()).unwrap();
+            let at = "2026-12-06T11:30:00Z";
+
+            // The payload for exactly this restart, offline; the server's dry run of
+            // the same object asks for the same digest.
+            let out = common::blastguard()
+                .args(["digest", "-f", file.to_str().unwrap(), "--restart", at])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let payload = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            let parsed: Value = serde_json::from_str(&payload).unwrap();
+            let mut restarted = live.clone();
+            restarted["spec"]["template"]["metadata"]["annotations"]
+                ["kubectl.kubernetes.io/restartedAt"] = json!(at);
+            let denial = e2e
+                .kubectl_with(
+                    &["replace", "--dry-run=server", "-f", "-"],
+                    Some(&restarted.to_string()),
+                )
+                .expect_err();
+            let served: Value = serde_json::from_str(&E2e::payload_in(&denial)).unwrap();
+            assert_eq!(served["digest"], parsed["digest"], "{denial}");
+            assert!(
+                served["summary"].as_str().is_some_and(|s| s.contains("20 pods affected")),
+                "{served}"
+            );
+
+            // The approver signs (ssh-keygen), attaches, and the file carries restart
+            // and approval; the agent replaces the object with it.
+            let payload_file = e2e.work.join("restart-payload.json");
+            std::fs::write(&payload_file, &payload).unwrap();
+            let sig = e2e.work.join("restart-payload.json.sig");
+            std::fs::write(&sig, e2e.approvers[0].sign(&payload)).unwrap();
+            let out = common::blastguard()
+                .args(["approve", "-f", file.to_str().unwrap(), "--restart", at, "--payload"])
+                .arg(&payload_file)
+                .arg("--signature")
+                .arg(&sig)
+                .arg("--annotate")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            e2e.kubectl(&["replace", "-f", file.to_str().unwrap()])
+                .expect_ok();
+            let now = e2e.get("team-r", "deployment/web").unwrap();
+            assert_eq!(
+                now["spec"]["template"]["metadata"]["annotations"]
+                    ["kubectl.kubernetes.io/restartedAt"],
+                at
+            );
+            // A second restart (a new time) is a new change: denied without approval.
+            let mut again = now.clone();
+            again["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            again["spec"]["template"]["metadata"]["annotations"]
+                ["kubectl.kubernetes.io/restartedAt"] = json!("2026-12-06T11:45:00Z");
+            e2e.kubectl_with(&["replace", "-f", "-"], Some(&again.to_string()))
+                .expect_err();
+        },
+    );
     steps.finish();
 }

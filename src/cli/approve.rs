@@ -77,6 +77,14 @@ pub struct ChangeArgs {
     /// Why the change is approved (kept in the payload, for the audit trail).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Approve a `kubectl rollout restart` made exact: set the pod template's
+    /// `kubectl.kubernetes.io/restartedAt` annotation (what rollout restart writes) to
+    /// TIME (RFC 3339; default now) before digesting, so the approval binds one
+    /// restart. With --annotate the object is written with it; the requester then
+    /// applies that file (`kubectl replace -f FILE`) instead of running rollout
+    /// restart, whose new timestamp no one could approve in advance.
+    #[arg(long, value_name = "TIME", num_args = 0..=1, default_missing_value = "now")]
+    pub restart: Option<String>,
     /// Policy file, for its maxTTL (default: the embedded policy).
     #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -677,10 +685,56 @@ fn parse_input(value: Value, json: bool, text: &str, args: &ChangeArgs) -> Resul
     if kind.is_empty() || api_version.is_empty() {
         return Err(format!("{file}: an object needs apiVersion and kind"));
     }
+    let mut value = value;
+    if let Some(time) = &args.restart {
+        restart(&mut value, time).map_err(|e| format!("{file}: --restart: {e}"))?;
+    }
     Ok(Input::Object {
         object: value,
         json,
     })
+}
+
+/// What `kubectl rollout restart` writes into the pod template.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// Sets the pod template's [`RESTARTED_AT`] to `time` (`now`: the current time), as
+/// `kubectl rollout restart` does, so the restart is one exact object to approve.
+fn restart(object: &mut Value, time: &str) -> Result<(), String> {
+    let time = if time == "now" {
+        rfc3339(SystemTime::now())
+    } else {
+        humantime::parse_rfc3339_weak(time)
+            .map_err(|e| format!("{time:?} is not an RFC 3339 time ({e})"))?;
+        time.to_string()
+    };
+    let template = object
+        .pointer_mut("/spec/template")
+        .and_then(Value::as_object_mut)
+        .ok_or("the object has no pod template (spec.template) to restart")?;
+    let metadata = template
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let annotations = metadata
+        .as_object_mut()
+        .ok_or("spec.template.metadata is not a mapping")?
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Default::default());
+    }
+    annotations
+        .as_object_mut()
+        .ok_or("spec.template.metadata.annotations is not a mapping")?
+        .insert(RESTARTED_AT.to_string(), time.into());
+    // The file is replaced onto the cluster later: a resourceVersion from `kubectl
+    // get` would make that replace fail on any status update in between. The
+    // approval's digest is what binds the spec, so a real change in between is
+    // still refused (digest_mismatch).
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resourceVersion");
+    }
+    Ok(())
 }
 
 /// A payload file as the annotation holds it: without the newline an editor or
