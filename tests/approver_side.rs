@@ -510,3 +510,68 @@ fn the_chart_carries_approver_groups_and_refuses_unknown_ones() {
     assert_eq!(policy.rules[0].approvers[0].count, 2);
     assert_eq!(policy.approvals.groups["sre"].len(), 2);
 }
+
+/// Issue 22 finding 7: `helm install` accepted an allowed_signers entry that only the
+/// server refused later (no principal, no key type).
+#[test]
+fn the_chart_refuses_an_allowed_signers_entry_the_server_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |entry: &str| {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(
+            &file,
+            format!("allowedSigners:\n  entries:\n    - {}\n", json!(entry)),
+        )
+        .unwrap();
+        let out = common::tool("helm")
+            .args(["template", "blastguard"])
+            .arg(common::repo().join("charts/blastguard"))
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let public =
+        std::fs::read_to_string(Path::new(&keys().key("alice")).with_extension("pub")).unwrap();
+    let public = public.trim();
+    for good in [
+        format!("alice@corp.example {public}"),
+        format!(
+            "alice@corp.example namespaces=\"approval@blastguard.io\",valid-before=\"20270101\" {public}"
+        ),
+    ] {
+        let (ok, stderr) = render(&good);
+        assert!(ok, "{good}: {stderr}");
+        // The server reads it too.
+        blastguard::approval::allowed_signers::AllowedSigners::parse(&good).unwrap();
+    }
+    for bad in [
+        public.to_string(), // no principal
+        format!(
+            "alice@corp.example {}",
+            public.split_whitespace().nth(1).unwrap()
+        ), // no key type
+        "alice@corp.example".to_string(),
+    ] {
+        let (ok, stderr) = render(&bad);
+        assert!(
+            !ok && stderr.contains("allowedSigners/entries/0"),
+            "{bad}: {stderr}"
+        );
+        assert!(blastguard::approval::allowed_signers::AllowedSigners::parse(&bad).is_err());
+    }
+}
+
+/// Issue 22 finding 7: the first run of `serve --dev` logged an ERROR about a missing
+/// allowed_signers, which is expected there; it is a warning naming the flag.
+#[test]
+fn serve_dev_without_approvers_warns_instead_of_erring() {
+    let server = common::Server::start(&["--dev"]);
+    let log = server.stderr();
+    assert!(log.contains("--dev: no allowed_signers"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
