@@ -575,3 +575,33 @@ fn serve_dev_without_approvers_warns_instead_of_erring() {
     assert!(log.contains("--dev: no allowed_signers"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+/// Issue 22 finding 7: the chart's notes told a `webhook.url` user to run `serve`
+/// without the `--listen` port the URL names (and without the namespace for its
+/// records).
+#[test]
+fn the_chart_notes_serve_line_listens_where_webhook_url_points() {
+    let out = common::tool("helm")
+        .args(["install", "blastguard"])
+        .arg(common::repo().join("charts/blastguard"))
+        .args(["--dry-run=client", "--namespace", "guard"])
+        .args(["--set", "webhook.url=https://10.1.2.3:9443/validate"])
+        .args(["--set", "certificates.mode=secret"])
+        .args(["--set", "certificates.secret.caBundle=Zm9v"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serve = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("blastguard serve"))
+        .unwrap_or_else(|| panic!("no serve line in the notes:\n{stdout}"));
+    assert!(
+        serve.contains("--listen 0.0.0.0:9443") && serve.contains("--state-namespace guard"),
+        "{serve}"
+    );
+}
