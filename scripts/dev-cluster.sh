@@ -4,6 +4,7 @@
 #   scripts/dev-cluster.sh up [DIR]     control plane + helm install (webhook.url) + serve
 #   scripts/dev-cluster.sh down [DIR]   stop serve and the control plane
 #
+# BLASTGUARD_BIN=PATH runs that blastguard binary instead of `cargo build`.
 # DIR defaults to ${TMPDIR:-/tmp}/blastguard-dev. up writes DIR/env.sh (source it:
 # KUBECONFIG, PATH with the pinned kubectl and helm first, WEBHOOK_URL, ADMIN_URL),
 # DIR/serve.log (the decision log), DIR/keys/{alice,bob} (approvers' SSH keys, listed in
@@ -43,10 +44,17 @@ up() {
   local tools target
   tools=$(bash "$root/scripts/install-tools.sh")
   export PATH="$tools:$PATH"
-  log "building blastguard"
-  (cd "$root" && cargo build --quiet)
-  target=${CARGO_TARGET_DIR:-$root/target}
-  cp "$target/debug/blastguard" "$dir/blastguard"
+  if [ -n "${BLASTGUARD_BIN:-}" ]; then
+    # A prebuilt binary (a release download, a CI artifact): no Rust toolchain needed.
+    [ -x "$BLASTGUARD_BIN" ] || { log "BLASTGUARD_BIN=$BLASTGUARD_BIN is not an executable file"; exit 1; }
+    log "using $BLASTGUARD_BIN"
+    cp "$BLASTGUARD_BIN" "$dir/blastguard"
+  else
+    log "building blastguard (BLASTGUARD_BIN=PATH uses a prebuilt binary instead)"
+    (cd "$root" && cargo build --quiet)
+    target=${CARGO_TARGET_DIR:-$root/target}
+    cp "$target/debug/blastguard" "$dir/blastguard"
+  fi
 
   bash "$root/scripts/control-plane.sh" up "$dir/cluster" >/dev/null
   export KUBECONFIG="$dir/cluster/kubeconfig"

@@ -348,7 +348,10 @@ impl Engine {
                         now,
                     });
                     digest = subject.digest.clone();
-                    let fresh = subject.payload(now, policy.approvals.offered_ttl(), "");
+                    let pods = findings.radius.as_ref().map(|r| r.pods_affected);
+                    let fresh = subject
+                        .payload(now, policy.approvals.offered_ttl(), "")
+                        .with_summary(approval::summary::of_change(change, pods));
                     if matches!(outcome, ApprovalOutcome::Valid { .. }) {
                         approved = annotations
                             .and_then(|a| a.get(crate::annotations::APPROVAL))
@@ -379,6 +382,7 @@ impl Engine {
             deny: policy.document.spec.on_cluster_unavailable == OnClusterUnavailable::Deny,
         });
         let mut verdict = finish(findings, payload, rule.required_approvals, digest);
+        verdict.approver_groups.clone_from(&rule.approvers);
         if verdict.reason == Reason::Approved
             && let Some((approval, fresh)) = approved
             && let Some(refusal) = self.spend(change, &approval, now)
@@ -508,6 +512,7 @@ fn finish(
         findings,
         payload,
         required_approvals,
+        approver_groups: Vec::new(),
         digest,
     }
 }

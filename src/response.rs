@@ -157,11 +157,22 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
     match &v.payload {
         Some(payload) => {
             let n = v.required_approvals;
-            let approvers = if n == 1 {
+            let mut approvers = if n == 1 {
                 "1 approver".to_string()
             } else {
                 format!("{n} distinct approvers")
             };
+            if !v.approver_groups.is_empty() {
+                let terms: Vec<String> = v
+                    .approver_groups
+                    .iter()
+                    .map(|t| format!("{} from {}", t.count, t.group))
+                    .collect();
+                approvers.push_str(&format!(
+                    " (among them, each a different signer: {})",
+                    terms.join(", ")
+                ));
+            }
             let on = match payload.operation {
                 ApprovalOperation::Apply => "to this object".to_string(),
                 ApprovalOperation::Delete => {

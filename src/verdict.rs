@@ -110,6 +110,8 @@ pub struct Verdict {
     pub payload: Option<ApprovalPayload>,
     /// `requiredApprovals` of the matched rule.
     pub required_approvals: u32,
+    /// The matched rule's `approvers` terms (signers needed from approver groups).
+    pub approver_groups: Vec<crate::policy::ApproverTerm>,
     /// The digest the change is bound to, if computed.
     pub digest: Option<String>,
 }

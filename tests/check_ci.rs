@@ -531,9 +531,10 @@ fn run_job(workspace: &Path, path: &std::ffi::OsStr, steps: &[Step]) -> (bool, V
             .current_dir(workspace)
             .env("PATH", path)
             .env("HOME", workspace)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            // The step's own env (the documented BLASTGUARD_POLICY) over the test's.
             .env_remove("BLASTGUARD_POLICY")
             .env_remove("BLASTGUARD_ALLOWED_SIGNERS")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("bash");
         let code = out.status.code().unwrap_or(-1);
@@ -572,6 +573,12 @@ fn the_documented_github_actions_steps_fail_the_job_on_a_denial() {
         "overlays/prod/kustomization.yaml",
         "resources: [deploy.yaml]\n",
     );
+    // The cluster's policy, committed as the docs say (here the chart's default).
+    write(
+        &workspace,
+        "deploy/blastguard-policy.yaml",
+        blastguard::policy::DEFAULT_POLICY_YAML,
+    );
 
     // Denied: the gate step fails, the SARIF step still writes the log and passes.
     write(
@@ -587,6 +594,10 @@ fn the_documented_github_actions_steps_fail_the_job_on_a_denial() {
     )
     .expect("JSON");
     assert_eq!(report["summary"]["denied"], 1);
+    assert_eq!(
+        report["policy"]["source"], "file deploy/blastguard-policy.yaml",
+        "the report names the policy that judged"
+    );
     let sarif: Value = serde_json::from_str(
         &std::fs::read_to_string(workspace.join("blastguard.sarif")).expect("the SARIF log"),
     )

@@ -12,6 +12,7 @@ pub mod payload;
 pub mod signing;
 pub mod spent;
 pub mod sshsig;
+pub mod summary;
 pub mod verifier;
 
 use std::collections::{BTreeMap, HashMap};
@@ -99,6 +100,9 @@ pub mod reason {
     pub const SELF_APPROVAL: &str = "self_approval";
     /// Fewer distinct approvers than the rule's requiredApprovals.
     pub const NOT_ENOUGH_APPROVERS: &str = "not_enough_approvers";
+    /// Enough approvers, but not the signers the rule's `approvers` terms ask of
+    /// approver groups (DESIGN.md section 4).
+    pub const APPROVER_GROUPS_UNMET: &str = "approver_groups_unmet";
     /// The change's digest could not be computed (set by the engine).
     pub const DIGEST_ERROR: &str = "digest_error";
     /// The approval admitted a change before: it admits its change once (set by the
@@ -132,6 +136,7 @@ impl ApprovalOutcome {
         reason::BAD_SIGNATURE,
         reason::SELF_APPROVAL,
         reason::NOT_ENOUGH_APPROVERS,
+        reason::APPROVER_GROUPS_UNMET,
         reason::DIGEST_ERROR,
         reason::SPENT,
         reason::SPEND_UNAVAILABLE,
@@ -153,7 +158,9 @@ pub fn insufficient(outcome: &ApprovalOutcome) -> bool {
     matches!(
         outcome,
         ApprovalOutcome::Rejected { reason, .. }
-            if *reason == reason::NOT_ENOUGH_APPROVERS || *reason == reason::SELF_APPROVAL
+            if *reason == reason::NOT_ENOUGH_APPROVERS
+                || *reason == reason::SELF_APPROVAL
+                || *reason == reason::APPROVER_GROUPS_UNMET
     )
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::digest::{DigestError, object_digest, object_text_digest};
+use super::summary::MAX_SUMMARY_CHARS;
 use serde_json::Value;
 
 use crate::change::{Change, Operation, Target};
@@ -96,6 +97,10 @@ pub struct ApprovalPayload {
     /// The exact approved replica count (scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
+    /// One human line of what the change does (DESIGN.md section 11): signed with
+    /// the rest, checked against nothing; the digest is what binds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
     /// Start of validity, RFC 3339.
     pub not_before: String,
     /// End of validity, RFC 3339.
@@ -185,6 +190,7 @@ impl ApprovalSubject {
             operation: self.operation,
             digest: self.digest.clone(),
             replicas: self.replicas,
+            summary: String::new(),
             not_before: rfc3339(now),
             not_after: rfc3339(now + ttl),
             reason: reason.to_string(),
@@ -193,6 +199,12 @@ impl ApprovalSubject {
 }
 
 impl ApprovalPayload {
+    /// This payload with `summary` (see [`super::summary`]).
+    pub fn with_summary(mut self, summary: String) -> Self {
+        self.summary = summary;
+        self
+    }
+
     /// The exact bytes to sign and to put in the annotation (compact JSON).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an approval payload always serializes")
@@ -239,6 +251,16 @@ impl ApprovalPayload {
                     ),
                 );
             }
+        }
+        // Shown on one terminal line: a newline or escape sequence in it could
+        // draw lines the approver would take for the tool's own.
+        if payload.summary.chars().count() > MAX_SUMMARY_CHARS
+            || payload.summary.chars().any(char::is_control)
+        {
+            return field(
+                "summary",
+                format!("must be one line of at most {MAX_SUMMARY_CHARS} characters"),
+            );
         }
         payload.window()?;
         Ok(payload)
@@ -327,6 +349,27 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_is_signed_with_the_rest_and_printed_before_the_times() {
+        let mut v = apply();
+        v["summary"] = "replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods affected".into();
+        let payload = ApprovalPayload::parse(&v.to_string()).unwrap();
+        assert_eq!(
+            payload.summary,
+            "replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods affected"
+        );
+        let text = payload.to_json();
+        assert!(text.find("\"summary\"").unwrap() < text.find("\"notBefore\"").unwrap());
+        assert_eq!(ApprovalPayload::parse(&text).unwrap(), payload);
+        // Without one, the payload is as before: old signatures still verify.
+        assert!(
+            !ApprovalPayload::parse(&apply().to_string())
+                .unwrap()
+                .to_json()
+                .contains("summary")
+        );
+    }
+
+    #[test]
     fn payloads_are_read_strictly() {
         let edit = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = apply();
@@ -396,6 +439,15 @@ mod tests {
                 edit(&|v| v["reason"] = "x".repeat(MAX_PAYLOAD_BYTES).into()),
                 "bytes long",
             ),
+            (
+                edit(&|v| v["summary"] = "replicas 3 → 4\nsigned: yes".into()),
+                "summary: must be one line",
+            ),
+            (
+                edit(&|v| v["summary"] = "x".repeat(MAX_SUMMARY_CHARS + 1).into()),
+                "summary: must be one line",
+            ),
+            (edit(&|v| v["summary"] = 3.into()), "invalid type"),
         ];
         for (text, want) in cases {
             let err = ApprovalPayload::parse(&text).expect_err(&text).to_string();

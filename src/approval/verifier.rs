@@ -332,17 +332,32 @@ fn count_approvers(ctx: &ApprovalContext<'_>, signers: &[Signer]) -> Result<Vec<
         groups.push(merged);
     }
     groups.sort_by_key(|g| g[0].index);
-    if groups.len() >= required {
+    let missing = missing_from_groups(ctx, &groups);
+    let from_groups = missing_text(&missing);
+    if groups.len() >= required && missing.is_empty() {
         return Ok(groups.iter().map(|g| g[0].principals.clone()).collect());
+    }
+    if groups.len() >= required {
+        return Err(refuse(
+            reason::APPROVER_GROUPS_UNMET,
+            format!(
+                "signed by {} distinct approvers, but rule {:?} {from_groups}",
+                groups.len(),
+                ctx.rule.name
+            ),
+        ));
     }
     // The approver reading the denial needs the number still missing, not a sum to do.
     let more = required.saturating_sub(groups.len());
-    let tally = format!(
+    let mut tally = format!(
         "{} of the {required} distinct approvers rule {:?} requires; {more} more {} needed",
         groups.len(),
         ctx.rule.name,
         if more == 1 { "is" } else { "are" }
     );
+    if !missing.is_empty() {
+        tally.push_str(&format!("; the rule {from_groups}"));
+    }
     if let Some(own) = signers.iter().find(|s| s.is_requester) {
         return Err(refuse(
             reason::SELF_APPROVAL,
@@ -367,6 +382,86 @@ fn count_approvers(ctx: &ApprovalContext<'_>, signers: &[Signer]) -> Result<Vec<
         reason::NOT_ENOUGH_APPROVERS,
         format!("signed by {tally}"),
     ))
+}
+
+/// The rule's approver-group terms still unmet by these approvers (each a set of
+/// signatures counted as one person): `(group, how many more)`. Each person fills at
+/// most one place of one term, so the same signer never counts for two groups; the
+/// places are filled by maximum bipartite matching, so the order of signatures never
+/// makes an approval fail that some assignment would meet.
+fn missing_from_groups(ctx: &ApprovalContext<'_>, people: &[Vec<&Signer>]) -> Vec<(String, u32)> {
+    let terms = &ctx.rule.approvers;
+    if terms.is_empty() {
+        return Vec::new();
+    }
+    // Which terms each person may fill: a principal of one of their keys is listed
+    // in the term's group (exactly, case-folded; a pattern principal is no member).
+    let member_of = |person: &Vec<&Signer>, group: &str| {
+        let Some(members) = ctx.settings.groups.get(group) else {
+            return false;
+        };
+        person.iter().any(|s| {
+            s.principals
+                .split(',')
+                .any(|p| members.contains(&fold_case(p.trim())))
+        })
+    };
+    let slots: Vec<usize> = terms
+        .iter()
+        .enumerate()
+        .flat_map(|(t, term)| std::iter::repeat_n(t, term.count as usize))
+        .collect();
+    let can: Vec<Vec<bool>> = people
+        .iter()
+        .map(|p| {
+            slots
+                .iter()
+                .map(|&t| member_of(p, &terms[t].group))
+                .collect()
+        })
+        .collect();
+    // slot -> person
+    let mut filled: Vec<Option<usize>> = vec![None; slots.len()];
+    fn augment(
+        person: usize,
+        can: &[Vec<bool>],
+        filled: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
+        for slot in 0..filled.len() {
+            if can[person][slot] && !seen[slot] {
+                seen[slot] = true;
+                if filled[slot].is_none_or(|other| augment(other, can, filled, seen)) {
+                    filled[slot] = Some(person);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    for person in 0..people.len() {
+        let mut seen = vec![false; slots.len()];
+        augment(person, &can, &mut filled, &mut seen);
+    }
+    let mut missing: Vec<(String, u32)> = Vec::new();
+    for (slot, &t) in slots.iter().enumerate() {
+        if filled[slot].is_none() {
+            match missing.iter_mut().find(|(g, _)| *g == terms[t].group) {
+                Some((_, n)) => *n += 1,
+                None => missing.push((terms[t].group.clone(), 1)),
+            }
+        }
+    }
+    missing
+}
+
+/// `needs 1 more from sre and 2 more from payments-owners`.
+fn missing_text(missing: &[(String, u32)]) -> String {
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|(group, n)| format!("{n} more from {group}"))
+        .collect();
+    format!("needs {}", parts.join(" and "))
 }
 
 #[cfg(test)]
@@ -857,5 +952,141 @@ mod tests {
             now: SystemTime::now(),
         });
         assert_eq!(outcome, ApprovalOutcome::Missing);
+    }
+
+    /// DESIGN.md section 4: approver groups. alice and bob are SRE, carol owns
+    /// payments, dave is in both; "payments" needs 2 approvers, 1 from sre and 1 from
+    /// payments-owners, each a different signer.
+    #[test]
+    fn approver_groups_of_design_section_4() {
+        let now = SystemTime::now();
+        let signers = AllowedSigners::parse(&format!(
+            "alice@corp {}\nbob@corp {}\ncarol@corp {}\ndave@corp {}\n*@contractors {}\n",
+            key(1).public_key().to_openssh().unwrap(),
+            key(2).public_key().to_openssh().unwrap(),
+            key(3).public_key().to_openssh().unwrap(),
+            key(4).public_key().to_openssh().unwrap(),
+            key(5).public_key().to_openssh().unwrap(),
+        ))
+        .unwrap();
+        let verifier = SignedApprovals::new(signers);
+        let policy = |required: u32, terms: &str| {
+            Policy::from_yaml(
+                &format!(
+                    "apiVersion: blastguard.io/v1alpha1\nkind: BlastRadiusPolicy\nspec:\n  rules:\n  - name: payments\n    namespaces: [\"*\"]\n    limits: {{maxPodsAffected: 0}}\n    requiredApprovals: {required}\n    approvers: {terms}\n  approvals:\n    groups:\n      sre: [alice@corp, Bob@Corp, dave@corp]\n      payments-owners: [carol@corp, dave@corp]\n      contractors: [\"eve@contractors\"]\n"
+                ),
+                None,
+            )
+            .unwrap()
+        };
+        let both = "[{group: sre, count: 1}, {group: payments-owners, count: 1}]";
+        /// (name, requiredApprovals, approvers terms, signing key seeds, valid signers
+        /// or a part of the refusal).
+        type GroupCase<'a> = (&'a str, u32, &'a str, &'a [u8], Result<usize, &'a str>);
+        let cases: &[GroupCase] = &[
+            ("one of each group", 2, both, &[1, 3], Ok(2)),
+            (
+                "alice and a non-member: payments-owners missing",
+                2,
+                both,
+                &[1, 5],
+                Err("needs 1 more from payments-owners"),
+            ),
+            (
+                "two SREs: payments-owners missing",
+                2,
+                both,
+                &[1, 2],
+                Err("needs 1 more from payments-owners"),
+            ),
+            (
+                "dave alone counts for one group only",
+                1,
+                both,
+                &[4],
+                Err("needs 1 more from"),
+            ),
+            (
+                "dave and alice: dave fills payments-owners",
+                2,
+                both,
+                &[1, 4],
+                Ok(2),
+            ),
+            ("order does not matter: dave first", 2, both, &[4, 1], Ok(2)),
+            ("principals match case-folded", 2, both, &[2, 3], Ok(2)),
+            (
+                "too few approvers names the groups too",
+                3,
+                both,
+                &[1, 3],
+                Err("1 more is needed"),
+            ),
+            (
+                "two from sre",
+                2,
+                "[{group: sre, count: 2}]",
+                &[1, 3],
+                Err("needs 1 more from sre"),
+            ),
+            (
+                "nothing but contractors: a pattern principal is no member",
+                1,
+                "[{group: contractors, count: 1}]",
+                &[5],
+                Err("needs 1 more from contractors"),
+            ),
+            ("no terms: the total alone", 2, "[]", &[1, 5], Ok(2)),
+        ];
+        let change = change("system:serviceaccount:ai-agents:claude");
+        let subject = ApprovalSubject::of(&change).unwrap();
+        let text = subject.payload(now, 2 * HOUR, "").to_json();
+        for (name, required, terms, seeds, want) in cases {
+            let policy = policy(*required, terms);
+            let signatures: String = seeds
+                .iter()
+                .map(|seed| {
+                    armor(
+                        &key(*seed)
+                            .sign(NS, HashAlg::Sha512, text.as_bytes())
+                            .unwrap(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let annotations: BTreeMap<String, String> = [
+                (APPROVAL.to_string(), text.clone()),
+                (APPROVAL_SIGNATURE.to_string(), signatures),
+            ]
+            .into_iter()
+            .collect();
+            let outcome = verifier.verify(&ApprovalContext {
+                change: &change,
+                subject: &subject,
+                annotations: Some(&annotations),
+                rule: &policy.rules[0],
+                settings: &policy.approvals,
+                now,
+            });
+            match (want, &outcome) {
+                (Ok(n), ApprovalOutcome::Valid { signers }) => {
+                    assert_eq!(signers.len(), *n, "{name}")
+                }
+                (
+                    Err(detail),
+                    ApprovalOutcome::Rejected {
+                        reason,
+                        detail: got,
+                    },
+                ) => {
+                    assert!(got.contains(detail), "{name}: {got}");
+                    assert!(crate::approval::insufficient(&outcome), "{name}: {reason}");
+                    if seeds.len() >= *required as usize {
+                        assert_eq!(*reason, reason::APPROVER_GROUPS_UNMET, "{name}");
+                    }
+                }
+                _ => panic!("{name}: {outcome:?}"),
+            }
+        }
     }
 }

@@ -18,7 +18,9 @@ use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
 use crate::approval::allowed_signers::{AllowedSigners, KeyTrust, fingerprint};
 use crate::approval::payload::{SIGNATURE_NAMESPACE, rfc3339};
 use crate::approval::verifier::binds_to;
-use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig};
+use crate::approval::{
+    ApprovalOperation, ApprovalPayload, ApprovalSubject, signing, sshsig, summary,
+};
 use crate::change::{Change, Target};
 use crate::defaults;
 use crate::policy::Policy;
@@ -75,6 +77,14 @@ pub struct ChangeArgs {
     /// Why the change is approved (kept in the payload, for the audit trail).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Approve a `kubectl rollout restart` made exact: set the pod template's
+    /// `kubectl.kubernetes.io/restartedAt` annotation (what rollout restart writes) to
+    /// TIME (RFC 3339; default now) before digesting, so the approval binds one
+    /// restart. With --annotate the object is written with it; the requester then
+    /// applies that file (`kubectl replace -f FILE`) instead of running rollout
+    /// restart, whose new timestamp no one could approve in advance.
+    #[arg(long, value_name = "TIME", num_args = 0..=1, default_missing_value = "now")]
+    pub restart: Option<String>,
     /// Policy file, for its maxTTL (default: the embedded policy).
     #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -292,7 +302,8 @@ fn prepare_all(
         };
         let who = describe(object);
         let mine = given.take_if(|(_, p)| {
-            object_subject(object, p.operation, args).is_ok_and(|s| s.target == p.target)
+            object_subject(object, p.operation, args, p.replicas)
+                .is_ok_and(|s| s.target == p.target)
         });
         let prepared = prepare_input(args, input, mine.as_ref(), existing_mode, now, ttl, max_ttl)
             .map_err(|e| format!("{who}: {e}"))?;
@@ -329,8 +340,6 @@ fn prepare_input(
     max_ttl: Duration,
 ) -> Result<Prepared, String> {
     let mut notes = Vec::new();
-    // Whether the digest of FILE is the one the webhook computes.
-    let mut digest_checkable = true;
     let (subject, annotations) = match &input {
         Input::Payload(_) if given.is_some() => {
             return Err("--payload needs FILE to be the object the payload approves".into());
@@ -381,10 +390,11 @@ fn prepare_input(
                 .or(given.as_ref().map(|(_, p)| p.operation))
                 .or(existing_operation)
                 .unwrap_or(ApprovalOperation::Apply);
-            let subject = object_subject(object, operation, args)?;
-            digest_checkable = from_server(object);
+            // The replica count a given scale payload names is the one to check.
+            let given_replicas = given.and_then(|(_, p)| p.replicas);
+            let subject = object_subject(object, operation, args, given_replicas)?;
             if operation == ApprovalOperation::Apply
-                && !digest_checkable
+                && !from_server(object)
                 && given.is_none()
                 && !annotations.contains_key(APPROVAL)
             {
@@ -432,36 +442,22 @@ fn prepare_input(
     if let Some((payload_text, what)) = chosen {
         let payload = ApprovalPayload::parse(&payload_text)
             .map_err(|e| format!("{what} is not usable: {e}"))?;
-        let mut bound = subject.clone();
-        if !digest_checkable {
-            // A manifest as written lacks the server's defaults: only the webhook can
-            // compare the digest. Target and operation are still checked here.
-            bound.digest.clone_from(&payload.digest);
-            if payload.digest.is_some() {
-                notes.push(format!(
-                    "{} is a manifest as written: its digest cannot be checked here; the webhook compares \
-                     {} with the object the API server presents",
-                    args.file.display(),
-                    payload.digest.as_deref().unwrap_or_default()
-                ));
-            }
-        }
-        let fits = binds_to(&bound, &payload)
-            .map_err(|r| {
-                format!(
-                    "{what} does not match {} ({}); remove the {APPROVAL} and {APPROVAL_SIGNATURE} \
-                     annotations to start a new one",
-                    args.file.display(),
-                    r.detail
-                )
-            })
+        // The digest is always the one of FILE (after the API server's defaults):
+        // a payload is never taken at its word, or an approver shown one manifest
+        // signs the digest of another (issue 22).
+        let fits = binds_to(&subject, &payload)
+            .map_err(|r| mismatch(what, &args.file, &subject, &payload, &r.detail, &input))
             .and_then(|()| still_usable(&payload, now, max_ttl));
         match fits {
             Err(e) if existing_mode == Existing::ReplaceIfStale && given.is_none() => {
-                notes.push(format!("a new payload, because {e}"));
+                notes.push(format!(
+                    "a new payload for {}, because {e}",
+                    args.file.display()
+                ));
                 return Ok(Prepared {
                     payload_text: subject
                         .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
+                        .with_summary(summary_of(&input, &subject))
                         .to_json(),
                     input,
                     existing_signatures: None,
@@ -482,13 +478,88 @@ fn prepare_input(
             notes,
         });
     }
-    let payload = subject.payload(now, ttl, args.reason.as_deref().unwrap_or_default());
+    let payload = subject
+        .payload(now, ttl, args.reason.as_deref().unwrap_or_default())
+        .with_summary(summary_of(&input, &subject));
     Ok(Prepared {
         payload_text: payload.to_json(),
         input,
         existing_signatures: None,
         notes,
     })
+}
+
+/// The summary line of a new payload: from the request for an AdmissionReview
+/// (old and new object), from the object alone for a manifest (its state, not a diff:
+/// the live object is not read here).
+fn summary_of(input: &Input, subject: &ApprovalSubject) -> String {
+    match input {
+        Input::Review(change) => summary::of_change(change, None),
+        Input::Object { object, .. } => {
+            let object = defaults::defaulted(object).0;
+            summary::describe(&summary::Facts {
+                operation: subject.operation,
+                old: (subject.operation == ApprovalOperation::Delete).then_some(&object),
+                new: (subject.operation == ApprovalOperation::Apply).then_some(&object),
+                replicas: (None, subject.replicas),
+                pods: None,
+                creating: false,
+            })
+        }
+        Input::Payload(_) => String::new(),
+    }
+}
+
+/// Why a payload is not the one FILE needs, naming both sides, so the approver sees
+/// that they were about to sign a change other than the one they read.
+fn mismatch(
+    what: &str,
+    file: &Path,
+    subject: &ApprovalSubject,
+    payload: &ApprovalPayload,
+    detail: &str,
+    input: &Input,
+) -> String {
+    let file = file.display();
+    let mut message = if payload.operation != subject.operation || payload.target != subject.target
+    {
+        format!(
+            "{what} approves {} {} (digest {}), but {file} is {} {} (digest {}): {detail}",
+            payload.operation.as_str(),
+            payload.target,
+            payload.digest.as_deref().unwrap_or("none"),
+            subject.operation.as_str(),
+            subject.target,
+            subject.digest.as_deref().unwrap_or("none"),
+        )
+    } else {
+        match (&payload.digest, &subject.digest) {
+            (Some(approved), Some(actual)) if approved != actual => format!(
+                "{what} does not match {file}: it approves digest {approved}, but {file} has digest {actual}: \
+                 the object was changed after it was approved, or the payload is for another object, \
+                 and signing it would approve a change you have not seen"
+            ),
+            _ => format!("{what} does not match {file}: {detail}"),
+        }
+    };
+    if let Input::Object { object, .. } = input
+        && !from_server(object)
+    {
+        let unforeseeable = defaults::defaulted(object).1;
+        message.push_str(&format!(
+            " ({file} was digested with the API server's defaults applied; {}",
+            defaults::MUTATING_WEBHOOKS_NOTE
+        ));
+        for u in unforeseeable {
+            message.push_str(&format!("; {u}"));
+        }
+        message.push(')');
+    }
+    message.push_str(&format!(
+        "; if {file} is what you mean to approve, remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
+         annotations (or drop --payload) and approve it anew"
+    ));
+    message
 }
 
 fn policy_of(args: &ChangeArgs) -> Result<Policy, String> {
@@ -614,10 +685,56 @@ fn parse_input(value: Value, json: bool, text: &str, args: &ChangeArgs) -> Resul
     if kind.is_empty() || api_version.is_empty() {
         return Err(format!("{file}: an object needs apiVersion and kind"));
     }
+    let mut value = value;
+    if let Some(time) = &args.restart {
+        restart(&mut value, time).map_err(|e| format!("{file}: --restart: {e}"))?;
+    }
     Ok(Input::Object {
         object: value,
         json,
     })
+}
+
+/// What `kubectl rollout restart` writes into the pod template.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// Sets the pod template's [`RESTARTED_AT`] to `time` (`now`: the current time), as
+/// `kubectl rollout restart` does, so the restart is one exact object to approve.
+fn restart(object: &mut Value, time: &str) -> Result<(), String> {
+    let time = if time == "now" {
+        rfc3339(SystemTime::now())
+    } else {
+        humantime::parse_rfc3339_weak(time)
+            .map_err(|e| format!("{time:?} is not an RFC 3339 time ({e})"))?;
+        time.to_string()
+    };
+    let template = object
+        .pointer_mut("/spec/template")
+        .and_then(Value::as_object_mut)
+        .ok_or("the object has no pod template (spec.template) to restart")?;
+    let metadata = template
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let annotations = metadata
+        .as_object_mut()
+        .ok_or("spec.template.metadata is not a mapping")?
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Default::default());
+    }
+    annotations
+        .as_object_mut()
+        .ok_or("spec.template.metadata.annotations is not a mapping")?
+        .insert(RESTARTED_AT.to_string(), time.into());
+    // The file is replaced onto the cluster later: a resourceVersion from `kubectl
+    // get` would make that replace fail on any status update in between. The
+    // approval's digest is what binds the spec, so a real change in between is
+    // still refused (digest_mismatch).
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resourceVersion");
+    }
+    Ok(())
 }
 
 /// A payload file as the annotation holds it: without the newline an editor or
@@ -656,6 +773,7 @@ fn object_subject(
     object: &Value,
     operation: ApprovalOperation,
     args: &ChangeArgs,
+    given_replicas: Option<u64>,
 ) -> Result<ApprovalSubject, String> {
     let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
     let api_version = text("/apiVersion").unwrap_or_default();
@@ -705,7 +823,7 @@ fn object_subject(
                 .get(APPROVAL)
                 .and_then(|p| ApprovalPayload::parse(p).ok())
                 .and_then(|p| p.replicas);
-            Some(args.replicas.or(existing).ok_or(
+            Some(args.replicas.or(given_replicas).or(existing).ok_or(
                 "--replicas N (the exact replica count approved) is required with --operation scale",
             )?)
         }
@@ -861,16 +979,7 @@ fn sign_one(
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
-    match who {
-        Some(who) => eprintln!(
-            "Signing this approval payload for {who}:\n  {}",
-            prepared.payload_text
-        ),
-        None => eprintln!(
-            "Signing this approval payload:\n  {}",
-            prepared.payload_text
-        ),
-    }
+    eprint!("{}", what_is_signed(prepared, who, &args.change.file));
     check_trust(args, &public, now);
     let payload = prepared.payload_text.as_bytes();
     let sig = match signer {
@@ -890,6 +999,7 @@ fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
+    eprint!("{}", what_is_signed(prepared, None, &args.change.file));
     let mut keys = existing_keys(prepared)?;
     let mut added = Vec::new();
     for path in &args.signature {
@@ -940,6 +1050,53 @@ fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
         }
     }
     Ok(append_signature(prepared, &added.join("")))
+}
+
+/// What the approver is about to sign, in words, before the payload itself: the
+/// target, the operation, the summary and the digest, and whether that digest was
+/// computed here from FILE.
+fn what_is_signed(prepared: &Prepared, who: Option<&str>, file: &Path) -> String {
+    let Ok(payload) = ApprovalPayload::parse(&prepared.payload_text) else {
+        return format!(
+            "Signing this approval payload:\n  {}\n",
+            prepared.payload_text
+        );
+    };
+    let mut out = match who {
+        Some(who) => format!("Signing the approval of {who}:\n"),
+        None => "Signing the approval of:\n".to_string(),
+    };
+    let line = |out: &mut String, name: &str, value: &str| {
+        out.push_str(&format!("  {name:<10} {value}\n"));
+    };
+    line(&mut out, "target:", &payload.target.to_string());
+    line(&mut out, "operation:", payload.operation.as_str());
+    if !payload.summary.is_empty() {
+        line(&mut out, "summary:", &payload.summary);
+    }
+    let checked = match &prepared.input {
+        Input::Payload(_) => format!(
+            "NOT CHECKED: {} is a payload alone; compare this digest with `blastguard digest -f MANIFEST` before signing",
+            file.display()
+        ),
+        _ => format!("computed here from {}", file.display()),
+    };
+    if let Some(digest) = &payload.digest {
+        line(&mut out, "digest:", &format!("{digest} ({checked})"));
+    }
+    if let Some(replicas) = payload.replicas {
+        line(&mut out, "replicas:", &format!("exactly {replicas}"));
+    }
+    line(
+        &mut out,
+        "valid:",
+        &format!("{} to {}", payload.not_before, payload.not_after),
+    );
+    if !payload.reason.is_empty() {
+        line(&mut out, "reason:", &payload.reason);
+    }
+    line(&mut out, "payload:", &prepared.payload_text);
+    out
 }
 
 /// How the approver signs.

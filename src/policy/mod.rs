@@ -14,9 +14,9 @@ use std::time::Duration;
 use wildmatch::WildMatch;
 
 pub use model::{
-    ApprovalsSpec, ChangeSetsSpec, LabelRequirementSpec, LabelSelectorSpec, LimitsSpec, Mode,
-    OnClusterUnavailable, PolicyDocument, PolicyMetadata, PolicySpec, ProvenanceSpec, RuleSpec,
-    WorkloadSpec, default_controllers,
+    ApprovalsSpec, ApproverTerm, ChangeSetsSpec, LabelRequirementSpec, LabelSelectorSpec,
+    LimitsSpec, Mode, OnClusterUnavailable, PolicyDocument, PolicyMetadata, PolicySpec,
+    ProvenanceSpec, RuleSpec, WorkloadSpec, default_controllers,
 };
 pub use validate::Problem;
 
@@ -85,6 +85,8 @@ pub struct Rule {
     pub limits: LimitsSpec,
     /// Distinct approvers an approval needs.
     pub required_approvals: u32,
+    /// Signers needed from approver groups (DESIGN.md section 4).
+    pub approvers: Vec<ApproverTerm>,
 }
 
 /// Compiled provenance signals.
@@ -113,6 +115,8 @@ pub struct Approvals {
     pub max_ttl: Duration,
     /// Tolerated clock skew.
     pub clock_skew: Duration,
+    /// Approver groups: name to principals, each case-folded as signers are matched.
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Approvals {
@@ -164,6 +168,7 @@ impl Policy {
                 mode: r.mode.unwrap_or(spec.mode),
                 limits: r.limits.clone(),
                 required_approvals: r.required_approvals,
+                approvers: r.approvers.clone(),
             })
             .collect();
         let p = &spec.provenance;
@@ -180,6 +185,18 @@ impl Policy {
             // check() has parsed both durations already.
             max_ttl: humantime::parse_duration(&spec.approvals.max_ttl).unwrap_or_default(),
             clock_skew: humantime::parse_duration(&spec.approvals.clock_skew).unwrap_or_default(),
+            groups: spec
+                .approvals
+                .groups
+                .iter()
+                .map(|(name, members)| {
+                    let members = members
+                        .iter()
+                        .map(|m| crate::approval::allowed_signers::fold_case(m.trim()))
+                        .collect();
+                    (name.clone(), members)
+                })
+                .collect(),
         };
         let change_set_window =
             humantime::parse_duration(&spec.change_sets.window).unwrap_or_default();

@@ -243,6 +243,21 @@ pub struct RuleSpec {
     /// Distinct approvers an approval needs.
     #[serde(default = "default_required_approvals")]
     pub required_approvals: u32,
+    /// Signers an approval needs from named approver groups (`spec.approvals.groups`),
+    /// each term met by its own distinct signers; the total of distinct signers must
+    /// still reach `requiredApprovals`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<ApproverTerm>,
+}
+
+/// One entry of a rule's `approvers`: `count` distinct signers from `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproverTerm {
+    /// A group of `spec.approvals.groups`.
+    pub group: String,
+    /// How many distinct signers of that group.
+    pub count: u32,
 }
 
 /// A Kubernetes label selector (`matchLabels` and `matchExpressions`, ANDed).
@@ -310,6 +325,10 @@ pub struct ApprovalsSpec {
     /// Tolerated clock difference between approver and server, e.g. `60s`.
     #[serde(default = "default_clock_skew")]
     pub clock_skew: String,
+    /// Approver groups: a name to the allowed_signers principals in it
+    /// (`sre: [alice@example.com, bob@example.com]`), for rules' `approvers`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for ApprovalsSpec {
@@ -318,6 +337,7 @@ impl Default for ApprovalsSpec {
             allowed_signers: default_allowed_signers(),
             max_ttl: default_max_ttl(),
             clock_skew: default_clock_skew(),
+            groups: BTreeMap::new(),
         }
     }
 }

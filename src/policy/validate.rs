@@ -168,6 +168,70 @@ pub(super) fn check(doc: &PolicyDocument) -> Vec<Problem> {
                 format!("must be 1..16, got {}", rule.required_approvals),
             );
         }
+        let groups = &spec.approvals.groups;
+        let mut seen_groups = HashSet::new();
+        for (j, term) in rule.approvers.iter().enumerate() {
+            let at = format!("{at}.approvers[{j}]");
+            if !seen_groups.insert(term.group.as_str()) {
+                out.add(
+                    format!("{at}.group"),
+                    format!(
+                        "group {:?} is named twice in this rule: add the counts",
+                        term.group
+                    ),
+                );
+            }
+            match groups.get(&term.group) {
+                None => out.add(
+                    format!("{at}.group"),
+                    format!(
+                        "unknown group {:?} (spec.approvals.groups has: {})",
+                        term.group,
+                        if groups.is_empty() {
+                            "none".to_string()
+                        } else {
+                            groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                ),
+                Some(members) if term.count as usize > members.len() => out.add(
+                    format!("{at}.count"),
+                    format!(
+                        "{} is more than the {} principal(s) of group {:?}: no approval could ever meet it",
+                        term.count,
+                        members.len(),
+                        term.group
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if term.count == 0 {
+                out.add(format!("{at}.count"), "must be at least 1");
+            }
+        }
+    }
+    for (name, members) in &spec.approvals.groups {
+        let at = format!("spec.approvals.groups.{name}");
+        if name.trim().is_empty() {
+            out.add("spec.approvals.groups", "a group needs a name");
+        }
+        if members.is_empty() {
+            out.add(at.clone(), "must list at least one principal");
+        }
+        let mut seen = HashSet::new();
+        for (i, member) in members.iter().enumerate() {
+            let m = member.trim();
+            if m.is_empty() || m.contains([',', '*', '?', ' ']) || m.starts_with('!') {
+                out.add(
+                    format!("{at}[{i}]"),
+                    format!(
+                        "{member:?} must be one principal as allowed_signers names it (no spaces, commas or patterns)"
+                    ),
+                );
+            } else if !seen.insert(crate::approval::allowed_signers::fold_case(m)) {
+                out.add(format!("{at}[{i}]"), format!("{member:?} is listed twice"));
+            }
+        }
     }
 
     let a = &spec.approvals;
@@ -400,6 +464,49 @@ mod tests {
             (
                 edited("namespaces: [\"*\"]", "namespaces: []"),
                 "spec.rules[1]: matches no namespace",
+            ),
+            (
+                edited(
+                    "requiredApprovals: 2",
+                    "requiredApprovals: 2\n      approvers: [{group: sre, count: 1}]",
+                ),
+                "spec.rules[0].approvers[0].group: unknown group \"sre\" (spec.approvals.groups has: none)",
+            ),
+            (
+                edited(
+                    "requiredApprovals: 2",
+                    "requiredApprovals: 2\n      approvers: [{group: sre, count: 3}]",
+                )
+                .replace("clockSkew: 60s", "clockSkew: 60s\n    groups: {sre: [alice@example.com, bob@example.com]}"),
+                "spec.rules[0].approvers[0].count: 3 is more than the 2 principal(s) of group \"sre\"",
+            ),
+            (
+                edited(
+                    "requiredApprovals: 2",
+                    "requiredApprovals: 2\n      approvers: [{group: sre, count: 0}]",
+                )
+                .replace("clockSkew: 60s", "clockSkew: 60s\n    groups: {sre: [alice@example.com]}"),
+                "spec.rules[0].approvers[0].count: must be at least 1",
+            ),
+            (
+                edited(
+                    "requiredApprovals: 2",
+                    "requiredApprovals: 2\n      approvers: [{group: sre, count: 1}, {group: sre, count: 1}]",
+                )
+                .replace("clockSkew: 60s", "clockSkew: 60s\n    groups: {sre: [alice@example.com, bob@example.com]}"),
+                "spec.rules[0].approvers[1].group: group \"sre\" is named twice",
+            ),
+            (
+                edited("clockSkew: 60s", "clockSkew: 60s\n    groups: {sre: [\"*@example.com\"]}"),
+                "spec.approvals.groups.sre[0]: \"*@example.com\" must be one principal",
+            ),
+            (
+                edited("clockSkew: 60s", "clockSkew: 60s\n    groups: {sre: []}"),
+                "spec.approvals.groups.sre: must list at least one principal",
+            ),
+            (
+                edited("requiredApprovals: 2", "requiredApprovals: 2\n      approvers: [{group: sre}]"),
+                "spec.rules[0].approvers[0]: missing field `count`",
             ),
             (
                 "spec:\n  mode: \"open".to_string(),

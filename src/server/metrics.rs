@@ -86,6 +86,9 @@ pub struct Metrics {
     allowed_signers_entries: IntGauge,
     inflight: IntGauge,
     cluster_unavailable_decisions: IntCounterVec,
+    /// Dry runs among the judged reviews, so a dashboard can tell `kubectl apply
+    /// --dry-run=server` (an approver looking, `check --server`) from real changes.
+    dry_runs: IntCounterVec,
     cluster: ClusterMetrics,
     server: ServerMetrics,
     kinds: Mutex<HashSet<String>>,
@@ -516,6 +519,17 @@ impl Metrics {
                 }
                 c
             },
+            dry_runs: {
+                let c = counter(
+                    "blastguard_admission_dry_runs_total",
+                    "Admission reviews of dry-run requests answered (also counted in blastguard_admission_requests_total), by decision.",
+                    &["decision"],
+                );
+                for decision in ["allow", "warn", "deny"] {
+                    c.with_label_values(&[decision]);
+                }
+                c
+            },
             cluster: ClusterMetrics::in_registry(&registry),
             server: ServerMetrics::in_registry(&registry),
             kinds: Mutex::new(HashSet::new()),
@@ -550,6 +564,11 @@ impl Metrics {
                 if let Some(approval) = &verdict.findings.approval {
                     self.approvals
                         .with_label_values(&[approval.metric_label()])
+                        .inc();
+                }
+                if judged.summary.dry_run {
+                    self.dry_runs
+                        .with_label_values(&[verdict.decision.as_str()])
                         .inc();
                 }
                 if verdict.findings.unavailable.is_some() {
@@ -728,5 +747,51 @@ mod tests {
         assert!(text.contains("blastguard_allowed_signers_entries 3"));
         m.set_allowed_signers(None);
         assert!(m.encode().contains("blastguard_allowed_signers_loaded 0"));
+    }
+
+    /// Issue 22 finding 7: dashboards could not tell dry runs (an approver looking,
+    /// `check --server`) from real changes.
+    #[test]
+    fn dry_runs_are_counted_apart() {
+        let m = Metrics::new();
+        let engine = crate::engine::Engine::new(
+            crate::policy::Policy::embedded(),
+            std::sync::Arc::new(crate::approval::NoTrustedSigners),
+        );
+        let review = |dry_run: bool| {
+            serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u1",
+                    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                    "name": "api", "namespace": "prod", "operation": "CREATE",
+                    "userInfo": {"username": "system:serviceaccount:ai-agents:claude"},
+                    "object": {
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "api", "namespace": "prod"},
+                        "spec": {"replicas": 40, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
+                    },
+                    "dryRun": dry_run
+                }
+            })
+            .to_string()
+        };
+        assert!(
+            m.encode()
+                .contains("blastguard_admission_dry_runs_total{decision=\"deny\"} 0")
+        );
+        for dry_run in [true, false, true] {
+            let reviewed = engine.review(review(dry_run).as_bytes());
+            m.record_review(&reviewed, Duration::ZERO);
+        }
+        let text = m.encode();
+        assert!(
+            text.contains("blastguard_admission_dry_runs_total{decision=\"deny\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "blastguard_admission_requests_total{decision=\"deny\",kind=\"Deployment\",operation=\"CREATE\",reason=\"over_limits\"} 3"
+        ), "{text}");
     }
 }

@@ -382,7 +382,7 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         Arc::new(NoTrustedSigners),
         state,
     ));
-    let mut signers = SignersFile::new(args.allowed_signers.clone());
+    let mut signers = SignersFile::new(args.allowed_signers.clone()).dev(args.dev);
     signers.tick(&engine, &metrics);
 
     // Signals are caught before the addresses are printed, so whoever reads them can

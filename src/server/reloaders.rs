@@ -106,6 +106,9 @@ pub struct SignersFile {
     flag: Option<PathBuf>,
     watch: Option<ContentWatch>,
     loaded: bool,
+    /// `serve --dev` without `--allowed-signers`: having no approvers is the expected
+    /// first run, said at WARN with the flag to pass, not as an ERROR.
+    dev: bool,
 }
 
 impl SignersFile {
@@ -115,7 +118,14 @@ impl SignersFile {
             flag,
             watch: None,
             loaded: false,
+            dev: false,
         }
+    }
+
+    /// For `serve --dev`: a missing file is expected, so it is a warning.
+    pub fn dev(mut self, dev: bool) -> Self {
+        self.dev = dev && self.flag.is_none();
+        self
     }
 
     /// Loads the file if it (or its path) changed. Until one load succeeds no
@@ -160,6 +170,9 @@ impl SignersFile {
                 let fix = signers_fix(&e);
                 if self.loaded {
                     error!(path = %path.display(), "allowed_signers reload failed, keeping the last good signers: {e}. {fix}");
+                } else if self.dev {
+                    metrics.set_allowed_signers(None);
+                    warn!(path = %path.display(), "--dev: no allowed_signers, so no approval can be valid; pass --allowed-signers FILE to try approvals ({e})");
                 } else {
                     // ERROR, not WARN: the webhook serves and is ready, but no AI
                     // change over a limit can be approved until this is fixed.

@@ -5,6 +5,7 @@
 //! and [`Engine::review`] judges it exactly as `serve` does: no rule lives here.
 
 pub mod apply;
+pub mod cluster_policy;
 pub mod input;
 pub mod kinds;
 pub mod output;
@@ -112,13 +113,23 @@ pub struct CheckArgs {
     pub server: bool,
 
     /// The kubectl `--server` runs (with the usual KUBECONFIG and context).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "kubectl",
-        requires = "server"
-    )]
+    #[arg(long, value_name = "PATH", default_value = "kubectl")]
     pub kubectl: String,
+
+    /// Judge with the policy the cluster runs: the chart's ConfigMap (see
+    /// --release-namespace, --policy-configmap), read with kubectl; an error when it
+    /// cannot be read. `--server` reads it too, falling back to the embedded policy
+    /// (and saying so) when it cannot.
+    #[arg(long, conflicts_with = "policy")]
+    pub policy_from_cluster: bool,
+
+    /// The namespace blastguard is installed in (the policy ConfigMap's).
+    #[arg(long, value_name = "NAMESPACE", default_value = cluster_policy::DEFAULT_NAMESPACE)]
+    pub release_namespace: String,
+
+    /// The policy ConfigMap's name (`<release>-policy`; its key is policy.yaml).
+    #[arg(long, value_name = "NAME", default_value = cluster_policy::DEFAULT_CONFIGMAP)]
+    pub policy_configmap: String,
 
     /// The user the change is made as [default: the local user name].
     #[arg(long = "as", value_name = "USER")]
@@ -183,6 +194,9 @@ pub enum CheckError {
     /// `--server`: the cluster could not answer.
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// `--policy-from-cluster`: the cluster's policy could not be used.
+    #[error(transparent)]
+    ClusterPolicy(#[from] cluster_policy::ClusterPolicyError),
     /// The engine could not judge a request built from a manifest.
     #[error("{origin}: the review built from this object was not judged: {detail}")]
     NotJudged {
@@ -217,10 +231,23 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn execute(args: CheckArgs) -> Result<u8, CheckError> {
-    let (policy, verifier) = load_policy(args.policy.as_deref(), args.allowed_signers.as_deref())?;
+    let (policy, source, fallback) = cluster_policy::choose(&cluster_policy::Choice {
+        file: args.policy.as_deref(),
+        from_cluster: args.policy_from_cluster,
+        server: args.server,
+        kubectl: &args.kubectl,
+        namespace: &args.release_namespace,
+        configmap: &args.policy_configmap,
+    })?;
+    if let Some(note) = &fallback {
+        eprintln!("blastguard check: note: {note}");
+    }
+    let verifier = load_verifier(&policy, args.allowed_signers.as_deref())?;
     if let Some(path) = &args.review {
+        eprintln!("blastguard check: policy: {source}");
         return check_review(&Engine::new(policy, verifier), path);
     }
+    let policy_name = policy.document.metadata.name.clone();
 
     // Every readable object is judged even when some input is bad: a CI log should
     // show all the verdicts and every problem at once, not the first problem alone.
@@ -330,15 +357,23 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
         });
     }
 
+    let judged_by = output::ReportPolicy {
+        source: source.to_string(),
+        name: policy_name,
+    };
     let rendered = match args.output {
-        Format::Json => to_json(&output::report(&outcomes, &problems))?,
+        Format::Json => to_json(&output::report(&outcomes, &problems, &judged_by))?,
         Format::Sarif => to_json(&output::sarif(&outcomes, &problems))?,
-        Format::Text => output::text(
-            &outcomes,
-            &problems,
-            Style {
-                color: std::io::stdout().is_terminal() && !no_color(),
-            },
+        Format::Text => format!(
+            "{}policy: {}\n",
+            output::text(
+                &outcomes,
+                &problems,
+                Style {
+                    color: std::io::stdout().is_terminal() && !no_color(),
+                },
+            ),
+            judged_by.describe()
         ),
     };
     // Problems go to stderr in every format: a machine report usually goes to a file
@@ -437,19 +472,19 @@ fn read_all(
 /// the embedded policy) and `--allowed-signers` (else the policy's file when it
 /// exists; without one, no approval can be trusted, and denials say so).
 pub fn load_engine(policy: Option<&Path>, signers: Option<&Path>) -> Result<Engine, CheckError> {
-    let (policy, verifier) = load_policy(policy, signers)?;
-    Ok(Engine::new(policy, verifier))
-}
-
-/// The policy and approval verifier of [`load_engine`].
-fn load_policy(
-    policy: Option<&Path>,
-    signers: Option<&Path>,
-) -> Result<(Policy, Arc<dyn ApprovalVerifier>), CheckError> {
     let policy = match policy {
         Some(path) => Policy::from_file(path)?,
         None => Policy::embedded(),
     };
+    let verifier = load_verifier(&policy, signers)?;
+    Ok(Engine::new(policy, verifier))
+}
+
+/// The approval verifier of [`load_engine`] and `check`.
+fn load_verifier(
+    policy: &Policy,
+    signers: Option<&Path>,
+) -> Result<Arc<dyn ApprovalVerifier>, CheckError> {
     let verifier: Arc<dyn ApprovalVerifier> = match signers {
         Some(path) => approval::load_verifier(path)?,
         None => {
@@ -461,7 +496,7 @@ fn load_policy(
             }
         }
     };
-    Ok((policy, verifier))
+    Ok(verifier)
 }
 
 /// The labels of the Namespaces among `manifests`; a later one with the same name

@@ -362,6 +362,28 @@ pub struct Report<'a> {
     pub results: Vec<ReportResult<'a>>,
     /// Inputs that could not be judged; any makes the exit code 2.
     pub errors: &'a [Problem],
+    /// The policy that judged (each result names its rule).
+    pub policy: &'a ReportPolicy,
+}
+
+/// `policy` of the JSON report: which policy judged.
+#[derive(Debug, Serialize)]
+pub struct ReportPolicy {
+    /// `embedded default`, `file PATH` or `cluster ConfigMap NAMESPACE/NAME`.
+    pub source: String,
+    /// The policy's `metadata.name`.
+    pub name: String,
+}
+
+impl ReportPolicy {
+    /// The text report's line: `cluster ConfigMap blastguard/blastguard-policy (blastguard)`.
+    pub fn describe(&self) -> String {
+        if self.name.is_empty() {
+            self.source.clone()
+        } else {
+            format!("{} (metadata.name {})", self.source, self.name)
+        }
+    }
 }
 
 /// One object in the JSON report.
@@ -492,13 +514,18 @@ pub struct ReportApproval<'a> {
 }
 
 /// Builds the JSON report.
-pub fn report<'a>(outcomes: &'a [Outcome], problems: &'a [Problem]) -> Report<'a> {
+pub fn report<'a>(
+    outcomes: &'a [Outcome],
+    problems: &'a [Problem],
+    policy: &'a ReportPolicy,
+) -> Report<'a> {
     Report {
         api_version: REPORT_API_VERSION,
         kind: REPORT_KIND,
         summary: Summary::of(outcomes, problems),
         results: outcomes.iter().map(report_result).collect(),
         errors: problems,
+        policy,
     }
 }
 
