@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::{Operation, Workload, differs};
-use crate::review::ObjectParts;
+use crate::review::{ObjectParts, RawMap};
 
 /// What controllers will do because of one change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -268,6 +268,10 @@ fn autoscaler(
     })
 }
 
+/// CronJob spec fields whose change starts no run: the history kept, and `suspend`
+/// (lifting it is counted on its own; setting it stops runs).
+const CRON_AT_REST: &[&str] = &["successfulJobsHistoryLimit", "failedJobsHistoryLimit", "suspend"];
+
 fn cron(
     operation: Operation,
     new: Option<&ObjectParts<'_>>,
@@ -278,12 +282,18 @@ fn cron(
     let suspended = |o: &ObjectParts<'_>| read::<bool>(o, "/spec/suspend").unwrap_or(false);
     let starts_runs = match (operation, old) {
         (Operation::Create, _) => true,
+        // Any change of the spec but its history limits and a suspension can start
+        // runs or change what they do (a schedule, a time zone, the job template and
+        // its parallelism, `concurrencyPolicy: Replace`, a starting deadline), as can
+        // lifting a suspension.
         (Operation::Update, Some(old)) => {
-            let changed = |pointer: &str| differs(new.raw_at(pointer), old.raw_at(pointer));
-            changed("/spec/schedule")
-                || changed("/spec/timeZone")
-                || changed("/spec/jobTemplate")
-                || (suspended(old) && !suspended(new))
+            let (empty, empty_old) = (RawMap::default(), RawMap::default());
+            let (n, o) = (new.spec().unwrap_or(&empty), old.spec().unwrap_or(&empty_old));
+            let keys = n.0.iter().chain(o.0.iter()).map(|(k, _)| k.as_ref());
+            let respecified = keys
+                .filter(|k| !CRON_AT_REST.contains(k))
+                .any(|k| differs(n.get(k), o.get(k)));
+            respecified || (suspended(old) && !suspended(new))
         }
         _ => false,
     };

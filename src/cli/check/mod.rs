@@ -277,7 +277,7 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     // Namespaces in the input (the new ones over the old).
     let state = State {
         namespaces: Arc::new(known_namespaces(old.iter().chain(&manifests))),
-        sizes: Arc::new(known_sizes(&manifests, &old)),
+        sizes: Arc::new(known_sizes(&manifests, &old, &args.namespace)),
         ..State::in_memory()
     };
     // The kinds the API server sends: the chart registers the webhook for every
@@ -505,7 +505,7 @@ fn load_verifier(
 /// them (the cluster's now), else as the new ones create them. An autoscaler whose
 /// target is in neither is measured against an unknown size, which `check` reports
 /// as such instead of guessing.
-fn known_sizes(manifests: &[Manifest], old: &[Manifest]) -> InMemorySizes {
+fn known_sizes(manifests: &[Manifest], old: &[Manifest], namespace: &str) -> InMemorySizes {
     let sizes = InMemorySizes::default();
     for m in manifests.iter().chain(old) {
         let o = &m.object;
@@ -525,7 +525,8 @@ fn known_sizes(manifests: &[Manifest], old: &[Manifest]) -> InMemorySizes {
         let target = crate::change::Target {
             group: group.to_string(),
             kind: kind.to_string(),
-            namespace: Some(field("namespace").unwrap_or("default").to_string()),
+            // Where check puts an object that names no namespace (`-n`).
+            namespace: Some(field("namespace").unwrap_or(namespace).to_string()),
             name: name.to_string(),
         };
         let replicas = o

@@ -338,6 +338,21 @@ fn a_schedule_counts_the_runs_it_starts_within_the_window() {
                 (Allow, WithinLimits, 0),
             ),
             (
+                "concurrencyPolicy Replace: each run replaces the last",
+                Req::update("CronJob", "prod", cronjob(monthly, 10, false), {
+                    let mut c = cronjob(monthly, 10, false);
+                    c["spec"]["concurrencyPolicy"] = json!("Replace");
+                    c
+                })
+                .user(AI_SA),
+                (Deny, OverLimits, 10),
+            ),
+            (
+                "suspended: no run starts",
+                Req::update("CronJob", "prod", cronjob(monthly, 10, false), cronjob(monthly, 10, true)).user(AI_SA),
+                (Allow, WithinLimits, 0),
+            ),
+            (
                 "a schedule that is not cron cannot be measured",
                 Req::create("CronJob", "staging", cronjob("every tuesday", 1, false)).user(AI_SA),
                 (Deny, Unmeasurable, 0),
