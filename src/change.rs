@@ -265,7 +265,8 @@ impl Change {
         };
 
         let motion = if whole_object {
-            Motion::read(workload, operation, new, old, &mut unreadable)
+            let counts = (old_replicas.unwrap_or(0), new_replicas.unwrap_or(0));
+            Motion::read(workload, operation, (new, old), counts, &mut unreadable)
         } else {
             Motion::default()
         };

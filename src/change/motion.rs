@@ -73,11 +73,12 @@ pub struct CronRuns {
 impl Motion {
     /// Reads what `new` (after) and `old` (before) set in motion. What cannot be read
     /// where the count depends on it is added to `unreadable`.
+    /// `replicas` are the change's counts (old, new) as `Change` read them.
     pub(super) fn read(
         workload: Workload,
         operation: Operation,
-        new: Option<&ObjectParts<'_>>,
-        old: Option<&ObjectParts<'_>>,
+        (new, old): (Option<&ObjectParts<'_>>, Option<&ObjectParts<'_>>),
+        replicas: (u64, u64),
         unreadable: &mut Vec<String>,
     ) -> Self {
         let update = match (operation, new, old) {
@@ -89,7 +90,7 @@ impl Motion {
             motion.owners_changed = differs(n.owner_references, o.owner_references);
             motion.pod_relabeled = workload == Workload::Pod && differs(n.labels, o.labels);
             if workload == Workload::Replicated {
-                motion.released_rollout = released_rollout(n, o);
+                motion.released_rollout = released_rollout(n, o, replicas);
             }
         }
         match workload {
@@ -164,17 +165,19 @@ struct BudgetStatus {
 /// `updateStrategy.rollingUpdate.partition` (StatefulSets). Whether a template change
 /// is pending is read from the old object's status; where it cannot tell, every pod
 /// the release covers counts (fail closed).
-fn released_rollout(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> Option<u64> {
-    let replicas = |o: &ObjectParts<'_>| read::<u64>(o, "/spec/replicas").unwrap_or(1);
-    let status = status::<RolloutStatus>(old);
+///
+/// `replicas` are the change's own counts (old, new), read once by `Change`; the old
+/// status is read only when a rollout is released.
+fn released_rollout(
+    new: &ObjectParts<'_>,
+    old: &ObjectParts<'_>,
+    (old_replicas, new_replicas): (u64, u64),
+) -> Option<u64> {
     let was_paused = read::<bool>(old, "/spec/paused").unwrap_or(false);
     let paused = read::<bool>(new, "/spec/paused").unwrap_or(false);
-    let waiting = || {
-        let all = replicas(old).max(replicas(new));
-        match status.as_ref().and_then(|s| s.updated_replicas) {
-            Some(updated) => replicas(old).saturating_sub(updated),
-            None => all,
-        }
+    let waiting = || match status::<RolloutStatus>(old).and_then(|s| s.updated_replicas) {
+        Some(updated) => old_replicas.saturating_sub(updated),
+        None => old_replicas.max(new_replicas),
     };
     if was_paused && !paused {
         return Some(waiting()).filter(|w| *w > 0);
@@ -196,7 +199,7 @@ fn released_rollout(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> Option<u64>
         read::<u64>(new, PARTITION).unwrap_or(0),
     );
     if after < before {
-        let pending = match status {
+        let pending = match status::<RolloutStatus>(old) {
             Some(RolloutStatus {
                 current_revision: Some(current),
                 update_revision: Some(update),
@@ -204,7 +207,7 @@ fn released_rollout(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> Option<u64>
             }) => current != update,
             _ => true,
         };
-        let released = before.min(replicas(new)).saturating_sub(after);
+        let released = before.min(new_replicas).saturating_sub(after);
         return (pending && released > 0).then_some(released);
     }
     None
