@@ -130,6 +130,13 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `blastguard approve -f FILE --payload PAYLOAD --key KEY`, then `extra`.
+fn approve(file: &str, payload: &str, key: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["approve", "-f", file, "--payload", payload, "--key", key];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn write_yaml(path: &Path, object: &Value) {
     std::fs::write(path, serde_yaml::to_string(object).unwrap()).unwrap();
 }
@@ -163,16 +170,12 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
     let (evil_digest, shown_digest) = (served_digest(&evil), served_digest(&shown));
     assert_ne!(evil_digest, shown_digest);
 
-    let (code, _, stderr) = run(&[
-        "approve",
-        "-f",
+    let (code, _, stderr) = approve(
         shown_file.to_str().unwrap(),
-        "--payload",
         payload_file.to_str().unwrap(),
-        "--key",
         &keys().key("alice"),
-        "--annotate",
-    ]);
+        &["--annotate"],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(&evil_digest) && stderr.contains(&shown_digest),
@@ -187,16 +190,12 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
 
     // The attacker hands over shown.yaml carrying the evil payload and a signature:
     // `digest` computes shown.yaml's own digest, and the second approver refuses too.
-    let (code, _, stderr) = run(&[
-        "approve",
-        "-f",
+    let (code, _, stderr) = approve(
         evil_file.to_str().unwrap(),
-        "--payload",
         payload_file.to_str().unwrap(),
-        "--key",
         &keys().key("alice"),
-        "--annotate",
-    ]);
+        &["--annotate"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let signed = read_yaml(&evil_file);
     let mut disguised = shown.clone();
@@ -253,15 +252,12 @@ fn approve_refuses_another_target_or_operation() {
     let payload = payload_from_denial(&engine.review(&create(&other)));
     let payload_file = dir.path().join("payload.json");
     std::fs::write(&payload_file, &payload).unwrap();
-    let (code, _, stderr) = run(&[
-        "approve",
-        "-f",
+    let (code, _, stderr) = approve(
         file.to_str().unwrap(),
-        "--payload",
         payload_file.to_str().unwrap(),
-        "--key",
         &keys().key("alice"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("prod/web") && stderr.contains("prod/api"),
@@ -300,15 +296,12 @@ fn approve_refuses_another_target_or_operation() {
         "{stderr}"
     );
     // Issue 22 finding 7: the scale payload names its replicas; no --replicas needed.
-    let (code, _, stderr) = run(&[
-        "approve",
-        "-f",
+    let (code, _, stderr) = approve(
         file.to_str().unwrap(),
-        "--payload",
         payload_file.to_str().unwrap(),
-        "--key",
         &keys().key("alice"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("replicas:  exactly 45"), "{stderr}");
 }
@@ -351,15 +344,12 @@ fn payloads_carry_a_summary_that_approvers_are_shown() {
     write_yaml(&file, &new);
     let payload_file = dir.path().join("payload.json");
     std::fs::write(&payload_file, payload.to_json()).unwrap();
-    let (code, _, stderr) = run(&[
-        "approve",
-        "-f",
+    let (code, _, stderr) = approve(
         file.to_str().unwrap(),
-        "--payload",
         payload_file.to_str().unwrap(),
-        "--key",
         &keys().key("alice"),
-    ]);
+        &[],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains(

@@ -25,7 +25,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +34,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::cluster::{Approver, ControlPlane, Steps, deployment, wait_for};
-use common::{AI, DeploymentCreate, Http, Pki, metric, uid, webhook_client};
+use common::{
+    AI, DeploymentCreate, Http, Pki, address_after, capture, metric, uid, webhook_client,
+};
 
 /// Bound for a change to reach every replica through a watch.
 const SECONDS: Duration = Duration::from_secs(10);
@@ -166,28 +167,6 @@ struct Replica {
     stderr: Arc<Mutex<String>>,
     client: reqwest::Client,
     rt: Arc<tokio::runtime::Runtime>,
-}
-
-fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
-}
-
-fn address_after(text: &str, prefix: &str) -> Option<SocketAddr> {
-    text.lines().find_map(|line| {
-        let rest = line.split(prefix).nth(1)?;
-        let end = rest.find(['/', ' ']).unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    })
 }
 
 /// How a replica is started.

@@ -19,11 +19,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
+use common::capture;
 use common::cluster::{E2e, Run, Steps, WAIT, chart, deployment, wait_for};
 use serde_json::{Value, json};
 
@@ -561,20 +561,6 @@ impl Watcher {
     fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
-}
-
-fn capture(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
 }
 
 fn watch_the_webhook_configuration(e2e: &E2e, saved: &Value) {

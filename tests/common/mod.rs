@@ -201,7 +201,8 @@ pub struct Server {
 }
 
 /// Collects a child's output on a thread, so the child never blocks on a full pipe.
-fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Collects a child's output stream, line by line, on a thread of its own.
+pub fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
@@ -261,7 +262,8 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 /// The address after `prefix` on a line of `text`, up to the next `/`, space or end.
-fn address_after(text: &str, prefix: &str) -> Option<SocketAddr> {
+/// The address printed after `prefix` on some line of `text`.
+pub fn address_after(text: &str, prefix: &str) -> Option<SocketAddr> {
     text.lines().find_map(|line| {
         let rest = line.split(prefix).nth(1)?;
         let end = rest.find(['/', ' ']).unwrap_or(rest.len());

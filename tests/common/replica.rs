@@ -3,15 +3,15 @@
 //! tests/e2e_state_load.rs). They run as cluster-admin: RBAC is not what those tests
 //! are about (tests/e2e_cluster_state.rs runs replicas with the chart's).
 
-use std::io::{BufRead as _, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Pki;
 use super::cluster::{ControlPlane, wait_for};
+use super::{Pki, address_after, capture};
 
 /// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
@@ -28,28 +28,6 @@ pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let mut t = sink.lock().unwrap();
-            t.push_str(&line);
-            t.push('\n');
-        }
-    });
-    text
-}
-
-fn address_after(text: &str, prefix: &str) -> Option<SocketAddr> {
-    text.lines().find_map(|line| {
-        let rest = line.split(prefix).nth(1)?;
-        let end = rest.find(['/', ' ']).unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    })
 }
 
 /// Whether `/readyz` on the admin port answers 200 (plain HTTP/1.0, no client needed).
