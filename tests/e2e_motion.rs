@@ -64,6 +64,18 @@ fn denied_as(e2e: &E2e, agent: &str, args: &[&str], says: &str) -> String {
     err
 }
 
+/// A person puts an approval and its signatures on `object` (`["-n", NS, KIND/NAME]`).
+fn annotate_approval(e2e: &E2e, object: &[&str], payload: &str, signatures: &str) {
+    let (approval, signature) = (
+        format!("blastguard.io/approval={payload}"),
+        format!("blastguard.io/approval-signature={signatures}"),
+    );
+    let mut args = vec!["annotate"];
+    args.extend_from_slice(object);
+    args.extend([approval.as_str(), signature.as_str()]);
+    e2e.kubectl(&args).expect_ok();
+}
+
 fn patch<'a>(namespace: &'a str, object: &'a str, patch: &'a str) -> Vec<&'a str> {
     vec![
         "-n", namespace, "patch", object, "--type", "merge", "-p", patch,
@@ -318,15 +330,7 @@ fn what_controllers_do_after_admission_is_counted() {
             "{payload}"
         );
         let sig = e2e.approvers[0].sign(&payload);
-        e2e.kubectl(&[
-            "-n",
-            "team",
-            "annotate",
-            "deployment/web",
-            &format!("blastguard.io/approval={payload}"),
-            &format!("blastguard.io/approval-signature={sig}"),
-        ])
-        .expect_ok();
+        annotate_approval(&e2e, &["-n", "team", "deployment/web"], &payload, &sig);
         // Not to 46, nor to 30: exactly 45 (once the webhook's watch has the
         // annotation).
         for other in ["--replicas=46", "--replicas=30"] {
@@ -414,13 +418,7 @@ fn what_controllers_do_after_admission_is_counted() {
             e2e.approvers[0].sign(&payload),
             e2e.approvers[1].sign(&payload)
         );
-        e2e.kubectl(&[
-            "annotate",
-            "namespace/scratch2",
-            &format!("blastguard.io/approval={payload}"),
-            &format!("blastguard.io/approval-signature={sigs}"),
-        ])
-        .expect_ok();
+        annotate_approval(&e2e, &["namespace/scratch2"], &payload, &sigs);
         e2e.kubectl_as(BOT, &["delete", "namespace", "scratch2", "--wait=false"])
             .expect_ok();
     });
