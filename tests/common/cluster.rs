@@ -238,6 +238,32 @@ impl ControlPlane {
         }
     }
 
+    /// `kubectl` as cluster-admin, with `input` on standard input and its discovery
+    /// cache under `work`.
+    pub fn kubectl(&self, work: &Path, args: &[&str], input: Option<&str>) -> Run {
+        let mut cmd = tool("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(work.join("kube-cache"))
+            .arg("--request-timeout=30s")
+            .args(args);
+        run(cmd, input)
+    }
+
+    /// `helm` against this cluster, its caches under `work`.
+    pub fn helm(&self, work: &Path, args: &[&str]) -> Run {
+        let home = work.join("helm");
+        let mut cmd = tool("helm");
+        cmd.env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args);
+        run(cmd, None)
+    }
+
     /// (component, pid) of the running processes, from control-plane.sh's `pids` file.
     pub fn pids(&self) -> Vec<(String, u32)> {
         std::fs::read_to_string(self.dir.path().join("pids"))
@@ -660,14 +686,7 @@ impl E2e {
 
     /// `kubectl` with `input` on standard input.
     pub fn kubectl_with(&self, args: &[&str], input: Option<&str>) -> Run {
-        let mut cmd = tool("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.cluster.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.work.join("kube-cache"))
-            .arg("--request-timeout=30s")
-            .args(args);
-        run(cmd, input)
+        self.cluster.kubectl(&self.work, args, input)
     }
 
     /// `kubectl --as USER` (cluster-admin may impersonate anyone).
@@ -691,15 +710,7 @@ impl E2e {
 
     /// `helm` against this cluster, with its caches in the scratch directory.
     pub fn helm(&self, args: &[&str]) -> Run {
-        let home = self.work.join("helm");
-        let mut cmd = tool("helm");
-        cmd.env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .arg("--kubeconfig")
-            .arg(&self.cluster.kubeconfig)
-            .args(args);
-        run(cmd, None)
+        self.cluster.helm(&self.work, args)
     }
 
     /// Creates namespaces (ignoring ones that exist).

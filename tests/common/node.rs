@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::cluster::{ControlPlane, Run, run, script, wait_for};
-use super::{repo, tool};
+use super::repo;
 
 /// The chart's image repository (values.yaml `image.repository`), which the archive of
 /// `scripts/image.sh` names.
@@ -230,27 +230,12 @@ impl NodeCluster {
 
     /// `kubectl` with `input` on standard input.
     pub fn kubectl_with(&self, args: &[&str], input: Option<&str>) -> Run {
-        let mut cmd = tool("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.cluster.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.work.join("kube-cache"))
-            .arg("--request-timeout=30s")
-            .args(args);
-        run(cmd, input)
+        self.cluster.kubectl(&self.work, args, input)
     }
 
     /// `helm` against this cluster, with its caches in the scratch directory.
     pub fn helm(&self, args: &[&str]) -> Run {
-        let home = self.work.join("helm");
-        let mut cmd = tool("helm");
-        cmd.env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .arg("--kubeconfig")
-            .arg(&self.cluster.kubeconfig)
-            .args(args);
-        run(cmd, None)
+        self.cluster.helm(&self.work, args)
     }
 
     /// An object as JSON, or None when it does not exist.
