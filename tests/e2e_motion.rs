@@ -423,5 +423,45 @@ fn what_controllers_do_after_admission_is_counted() {
             .expect_ok();
     });
 
+    steps.run("what held before still holds", || {
+        // A deletecollection is judged item by item: the first workload denies it.
+        denied(
+            &e2e,
+            &["delete", "--raw", "/apis/apps/v1/namespaces/prod/deployments"],
+            "pods affected",
+        );
+        assert_eq!(e2e.jsonpath("prod", "deployment/api", "{.spec.replicas}"), "40");
+        // Deleting a Namespace, and cordoning a Node, reach the whole cluster.
+        denied(&e2e, &["delete", "namespace", "prod", "--wait=false"], "cluster-scoped object");
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "e2e-node"}});
+        e2e.apply(&node, &[], None).expect_ok();
+        // The patch `kubectl cordon` sends (kubectl 1.35 printed cordon's denial here
+        // but exited 0, so the patch is what the test can hold).
+        denied(
+            &e2e,
+            &["patch", "node/e2e-node", "-p", r#"{"spec":{"unschedulable":true}}"#],
+            "cluster-scoped object",
+        );
+        assert_eq!(e2e.jsonpath("", "node/e2e-node", "{.spec.unschedulable}"), "");
+        // A Pod's spec changed in prod, and a CronJob's schedule in prod.
+        denied(
+            &e2e,
+            &["-n", "prod", "set", "image", "pod/sized", "app=nginx:1.28"],
+            "pods affected 1 > 0",
+        );
+        let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                          "metadata": {"name": "nightly", "namespace": "prod"},
+                          "spec": {"schedule": "0 3 * * *",
+                                   "jobTemplate": {"spec": {"template": {"spec": {
+                                       "restartPolicy": "Never",
+                                       "containers": [{"name": "r", "image": "busybox:1.36"}]}}}}}});
+        e2e.apply(&cron, &[], None).expect_ok();
+        denied(
+            &e2e,
+            &patch("prod", "cronjob/nightly", r#"{"spec":{"schedule":"0 4 * * *"}}"#),
+            "pods affected 1 > 0",
+        );
+    });
+
     steps.finish();
 }
