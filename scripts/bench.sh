@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The benchmark (BENCHMARKS.md): blastguard beside a baseline server built from the
-# same stack (examples/baseline_server.rs: hyper + rustls + tokio with blastguard's own
-# TLS configuration, reading each body and answering a fixed allowed review), and
-# beside nginx when it is installed, in one run, on 127.0.0.1 only:
+# The benchmark (BENCHMARKS.md): blastguard beside two baseline servers that read each
+# body and answer a fixed allowed review: one built from the same stack with
+# blastguard's own TLS and listener settings (examples/baseline_server.rs), one with
+# hyper's, rustls's and tokio's defaults and nothing of blastguard's
+# (examples/hyper_defaults_server.rs); and beside nginx when it is installed; in one
+# run, on 127.0.0.1 only:
 #
 #   - server CPU per request (utime+stime from /proc / requests) and latency
-#     p50/p99/p99.9 at 1,000 and 2,000 requests/s, HTTP/2 and HTTP/1.1, for four
-#     12 KB Deployment UPDATE reviews (a person's change; an AI change allowed; denied
-#     with its payload; approved by two SSH signatures), with oha at a fixed rate;
+#     p50/p99/p99.9 at 1,000 and 2,000 requests/s, HTTP/2 and HTTP/1.1, and at
+#     3,000/s over HTTP/2 with 4 connections × 4 streams, for four 12 KB Deployment
+#     UPDATE reviews (a person's change; an AI change allowed; denied with its payload;
+#     approved by two SSH signatures), with oha at a fixed rate;
 #   - throughput at saturation; idle and peak RSS; eight concurrent 3 MiB reviews;
 #     time from start to /readyz 200;
-#   - the engine alone, instructions per decision under valgrind's callgrind;
-#   - the ratios to the baseline, checked against issue 11's targets.
+#   - the engine alone, instructions per decision under valgrind's callgrind, in all
+#     and by stage (the named frames of src/engine.rs);
+#   - the ratios to both baselines, checked against issue 24's targets.
 #
 # Prints a markdown table and writes it to $CARGO_TARGET_DIR/bench/results.md (with
 # results.json and every request's latency beside it); draws docs/bench-latency.png.
@@ -63,8 +67,9 @@ if [ -z "$nginx" ]; then
 fi
 
 build_started=$SECONDS
-say "building blastguard, the baseline server and the engine driver (release)"
-cargo build --release --quiet --bin blastguard --example baseline_server --example engine_decisions
+say "building blastguard, the baseline servers and the engine driver (release)"
+cargo build --release --quiet --bin blastguard --example baseline_server --example hyper_defaults_server \
+  --example engine_decisions
 build_seconds=$((SECONDS - build_started))
 
 measure_started=$SECONDS
@@ -74,6 +79,7 @@ extra=()
 python3 scripts/bench/run.py \
   --blastguard "$target/release/blastguard" \
   --baseline "$target/release/examples/baseline_server" \
+  --hyper-defaults "$target/release/examples/hyper_defaults_server" \
   --engine "$target/release/examples/engine_decisions" \
   --oha "$oha" --out "$out" --seconds "$run_seconds" "${extra[@]}"
 measure_seconds=$((SECONDS - measure_started))

@@ -198,7 +198,7 @@ impl Engine {
     /// markers) is answered from the borrowed view alone: its objects are never
     /// parsed. Only an AI-assisted change is normalized into a [`Change`] and measured.
     pub fn review(&self, body: &[u8]) -> Reviewed {
-        let view = match review::decode(body) {
+        let view = match stage::read(|| review::decode(body)) {
             Ok(view) => view,
             Err(rejected) => return reject(rejected.uid, rejected.error),
         };
@@ -227,10 +227,12 @@ impl Engine {
             dry_run: view.dry_run.unwrap_or(false),
         };
         let (new, old) = view.annotations();
-        let signal = provenance::detect(&Facts::of_view(&view, new, old), &policy.provenance);
+        let signal = stage::provenance(|| {
+            provenance::detect(&Facts::of_view(&view, new, old), &policy.provenance)
+        });
         if signal.is_none() {
             let verdict = finish(Findings::default(), None, 1, None);
-            let body = review::encode(response::respond(&uid, None, &verdict));
+            let body = stage::response(|| review::encode(response::respond(&uid, None, &verdict)));
             return Reviewed::Judged(Box::new(Judged {
                 uid,
                 body,
@@ -239,12 +241,14 @@ impl Engine {
                 change: None,
             }));
         }
-        let change = match Change::from_view(&view, &policy) {
+        let change = match stage::change(|| Change::from_view(&view, &policy)) {
             Ok(change) => change,
             Err(error) => return reject(Some(uid), error),
         };
         let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
-        let body = review::encode(response::respond(&uid, Some(&change), &verdict));
+        let body = stage::response(|| {
+            review::encode(response::respond(&uid, Some(&change), &verdict))
+        });
         Reviewed::Judged(Box::new(Judged {
             uid,
             body,
@@ -268,7 +272,9 @@ impl Engine {
     fn judge(&self, change: &Change, now: SystemTime, instant: Instant) -> Verdict {
         let policy = self.policy.load();
         let mut findings = Findings {
-            signal: provenance::detect(&Facts::of_change(change), &policy.provenance),
+            signal: stage::provenance(|| {
+                provenance::detect(&Facts::of_change(change), &policy.provenance)
+            }),
             ..Findings::default()
         };
         if findings.signal.is_none() || change.operation == Operation::Connect {
@@ -289,26 +295,27 @@ impl Engine {
         findings.rule = Some((rule.name.clone(), rule.mode));
 
         let window = policy.change_set_window;
-        let mut radius = radius::measure(change, &self.surroundings(change, now, window));
-        let entry = Entry {
-            namespace,
-            pods: radius.pods_affected,
-            dry_run: change.dry_run,
-        };
-        // Counted by change-id and by requester: the larger decides, so neither a
-        // fresh change-id per object nor one shared id hides a change set's size.
-        // Reserved, not just read: decisions judged at the same time each count the
-        // others, so together they never pass the budget.
-        let reservation = self.state.reach.reserve(
-            &change.change_set_keys(),
-            entry,
-            window,
-            instant,
-        );
-        let usage = reservation.usage();
-        radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
-        radius.pods_in_change_set = Some(usage.pods);
-        findings.violations = radius::violations(&radius, &rule.limits);
+        let (radius, reservation) = stage::radius(|| {
+            let mut radius = radius::measure(change, &self.surroundings(change, now, window));
+            let entry = Entry {
+                namespace,
+                pods: radius.pods_affected,
+                dry_run: change.dry_run,
+            };
+            // Counted by change-id and by requester: the larger decides, so neither a
+            // fresh change-id per object nor one shared id hides a change set's size.
+            // Reserved, not just read: decisions judged at the same time each count
+            // the others, so together they never pass the budget.
+            let reservation =
+                self.state
+                    .reach
+                    .reserve(&change.change_set_keys(), entry, window, instant);
+            let usage = reservation.usage();
+            radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
+            radius.pods_in_change_set = Some(usage.pods);
+            findings.violations = radius::violations(&radius, &rule.limits);
+            (radius, reservation)
+        });
         // Without this, an agent whose only signal is its marker could drop the marker
         // in an update that replaces no pod, and make every later change human.
         if let Some(Signal::StickyAnnotation { key, .. }) = &findings.signal {
@@ -329,8 +336,8 @@ impl Engine {
         // An approval binds a measured change: one that cannot be measured has no
         // subject an approver could sign.
         if !findings.violations.is_empty() && measurable {
-            match ApprovalSubject::of(change) {
-                Ok(subject) => {
+            match stage::digest(|| ApprovalSubject::of(change)) {
+                Ok(subject) => stage::payload(|| {
                     let parent;
                     let annotations = match change.approval_annotations() {
                         Some(own) => Some(own),
@@ -368,7 +375,7 @@ impl Engine {
                         .and_then(|text| approval::ApprovalPayload::parse(text).ok())
                         .or(Some(fresh));
                     findings.approval = Some(outcome);
-                }
+                }),
                 Err(e) => {
                     findings.approval = Some(ApprovalOutcome::Rejected {
                         reason: "digest_error",
@@ -494,6 +501,40 @@ fn reject(uid: Option<String>, error: ReviewError) -> Reviewed {
             error,
         },
         None => Reviewed::Unreadable { error },
+    }
+}
+
+/// A named frame around each stage of a decision, never inlined, so that
+/// `valgrind --tool=callgrind` counts each stage's instructions on its own
+/// (scripts/bench.sh, BENCHMARKS.md). Each is one call, nothing more.
+mod stage {
+    #[inline(never)]
+    pub(super) fn read<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn provenance<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn change<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn radius<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn digest<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn payload<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+    #[inline(never)]
+    pub(super) fn response<T>(f: impl FnOnce() -> T) -> T {
+        f()
     }
 }
 

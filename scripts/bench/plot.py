@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Draws the latency distributions of the fixed-rate runs: python3 plot.py OUT_DIR PNG.
 
-One panel per protocol and rate; in each, every request's latency (oha's CSV, with its
-latency correction) as a percentile curve for blastguard (one line per review kind),
-the baseline and nginx. The x axis stretches the tail: 50%, 90%, 99%, 99.9%.
+One panel per protocol, rate and connection layout; in each, every request's latency
+(oha's CSV, with its latency correction) as a percentile curve for blastguard (one line
+per review kind), the two baselines and nginx. The x axis stretches the tail: 50%, 90%, 99%, 99.9%.
 """
 import csv
 import json
@@ -21,7 +21,8 @@ STYLE = {
     ("blastguard", "ai-allow"): ("AI change, allowed", "#2ca02c", "-"),
     ("blastguard", "ai-deny"): ("AI change, denied with payload", "#d62728", "-"),
     ("blastguard", "ai-approved"): ("AI change, 2-signature approval", "#9467bd", "-"),
-    ("baseline", "baseline"): ("baseline: hyper + rustls + tokio, fixed answer", "#000000", "--"),
+    ("baseline", "baseline"): ("baseline: hyper + rustls + tokio, blastguard's settings", "#000000", "--"),
+    ("hyper-defaults", "baseline"): ("hyper-defaults: hyper + rustls + tokio, defaults", "#ff7f0e", "--"),
     ("nginx", "baseline"): ("nginx, fixed answer", "#7f7f7f", ":"),
 }
 
@@ -31,14 +32,15 @@ def main():
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
     runs = results["fixed"]
-    panels = sorted({(r["protocol"], r["rate"]) for r in runs}, key=lambda k: (k[0] != "h2", k[1]))
+    panels = sorted({(r["protocol"], r["rate"], bool(r.get("wide"))) for r in runs},
+                    key=lambda k: (k[0] != "h2", k[1]))
     cols = 2
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(12, 4.2 * rows), sharey=True, squeeze=False)
     top = 3.0  # up to 99.9%
-    for ax, (proto, rate) in zip(axes.flat, panels):
+    for ax, (proto, rate, wide) in zip(axes.flat, panels):
         for run in runs:
-            if run["protocol"] != proto or run["rate"] != rate:
+            if run["protocol"] != proto or run["rate"] != rate or bool(run.get("wide")) != wide:
                 continue
             label, color, dash = STYLE.get((run["server"], run["kind"]), (run["server"], None, "-"))
             with open(os.path.join(out, run["csv"])) as f:
@@ -57,7 +59,8 @@ def main():
                 xs.append(x)
                 ys.append(v)
             ax.plot(xs, ys, dash, color=color, label=label, linewidth=1.4)
-        ax.set_title(f"{'HTTP/2' if proto == 'h2' else 'HTTP/1.1'}, {rate} requests/s (TLS, 12 KB reviews)")
+        layout = "4 conn. × 4 streams" if wide else "2 conn. × 8 streams" if proto == "h2" else "16 conn."
+        ax.set_title(f"{'HTTP/2' if proto == 'h2' else 'HTTP/1.1'}, {rate} requests/s, {layout} (TLS, 12 KB)")
         ax.set_xticks([0, math.log10(2), 1, 2, 3])
         ax.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%"])
         ax.set_xlim(0, top)
@@ -68,10 +71,14 @@ def main():
         ax.set_ylabel("latency, ms (log scale)")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    seen = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    handles, labels = list(seen.values()), list(seen.keys())
     fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
     m = results["machine"]
-    fig.suptitle(f"blastguard vs its own stack: latency at fixed rates ({m['commit']}, {m['nproc']} cores shared "
+    fig.suptitle(f"blastguard vs two baselines: latency at fixed rates ({m['commit']}, {m['nproc']} cores shared "
                  "with the load generator, oha with latency correction)", fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     fig.savefig(png, dpi=110)
