@@ -12,10 +12,17 @@
 //! answering: the floor of any server that validates the JSON it judges, measured
 //! beside blastguard to show how much of blastguard's cost that reading alone is.
 //!
+//! `--default-tls` and `--default-http` put back rustls's defaults (its
+//! `ServerConfig::builder()` with one certificate, instead of blastguard's resolver and
+//! explicit versions) or hyper's (one automatic connection builder without timers,
+//! timeouts or limits, instead of blastguard's listener settings and the builder
+//! chosen by ALPN): `scripts/bench/server_instructions.py` counts what each costs.
+//!
 //! Run by `scripts/bench.sh`; by hand:
 //!
 //! ```sh
-//! cargo run --release --example baseline_server -- 127.0.0.1:8443 tls.crt tls.key [--scan]
+//! cargo run --release --example baseline_server -- 127.0.0.1:8443 tls.crt tls.key \
+//!     [--scan] [--default-tls] [--default-http]
 //! ```
 
 use std::convert::Infallible;
@@ -44,31 +51,60 @@ const ALLOWED: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"Admission
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (listen, cert, key, scan) = match args.as_slice() {
-        [listen, cert, key] => (listen, cert, key, false),
-        [listen, cert, key, flag] if flag == "--scan" => (listen, cert, key, true),
-        _ => {
-            eprintln!("usage: baseline_server LISTEN_ADDR TLS_CERT TLS_KEY [--scan]");
-            std::process::exit(2);
-        }
+    fn usage() -> ! {
+        eprintln!(
+            "usage: baseline_server LISTEN_ADDR TLS_CERT TLS_KEY [--scan] [--default-tls] [--default-http]"
+        );
+        std::process::exit(2)
+    }
+    let [listen, cert, key, flags @ ..] = args.as_slice() else {
+        usage()
     };
+    let flag = |name: &str| flags.iter().any(|f| f == name);
+    if flags
+        .iter()
+        .any(|f| !["--scan", "--default-tls", "--default-http"].contains(&f.as_str()))
+    {
+        usage()
+    }
+    let (scan, default_tls, default_http) = (
+        flag("--scan"),
+        flag("--default-tls"),
+        flag("--default-http"),
+    );
     let listen: SocketAddr = listen
         .parse()
         .expect("LISTEN_ADDR: an address like 127.0.0.1:0");
     let cert_pem = std::fs::read(cert).expect("read TLS_CERT");
     let key_pem = std::fs::read(key).expect("read TLS_KEY");
-    let resolver = Arc::new(CertResolver::default());
-    resolver.set(parse_pair(&cert_pem, &key_pem, cert, key).expect("certificate pair"));
-    let tls = TlsAcceptor::from(Arc::new(server_config(resolver, None).expect("TLS config")));
+    let config = if default_tls {
+        use rustls::pki_types::pem::PemObject as _;
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("TLS_CERT: PEM certificates");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem).expect("TLS_KEY");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("certificate pair");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    } else {
+        let resolver = Arc::new(CertResolver::default());
+        resolver.set(parse_pair(&cert_pem, &key_pem, cert, key).expect("certificate pair"));
+        server_config(resolver, None).expect("TLS config")
+    };
+    let tls = TlsAcceptor::from(Arc::new(config));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(serve(listen, tls, scan));
+    runtime.block_on(serve(listen, tls, scan, default_http));
 }
 
-async fn serve(listen: SocketAddr, tls: TlsAcceptor, scan: bool) {
+async fn serve(listen: SocketAddr, tls: TlsAcceptor, scan: bool, default_http: bool) {
     let listener = TcpListener::bind(listen).await.expect("bind");
     // The same line shape as blastguard's, so the benchmark reads both alike.
     println!(
@@ -97,12 +133,23 @@ async fn serve(listen: SocketAddr, tls: TlsAcceptor, scan: bool) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let _ = tcp.set_nodelay(true);
+        if !default_http {
+            let _ = tcp.set_nodelay(true);
+        }
         let (tls, http1, http2) = (tls.clone(), http1.clone(), http2.clone());
         tokio::spawn(async move {
             let Ok(stream) = tls.accept(tcp).await else {
                 return;
             };
+            if default_http {
+                let _ = Builder::new(TokioExecutor::new())
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        service_fn(move |request| answer(request, scan)),
+                    )
+                    .await;
+                return;
+            }
             let builder = if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
                 http2
             } else {

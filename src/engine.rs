@@ -232,7 +232,7 @@ impl Engine {
         });
         if signal.is_none() {
             let verdict = finish(Findings::default(), None, 1, None);
-            let body = stage::response(|| review::encode(response::respond(&uid, None, &verdict)));
+            let body = stage::response(|| response::write_review(&uid, None, &verdict));
             return Reviewed::Judged(Box::new(Judged {
                 uid,
                 body,
@@ -246,9 +246,7 @@ impl Engine {
             Err(error) => return reject(Some(uid), error),
         };
         let verdict = self.evaluate(&change, SystemTime::now(), Instant::now());
-        let body = stage::response(|| {
-            review::encode(response::respond(&uid, Some(&change), &verdict))
-        });
+        let body = stage::response(|| response::write_review(&uid, Some(&change), &verdict));
         Reviewed::Judged(Box::new(Judged {
             uid,
             body,

@@ -56,6 +56,116 @@ pub fn respond(uid: &str, change: Option<&Change>, verdict: &Verdict) -> Admissi
     response
 }
 
+/// The AdmissionReview answering the request with `uid`, from its verdict: the JSON
+/// that `review::encode(respond(uid, change, verdict))` writes (a test holds the two
+/// equal), written straight into the body. Nothing is built first: no
+/// AdmissionResponse and its map of audit annotations, and the denial message is
+/// escaped into the body as it is composed instead of built as a String and copied.
+pub fn write_review(uid: &str, change: Option<&Change>, verdict: &Verdict) -> Vec<u8> {
+    let deny = change.is_some() && verdict.decision == Decision::Deny;
+    // A denial carries its message (a few KB with the payload); an allowed answer
+    // fits in 512 bytes with its audit annotations.
+    let mut out = Vec::with_capacity(if deny { 4096 } else { 512 });
+    out.extend_from_slice(b"{\"apiVersion\":\"");
+    out.extend_from_slice(crate::review::API_VERSION.as_bytes());
+    out.extend_from_slice(b"\",\"kind\":\"");
+    out.extend_from_slice(crate::review::KIND.as_bytes());
+    out.extend_from_slice(b"\",\"response\":{\"uid\":");
+    push_json_string(&mut out, uid);
+    match change {
+        Some(change) if deny => {
+            out.extend_from_slice(b",\"allowed\":false,\"status\":{\"status\":\"Failure\",\"code\":403");
+            let start = out.len();
+            out.extend_from_slice(b",\"message\":\"");
+            let _ = write_denial(change, verdict, &mut JsonText(&mut out));
+            if out.len() == start + 12 {
+                // An empty message is left out, as kube-rs's Status leaves it.
+                out.truncate(start);
+            } else {
+                out.push(b'"');
+            }
+            out.extend_from_slice(b",\"reason\":\"Forbidden\"}");
+        }
+        _ => out.extend_from_slice(b",\"allowed\":true,\"status\":{}"),
+    }
+    out.extend_from_slice(b",\"auditAnnotations\":{");
+    let mut first = true;
+    each_audit_annotation(verdict, |key, value| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        push_json_string(&mut out, key);
+        out.push(b':');
+        push_json_string(&mut out, value);
+    });
+    out.push(b'}');
+    if let Some(change) = change {
+        let mut warnings = match verdict.decision {
+            Decision::Warn => warnings(change, verdict),
+            _ => Vec::new(),
+        };
+        if let Some(u) = &verdict.findings.unavailable
+            && verdict.decision.allowed()
+        {
+            warnings.push(truncate(unavailable_warning(u), MAX_WARNING_CHARS));
+        }
+        if verdict.decision == Decision::Warn || !warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":[");
+            for (i, w) in warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                push_json_string(&mut out, w);
+            }
+            out.push(b']');
+        }
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
+/// `text` as a JSON string literal.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let _ = JsonText(out).write_str(text);
+    out.push(b'"');
+}
+
+/// Text written into a JSON string literal (between its quotes), escaped as
+/// serde_json escapes: the quote, the backslash and the control characters.
+struct JsonText<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for JsonText<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = text.as_bytes();
+        let mut copied = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let short = match b {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                b'\t' => b't',
+                0x08 => b'b',
+                0x0c => b'f',
+                0x00..=0x1f => 0,
+                _ => continue,
+            };
+            self.0.extend_from_slice(&bytes[copied..i]);
+            copied = i + 1;
+            if short != 0 {
+                self.0.extend_from_slice(&[b'\\', short]);
+            } else {
+                self.0.extend_from_slice(b"\\u00");
+                self.0.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            }
+        }
+        self.0.extend_from_slice(&bytes[copied..]);
+        Ok(())
+    }
+}
+
 /// The warning on a change admitted without the cluster state it needed.
 fn unavailable_warning(u: &Unavailable) -> String {
     format!(
@@ -68,33 +178,44 @@ fn unavailable_warning(u: &Unavailable) -> String {
 /// webhook's name).
 pub fn audit_annotations(v: &Verdict) -> HashMap<String, String> {
     let mut a = HashMap::new();
-    a.insert("decision".to_string(), v.decision.as_str().to_string());
-    a.insert("reason".to_string(), v.reason.as_str().to_string());
+    each_audit_annotation(v, |key, value| {
+        a.insert(key.to_string(), value.to_string());
+    });
+    a
+}
+
+/// Each audit annotation of a verdict, in a fixed order.
+fn each_audit_annotation(v: &Verdict, mut annotate: impl FnMut(&str, &str)) {
+    annotate("decision", v.decision.as_str());
+    annotate("reason", v.reason.as_str());
     let f = &v.findings;
     if let Some((rule, mode)) = &f.rule {
-        a.insert("rule".to_string(), rule.clone());
-        a.insert("mode".to_string(), mode.as_str().to_string());
+        annotate("rule", rule);
+        annotate("mode", mode.as_str());
     }
     if let Some(signal) = &f.signal {
-        a.insert("ai-signal".to_string(), signal.to_string());
+        annotate("ai-signal", &signal.to_string());
     }
     if let Some(r) = &f.radius {
-        a.insert("pods-affected".to_string(), r.pods_affected.to_string());
+        annotate("pods-affected", &r.pods_affected.to_string());
     }
-    if !f.violations.is_empty() {
-        let names: Vec<_> = f.violations.iter().map(|v| v.limit_name()).collect();
-        a.insert("limits-exceeded".to_string(), names.join(","));
+    if let Some((first, rest)) = f.violations.split_first() {
+        let mut names = first.limit_name().to_string();
+        for v in rest {
+            names.push(',');
+            names.push_str(v.limit_name());
+        }
+        annotate("limits-exceeded", &names);
     }
     if let Some(approval) = &f.approval {
-        a.insert("approval".to_string(), approval.metric_label().to_string());
+        annotate("approval", approval.metric_label());
     }
     if let Some(d) = &v.digest {
-        a.insert("digest".to_string(), d.clone());
+        annotate("digest", d);
     }
     if let Some(u) = &f.unavailable {
-        a.insert("cluster-state-unavailable".to_string(), u.what.clone());
+        annotate("cluster-state-unavailable", &u.what);
     }
-    a
 }
 
 fn rule_name(v: &Verdict) -> (&str, Mode) {
@@ -108,12 +229,18 @@ fn rule_name(v: &Verdict) -> (&str, Mode) {
 /// The denial message: signal, each limit with measured value, the rule, and how to
 /// get approval. Written to be understood in one read of kubectl output.
 pub fn denial_message(change: &Change, v: &Verdict) -> String {
+    let mut m = String::new();
+    let _ = write_denial(change, v, &mut m);
+    m
+}
+
+/// Writes the [`denial_message`] into `m` as it is composed.
+fn write_denial(change: &Change, v: &Verdict, m: &mut impl std::fmt::Write) -> std::fmt::Result {
     let (rule, mode) = rule_name(v);
     let f = &v.findings;
     if v.reason == Reason::ClusterUnavailable {
-        return unavailable_message(change, v);
+        return m.write_str(&unavailable_message(change, v));
     }
-    let mut m = String::new();
     let _ = write!(
         m,
         "blastguard: this AI-assisted {} of {} exceeds the blast-radius limits of rule {rule:?} (mode {}).",
@@ -124,7 +251,7 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
     if let Some(signal) = &f.signal {
         let _ = write!(m, "\nAI signal: {signal}.");
     }
-    m.push_str("\nOver the limits:");
+    m.write_str("\nOver the limits:")?;
     for violation in &f.violations {
         let _ = write!(m, "\n  - {violation}");
     }
@@ -211,14 +338,14 @@ pub fn denial_message(change: &Change, v: &Verdict) -> String {
                 );
             }
         }
-        None if v.reason == Reason::Unmeasurable => m.push_str(
+        None if v.reason == Reason::Unmeasurable => m.write_str(
             "\nNo approval lifts a change that cannot be measured: make what could not be read readable (or ask a cluster administrator), then retry.",
-        ),
-        None => m.push_str(
+        )?,
+        None => m.write_str(
             "\nThis change cannot be bound to an approval (its digest could not be computed); ask a cluster administrator.",
-        ),
+        )?,
     }
-    m
+    Ok(())
 }
 
 /// The denial of a change that fits its limits as far as they could be checked, held
@@ -296,4 +423,111 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::approval::NoTrustedSigners;
+    use crate::engine::Engine;
+    use crate::policy::{ApproverTerm, Policy};
+    use crate::verdict::Unavailable;
+
+    /// What kube-rs writes for the same answer: the reference the direct writer is
+    /// held to.
+    fn through_kube(uid: &str, change: Option<&Change>, verdict: &Verdict) -> Value {
+        serde_json::from_slice(&crate::review::encode(respond(uid, change, verdict))).unwrap()
+    }
+
+    /// The verdicts of every fixture's review, and each varied through every branch of
+    /// the answer: warn, deny and allow, with and without the cluster's state, a
+    /// payload, approver groups, an approval short of approvers, an unmeasurable or
+    /// undigestable change.
+    #[test]
+    fn the_direct_answer_is_kube_rs_answer() {
+        let engine = Engine::new(Policy::embedded(), Arc::new(NoTrustedSigners));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut checked = 0;
+        let mut denials = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let reviewed = engine.review(&std::fs::read(&path).unwrap());
+            let judged = reviewed.judged().unwrap();
+            let written: Value = serde_json::from_slice(&judged.body).unwrap();
+            let change = judged.change.as_ref();
+            assert_eq!(
+                written,
+                through_kube(&judged.uid, change, &judged.verdict),
+                "{}",
+                path.display()
+            );
+            checked += 1;
+            let Some(change) = change else { continue };
+            let payload = judged.verdict.payload.clone().or_else(|| {
+                crate::approval::ApprovalSubject::of(change)
+                    .ok()
+                    .map(|s| s.payload(std::time::SystemTime::now(), std::time::Duration::from_secs(60), ""))
+            });
+            for decision in [Decision::Allow, Decision::Warn, Decision::Deny] {
+                for reason in [
+                    Reason::OverLimits,
+                    Reason::ClusterUnavailable,
+                    Reason::Unmeasurable,
+                    Reason::WithinLimits,
+                ] {
+                    for variant in 0..6 {
+                        let mut v = judged.verdict.clone();
+                        v.decision = decision;
+                        v.reason = reason;
+                        match variant {
+                            1 => v.payload = None,
+                            2 => v.payload = payload.clone(),
+                            3 => {
+                                v.payload = payload.clone();
+                                v.required_approvals = 2;
+                                v.approver_groups = vec![ApproverTerm {
+                                    group: "sre \"on call\"\n".into(),
+                                    count: 1,
+                                }];
+                                v.findings.approval = Some(ApprovalOutcome::Rejected {
+                                    reason: crate::approval::reason::NOT_ENOUGH_APPROVERS,
+                                    detail: "1 of 2 \u{1}\t\\".into(),
+                                });
+                            }
+                            4 => {
+                                v.findings.unavailable = Some(Unavailable {
+                                    what: "namespace labels".into(),
+                                    deny: true,
+                                });
+                                v.findings.approval = Some(ApprovalOutcome::Rejected {
+                                    reason: crate::approval::reason::EXPIRED,
+                                    detail: "expired at 2026-01-01T00:00:00Z".into(),
+                                });
+                            }
+                            5 => {
+                                v.digest = Some("sha256:00".into());
+                                v.findings.violations.clear();
+                                v.findings.rule = None;
+                            }
+                            _ => {}
+                        }
+                        let uid = "u\"id\u{7f}é";
+                        let written: Value =
+                            serde_json::from_slice(&write_review(uid, Some(change), &v)).unwrap();
+                        assert_eq!(written, through_kube(uid, Some(change), &v), "{}", path.display());
+                        denials += usize::from(decision == Decision::Deny);
+                    }
+                }
+            }
+        }
+        assert!(checked >= 8, "only {checked} fixtures");
+        assert!(denials >= 100, "only {denials} denials");
+    }
 }

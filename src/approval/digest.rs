@@ -10,6 +10,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+mod direct;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
@@ -152,8 +154,13 @@ pub fn object_digest(object: &Value) -> Result<String, DigestError> {
 }
 
 /// [`object_digest`] of an object given as JSON text (the request's objects as the
-/// change keeps them), read without copying its strings.
+/// change keeps them). Compact text of integers and plain keys, as the API server
+/// writes objects, is copied into its canonical form without a tree ([`direct`]);
+/// anything else is read into a tree that borrows its strings.
 pub fn object_text_digest(text: &str) -> Result<String, DigestError> {
+    if let Some(canonical) = direct::bound_object(text) {
+        return Ok(hash(&canonical));
+    }
     let object: Json<'_> = serde_json::from_str(text).map_err(|e| DigestError(e.to_string()))?;
     digest_of(&object)
 }
@@ -475,6 +482,121 @@ mod tests {
         }
         assert!(object_text_digest("[1]").is_err());
         assert!(object_text_digest("{").is_err());
+    }
+
+    /// The object the digest binds, built from its parsed value without the code
+    /// under test: every member but apiVersion, kind, status and metadata, and
+    /// metadata reduced to its labels when they are a non-empty object.
+    fn bound(object: &Value) -> Value {
+        let mut out = serde_json::Map::new();
+        for (k, v) in object.as_object().unwrap() {
+            if !matches!(k.as_str(), "apiVersion" | "kind" | "status" | "metadata") {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        let labels = object
+            .pointer("/metadata/labels")
+            .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()));
+        let metadata = labels.map_or_else(|| json!({}), |l| json!({ "labels": l }));
+        out.insert("metadata".into(), metadata);
+        Value::Object(out)
+    }
+
+    /// The text written without a tree is the canonicalizer's, byte for byte, where
+    /// it is taken; where it is not (floats, big integers, `-0`, escaped, repeated or
+    /// astral keys, bad text) the digest is still the canonicalizer's, or an error.
+    #[test]
+    fn the_direct_path_writes_what_the_canonicalizer_writes() {
+        let cases: &[(&str, bool)] = &[
+            (
+                r#"{"spec":{"b":1,"a":{"d":[3,{"z":null,"y":true}],"c":"x"}},"kind":"K","metadata":{"name":"n","labels":{"b":"2","a":"1"}},"apiVersion":"v1","status":{"q":1}}"#,
+                true,
+            ),
+            (r#"{"data":{"k":"v"},"metadata":{"labels":{}}}"#, true),
+            (r#"{"data":{"k":"v"},"metadata":{"labels":null}}"#, true),
+            (r#"{"data":{"k":"v"},"metadata":"x"}"#, true),
+            (
+                r#"{"rules":[],"metadata":{"labels":{"a":{"c":1,"b":2}}}}"#,
+                true,
+            ),
+            (r#"{}"#, true),
+            (
+                r#"{"spec":{"cmd":"a \u003c b \u0026\u0026 c\n\"q\"\/","é":"ü\u2028 ","n":[9007199254740992,-9007199254740992,0,-7]}}"#,
+                true,
+            ),
+            (
+                " {\n \"spec\" : { \"b\" : [ 1 , 2 ] , \"a\" : \"x\" } ,\n \"metadata\" : { } } \n",
+                true,
+            ),
+            (r#"{"spec":{"z":{},"y":[],"x":[{}],"w":false}}"#, true),
+            (r#"{"spec":{"n":1.5}}"#, false),
+            (r#"{"spec":{"n":-0}}"#, false),
+            (r#"{"spec":{"n":1e3}}"#, false),
+            (r#"{"spec":{"n":9007199254740993}}"#, false),
+            (r#"{"spec":{"n":-9007199254740993}}"#, false),
+            (r#"{"spec":{"a":1,"a":2}}"#, false),
+            (r#"{"spec":1,"spec":2}"#, false),
+            (r#"{"spec":{"a\u0062":1}}"#, false),
+            (r#"{"spec":{"😀":1,"דּ":2}}"#, false),
+            (
+                r#"{"metadata":{"labels":{"a":"1"},"labels":{"b":"2"}}}"#,
+                false,
+            ),
+        ];
+        for (text, direct) in cases {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let jcs = serde_json_canonicalizer::to_vec(&bound(&value)).unwrap();
+            let written = direct::bound_object(text);
+            assert_eq!(written.is_some(), *direct, "{text}");
+            if let Some(written) = written {
+                assert_eq!(
+                    String::from_utf8(written).unwrap(),
+                    String::from_utf8(jcs.clone()).unwrap(),
+                    "{text}"
+                );
+            }
+            assert_eq!(
+                object_text_digest(text).unwrap(),
+                format!("sha256:{}", hex::encode(Sha256::digest(&jcs))),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "{",
+            "[1]",
+            r#"{"a":1}x"#,
+            r#"{"a":01}"#,
+            "{\"a\":\"\u{1}\"}",
+            r#"{"a":"\x"}"#,
+        ] {
+            assert!(direct::bound_object(bad).is_none(), "{bad}");
+            assert!(object_text_digest(bad).is_err(), "{bad}");
+        }
+        // Every fixture's objects as a request keeps them (the API server's text).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut taken = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let view = crate::review::decode(&body).unwrap();
+            for parts in [&view.object, &view.old_object].into_iter().flatten() {
+                let text = parts.kept_text();
+                let value: Value = serde_json::from_str(&text).unwrap();
+                let jcs = serde_json_canonicalizer::to_vec(&bound(&value)).unwrap();
+                if let Some(written) = direct::bound_object(&text) {
+                    assert_eq!(written, jcs, "{}", path.display());
+                    taken += 1;
+                }
+            }
+        }
+        assert!(
+            taken >= 8,
+            "the direct path took only {taken} fixture objects"
+        );
     }
 
     /// The plain path (serde_json's compact form) against the canonicalizer, on values
