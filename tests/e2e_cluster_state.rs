@@ -463,6 +463,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     let cluster_args = [
         "--state",
         "cluster",
+        "--count-unseen",
         "--state-namespace",
         NAMESPACE,
         "--allowed-signers",
@@ -691,6 +692,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             &[
                 "--state",
                 "cluster",
+                "--count-unseen",
                 "--state-namespace",
                 "bg-short",
                 "--policy",
@@ -790,6 +792,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 &[
                     "--state",
                     "cluster",
+                    "--count-unseen",
                     "--state-namespace",
                     NAMESPACE,
                     "--policy",
@@ -806,7 +809,13 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "replica with the default budget",
                 &setup,
                 Some(&sa_kubeconfig),
-                &["--state", "cluster", "--state-namespace", NAMESPACE],
+                &[
+                    "--state",
+                    "cluster",
+                    "--count-unseen",
+                    "--state-namespace",
+                    NAMESPACE,
+                ],
             );
             let bot = "system:serviceaccount:ai-agents:outage";
             let before =

@@ -57,6 +57,7 @@ pub mod changeset;
 pub mod namespaces;
 pub mod reach;
 pub mod scope;
+pub mod sighting;
 pub mod sizes;
 pub mod spent;
 mod watch;
@@ -114,6 +115,9 @@ pub struct Options {
     /// The webhook's own ValidatingWebhookConfiguration, watched for changes
     /// ([`webhook_config`]), when named.
     pub webhook_configuration: Option<String>,
+    /// Look for each admitted AI change in the cluster before it counts for the
+    /// window ([`sighting`]); off only for tests that stand in for the API server.
+    pub look: bool,
 }
 
 /// The cluster state, running: its watches feed the caches behind [`Cluster::state`].
@@ -172,7 +176,7 @@ impl Cluster {
             Api::namespaced(client.clone(), &namespace),
             bridge.clone(),
         ));
-        let reach = Arc::new(reach::ClusterReach::new(
+        let mut reach = reach::ClusterReach::new(
             Box::new(reach::ApiRecords(Api::namespaced(
                 client.clone(),
                 &namespace,
@@ -182,7 +186,11 @@ impl Cluster {
             bridge,
             options.window,
             metrics.clone(),
-        ));
+        );
+        if options.look {
+            reach = reach.with_looks(Box::new(sighting::ApiLooks(client.clone())));
+        }
+        let reach = Arc::new(reach);
         for cache in crate::server::metrics::CLUSTER_CACHES {
             metrics.set_cache_synced(cache, false);
         }
