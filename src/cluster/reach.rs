@@ -56,7 +56,9 @@ use super::cache::{Cache, Event, version_number};
 use super::changeset::{self, Admitted, ChangeSet, Op};
 use super::scope;
 use super::sighting::{self, Looks};
-use crate::reach::{ChangeSetReach, Entry, Expect, Hold, InMemoryReach, Reservation, Sighting, Usage};
+use crate::reach::{
+    ChangeSetReach, Entry, Expect, Hold, InMemoryReach, Reservation, Sighting, Usage,
+};
 use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
@@ -107,10 +109,12 @@ pub fn requester_hash(username: &str) -> String {
 }
 
 /// Least time a decision waits for its reservation, even when less of its budget is
-/// left: a burst's reservations go out in one write, which on a busy API server can
-/// take longer than the default budget, and a decision that stops waiting is denied
-/// (onClusterUnavailable: deny). Well within the webhook's timeout (the chart's 3 s).
-pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
+/// left: a burst's reservations go out in one write, and another identity's flood of
+/// (forged) reviews queues writes at the API server ahead of this one, which on a busy
+/// API server takes longer than the default budget; a decision that stops waiting is
+/// denied (onClusterUnavailable: deny). Half the chart's webhook timeout (3 s), so the
+/// decision still answers in time.
+pub const RESERVE_WAIT: Duration = Duration::from_millis(1500);
 
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -465,7 +469,11 @@ impl ChangeSetReach for ClusterReach {
                 Err(NotQueued::Capped(cap)) => {
                     // Counted by this replica alone: never a denial for the cap.
                     self.shared.metrics.change_set_capped(cap);
-                    tracing::debug!(key, cap, "change-set records at their cap; this change set is counted by this replica only");
+                    tracing::debug!(
+                        key,
+                        cap,
+                        "change-set records at their cap; this change set is counted by this replica only"
+                    );
                     overflow.push(self.shared.overflow.reserve(
                         std::slice::from_ref(key),
                         entry,
@@ -563,9 +571,7 @@ impl ClusterHold {
             } else {
                 Op::Release(self.admitted.id.clone())
             };
-            let _ = self
-                .shared
-                .enqueue(key, op, false, self.window, lazy, None);
+            let _ = self.shared.enqueue(key, op, false, self.window, lazy, None);
         }
         for reservation in self.overflow {
             if admitted {
@@ -578,7 +584,12 @@ impl ClusterHold {
 
     /// Looks for the change once, [`CHECK_AFTER`] its admission, and settles it on
     /// what is found (retrying a look the API server did not answer).
-    async fn look_and_settle(self, sighting: Sighting, reviewed: SystemTime, present: Option<String>) {
+    async fn look_and_settle(
+        self,
+        sighting: Sighting,
+        reviewed: SystemTime,
+        present: Option<String>,
+    ) {
         tokio::time::sleep(CHECK_AFTER).await;
         let Some(looks) = self.shared.looks.as_ref() else {
             return self.finish(true, true);

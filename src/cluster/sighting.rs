@@ -98,7 +98,9 @@ pub fn seen(
     reviewed: SystemTime,
     present: Option<&str>,
 ) -> bool {
-    let since = reviewed.checked_sub(CLOCK_SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+    let since = reviewed
+        .checked_sub(CLOCK_SLACK)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     match (expect, observed) {
         (Expect::Unchecked, _) => true,
         // Created with the uid the API server gave it in the review, and not long
@@ -224,7 +226,10 @@ mod tests {
     fn a_delete_is_seen_when_the_object_that_was_there_is_gone() {
         let expect = Expect::Deleted { uid: "u1".into() };
         assert!(seen(&expect, None, t(100), Some("u1")));
-        assert!(seen(&expect, None, t(100), None), "not looked at when admitted");
+        assert!(
+            seen(&expect, None, t(100), None),
+            "not looked at when admitted"
+        );
         assert!(
             seen(&expect, Some(&object("u2", "1", 100)), t(100), Some("u1")),
             "recreated"
@@ -242,6 +247,11 @@ mod tests {
         );
         let eviction = Expect::Deleted { uid: String::new() };
         assert!(seen(&eviction, None, t(100), Some("pod-uid")));
-        assert!(!seen(&eviction, Some(&object("pod-uid", "3", 0)), t(100), Some("pod-uid")));
+        assert!(!seen(
+            &eviction,
+            Some(&object("pod-uid", "3", 0)),
+            t(100),
+            Some("pod-uid")
+        ));
     }
 }

@@ -31,7 +31,9 @@ fn created(name: &str, uid: &str) -> Sighting {
 }
 
 fn looking_replica(cluster: &Cluster, objects: &Arc<Objects>) -> ClusterReach {
-    cluster.replica().with_looks(Box::new(Looking(objects.clone())))
+    cluster
+        .replica()
+        .with_looks(Box::new(Looking(objects.clone())))
 }
 
 /// Reserves and admits one change the way the engine does, looking for `sighting`.
@@ -61,7 +63,12 @@ fn a_change_never_seen_lapses_and_its_record_goes_with_it() {
     let a = looking_replica(&cluster, &objects);
     let victim = keys("user:victim");
     for i in 0..5 {
-        let usage = admit_seen(&a, &victim, at("prod", 10), created(&format!("forged-{i}"), &format!("f{i}")));
+        let usage = admit_seen(
+            &a,
+            &victim,
+            at("prod", 10),
+            created(&format!("forged-{i}"), &format!("f{i}")),
+        );
         assert_eq!(usage.pods, 10 * (i + 1), "a hold counts while it lives");
     }
     assert_eq!(
@@ -72,7 +79,10 @@ fn a_change_never_seen_lapses_and_its_record_goes_with_it() {
         cluster.api.stored("user:victim").is_none() && a.pending() == 0
     });
     let _scope = scope::Scope::begin();
-    assert_eq!(usage_with(&a, "user:victim", at("prod", 1), HOUR, Instant::now()).pods, 1);
+    assert_eq!(
+        usage_with(&a, "user:victim", at("prod", 1), HOUR, Instant::now()).pods,
+        1
+    );
 
     // A real change: the object is there with the uid the review showed.
     objects.0.lock().unwrap().insert(
@@ -112,7 +122,11 @@ fn a_flood_of_fresh_usernames_stops_at_the_cap() {
     }
     settled(&a);
     let records = cluster.api.objects.lock().unwrap().len();
-    assert!(records <= caps.total, "{records} records past a cap of {}", caps.total);
+    assert!(
+        records <= caps.total,
+        "{records} records past a cap of {}",
+        caps.total
+    );
     // An agent's own set past the cap: counted by the replica, never denied for it.
     let agent = keys("user:system:serviceaccount:ai:agent");
     for n in 1..=4 {
@@ -141,5 +155,8 @@ fn a_flood_of_fresh_usernames_stops_at_the_cap() {
                 == Some(&solo)
         })
         .count();
-    assert!(made <= caps.per_requester, "{made} records for one requester");
+    assert!(
+        made <= caps.per_requester,
+        "{made} records for one requester"
+    );
 }
