@@ -188,7 +188,10 @@ impl Cluster {
             metrics.clone(),
         );
         if options.look {
-            reach = reach.with_looks(Box::new(sighting::ApiLooks(client.clone())));
+            reach = reach.with_looks(Box::new(sighting::WatchedThenApi {
+                workloads: workloads.clone(),
+                api: sighting::ApiLooks(client.clone()),
+            }));
         }
         let reach = Arc::new(reach);
         for cache in crate::server::metrics::CLUSTER_CACHES {

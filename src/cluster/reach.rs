@@ -643,10 +643,13 @@ impl Hold for ClusterHold {
     }
 
     fn settle_when_seen(self: Box<Self>, sighting: Sighting) {
-        if self.shared.looks.is_none() || sighting.expect == Expect::Unchecked {
-            if self.shared.looks.is_some() {
-                self.shared.metrics.change_set_hold("unchecked");
-            }
+        if self.shared.looks.is_none() {
+            // Counted at once and written at once, as before changes were looked for
+            // (`--count-unseen`): what a test that reads the record next expects.
+            return (*self).finish(true, false);
+        }
+        if sighting.expect == Expect::Unchecked {
+            self.shared.metrics.change_set_hold("unchecked");
             return (*self).finish(true, true);
         }
         let reviewed = SystemTime::now();

@@ -70,6 +70,34 @@ fn time(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> SystemTime 
     SystemTime::from(t.0)
 }
 
+/// [`Looks`] that take a create the workload watch has already shown from its cache,
+/// and GET everything else.
+pub struct WatchedThenApi {
+    /// The workload watches.
+    pub workloads: std::sync::Arc<super::workloads::ClusterWorkloads>,
+    /// The GET.
+    pub api: ApiLooks,
+}
+
+impl Looks for WatchedThenApi {
+    fn look(&self, sighting: &Sighting) -> Pending<'_, Option<Observed>> {
+        if let (Expect::Created { uid }, Some(ns)) = (&sighting.expect, &sighting.namespace)
+            && let Some((seen_uid, created)) =
+                self.workloads
+                    .created(&sighting.group, &sighting.resource, ns, &sighting.name)
+            && seen_uid == *uid
+        {
+            let observed = Observed {
+                uid: seen_uid,
+                created: Some(created),
+                ..Observed::default()
+            };
+            return Box::pin(async move { Ok(Some(observed)) });
+        }
+        self.api.look(sighting)
+    }
+}
+
 /// What is kept of an object's metadata.
 pub fn observed(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Observed {
     Observed {
