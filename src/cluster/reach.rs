@@ -109,12 +109,19 @@ pub fn requester_hash(username: &str) -> String {
 }
 
 /// Least time a decision waits for its reservation, even when less of its budget is
-/// left: a burst's reservations go out in one write, and another identity's flood of
-/// (forged) reviews queues writes at the API server ahead of this one, which on a busy
-/// API server takes longer than the default budget; a decision that stops waiting is
-/// denied (onClusterUnavailable: deny). Half the chart's webhook timeout (3 s), so the
-/// decision still answers in time.
-pub const RESERVE_WAIT: Duration = Duration::from_millis(1500);
+/// left: a burst's reservations go out in one write, which on a busy API server can
+/// take longer than the default budget, and a decision that stops waiting is denied
+/// (onClusterUnavailable: deny).
+pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
+
+/// Longest a decision waits for its reservation while the API server keeps answering
+/// this replica's other calls and delivering its watch of the records: another
+/// identity's flood of (forged) reviews queues writes ahead of it. Half the chart's webhook timeout (3 s), so the decision still
+/// answers in time; a hung API server answers nothing, and costs [`RESERVE_WAIT`].
+pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(1500);
+
+/// How recent an answer from the API server must be for it to count as alive.
+const ALIVE_WITHIN: Duration = Duration::from_millis(500);
 
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,6 +262,10 @@ struct Shared {
     handle: tokio::runtime::Handle,
     /// Tripped by writes that get no answer.
     bridge: Arc<Bridge>,
+    /// When the API server last answered a write or read of a record, as time since
+    /// `started` in milliseconds.
+    answered_ms: AtomicU64,
+    started: Instant,
     /// How a change is looked for in the cluster; `None`: confirmed at once.
     looks: Option<Box<dyn Looks>>,
     caps: Caps,
@@ -291,6 +302,8 @@ impl ClusterReach {
                 metrics,
                 handle: bridge.handle().clone(),
                 bridge: bridge.clone(),
+                answered_ms: AtomicU64::new(0),
+                started: Instant::now(),
                 looks: None,
                 caps: Caps::default(),
                 overflow: InMemoryReach::default(),
@@ -320,6 +333,10 @@ impl ClusterReach {
 
     /// Applies a watch event (the watch task calls this).
     pub fn apply(&self, event: Event<ChangeSet>) {
+        // The watch delivering is the API server answering: while another identity's
+        // flood writes records, events arrive many times a second; a hung API server
+        // sends none.
+        self.shared.answered();
         self.shared.cache.apply(event);
         self.shared
             .metrics
@@ -506,8 +523,14 @@ impl ChangeSetReach for ClusterReach {
         // A late reservation means the writes are busy (a burst queues behind one
         // write), not that the API server is gone: it opens no breaker, or one slow
         // write would make every decision of the next second skip the API server.
-        let deadline = scope::deadline().max(Instant::now() + RESERVE_WAIT);
-        let answers = match self.bridge.finish_without_breaker(started, deadline) {
+        let now_wait = Instant::now();
+        let deadline = scope::deadline().max(now_wait + RESERVE_WAIT);
+        let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
+        let alive = || self.shared.answered_within(ALIVE_WITHIN);
+        let answers = match self
+            .bridge
+            .finish_while_alive(started, deadline, longest, alive)
+        {
             Ok(answers) => answers,
             Err(late) => {
                 tracing::warn!(error = %late, "change-set reservation not written within the budget; judged on what this replica knows, written in the background");
@@ -599,6 +622,7 @@ impl ClusterHold {
         let result = loop {
             match tokio::time::timeout(LOOK_TIMEOUT, looks.look(&sighting)).await {
                 Ok(Ok(observed)) => {
+                    self.shared.answered();
                     let seen = sighting::seen(
                         &sighting.expect,
                         observed.as_ref(),
@@ -686,6 +710,18 @@ impl Hold for ClusterHold {
 impl Shared {
     fn keys(&self) -> MutexGuard<'_, HashMap<String, KeyState>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes an answer of the API server (a status code counts: it answered).
+    fn answered(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.answered_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the API server answered within `within`.
+    fn answered_within(&self, within: Duration) -> bool {
+        let last = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) <= within && last > Duration::ZERO
     }
 
     fn remember(&self, record: ChangeSet) {
@@ -1061,6 +1097,9 @@ impl Shared {
                 timed(self.records.create(&record)).await
             }
         };
+        if result.is_ok() || result.as_ref().err().and_then(status_code).is_some() {
+            self.answered();
+        }
         match result {
             Ok(written) => Ok((Some(written), no_room)),
             // Someone wrote it since it was read (a conflict on replace, already there
