@@ -15,7 +15,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(listener, routes);
+request_path!(body, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
