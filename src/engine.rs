@@ -1,4 +1,4 @@
-//! The engine: AdmissionReview in, AdmissionReview out (DESIGN.md section 1).
+//! The engine: AdmissionReview in, AdmissionReview out (docs/design.md#request-path).
 //!
 //! One engine serves the webhook, `check` and the kubectl plugin. It holds the current
 //! policy (swapped atomically on reload), the change-set tracker and the approval
@@ -32,7 +32,7 @@ pub struct Engine {
     state: State,
 }
 
-/// Where the state that spans requests lives (DESIGN.md section 5): in process memory
+/// Where the state that spans requests lives (docs/design.md#radius): in process memory
 /// without a cluster (`--dev`, `check`), in the cluster with one. The rules only ask
 /// these traits.
 #[derive(Clone)]

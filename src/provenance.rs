@@ -1,4 +1,4 @@
-//! Provenance: is a change AI-assisted, and by which signal (DESIGN.md section 2)?
+//! Provenance: is a change AI-assisted, and by which signal (docs/design.md#annotations)?
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -160,7 +160,7 @@ pub fn detect(facts: &Facts<'_>, p: &Provenance) -> Option<Signal> {
     {
         return Some(Signal::FieldManager(m.to_string()));
     }
-    // DELETE, scale and eviction are judged by identity alone (DESIGN.md section 2).
+    // DELETE, scale and eviction are judged by identity alone (docs/design.md#annotations).
     if facts.operation == Operation::Delete || facts.identity_only {
         return None;
     }

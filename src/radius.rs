@@ -1,4 +1,4 @@
-//! Radius: how far a change reaches (DESIGN.md section 5), and which limits it exceeds.
+//! Radius: how far a change reaches (docs/design.md#radius), and which limits it exceeds.
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,9 +6,9 @@
 //! configuration and the status are skipped without being kept. A person's change is
 //! judged from the annotations alone. Only an AI-assisted change reads further into
 //! the kept raw parts ([`ObjectParts::raw_at`]), and only an approval digest reads a
-//! kept object whole ([`KeptObject`]); the body is never read twice. DESIGN.md
-//! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
-//! to kube-rs's reading of every fixture and of generated reviews.
+//! kept object whole ([`KeptObject`]); the body is never read twice. The view is
+//! allowed on the hot path only while `tests/review_view.rs` holds it equal to
+//! kube-rs's reading of every fixture and of generated reviews.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

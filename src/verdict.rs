@@ -1,5 +1,5 @@
-//! Verdict: allow, warn or deny, from what the earlier stages found (DESIGN.md
-//! section 1). Pure: no I/O, no clock.
+//! Verdict: allow, warn or deny, from what the earlier stages found. Pure: no I/O, no
+//! clock.
 
 use crate::approval::{ApprovalOutcome, ApprovalPayload};
 use crate::policy::Mode;

@@ -1,4 +1,4 @@
-//! The approval digest (DESIGN.md section 3): `sha256:` + hex SHA-256 of the RFC 8785
+//! The approval digest (docs/design.md#approvals): `sha256:` + hex SHA-256 of the RFC 8785
 //! (JCS) canonical JSON of the object as the API server presents it, without
 //! `apiVersion`, `kind` and `status`, and with `metadata` reduced to its labels.
 //!

@@ -1,4 +1,4 @@
-//! The `summary` of an approval payload (DESIGN.md section 11): one human line of what
+//! The `summary` of an approval payload (docs/approvals.md#the-approval): one human line of what
 //! the change does, e.g. `replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods
 //! affected`. It is signed with the rest of the payload and checked against nothing:
 //! the digest binds the change; the summary tells the approver, in words, what that

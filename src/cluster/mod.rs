@@ -1,4 +1,4 @@
-//! The cluster's state behind the engine's seams (DESIGN.md sections 4 and 5): every
+//! The cluster's state behind the engine's seams (docs/design.md#policy and #radius): every
 //! replica of the webhook gives the same answer because each reads what the cluster
 //! knows, and none makes the API server's health its own.
 //!

@@ -1,4 +1,4 @@
-//! Namespace labels from the cluster, for `namespaceSelector` (DESIGN.md section 4):
+//! Namespace labels from the cluster, for `namespaceSelector` (docs/design.md#policy):
 //! the watched Namespaces (metadata only), and a GET within the decision's budget for
 //! one the watch has not delivered yet.
 

@@ -1,6 +1,6 @@
-//! The governed workloads as the cluster has them, for scale approvals (DESIGN.md
-//! section 2: a Scale has no annotations, so its approval is read from the parent
-//! workload). One watch per kind that has a `scale` subresource (Deployment,
+//! The governed workloads as the cluster has them, for scale approvals: a Scale has no
+//! annotations, so its approval is read from the parent workload
+//! (docs/design.md#annotations). One watch per kind that has a `scale` subresource (Deployment,
 //! StatefulSet, ReplicaSet, ReplicationController, and the policy's custom workloads),
 //! keeping of each object only its labels, its `blastguard.io/*` annotations and its
 //! replicas; a GET within the decision's budget for one the watch has not delivered.

@@ -1,4 +1,4 @@
-//! `check` judges with the policy the cluster runs (DESIGN.md section 11): the chart's
+//! `check` judges with the policy the cluster runs (docs/kubectl-plugin.md#policy-and-approvers): the chart's
 //! ConfigMap (`<release>-policy` in the release namespace, key `policy.yaml`), read
 //! with `kubectl get` and the user's kubeconfig, as `--server` reads everything else.
 //! Every report names the policy that judged, so a CI verdict and the cluster's can
