@@ -48,7 +48,7 @@ impl std::fmt::Display for Target {
 pub struct Requester {
     /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     pub username: String,
-    /// Groups.
+    /// Groups as the API server reports them, `system:authenticated` included.
     pub groups: Vec<String>,
 }
 
@@ -57,7 +57,7 @@ pub struct Requester {
 pub struct Change {
     /// The request uid, echoed in the response.
     pub uid: String,
-    /// The operation.
+    /// CREATE, UPDATE, DELETE or CONNECT; a scale is an UPDATE of the subresource.
     pub operation: Operation,
     /// The object the change is aimed at (the parent workload for `scale`). A
     /// Namespace's target has no namespace: the API server sends its own name as

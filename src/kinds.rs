@@ -75,7 +75,7 @@ pub struct Kind {
     pub version: String,
     /// The plural resource name.
     pub resource: String,
-    /// The kind.
+    /// The kind, e.g. `Deployment`.
     pub kind: String,
     /// How its reach is measured.
     pub reach: Reach,

@@ -36,7 +36,7 @@ pub struct Facts<'a> {
     pub groups: Vec<&'a str>,
     /// `options.fieldManager`.
     pub field_manager: Option<&'a str>,
-    /// The operation.
+    /// DELETE carries no new object: its provenance is the requester's.
     pub operation: Operation,
     /// A request to a subresource of another kind (a Scale, an Eviction, ...): no
     /// annotations of the object's own.

@@ -109,10 +109,10 @@ pub struct GroupVersionKind<'a> {
     /// API group (`""` for core).
     #[serde(default, borrow)]
     pub group: Cow<'a, str>,
-    /// Version.
+    /// API version within the group, e.g. `v1`.
     #[serde(default, borrow)]
     pub version: Cow<'a, str>,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     #[serde(default, borrow)]
     pub kind: Cow<'a, str>,
 }
@@ -134,10 +134,10 @@ pub struct GroupVersionResource<'a> {
 /// `request.userInfo`.
 #[derive(Debug, Deserialize, Default)]
 pub struct UserInfo<'a> {
-    /// Username.
+    /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     #[serde(default, borrow)]
     pub username: Option<Cow<'a, str>>,
-    /// Groups.
+    /// The user's groups.
     #[serde(default, borrow, deserialize_with = "borrowed_strings")]
     pub groups: Option<Vec<Cow<'a, str>>>,
 }

@@ -45,7 +45,7 @@ pub enum PayloadError {
 pub struct ApprovalTarget {
     /// API group (`""` for core).
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// Namespace (empty for cluster-scoped objects).
     #[serde(default)]

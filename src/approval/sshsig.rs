@@ -1,6 +1,5 @@
 //! SSHSIG signatures (`ssh-keygen -Y sign`): reading the armored blocks of the
-//! `blastguard.io/approval-signature` annotation, with bounds, and verifying one over
-//! the payload bytes.
+//! approval-signature annotation, with bounds, and verifying one over the payload.
 //!
 //! The signature format itself is the `ssh-key` crate's; this module adds what an
 //! admission webhook needs on top: a hard cap on how much untrusted text is decoded,

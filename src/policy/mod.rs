@@ -85,7 +85,7 @@ pub struct Rule {
     pub namespace_selector: Option<LabelSelectorSpec>,
     /// Effective mode (rule override, else the policy's).
     pub mode: Mode,
-    /// Limits.
+    /// The limits past which an AI-assisted change needs an approval.
     pub limits: LimitsSpec,
     /// Distinct approvers an approval needs.
     pub required_approvals: u32,

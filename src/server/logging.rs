@@ -1,6 +1,5 @@
-//! Log setup: `tracing` events to stderr, as text for people or one JSON object per
-//! line for log pipelines. `RUST_LOG` filters (default `info`). And the one line
-//! each admission decision logs.
+//! Logs: `tracing` events to stderr, as text or one JSON object per line (`RUST_LOG`
+//! filters, default `info`), and the one line each admission decision writes.
 
 use std::io::IsTerminal as _;
 use std::time::Duration;

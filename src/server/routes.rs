@@ -1,7 +1,7 @@
-//! `POST /validate`: the body read under a size cap, a deadline, a minimum rate and a
-//! fair share of the body memory, judged by the engine, answered, counted and logged.
-//! A panic while answering costs that one request a 500, never the process. Every
-//! other path or method gets a plain message saying what is served.
+//! `POST /validate`: the body read ([`super::body`]), judged by the engine, answered,
+//! counted and logged; a panic costs that one request a 500, never the process.
+//!
+//! Every other path or method gets a plain message saying what is served.
 
 use std::any::Any;
 use std::future::Future;
@@ -39,9 +39,9 @@ const MIN_API_TIMEOUT: Duration = Duration::from_secs(1);
 /// What `/validate` needs.
 #[derive(Clone)]
 pub struct Webhook {
-    /// The engine.
+    /// Judges each review.
     pub engine: Arc<Engine>,
-    /// The metrics.
+    /// Where each answer is counted.
     pub metrics: Arc<Metrics>,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
