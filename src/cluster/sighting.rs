@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 
-use super::reach::Pending;
-use crate::reach::{Expect, Sighting};
+use super::change_sets::Pending;
+use crate::change_sets::{Expect, Sighting};
 
 /// How far the API server's clock (creationTimestamp, managedFields times, whole
 /// seconds) may be behind this replica's and a write still count as the review's.

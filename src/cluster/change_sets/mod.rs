@@ -1,4 +1,4 @@
-//! Change sets shared by every replica (DESIGN.md section 5): [`ChangeSetReach`] over
+//! Change sets shared by every replica (docs/design.md#radius): [`ChangeSets`] over
 //! `ChangeSet` records in the release namespace.
 //!
 //! Reserving: a decision's change is written into its keys' records as a *held*
@@ -40,6 +40,8 @@
 //! deletes it instead; a record whose entries have all expired is deleted (with a
 //! precondition, so one that was just written to survives) by a periodic collection.
 
+pub mod record;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -53,13 +55,13 @@ use tokio::sync::oneshot;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::changeset::{self, Admitted, ChangeSet, Op};
-use super::scope;
 use super::sighting::{self, Looks};
-use crate::reach::{
-    ChangeSetReach, Entry, Expect, Hold, InMemoryReach, Reservation, Sighting, Usage,
+use crate::budget;
+use crate::change_sets::{
+    ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
 };
-use crate::server::metrics::ClusterMetrics;
+use crate::cluster::metrics::ClusterMetrics;
+use record::{Admitted, ChangeSet, Op};
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "changesets";
@@ -211,7 +213,7 @@ type Answer = Result<Usage, NotWritten>;
 
 #[derive(Debug, Clone, Copy)]
 enum NotWritten {
-    /// The record holds [`changeset::MAX_HELD`] reservations already.
+    /// The record holds [`record::MAX_HELD`] reservations already.
     NoRoom,
 }
 
@@ -246,7 +248,7 @@ struct KeyState {
     requester: Option<String>,
 }
 
-/// The shared part of [`ClusterReach`]: what the writers and the collector hold.
+/// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
 struct Shared {
     records: Box<dyn Records>,
     namespace: String,
@@ -270,18 +272,18 @@ struct Shared {
     looks: Option<Box<dyn Looks>>,
     caps: Caps,
     /// Change sets past a cap, counted by this replica alone.
-    overflow: InMemoryReach,
+    overflow: InMemoryChangeSets,
 }
 
-/// [`ChangeSetReach`] over `ChangeSet` records.
-pub struct ClusterReach {
+/// [`ChangeSets`] over `ChangeSet` records.
+pub struct ClusterChangeSets {
     shared: Arc<Shared>,
     bridge: Arc<Bridge>,
     replica: String,
     ids: AtomicU64,
 }
 
-impl ClusterReach {
+impl ClusterChangeSets {
     /// Records in `namespace` through `records`; `cache` is fed by the watch.
     pub fn new(
         records: Box<dyn Records>,
@@ -306,7 +308,7 @@ impl ClusterReach {
                 started: Instant::now(),
                 looks: None,
                 caps: Caps::default(),
-                overflow: InMemoryReach::default(),
+                overflow: InMemoryChangeSets::default(),
             }),
             bridge,
             replica: replica_id(),
@@ -373,7 +375,7 @@ impl ClusterReach {
         let _ = timed(self.shared.records.get("blastguard-warm-up")).await;
     }
 
-    /// How often [`ClusterReach::collect_expired`] should run: a quarter of the
+    /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the
     /// window, between 1 s and 1 min (records a dead replica left with holds only go
     /// within a minute of their lapse).
     pub fn collect_interval(&self) -> Duration {
@@ -395,10 +397,10 @@ impl ClusterReach {
     /// A dry run's usage of one key: the record read now (the watched copy when the
     /// API server does not answer in time) and this replica's unwritten changes.
     fn read_usage(&self, key: &str, entry: Entry<'_>, window: Duration, now: SystemTime) -> Usage {
-        let name = changeset::record_name(key);
+        let name = record::record_name(key);
         let shared = self.shared.clone();
         let read_name = name.clone();
-        let fetched = self.bridge.call(scope::deadline(), async move {
+        let fetched = self.bridge.call(budget::deadline(), async move {
             shared.records.get(&read_name).await
         });
         match fetched {
@@ -424,7 +426,7 @@ impl ClusterReach {
 
     fn unavailable(&self, key: &str) {
         self.shared.metrics.lookup(CACHE, "unavailable");
-        scope::note_unavailable(format!("change set {key}"));
+        budget::note_unavailable(format!("change set {key}"));
     }
 }
 
@@ -442,7 +444,7 @@ fn replica_id() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-impl ChangeSetReach for ClusterReach {
+impl ChangeSets for ClusterChangeSets {
     fn reserve(
         &self,
         keys: &[String],
@@ -524,7 +526,7 @@ impl ChangeSetReach for ClusterReach {
         // write), not that the API server is gone: it opens no breaker, or one slow
         // write would make every decision of the next second skip the API server.
         let now_wait = Instant::now();
-        let deadline = scope::deadline().max(now_wait + RESERVE_WAIT);
+        let deadline = budget::deadline().max(now_wait + RESERVE_WAIT);
         let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
         let alive = || self.shared.answered_within(ALIVE_WITHIN);
         let answers = match self
@@ -683,7 +685,7 @@ impl Hold for ClusterHold {
             // delete names is there now. One that is not was never going to go.
             let shared = self.shared.clone();
             let look = sighting.clone();
-            let found = self.shared.bridge.call(scope::deadline(), async move {
+            let found = self.shared.bridge.call(budget::deadline(), async move {
                 match shared.looks.as_ref() {
                     Some(looks) => tokio::time::timeout(LOOK_TIMEOUT, looks.look(&look))
                         .await
@@ -741,7 +743,7 @@ impl Shared {
         now: SystemTime,
         before: u64,
     ) -> Usage {
-        let name = changeset::record_name(key);
+        let name = record::record_name(key);
         let keys = self.keys();
         let record = self.cache.get(&name).map(|(_, r)| r);
         let unwritten: Vec<Admitted> = keys
@@ -755,7 +757,7 @@ impl Shared {
             })
             .unwrap_or_default();
         drop(keys);
-        changeset::usage(
+        record::usage(
             record.as_ref().map(|r| &r.spec),
             &unwritten,
             entry,
@@ -865,7 +867,7 @@ impl Shared {
         key: &str,
         requester: Option<&str>,
     ) -> Result<(), NotQueued> {
-        let name = changeset::record_name(key);
+        let name = record::record_name(key);
         if self.cache.read(&name, |_| ()).is_some() {
             return Ok(());
         }
@@ -895,7 +897,7 @@ impl Shared {
     /// Writes `key`'s queued ops, all that waited in one write each round, until none
     /// waits.
     async fn writer(self: Arc<Self>, key: String, window: Duration) {
-        let name = changeset::record_name(&key);
+        let name = record::record_name(&key);
         let mut backoff = BACKOFF_FIRST;
         let mut late = false;
         let mut batch: Vec<Queued> = Vec::new();
@@ -1013,13 +1015,7 @@ impl Shared {
                     pods: 0,
                     dry_run: false,
                 };
-                Ok(changeset::usage(
-                    Some(&seen),
-                    &unwritten,
-                    entry,
-                    window,
-                    now,
-                ))
+                Ok(record::usage(Some(&seen), &unwritten, entry, window, now))
             };
             answers.push((queued.seq, answer));
         }
@@ -1060,7 +1056,7 @@ impl Shared {
         let now = SystemTime::now();
         let ops: Vec<Op> = batch.iter().map(|q| q.op.clone()).collect();
         let (spec, no_room) =
-            changeset::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
+            record::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
         let empty = spec.namespaces.is_empty() && spec.pods.is_empty() && spec.held.is_empty();
         let result = match base {
             // Its only entries were holds, now released (a change never seen), or have
@@ -1085,7 +1081,7 @@ impl Shared {
                 timed(self.records.replace(&record)).await
             }
             None => {
-                let mut record = changeset::new_record(&self.namespace, key, spec);
+                let mut record = record::new_record(&self.namespace, key, spec);
                 let requester = self.keys().get(key).and_then(|k| k.requester.clone());
                 if let Some(requester) = requester {
                     record
@@ -1136,7 +1132,7 @@ impl Shared {
         let window = Duration::from_secs(self.window_secs.load(Ordering::Relaxed));
         let mut deleted = 0;
         for (name, _, record) in self.cache.entries() {
-            if !changeset::expired(&record.spec, window, now) {
+            if !record::expired(&record.spec, window, now) {
                 continue;
             }
             let Some(version) = record.metadata.resource_version.clone() else {

@@ -3,8 +3,8 @@
 //! looks at objects.
 
 use super::*;
+use crate::change_sets::{Expect, Sighting};
 use crate::cluster::sighting::{Looks, Observed};
-use crate::reach::{Expect, Sighting};
 
 /// The objects a replica looks at: by name, as the test puts them there.
 #[derive(Default)]
@@ -30,15 +30,20 @@ fn created(name: &str, uid: &str) -> Sighting {
     }
 }
 
-fn looking_replica(cluster: &Cluster, objects: &Arc<Objects>) -> ClusterReach {
+fn looking_replica(cluster: &Cluster, objects: &Arc<Objects>) -> ClusterChangeSets {
     cluster
         .replica()
         .with_looks(Box::new(Looking(objects.clone())))
 }
 
 /// Reserves and admits one change the way the engine does, looking for `sighting`.
-fn admit_seen(r: &ClusterReach, keys: &[String], entry: Entry<'_>, sighting: Sighting) -> Usage {
-    let _scope = scope::Scope::begin();
+fn admit_seen(
+    r: &ClusterChangeSets,
+    keys: &[String],
+    entry: Entry<'_>,
+    sighting: Sighting,
+) -> Usage {
+    let _scope = budget::Scope::begin();
     let reservation = r.reserve(keys, entry, HOUR, Instant::now());
     let usage = reservation.usage();
     reservation.confirm_when_seen(sighting);
@@ -78,7 +83,7 @@ fn a_change_never_seen_lapses_and_its_record_goes_with_it() {
     wait_until("the forged holds lapse and the record is deleted", || {
         cluster.api.stored("user:victim").is_none() && a.pending() == 0
     });
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     assert_eq!(
         usage_with(&a, "user:victim", at("prod", 1), HOUR, Instant::now()).pods,
         1
@@ -114,7 +119,7 @@ fn a_flood_of_fresh_usernames_stops_at_the_cap() {
         per_requester: 3,
     };
     let a = cluster.replica().with_caps(caps);
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     for i in 0..60 {
         let who = vec![format!("user:system:serviceaccount:ai:fresh-{i}")];
         let r = a.reserve(&who, at("prod", 1), HOUR, Instant::now());
