@@ -118,9 +118,9 @@ pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
 
 /// Longest a decision waits for its reservation while the API server keeps answering
 /// this replica's other calls and delivering its watch of the records: another
-/// identity's flood of (forged) reviews queues writes ahead of it. Half the chart's webhook timeout (3 s), so the decision still
+/// identity's flood of (forged) reviews queues writes ahead of it. Two thirds of the chart's webhook timeout (3 s), so the decision still
 /// answers in time; a hung API server answers nothing, and costs [`RESERVE_WAIT`].
-pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(1500);
+pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(2000);
 
 /// How recent an answer from the API server must be for it to count as alive.
 const ALIVE_WITHIN: Duration = Duration::from_millis(500);
