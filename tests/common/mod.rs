@@ -9,12 +9,17 @@
 
 #![allow(dead_code)]
 
+/// The Helm chart: `helm template`, the rendered objects, matchConditions in CEL.
+pub mod chart;
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
-/// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
+/// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
+/// AdmissionReviews as the API server sends them.
+pub mod review;
+/// Reading the engine's answers.
 pub mod reviewed;
 
 use std::io::{BufRead as _, BufReader, Read};

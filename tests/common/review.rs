@@ -1,0 +1,199 @@
+//! AdmissionReviews as the API server sends them to a validating webhook: one
+//! [`Request`] builder (from objects, for any operation, the scale and eviction
+//! subresources, any requester) and [`admission_review`], the one place a test wraps
+//! an AdmissionRequest into an AdmissionReview.
+
+use serde_json::{Value, json};
+
+/// The AdmissionReview (admission.k8s.io/v1) the API server sends with `request`.
+pub fn admission_review(request: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": request,
+    })
+}
+
+/// An AdmissionRequest (admission.k8s.io/v1) as the API server builds it.
+#[derive(Clone)]
+pub struct Request(pub Value);
+
+/// The plural the API server puts in `request.resource`, from the engine's list of kinds.
+pub fn plural(group: &str, kind: &str) -> String {
+    blastguard::kinds::find(group, kind)
+        .unwrap_or_else(|| panic!("the engine does not list {group}/{kind}"))
+        .resource
+        .clone()
+}
+
+impl Request {
+    /// `operation` on an object: `new` for CREATE and UPDATE, `old` for UPDATE and
+    /// DELETE. Requested by a person (alice) through kubectl.
+    pub fn on(operation: &str, new: Option<&Value>, old: Option<&Value>) -> Self {
+        let subject = new.or(old).expect("a request has an object");
+        let api_version = subject["apiVersion"].as_str().expect("apiVersion");
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = subject["kind"].as_str().expect("kind");
+        let gvk = json!({"group": group, "version": version, "kind": kind});
+        let gvr = json!({"group": group, "version": version, "resource": plural(group, kind)});
+        let options = match operation {
+            "CREATE" => {
+                json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"})
+            }
+            "UPDATE" => {
+                json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"})
+            }
+            _ => {
+                json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"})
+            }
+        };
+        let mut req = json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "name": subject["metadata"]["name"],
+            "operation": operation,
+            "userInfo": {"username": "alice@example.com", "uid": "1f2e", "groups": ["developers", "system:authenticated"]},
+            "dryRun": false,
+            "options": options,
+        });
+        if let Some(ns) = subject["metadata"]["namespace"].as_str() {
+            req["namespace"] = json!(ns);
+        }
+        if let Some(o) = new {
+            req["object"] = o.clone();
+        }
+        if let Some(o) = old {
+            req["oldObject"] = o.clone();
+        }
+        Self(req)
+    }
+
+    /// An UPDATE of a Deployment's scale subresource (`kubectl scale`, the HPA): the
+    /// objects are autoscaling/v1 Scales, which carry no annotations of the workload.
+    pub fn scale(deployment: &Value, from: u64, to: u64) -> Self {
+        let scale = |replicas: u64| {
+            json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {
+                    "name": deployment["metadata"]["name"],
+                    "namespace": deployment["metadata"]["namespace"],
+                    "uid": "9a1c", "resourceVersion": "4711",
+                    "creationTimestamp": "2026-11-20T10:00:00Z"
+                },
+                "spec": {"replicas": replicas},
+                "status": {"replicas": from, "selector": "app=api"}
+            })
+        };
+        let gvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        let gvr = json!({"group": "apps", "version": "v1", "resource": "deployments"});
+        Self(json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800003",
+            "kind": gvk, "resource": gvr, "subResource": "scale",
+            "requestKind": gvk, "requestResource": gvr, "requestSubResource": "scale",
+            "name": deployment["metadata"]["name"],
+            "namespace": deployment["metadata"]["namespace"],
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["developers", "system:authenticated"]},
+            "object": scale(to), "oldObject": scale(from),
+            "dryRun": false,
+            "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-scale"},
+        }))
+    }
+
+    /// A CREATE of a Pod's eviction subresource (`kubectl drain`, an agent evicting a
+    /// pod): the object is the policy/v1 Eviction, which names the pod and carries none
+    /// of its annotations; there is no oldObject.
+    pub fn eviction(pod: &Value) -> Self {
+        let gvk = json!({"group": "policy", "version": "v1", "kind": "Eviction"});
+        let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+        Self(json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800004",
+            "kind": gvk, "resource": gvr, "subResource": "eviction",
+            "requestKind": gvk, "requestResource": gvr, "requestSubResource": "eviction",
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "alice@example.com", "groups": ["developers", "system:authenticated"]},
+            "object": {
+                "apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {
+                    "name": pod["metadata"]["name"],
+                    "namespace": pod["metadata"]["namespace"],
+                    "creationTimestamp": null
+                }
+            },
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        }))
+    }
+
+    /// By one of the cluster's controllers, with the groups the API server gives a
+    /// service account in kube-system, or a core component's certificate.
+    pub fn by_controller(self, user: &str) -> Self {
+        let groups: &[&str] = if user.starts_with("system:serviceaccount:kube-system:") {
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ]
+        } else if user.starts_with("system:node:") {
+            &["system:nodes", "system:authenticated"]
+        } else {
+            &["system:authenticated"]
+        };
+        let mut r = self.by(user).in_groups(groups);
+        // Controllers name no field manager (the API server records their user agent
+        // instead), so their options carry none.
+        if let Some(options) = r.0["options"].as_object_mut() {
+            options.remove("fieldManager");
+        }
+        r
+    }
+
+    pub fn by(mut self, user: &str) -> Self {
+        self.0["userInfo"]["username"] = json!(user);
+        self
+    }
+
+    pub fn in_groups(mut self, groups: &[&str]) -> Self {
+        self.0["userInfo"]["groups"] = json!(groups);
+        self
+    }
+
+    pub fn field_manager(mut self, manager: &str) -> Self {
+        self.0["options"]["fieldManager"] = json!(manager);
+        self
+    }
+
+    /// Without username, groups and options, as the API server omits them when unset.
+    pub fn without_identity(mut self) -> Self {
+        self.0["userInfo"] = json!({});
+        if let Some(fields) = self.0.as_object_mut() {
+            fields.remove("options");
+        }
+        self
+    }
+
+    /// Annotations on the objects themselves (for a Scale: what a client may send).
+    pub fn objects_annotated(mut self, annotations: &[(&str, &str)]) -> Self {
+        for key in ["object", "oldObject"] {
+            if self.0[key].is_object() {
+                for (k, v) in annotations {
+                    self.0[key]["metadata"]["annotations"][*k] = json!(v);
+                }
+            }
+        }
+        self
+    }
+
+    /// The AdmissionReview that carries this request, as JSON.
+    pub fn json(&self) -> Value {
+        admission_review(self.0.clone())
+    }
+
+    /// The AdmissionReview that carries this request, as the bytes the API server
+    /// sends.
+    pub fn review(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.json()).expect("JSON")
+    }
+}
