@@ -9,18 +9,24 @@
 
 #![allow(dead_code)]
 
+/// The approval tests' keys, engine and reviews (tests/approvals_*.rs).
+pub mod approvals;
 /// The Helm chart: `helm template`, the rendered objects, matchConditions in CEL.
 pub mod chart;
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
+/// Kubernetes objects: one Deployment builder, annotations, approvals.
+pub mod objects;
 /// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
 /// AdmissionReviews as the API server sends them.
 pub mod review;
 /// Reading the engine's answers.
 pub mod reviewed;
+/// Approvers' keys and signatures with the real ssh-keygen.
+pub mod signers;
 
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -228,8 +234,21 @@ pub fn blastguard() -> Command {
 
 /// Runs `blastguard` to completion (with a bound) and returns status, stdout, stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    run_to_exit_with(args, &[])
+}
+
+/// Runs `blastguard ARGS` with `envs` set to completion: (exited 0, stdout, stderr).
+pub fn run_blastguard(args: &[&str], envs: &[(&str, &Path)]) -> (bool, String, String) {
+    let (status, stdout, stderr) = run_to_exit_with(args, envs);
+    (status.success(), stdout, stderr)
+}
+
+/// [`run_to_exit`] with environment variables set; standard input is empty.
+pub fn run_to_exit_with(args: &[&str], envs: &[(&str, &Path)]) -> (ExitStatus, String, String) {
     let mut child = blastguard()
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, *v)))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

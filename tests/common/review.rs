@@ -71,17 +71,28 @@ impl Request {
     /// An UPDATE of a Deployment's scale subresource (`kubectl scale`, the HPA): the
     /// objects are autoscaling/v1 Scales, which carry no annotations of the workload.
     pub fn scale(deployment: &Value, from: u64, to: u64) -> Self {
+        let meta = &deployment["metadata"];
+        Self::scale_of(
+            meta["namespace"].as_str().expect("a namespace"),
+            meta["name"].as_str().expect("a name"),
+            from,
+            to,
+        )
+    }
+
+    /// [`Request::scale`] of the Deployment `namespace/name`.
+    pub fn scale_of(namespace: &str, name: &str, from: u64, to: u64) -> Self {
         let scale = |replicas: u64| {
             json!({
                 "apiVersion": "autoscaling/v1", "kind": "Scale",
                 "metadata": {
-                    "name": deployment["metadata"]["name"],
-                    "namespace": deployment["metadata"]["namespace"],
+                    "name": name,
+                    "namespace": namespace,
                     "uid": "9a1c", "resourceVersion": "4711",
                     "creationTimestamp": "2026-11-20T10:00:00Z"
                 },
                 "spec": {"replicas": replicas},
-                "status": {"replicas": from, "selector": "app=api"}
+                "status": {"replicas": from, "selector": format!("app={name}")}
             })
         };
         let gvk = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
@@ -90,8 +101,8 @@ impl Request {
             "uid": "705ab4f5-6393-11e8-b7cc-42010a800003",
             "kind": gvk, "resource": gvr, "subResource": "scale",
             "requestKind": gvk, "requestResource": gvr, "requestSubResource": "scale",
-            "name": deployment["metadata"]["name"],
-            "namespace": deployment["metadata"]["namespace"],
+            "name": name,
+            "namespace": namespace,
             "operation": "UPDATE",
             "userInfo": {"username": "alice@example.com", "groups": ["developers", "system:authenticated"]},
             "object": scale(to), "oldObject": scale(from),
@@ -150,16 +161,25 @@ impl Request {
         r
     }
 
+    /// With `uid` as `request.uid` (the API server's is distinct per request).
+    pub fn uid(mut self, uid: &str) -> Self {
+        self.0["uid"] = json!(uid);
+        self
+    }
+
+    /// By `user` (`userInfo.username`).
     pub fn by(mut self, user: &str) -> Self {
         self.0["userInfo"]["username"] = json!(user);
         self
     }
 
+    /// With these `userInfo.groups`.
     pub fn in_groups(mut self, groups: &[&str]) -> Self {
         self.0["userInfo"]["groups"] = json!(groups);
         self
     }
 
+    /// With this field manager in the request's options.
     pub fn field_manager(mut self, manager: &str) -> Self {
         self.0["options"]["fieldManager"] = json!(manager);
         self
