@@ -19,6 +19,8 @@ pub mod cluster;
 pub mod node;
 /// Kubernetes objects: one Deployment builder, annotations, approvals.
 pub mod objects;
+/// The kubectl plugin through the real kubectl.
+pub mod plugin;
 /// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
 /// AdmissionReviews as the API server sends them.

@@ -18,12 +18,21 @@ pub fn admission_review(request: Value) -> Value {
 #[derive(Clone)]
 pub struct Request(pub Value);
 
-/// The plural the API server puts in `request.resource`, from the engine's list of kinds.
+/// The plural the API server puts in `request.resource`: from the engine's list of
+/// kinds, else the API server's rule for the built-in kinds it does not list
+/// (ConfigMap: configmaps, Ingress: ingresses, NetworkPolicy: networkpolicies).
 pub fn plural(group: &str, kind: &str) -> String {
-    blastguard::kinds::find(group, kind)
-        .unwrap_or_else(|| panic!("the engine does not list {group}/{kind}"))
-        .resource
-        .clone()
+    if let Some(k) = blastguard::kinds::find(group, kind) {
+        return k.resource.clone();
+    }
+    let lower = kind.to_lowercase();
+    if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') || lower.ends_with('x') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
 }
 
 impl Request {
