@@ -499,6 +499,17 @@ impl Answer {
     }
 }
 
+/// The `response` of an AdmissionReview answered with 200 and JSON, as the API server
+/// reads it; the test fails on anything else.
+pub fn response(answer: &Answer) -> Value {
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let review = answer.json();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    review["response"].clone()
+}
+
 /// Sends `body` as the API server does: `POST /validate?timeout=10s`.
 pub async fn post_review(
     client: &reqwest::Client,
@@ -644,10 +655,7 @@ impl DeploymentCreate<'_> {
         if !annotations.is_empty() {
             metadata["annotations"] = Value::Object(annotations);
         }
-        json!({
-            "kind": "AdmissionReview",
-            "apiVersion": "admission.k8s.io/v1",
-            "request": {
+        review::admission_review(json!({
                 "uid": self.uid,
                 "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
                 "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
@@ -703,8 +711,7 @@ impl DeploymentCreate<'_> {
                     "fieldManager": "kubectl-client-side-apply",
                     "fieldValidation": "Strict"
                 }
-            }
-        })
+        }))
     }
 
     /// The request as bytes.

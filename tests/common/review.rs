@@ -18,6 +18,13 @@ pub fn admission_review(request: Value) -> Value {
 #[derive(Clone)]
 pub struct Request(pub Value);
 
+/// An AdmissionReview without its request: malformed, the server must say so.
+pub fn without_request() -> Vec<u8> {
+    let mut review = admission_review(Value::Null);
+    review.as_object_mut().unwrap().remove("request");
+    serde_json::to_vec(&review).unwrap()
+}
+
 /// The plural the API server puts in `request.resource`: from the engine's list of
 /// kinds, else the API server's rule for the built-in kinds it does not list
 /// (ConfigMap: configmaps, Ingress: ingresses, NetworkPolicy: networkpolicies).
