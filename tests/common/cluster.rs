@@ -251,6 +251,13 @@ impl ControlPlane {
         run(cmd, input)
     }
 
+    /// `kubectl` as cluster-admin, its caches in the cluster's directory; the test
+    /// fails with its output unless it succeeds. Its standard output.
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str], input: Option<&str>) -> String {
+        self.kubectl(self.dir.path(), args, input).expect_ok()
+    }
+
     /// `helm` against this cluster, its caches under `work`.
     pub fn helm(&self, work: &Path, args: &[&str]) -> Run {
         let home = work.join("helm");

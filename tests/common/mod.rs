@@ -15,6 +15,8 @@ pub mod approvals;
 pub mod chart;
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
+/// Replicas run as the chart's ServiceAccount (tests/e2e_cluster_state.rs).
+pub mod cluster_state;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
 /// Kubernetes objects: one Deployment builder, annotations, approvals.
@@ -30,6 +32,8 @@ pub mod reviewed;
 /// Approvers' keys and signatures with the real ssh-keygen.
 pub mod signers;
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::symlink;
@@ -240,13 +244,19 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
 }
 
 /// Runs `blastguard ARGS` with `envs` set to completion: (exited 0, stdout, stderr).
-pub fn run_blastguard(args: &[&str], envs: &[(&str, &Path)]) -> (bool, String, String) {
+pub fn run_blastguard<S: AsRef<OsStr> + Debug>(
+    args: &[S],
+    envs: &[(&str, &Path)],
+) -> (bool, String, String) {
     let (status, stdout, stderr) = run_to_exit_with(args, envs);
     (status.success(), stdout, stderr)
 }
 
 /// [`run_to_exit`] with environment variables set; standard input is empty.
-pub fn run_to_exit_with(args: &[&str], envs: &[(&str, &Path)]) -> (ExitStatus, String, String) {
+pub fn run_to_exit_with<S: AsRef<OsStr> + Debug>(
+    args: &[S],
+    envs: &[(&str, &Path)],
+) -> (ExitStatus, String, String) {
     let mut child = blastguard()
         .args(args)
         .envs(envs.iter().map(|(k, v)| (*k, *v)))

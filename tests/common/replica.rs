@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,19 +15,7 @@ use super::{Pki, address_after, capture};
 
 /// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = Command::new(super::repo().join(".tools/bin/kubectl"))
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl (run scripts/install-tools.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    cp.kubectl_ok(args, None)
 }
 
 /// Whether `/readyz` on the admin port answers 200 (plain HTTP/1.0, no client needed).
