@@ -42,4 +42,6 @@ pub mod cluster;
 pub mod defaults;
 pub mod policy;
 pub mod server;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod yaml;
