@@ -16,7 +16,7 @@ use blastguard::policy::Policy;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::review::Request;
 use super::{repo, tool};
@@ -313,12 +313,9 @@ pub fn kubectl_object(args: &[&str]) -> Value {
     serde_json::from_str(&json).expect("kubectl prints JSON")
 }
 
+/// A copy of `object` with these annotations.
 pub fn annotated(object: &Value, annotations: &[(&str, &str)]) -> Value {
-    let mut o = object.clone();
-    for (k, v) in annotations {
-        o["metadata"]["annotations"][*k] = json!(v);
-    }
-    o
+    super::objects::annotate(object.clone(), annotations)
 }
 
 pub struct Objects {
