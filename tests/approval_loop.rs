@@ -10,7 +10,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use blastguard::approval::payload::SIGNATURE_NAMESPACE;
@@ -39,7 +39,7 @@ const KEYS: &[KeySpec] = &[
 /// A Deployment in prod with every field the API server defaults already set, so the
 /// manifest an approver signs and the object the stand-in API server sends are the
 /// same object.
-fn deployment(name: &str, replicas: u32) -> Value {
+fn prod_deployment(name: &str, replicas: u32) -> Value {
     with_server_defaults(&objects::deployment("prod", name, replicas, "nginx:1.27"))
 }
 
@@ -61,12 +61,6 @@ fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
     s.as_ref()
 }
 
-/// `ssh-keygen -Y sign` of `file` (writes `file.sig`), as an approver without
-/// blastguard would.
-fn ssh_keygen_sign(key: &Path, file: &Path) -> PathBuf {
-    ssh_keygen_sign_file(key, file, SIGNATURE_NAMESPACE)
-}
-
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -76,7 +70,7 @@ fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
     let keys = Signers::new(KEYS);
     let engine = keys.engine();
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
 
     // 1. The developer's change is denied; the denial names --agent for
     //    passphrase-protected keys.
@@ -124,7 +118,8 @@ fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
         format!("{}\n", payload_from_denial(&partial)),
     )
     .unwrap();
-    let sig = ssh_keygen_sign(&keys.key("bob"), &payload_file);
+    // As an approver without blastguard would.
+    let sig = ssh_keygen_sign_file(&keys.key("bob"), &payload_file, SIGNATURE_NAMESPACE);
     let (ok, out) = blastguard(&[
         os("approve"),
         os("-f"),
@@ -161,7 +156,7 @@ fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
 fn a_signature_over_another_payload_is_not_attached() {
     let keys = Signers::new(KEYS);
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
     let denied = keys.engine().review(&create(&read_json(&manifest)));
     let payload = ApprovalPayload::parse(&payload_from_denial(&denied)).unwrap();
     let payload_file = keys.path("payload.json");
@@ -170,7 +165,7 @@ fn a_signature_over_another_payload_is_not_attached() {
     other.reason = "something else".into();
     let other_file = keys.path("other.json");
     std::fs::write(&other_file, other.to_json()).unwrap();
-    let sig = ssh_keygen_sign(&keys.key("alice"), &other_file);
+    let sig = ssh_keygen_sign_file(&keys.key("alice"), &other_file, SIGNATURE_NAMESPACE);
     let (ok, out) = blastguard(&[
         os("approve"),
         os("-f"),
@@ -199,8 +194,8 @@ fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
     // that is only a comment.
     let text = format!(
         "---\n# Source: app/templates/api.yaml\n{}---\n# Source: app/templates/empty.yaml\n---\n# Source: app/templates/web.yaml\n{}",
-        serde_yaml::to_string(&deployment("api", 40)).unwrap(),
-        serde_yaml::to_string(&deployment("web", 30)).unwrap()
+        serde_yaml::to_string(&prod_deployment("api", 40)).unwrap(),
+        serde_yaml::to_string(&prod_deployment("web", 30)).unwrap()
     );
     std::fs::write(&render, text).unwrap();
     for approver in ["alice", "bob"] {
@@ -231,7 +226,7 @@ fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
 fn digest_hints_name_agent_and_signature() {
     let keys = Signers::new(KEYS);
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
     let (ok, out) = blastguard(&[os("digest"), os("-f"), os(&manifest)]);
     assert!(ok, "{out}");
     assert!(out.contains("--agent"), "{out}");

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use common::plugin::*;
+use common::review::Request;
 use serde_json::{Value, json};
 
 #[test]
@@ -225,7 +226,13 @@ fn review_mode_prints_the_webhooks_answer() {
         run.stderr
     );
     // A review the server answers with a rejection (it has a uid): printed, still 2.
-    let v1beta1 = r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u-1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","userInfo":{}}}"#;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+    let mut v1beta1 = Request::on("CREATE", Some(&pod), None)
+        .uid("u-1")
+        .without_identity()
+        .json();
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let v1beta1 = v1beta1.to_string();
     let run = k.plugin(&["check", "--review", "-"], Some(v1beta1.as_bytes()));
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(run.json()["response"]["uid"], "u-1");
