@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::chart::helm_template;
 use super::cluster::{ControlPlane, chart, wait_for};
-use super::{Http, address_after, capture, metric, webhook_client};
+use super::{Http, address_after, metric, spawn_captured, webhook_client};
 
 /// Bound for a change to reach every replica through a watch.
 pub const SECONDS: Duration = Duration::from_secs(10);
@@ -130,15 +130,11 @@ impl Replica {
             .env_remove("KUBECONFIG")
             // No ~/.kube/config of the machine's: the state is exactly what is given.
             .env("HOME", setup.certs.as_os_str())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "info");
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let (mut child, stdout, stderr) = spawn_captured(&mut cmd);
         let (webhook, admin) = wait_for(&format!("{name} to print its addresses"), SECONDS, || {
             let out = stdout.lock().unwrap().clone();
             if let Ok(Some(status)) = child.try_wait() {

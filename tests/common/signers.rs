@@ -147,3 +147,44 @@ pub fn ssh_keygen_sign(key: &Path, payload: &str, namespace: &str) -> String {
     std::fs::write(&file, payload).unwrap();
     std::fs::read_to_string(ssh_keygen_sign_file(key, &file, namespace)).unwrap()
 }
+
+/// An approver with an ed25519 key made by `ssh-keygen`.
+pub struct Approver {
+    /// The principal in allowed_signers.
+    pub principal: String,
+    key: PathBuf,
+}
+
+impl Approver {
+    /// Makes a key in `dir`.
+    pub fn new(dir: &Path, principal: &str) -> Approver {
+        let key = dir.join(principal.replace(['@', '.'], "_"));
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", principal, "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen is installed");
+        assert!(status.success(), "ssh-keygen {principal}");
+        Approver {
+            principal: principal.to_string(),
+            key,
+        }
+    }
+
+    /// The allowed_signers line trusting this key for blastguard's namespace only.
+    pub fn allowed_signers_line(&self) -> String {
+        let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
+        let mut fields = public.split_whitespace();
+        let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
+        format!(
+            "{} namespaces=\"approval@blastguard.io\" {kind} {blob}",
+            self.principal
+        )
+    }
+
+    /// The armored signature of `payload` exactly as
+    /// `ssh-keygen -Y sign -n approval@blastguard.io -f KEY payload.json` makes it.
+    pub fn sign(&self, payload: &str) -> String {
+        ssh_keygen_sign(&self.key, payload, SIGNATURE_NAMESPACE)
+    }
+}
