@@ -1,4 +1,4 @@
-//! Change: the normalized view of one admission request (DESIGN.md section 1).
+//! Change: the normalized view of one admission request (docs/design.md#request-path).
 //!
 //! Everything later stages need is read out of the request view here, once, so the
 //! rules downstream are pure functions over plain data. Only AI-assisted changes get
@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::annotations;
 use crate::kinds::{self, Workload, classify};
 use crate::policy::{Policy, WorkloadSpec};
+use crate::change_sets::{Expect, Sighting};
 use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError, differs};
 use serde_json::value::RawValue;
 
@@ -48,7 +49,7 @@ impl std::fmt::Display for Target {
 pub struct Requester {
     /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     pub username: String,
-    /// Groups.
+    /// Groups as the API server reports them, `system:authenticated` included.
     pub groups: Vec<String>,
 }
 
@@ -57,7 +58,7 @@ pub struct Requester {
 pub struct Change {
     /// The request uid, echoed in the response.
     pub uid: String,
-    /// The operation.
+    /// CREATE, UPDATE, DELETE or CONNECT; a scale is an UPDATE of the subresource.
     pub operation: Operation,
     /// The object the change is aimed at (the parent workload for `scale`). A
     /// Namespace's target has no namespace: the API server sends its own name as
@@ -75,8 +76,7 @@ pub struct Change {
     /// Desired pods after the change.
     pub new_replicas: Option<u64>,
     /// Whether the update replaces every pod: the pod template changed, or any other
-    /// field of the spec that is not known to leave running pods alone (DESIGN.md
-    /// section 5).
+    /// field of the spec that is not known to leave running pods alone (docs/design.md#radius).
     pub replaces_pods: bool,
     /// Whether anything in the object's spec changed (for Jobs, whose pods do not roll).
     pub spec_changed: bool,
@@ -103,6 +103,9 @@ pub struct Change {
     pub object: Option<KeptObject>,
     /// The old object as a decision reads it (for a delete approval's digest).
     pub old_object: Option<KeptObject>,
+    /// What the change leaves in the cluster once the API server makes it, which a
+    /// replica looks for before the change spends its change set's budget for good.
+    pub sighting: Sighting,
 }
 
 impl Change {
@@ -261,6 +264,7 @@ impl Change {
             dry_run: req.dry_run.unwrap_or(false),
             object: new.map(KeptObject::new),
             old_object: old.map(KeptObject::new),
+            sighting: sighting(req, sub, (new, old)),
         })
     }
 
@@ -296,7 +300,7 @@ impl Change {
         self.target.namespace.is_none() || self.workload == Workload::Cluster
     }
 
-    /// The change sets this change counts toward (DESIGN.md section 5): its
+    /// The change sets this change counts toward (docs/design.md#radius): its
     /// requester's always, and its `change-id`'s (new object, else old) when it has
     /// one. Counting both means a fresh change-id per object still meets the
     /// requester's count.
@@ -311,6 +315,54 @@ impl Change {
             keys.push(format!("change-id:{id}"));
         }
         keys
+    }
+}
+
+/// What a request leaves in the cluster once the API server makes it: the object at
+/// `request.resource` and its name (the parent's for a subresource), expected as the
+/// operation says.
+fn sighting<'a>(
+    req: &RequestView<'_>,
+    sub: Subresource,
+    (new, old): (Option<&ObjectParts<'a>>, Option<&ObjectParts<'a>>),
+) -> Sighting {
+    let uid = |o: Option<&ObjectParts<'_>>| {
+        o.and_then(|o| o.identity.uid.as_deref())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = if req.name.is_empty() {
+        object_name(new.or(old))
+    } else {
+        req.name.to_string()
+    };
+    let expect = match (req.operation, sub) {
+        (Operation::Create, Subresource::Eviction) => Expect::Deleted { uid: String::new() },
+        (Operation::Create, Subresource::None) => Expect::Created { uid: uid(new) },
+        (Operation::Update, Subresource::None | Subresource::Own | Subresource::Scale) => {
+            Expect::Updated {
+                uid: if old.is_some() { uid(old) } else { uid(new) },
+                version: old
+                    .and_then(|o| o.identity.resource_version.as_deref())
+                    .unwrap_or_default()
+                    .to_string(),
+                subresource: req.subresource().map(str::to_string),
+            }
+        }
+        (Operation::Delete, Subresource::None) => Expect::Deleted { uid: uid(old) },
+        _ => Expect::Unchecked,
+    };
+    Sighting {
+        group: req.resource.group.to_string(),
+        version: req.resource.version.to_string(),
+        resource: req.resource.resource.to_string(),
+        // A Namespace arrives with its own name as `request.namespace`; it lives in none.
+        namespace: req
+            .namespace()
+            .filter(|_| !(req.resource.group.is_empty() && req.resource.resource == "namespaces"))
+            .map(str::to_string),
+        name,
+        expect,
     }
 }
 
@@ -475,7 +527,7 @@ impl<'a> Shape<'a> {
     }
 }
 
-/// Spec fields known not to touch running pods (DESIGN.md section 5): any other spec
+/// Spec fields known not to touch running pods (docs/design.md#radius): any other spec
 /// change of a replicated workload (a StatefulSet's ordinals or volumeClaimTemplates,
 /// a selector, ...) replaces every pod.
 const NON_DISRUPTIVE: &[&str] = &[

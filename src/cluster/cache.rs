@@ -38,7 +38,8 @@ struct Inner<V> {
     relist: Option<HashMap<String, Entry<V>>>,
 }
 
-/// The cache.
+/// Objects of one kind by key, each with its resourceVersion, and whether the first
+/// list has arrived.
 #[derive(Debug)]
 pub struct Cache<V> {
     inner: RwLock<Inner<V>>,
@@ -140,6 +141,12 @@ impl<V: Clone> Cache<V> {
             .iter()
             .map(|(k, e)| (k.clone(), e.version, e.value.clone()))
             .collect()
+    }
+
+    /// How many entries `f` holds true of, without cloning any.
+    pub fn count_where(&self, f: impl Fn(&V) -> bool) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.live.values().filter(|e| f(&e.value)).count()
     }
 
     /// Objects held.

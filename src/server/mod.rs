@@ -1,4 +1,4 @@
-//! `blastguard serve`: the HTTPS webhook and its admin port (DESIGN.md section 6).
+//! `blastguard serve`: the HTTPS webhook and its admin port (docs/design.md#commands).
 //!
 //! Startup order: policy (an invalid one is fatal), the cluster state (watches start;
 //! readiness waits for their first lists, up to `--cluster-sync-timeout`),
@@ -15,7 +15,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(listener, routes);
+request_path!(body, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,7 +121,7 @@ pub struct ServeArgs {
     pub cluster: Box<ClusterArgs>,
 }
 
-/// The cluster state of `blastguard serve` (DESIGN.md section 5).
+/// The cluster state of `blastguard serve` (docs/design.md#radius).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Cluster state")]
 pub struct ClusterArgs {
@@ -166,6 +166,12 @@ pub struct ClusterArgs {
         value_parser = humantime::parse_duration
     )]
     pub cluster_sync_timeout: Duration,
+    /// Count an admitted AI change for the window at once, without looking for it in
+    /// the cluster first (as before issue 19). Only for tests that post reviews
+    /// themselves in place of the API server: with it, a forged review spends the
+    /// budget of the identity it names (docs/security.md).
+    #[arg(long, env = "BLASTGUARD_COUNT_UNSEEN", hide = true)]
+    pub count_unseen: bool,
 }
 
 /// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
@@ -560,6 +566,7 @@ async fn start_cluster(
             window: policy.change_set_window,
             workloads: policy.document.spec.workloads.clone(),
             webhook_configuration: args.webhook_configuration.clone(),
+            look: !args.count_unseen,
         },
         metrics.cluster(),
     )?;
