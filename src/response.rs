@@ -75,10 +75,11 @@ pub fn write_review(uid: &str, change: Option<&Change>, verdict: &Verdict) -> Ve
     match change {
         Some(change) if deny => {
             out.extend_from_slice(b",\"allowed\":false,\"status\":{\"status\":\"Failure\",\"code\":403");
+            const MESSAGE: &[u8] = b",\"message\":\"";
             let start = out.len();
-            out.extend_from_slice(b",\"message\":\"");
+            out.extend_from_slice(MESSAGE);
             let _ = write_denial(change, verdict, &mut JsonText(&mut out));
-            if out.len() == start + 12 {
+            if out.len() == start.saturating_add(MESSAGE.len()) {
                 // An empty message is left out, as kube-rs's Status leaves it.
                 out.truncate(start);
             } else {
@@ -137,31 +138,29 @@ struct JsonText<'a>(&'a mut Vec<u8>);
 
 impl std::fmt::Write for JsonText<'_> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let bytes = text.as_bytes();
-        let mut copied = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let short = match b {
-                b'"' => b'"',
-                b'\\' => b'\\',
-                b'\n' => b'n',
-                b'\r' => b'r',
-                b'\t' => b't',
-                0x08 => b'b',
-                0x0c => b'f',
-                0x00..=0x1f => 0,
-                _ => continue,
-            };
-            self.0.extend_from_slice(&bytes[copied..i]);
-            copied = i + 1;
-            if short != 0 {
-                self.0.extend_from_slice(&[b'\\', short]);
-            } else {
-                self.0.extend_from_slice(b"\\u00");
-                self.0.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        let hex = |n: u8| char::from_digit(u32::from(n), 16).map_or(b'0', |c| c as u8);
+        let mut rest = text;
+        while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            let (plain, tail) = rest.split_at(at);
+            self.0.extend_from_slice(plain.as_bytes());
+            let Some(b) = tail.bytes().next() else { break };
+            match b {
+                b'"' => self.0.extend_from_slice(b"\\\""),
+                b'\\' => self.0.extend_from_slice(b"\\\\"),
+                b'\n' => self.0.extend_from_slice(b"\\n"),
+                b'\r' => self.0.extend_from_slice(b"\\r"),
+                b'\t' => self.0.extend_from_slice(b"\\t"),
+                0x08 => self.0.extend_from_slice(b"\\b"),
+                0x0c => self.0.extend_from_slice(b"\\f"),
+                _ => {
+                    self.0.extend_from_slice(b"\\u00");
+                    self.0.extend_from_slice(&[hex(b.wrapping_shr(4)), hex(b & 0x0f)]);
+                }
             }
+            // The escaped byte is ASCII, so what follows it starts a character.
+            rest = tail.get(1..).unwrap_or_default();
         }
-        self.0.extend_from_slice(&bytes[copied..]);
+        self.0.extend_from_slice(rest.as_bytes());
         Ok(())
     }
 }
