@@ -5,6 +5,7 @@
 pub mod approve;
 pub mod check;
 pub mod completion;
+pub mod diff;
 pub mod policy;
 
 use std::process::ExitCode;
