@@ -63,6 +63,31 @@ pub enum ApprovalOutcome {
     },
 }
 
+/// Whether `change` restores a state an approval signed (docs/gitops.md, "Drift"):
+/// an UPDATE by one of the policy's `restorers` (the GitOps controllers) whose
+/// old and new object carry the same approval and signatures, as a manifest from
+/// git does after a person changed the live object by hand. Such an approval is
+/// not held to its window nor spent: git keeps declaring the state it signed.
+/// The verifier still binds it to the new object's digest and checks every
+/// signature against today's allowed_signers and the rule's approvers.
+pub fn restores(change: &Change, settings: &Approvals) -> bool {
+    use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+    let same = |key: &str| {
+        change
+            .new_annotations
+            .get(key)
+            .is_some_and(|v| change.old_annotations.get(key) == Some(v))
+    };
+    change.operation == crate::change::Operation::Update
+        && !change.is_scale()
+        && settings
+            .restorers
+            .iter()
+            .any(|r| r.matches(&change.requester.username))
+        && same(APPROVAL)
+        && same(APPROVAL_SIGNATURE)
+}
+
 /// The stable reasons of [`ApprovalOutcome::Rejected`] (the `result` labels of
 /// `blastguard_approvals_total` besides `valid` and `missing`).
 pub mod reason {

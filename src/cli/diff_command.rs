@@ -270,7 +270,8 @@ fn show_one(
     let body = serde_json::to_vec(&review).map_err(|e| not_judged(e.to_string()))?;
     let request = crate::review::decode(&body).map_err(|r| not_judged(r.error.to_string()))?;
     let change = Change::from_view(&request, policy).map_err(|e| not_judged(e.to_string()))?;
-    let subject = ApprovalSubject::of(&change).map_err(|e| not_judged(e.to_string()))?;
+    let subject = ApprovalSubject::of_without(&change, &policy.approvals.unsigned_labels)
+        .map_err(|e| not_judged(e.to_string()))?;
     let object = |pointer: &str| review.pointer(pointer).filter(|v| !v.is_null());
     let diff = diff(object("/request/oldObject"), object("/request/object"));
     let summary = match &cluster_payload {

@@ -249,7 +249,8 @@ pub fn prepare(
                     "--operation, --namespace and --cluster-scoped come from the AdmissionReview itself",
                 ));
             }
-            let mut subject = ApprovalSubject::of(change)?;
+            let mut subject =
+                ApprovalSubject::of_without(change, &settings.policy.approvals.unsigned_labels)?;
             if let Some(replicas) = args.replicas {
                 raise_replicas(&mut subject, replicas)?;
             }

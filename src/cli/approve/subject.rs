@@ -115,7 +115,9 @@ pub fn of_object(
         ApprovalOperation::Scale => {
             ApprovalSubject::new(&change.target, ApprovalOperation::Scale, None, replicas)?
         }
-        ApprovalOperation::Apply | ApprovalOperation::Delete => ApprovalSubject::of(&change)?,
+        ApprovalOperation::Apply | ApprovalOperation::Delete => {
+            ApprovalSubject::of_without(&change, &policy.approvals.unsigned_labels)?
+        }
     };
     Ok(Subject { subject, change })
 }
