@@ -18,9 +18,9 @@ use serde::Serialize;
 use super::EXIT_BAD_INPUT;
 use super::check::cluster_policy::{self, PolicySource};
 use super::check::input::{InputError, Manifest, Reader};
-use super::check::kinds::Kinds;
+use super::check::resources::Resources;
 use super::check::server::{self, Requested, ServerError};
-use super::check::synth::{self, Planner, Requester, SynthError};
+use super::check::synth::{self, Caller, Planner, SynthError};
 use super::diff::{Diff, diff};
 use crate::approval::{ApprovalPayload, ApprovalSubject, summary};
 use crate::change::Change;
@@ -191,9 +191,9 @@ fn execute(args: &DiffArgs) -> Result<(PolicySource, Vec<Shown>), DiffError> {
         return Err(DiffError::Empty(files.join(", ")));
     }
     let mut planner = Planner {
-        kinds: Kinds::builtin(),
+        resources: Resources::builtin(),
         namespace: args.namespace.clone(),
-        requester: Requester {
+        caller: Caller {
             username: "blastguard-diff".to_string(),
             groups: Vec::new(),
             field_manager: None,
@@ -399,9 +399,9 @@ mod tests {
         manifest["spec"]["replicas"] = json!(40);
         manifest["metadata"]["annotations"]["blastguard.io/approval"] = json!("{}");
         let planner = Planner {
-            kinds: Kinds::builtin(),
+            resources: Resources::builtin(),
             namespace: "default".into(),
-            requester: Requester {
+            caller: Caller {
                 username: "u".into(),
                 groups: vec![],
                 field_manager: None,

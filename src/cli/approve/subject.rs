@@ -14,8 +14,8 @@ use crate::annotations::APPROVAL;
 use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject};
 use crate::change::Change;
 use crate::cli::check::input::Manifest;
-use crate::cli::check::kinds::Kinds;
-use crate::cli::check::synth::{Planner, Requester};
+use crate::cli::check::resources::Resources;
+use crate::cli::check::synth::{Caller, Planner};
 use crate::policy::Policy;
 
 /// The subject of one object, and the change the webhook would see for it.
@@ -46,10 +46,10 @@ pub fn of_object(
         .ok_or_else(|| {
             subject_error("metadata.name is not set: an approval is bound to one named object")
         })?;
-    let mut kinds = Kinds::builtin();
+    let mut resources = Resources::builtin();
     // A kind blastguard knows to be cluster-scoped (a Namespace, a ClusterRole) needs
     // no --cluster-scoped: its target has no namespace whatever the flags say.
-    let known = kinds.lookup(group, kind).map(|info| info.namespaced);
+    let known = resources.lookup(group, kind).map(|info| info.namespaced);
     let cluster_scoped = args.cluster_scoped || known == Some(false);
     let namespace = match (text("/metadata/namespace"), &args.namespace, cluster_scoped) {
         (Some(ns), Some(flag), _) if ns != flag => {
@@ -80,7 +80,7 @@ pub fn of_object(
         // A kind the reader does not know (a custom resource): its scope is what
         // the manifest and flags say.
         let plural = format!("{}s", kind.to_lowercase());
-        kinds.learn_definition(&json!({
+        resources.learn_definition(&json!({
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
             "spec": {
@@ -109,7 +109,7 @@ pub fn of_object(
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete => None,
     };
-    let change = change_of(object, operation, namespace, kinds, policy)?;
+    let change = change_of(object, operation, namespace, resources, policy)?;
     let subject = match operation {
         // A scale binds the exact count, on the workload's target.
         ApprovalOperation::Scale => {
@@ -129,7 +129,7 @@ fn change_of(
     object: &Value,
     operation: ApprovalOperation,
     namespace: Option<String>,
-    kinds: Kinds,
+    resources: Resources,
     policy: &Policy,
 ) -> Result<Change, ApproveError> {
     let mut object = object.clone();
@@ -143,9 +143,9 @@ fn change_of(
         return Err(ApproveError::Subject("the object is not a mapping".into()));
     };
     let planner = Planner {
-        kinds,
+        resources,
         namespace: namespace.unwrap_or_default(),
-        requester: Requester {
+        caller: Caller {
             username: "blastguard-approve".into(),
             groups: Vec::new(),
             field_manager: None,
