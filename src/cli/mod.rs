@@ -1,6 +1,5 @@
 //! The command line: `serve`, `check`, `policy check`, `digest`, `approve`, `diff`,
-//! `completion`. The same binary is the kubectl plugin when installed as
-//! `kubectl-blastguard`.
+//! `completion`; the kubectl plugin when installed as `kubectl-blastguard`.
 
 pub mod approve;
 pub mod check;

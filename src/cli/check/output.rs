@@ -1,6 +1,5 @@
-//! What `check` prints: a table for people (`-o text`), a stable JSON report for
-//! machines (`-o json`, schema in docs/kubectl-plugin.md), and SARIF 2.1.0 for code
-//! scanning (`-o sarif`).
+//! What `check` prints: a table for people (`-o text`), a JSON report for machines
+//! (`-o json`, docs/kubectl-plugin.md), SARIF 2.1.0 for code scanning (`-o sarif`).
 
 use std::fmt::Write as _;
 
