@@ -32,7 +32,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands.
+/// The subcommands, in the order `--help` lists them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) and its admin port.

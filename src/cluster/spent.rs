@@ -21,7 +21,7 @@ use crate::approval::payload::rfc3339;
 use crate::approval::spent::{Spend, Spending, SpentApprovals};
 use crate::budget;
 
-/// The kind.
+/// The record's kind (the chart's CRD).
 pub const KIND: &str = "SpentApproval";
 /// The resource (plural).
 pub const PLURAL: &str = "spentapprovals";
@@ -36,7 +36,7 @@ pub struct SpentApproval {
     pub kind: String,
     /// Name ([`record_name`]) and namespace.
     pub metadata: ObjectMeta,
-    /// The record.
+    /// Which approval was spent, on what, by whom, until when.
     pub spec: SpentApprovalSpec,
 }
 
