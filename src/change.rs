@@ -1,4 +1,4 @@
-//! Change: the normalized view of one admission request (DESIGN.md section 1).
+//! Change: the normalized view of one admission request (docs/design.md#request-path).
 //!
 //! Everything later stages need is read out of the request view here, once, so the
 //! rules downstream are pure functions over plain data. Only AI-assisted changes get
@@ -6,72 +6,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::annotations;
-use crate::kinds::{self, Reach};
+use crate::kinds::{self, Workload, classify};
 use crate::policy::{Policy, WorkloadSpec};
-use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError};
+use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError, differs};
 use serde_json::value::RawValue;
 
 mod motion;
 
 pub use motion::{Autoscaler, CronRuns, Motion, ScaleRef};
 
-/// The admission operation, in the API server's spelling on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    /// CREATE
-    Create,
-    /// UPDATE
-    Update,
-    /// DELETE
-    Delete,
-    /// CONNECT (never a workload change; always allowed)
-    Connect,
-}
-
-impl Operation {
-    /// The API server's spelling, used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
-    }
-}
-
-/// What kind of object the change is to, as far as its reach is concerned
-/// ([`crate::kinds::Reach`], plus the policy's custom workloads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
-    /// Deployment, StatefulSet, ReplicaSet, ReplicationController, or a custom kind of
-    /// `spec.workloads`: replicas pods.
-    Replicated,
-    /// A DaemonSet: one pod per node.
-    DaemonSet,
-    /// A Job: `spec.parallelism` pods.
-    Job,
-    /// A CronJob: `spec.jobTemplate.spec.parallelism` pods per run.
-    CronJob,
-    /// A HorizontalPodAutoscaler: its `minReplicas` is a floor the HPA controller
-    /// scales its target to under its own identity.
-    Autoscaler,
-    /// A bare Pod, or an eviction of one.
-    Pod,
-    /// A Service: a change of its selector or ports cuts its endpoints off.
-    Service,
-    /// A PodDisruptionBudget: deleting or loosening it exposes the pods it protects.
-    DisruptionBudget,
-    /// A Namespace or another cluster-scoped kind: cluster reach.
-    Cluster,
-    /// Anything else (ConfigMap, Service, ...): no pods.
-    Other,
-}
+/// The admission operation; the wire reader ([`crate::review`]) defines it.
+pub use crate::review::Operation;
 
 /// The object a change is aimed at: for a scale request, the parent workload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,7 +48,7 @@ impl std::fmt::Display for Target {
 pub struct Requester {
     /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     pub username: String,
-    /// Groups.
+    /// Groups as the API server reports them, `system:authenticated` included.
     pub groups: Vec<String>,
 }
 
@@ -109,7 +57,7 @@ pub struct Requester {
 pub struct Change {
     /// The request uid, echoed in the response.
     pub uid: String,
-    /// The operation.
+    /// CREATE, UPDATE, DELETE or CONNECT; a scale is an UPDATE of the subresource.
     pub operation: Operation,
     /// The object the change is aimed at (the parent workload for `scale`). A
     /// Namespace's target has no namespace: the API server sends its own name as
@@ -127,8 +75,7 @@ pub struct Change {
     /// Desired pods after the change.
     pub new_replicas: Option<u64>,
     /// Whether the update replaces every pod: the pod template changed, or any other
-    /// field of the spec that is not known to leave running pods alone (DESIGN.md
-    /// section 5).
+    /// field of the spec that is not known to leave running pods alone (docs/design.md#radius).
     pub replaces_pods: bool,
     /// Whether anything in the object's spec changed (for Jobs, whose pods do not roll).
     pub spec_changed: bool,
@@ -348,7 +295,7 @@ impl Change {
         self.target.namespace.is_none() || self.workload == Workload::Cluster
     }
 
-    /// The change sets this change counts toward (DESIGN.md section 5): its
+    /// The change sets this change counts toward (docs/design.md#radius): its
     /// requester's always, and its `change-id`'s (new object, else old) when it has
     /// one. Counting both means a fresh change-id per object still meets the
     /// requester's count.
@@ -363,22 +310,6 @@ impl Change {
             keys.push(format!("change-id:{id}"));
         }
         keys
-    }
-}
-
-/// The Workload class of a built-in (group, kind).
-pub fn classify(group: &str, kind: &str) -> Workload {
-    match kinds::find(group, kind).map(|k| k.reach) {
-        Some(Reach::Replicas) => Workload::Replicated,
-        Some(Reach::Nodes) => Workload::DaemonSet,
-        Some(Reach::Job) => Workload::Job,
-        Some(Reach::Cronjob) => Workload::CronJob,
-        Some(Reach::Autoscaler) => Workload::Autoscaler,
-        Some(Reach::Pod) => Workload::Pod,
-        Some(Reach::Service) => Workload::Service,
-        Some(Reach::Budget) => Workload::DisruptionBudget,
-        Some(Reach::Cluster) => Workload::Cluster,
-        None => Workload::Other,
     }
 }
 
@@ -543,7 +474,7 @@ impl<'a> Shape<'a> {
     }
 }
 
-/// Spec fields known not to touch running pods (DESIGN.md section 5): any other spec
+/// Spec fields known not to touch running pods (docs/design.md#radius): any other spec
 /// change of a replicated workload (a StatefulSet's ordinals or volumeClaimTemplates,
 /// a selector, ...) replaces every pod.
 const NON_DISRUPTIVE: &[&str] = &[
@@ -581,16 +512,6 @@ fn other_spec_changed(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> bool {
         }
     }
     false
-}
-
-/// Whether two raw values differ, by their bytes. The API server writes both objects
-/// of a review the same way (struct fields in declaration order, map keys sorted, no
-/// spaces), as `check` does through serde_json, so equal values have equal bytes;
-/// `tests/review_view.rs` holds this on every fixture. Where two writers did differ,
-/// the comparison can only say "changed" of an unchanged value: it never hides a
-/// change, it may count one that is not.
-fn differs(new: Option<&RawValue>, old: Option<&RawValue>) -> bool {
-    new.map(RawValue::get) != old.map(RawValue::get)
 }
 
 /// A strategy without its numbers: what is left when `rollingUpdate` is set aside.

@@ -1,4 +1,4 @@
-//! The engine: AdmissionReview in, AdmissionReview out (DESIGN.md section 1).
+//! The engine: AdmissionReview in, AdmissionReview out (docs/design.md#request-path).
 //!
 //! One engine serves the webhook, `check` and the kubectl plugin. It holds the current
 //! policy (swapped atomically on reload), the change-set tracker and the approval
@@ -14,11 +14,12 @@ use crate::approval::{
     ApprovalContext, ApprovalOutcome, ApprovalPayload, ApprovalSubject, ApprovalVerifier,
     InMemoryWorkloads, WorkloadAnnotations,
 };
-use crate::change::{Change, Operation, Workload};
+use crate::change::{Change, Operation};
+use crate::kinds::Workload;
 use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
 use crate::provenance::{Facts, Signal};
 use crate::radius::{Surroundings, Violation};
-use crate::reach::{ChangeSetReach, Entry, InMemoryReach};
+use crate::change_sets::{ChangeSets, Entry, InMemoryChangeSets};
 use crate::sizes::{InMemorySizes, Sizes};
 use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
@@ -31,13 +32,13 @@ pub struct Engine {
     state: State,
 }
 
-/// Where the state that spans requests lives (DESIGN.md section 5): in process memory
+/// Where the state that spans requests lives (docs/design.md#radius): in process memory
 /// without a cluster (`--dev`, `check`), in the cluster with one. The rules only ask
 /// these traits.
 #[derive(Clone)]
 pub struct State {
     /// Change sets: namespaces and pods per change-id and per requester.
-    pub reach: Arc<dyn ChangeSetReach>,
+    pub change_sets: Arc<dyn ChangeSets>,
     /// The parent workload's annotations, for scale approvals.
     pub workloads: Arc<dyn WorkloadAnnotations>,
     /// Current sizes a change's consequences depend on (an autoscaler's target, a
@@ -53,7 +54,7 @@ impl State {
     /// Everything in process memory; no namespace labels known.
     pub fn in_memory() -> Self {
         Self {
-            reach: Arc::new(InMemoryReach::default()),
+            change_sets: Arc::new(InMemoryChangeSets::default()),
             workloads: Arc::new(InMemoryWorkloads::default()),
             sizes: Arc::new(InMemorySizes::default()),
             namespaces: Arc::new(KnownNamespaces::default()),
@@ -80,7 +81,7 @@ pub enum Reviewed {
     },
     /// Not a review at all: there is no uid to answer to.
     Unreadable {
-        /// Why.
+        /// What made it unreadable, for the 400's message.
         error: ReviewError,
     },
 }
@@ -94,7 +95,7 @@ pub struct Judged {
     pub body: Vec<u8>,
     /// What the request was, for logs and metrics.
     pub summary: Summary,
-    /// The verdict.
+    /// The decision and everything the rules found.
     pub verdict: Verdict,
     /// The normalized change; `None` on the fast path (not AI-assisted), where the
     /// objects are never parsed.
@@ -104,13 +105,13 @@ pub struct Judged {
 /// What a request was, as logs and metrics name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// The operation.
+    /// The `operation` label.
     pub operation: Operation,
     /// The kind (the subresource's for a subresource request, e.g. `Scale`).
     pub kind: String,
     /// The namespace, if any.
     pub namespace: Option<String>,
-    /// The name.
+    /// The object's name; empty for a CREATE with `generateName`.
     pub name: String,
     /// The subresource, if any.
     pub subresource: Option<String>,
@@ -276,7 +277,7 @@ impl Engine {
         }
         // One time budget for every API-server call of this decision (cluster state
         // only; in memory nothing waits), and a note of what could not be read in it.
-        let scope = crate::cluster::Scope::begin();
+        let scope = crate::budget::Scope::begin();
         let namespace = change.namespace.as_deref();
         // Cluster-scoped objects have no namespace labels; they match as "".
         let labels = match namespace {
@@ -299,7 +300,7 @@ impl Engine {
         // fresh change-id per object nor one shared id hides a change set's size.
         // Reserved, not just read: decisions judged at the same time each count the
         // others, so together they never pass the budget.
-        let reservation = self.state.reach.reserve(
+        let reservation = self.state.change_sets.reserve(
             &change.change_set_keys(),
             entry,
             window,

@@ -6,9 +6,9 @@
 //! configuration and the status are skipped without being kept. A person's change is
 //! judged from the annotations alone. Only an AI-assisted change reads further into
 //! the kept raw parts ([`ObjectParts::raw_at`]), and only an approval digest reads a
-//! kept object whole ([`KeptObject`]); the body is never read twice. DESIGN.md
-//! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
-//! to kube-rs's reading of every fixture and of generated reviews.
+//! kept object whole ([`KeptObject`]); the body is never read twice. The view is
+//! allowed on the hot path only while `tests/review_view.rs` holds it equal to
+//! kube-rs's reading of every fixture and of generated reviews.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -20,12 +20,36 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::change::Operation;
-
 /// The only AdmissionReview version served (the chart registers `[v1]`).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// The AdmissionReview kind.
 pub const KIND: &str = "AdmissionReview";
+
+/// The admission operation, in the API server's spelling on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT (never a workload change; always allowed)
+    Connect,
+}
+
+impl Operation {
+    /// The API server's spelling, used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
 
 /// Why a request body is not an AdmissionReview blastguard can judge.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,10 +109,10 @@ pub struct GroupVersionKind<'a> {
     /// API group (`""` for core).
     #[serde(default, borrow)]
     pub group: Cow<'a, str>,
-    /// Version.
+    /// API version within the group, e.g. `v1`.
     #[serde(default, borrow)]
     pub version: Cow<'a, str>,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     #[serde(default, borrow)]
     pub kind: Cow<'a, str>,
 }
@@ -110,10 +134,10 @@ pub struct GroupVersionResource<'a> {
 /// `request.userInfo`.
 #[derive(Debug, Deserialize, Default)]
 pub struct UserInfo<'a> {
-    /// Username.
+    /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     #[serde(default, borrow)]
     pub username: Option<Cow<'a, str>>,
-    /// Groups.
+    /// The user's groups.
     #[serde(default, borrow, deserialize_with = "borrowed_strings")]
     pub groups: Option<Vec<Cow<'a, str>>>,
 }
@@ -678,3 +702,14 @@ pub fn encode_rejection(uid: &str, message: &str) -> Vec<u8> {
     });
     serde_json::to_vec(&review).unwrap_or_default()
 }
+
+/// Whether two raw values differ, by their bytes. The API server writes both objects
+/// of a review the same way (struct fields in declaration order, map keys sorted, no
+/// spaces), as `check` does through serde_json, so equal values have equal bytes;
+/// `tests/review_view.rs` holds this on every fixture. Where two writers did differ,
+/// the comparison can only say "changed" of an unchanged value: it never hides a
+/// change, it may count one that is not.
+pub fn differs(new: Option<&RawValue>, old: Option<&RawValue>) -> bool {
+    new.map(RawValue::get) != old.map(RawValue::get)
+}
+

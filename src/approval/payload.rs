@@ -1,4 +1,4 @@
-//! The approval payload (DESIGN.md section 3): what an approver signs, and what a
+//! The approval payload (docs/design.md#approvals): what an approver signs, and what a
 //! change must be approved as.
 
 use std::time::{Duration, SystemTime};
@@ -17,8 +17,6 @@ pub const API_VERSION: &str = "blastguard.io/v1";
 pub const KIND: &str = "Approval";
 /// The SSHSIG namespace approvals are signed under.
 pub const SIGNATURE_NAMESPACE: &str = "approval@blastguard.io";
-/// Validity offered in the payload a denial prints, capped by the policy's maxTTL.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
 /// Largest approval payload read; a real one is about 400 bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
 
@@ -47,7 +45,7 @@ pub enum PayloadError {
 pub struct ApprovalTarget {
     /// API group (`""` for core).
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// Namespace (empty for cluster-scoped objects).
     #[serde(default)]
@@ -97,7 +95,7 @@ pub struct ApprovalPayload {
     /// The exact approved replica count (scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
-    /// One human line of what the change does (DESIGN.md section 11): signed with
+    /// One human line of what the change does (docs/approvals.md#the-approval): signed with
     /// the rest, checked against nothing; the digest is what binds.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,

@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md section 3: is the approval on a change valid for exactly
+//! The rules of docs/design.md#approvals: is the approval on a change valid for exactly
 //! this change, now?
 //!
 //! Checks run cheapest first, and no signature is verified before the payload is
@@ -6,7 +6,7 @@
 //! untrusted annotation costs at most a bounded parse.
 
 use super::allowed_signers::{
-    AllowedSigners, KeyTrust, PatternMatch, fingerprint, fold_case, match_pattern_list, may_overlap,
+    AllowedSigners, KeyTrust, PatternMatch, fingerprint, match_pattern_list, may_overlap,
 };
 use super::payload::{ApprovalPayload, PayloadError, SIGNATURE_NAMESPACE, rfc3339};
 use super::sshsig::{self, ArmorError, VerifyError};
@@ -14,6 +14,7 @@ use super::{
     ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, reason,
 };
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+use crate::identity::fold_case;
 
 /// Largest `blastguard.io/approval-signature` annotation read: 20 RSA-4096
 /// signatures fit in 32 KiB.
@@ -954,7 +955,7 @@ mod tests {
         assert_eq!(outcome, ApprovalOutcome::Missing);
     }
 
-    /// DESIGN.md section 4: approver groups. alice and bob are SRE, carol owns
+    /// docs/design.md#policy: approver groups. alice and bob are SRE, carol owns
     /// payments, dave is in both; "payments" needs 2 approvers, 1 from sre and 1 from
     /// payments-owners, each a different signer.
     #[test]

@@ -1,5 +1,5 @@
 //! Calls to the API server from the engine's synchronous state traits, each bounded by
-//! the decision's deadline ([`super::scope`]).
+//! the decision's deadline ([`crate::budget`]).
 //!
 //! The kube client is async and runs on the server's runtime. The engine judges a
 //! review synchronously, on a runtime worker (small reviews) or a blocking thread
@@ -186,7 +186,7 @@ impl Bridge {
             None => {
                 // A wait cut short because the decision had little budget left says
                 // nothing about the API server; one that had a fair share of it does.
-                if remaining >= super::scope::budget() / 4 {
+                if remaining >= crate::budget::per_decision() / 4 {
                     self.trip();
                 }
                 Err(Late::TimedOut)

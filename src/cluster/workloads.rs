@@ -1,9 +1,10 @@
-//! The governed workloads as the cluster has them, for scale approvals (DESIGN.md
-//! section 2: a Scale has no annotations, so its approval is read from the parent
-//! workload). One watch per kind that has a `scale` subresource (Deployment,
-//! StatefulSet, ReplicaSet, ReplicationController, and the policy's custom workloads),
-//! keeping of each object only its labels, its `blastguard.io/*` annotations and its
-//! replicas; a GET within the decision's budget for one the watch has not delivered.
+//! The governed workloads as the cluster has them, for scale approvals: a Scale has no
+//! annotations, so its approval is read from the parent (docs/design.md#annotations).
+//!
+//! One watch per kind that has a `scale` subresource (Deployment, StatefulSet,
+//! ReplicaSet, ReplicationController, and the policy's custom workloads), keeping of
+//! each object only its labels, its `blastguard.io/*` annotations and its replicas; a
+//! GET within the decision's budget for one the watch has not delivered.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -16,12 +17,12 @@ use serde::Deserialize;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::scope;
+use super::metrics::ClusterMetrics;
 use crate::approval::WorkloadAnnotations;
+use crate::budget;
 use crate::change::Target;
 use crate::kinds::{self, Reach};
 use crate::policy::WorkloadSpec;
-use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "workloads";
@@ -137,9 +138,9 @@ pub fn reduce(object: SlimWorkload) -> Option<(String, u64, WorkloadFacts)> {
 
 /// One watched kind.
 pub struct WatchedKind {
-    /// API group.
+    /// API group (`""` for core).
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// How to reach it: known for the built-in kinds, discovered for custom ones
     /// (`None` until the API server serves it).
@@ -294,7 +295,7 @@ impl ClusterWorkloads {
         let unavailable = |error: &dyn std::fmt::Display| {
             tracing::warn!(%target, error = %error, "cannot read {what}");
             self.metrics.lookup(CACHE, "unavailable");
-            scope::note_unavailable(format!("{what} of {target}"));
+            budget::note_unavailable(format!("{what} of {target}"));
             Lookup::Unavailable
         };
         let Some(resource) = kind.resource() else {
@@ -302,7 +303,7 @@ impl ClusterWorkloads {
             return unavailable(&"the kind is not served");
         };
         let fetch = (self.fetch)(resource, namespace.to_string(), target.name.clone());
-        match self.bridge.call(scope::deadline(), fetch) {
+        match self.bridge.call(budget::deadline(), fetch) {
             Ok(Ok(Some(facts))) => {
                 self.metrics.lookup(CACHE, "fetched");
                 Lookup::Found(keep(&facts))
@@ -498,7 +499,7 @@ mod tests {
         .unwrap();
         w.apply(&deployments, Event::InitApply(k, v, f));
         w.apply(&deployments, Event::InitDone);
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         let got = w
             .annotations(&target("Deployment", "team-a", "api"))
             .unwrap();
@@ -519,10 +520,10 @@ mod tests {
     #[test]
     fn a_parent_that_cannot_be_read_in_time_is_unknown_and_noted() {
         let (_rt, w) = workloads(|_, _| Ok(None), Duration::from_secs(5));
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         let started = std::time::Instant::now();
         assert_eq!(w.annotations(&target("StatefulSet", "db", "pg")), None);
-        assert!(started.elapsed() < scope::budget() + Duration::from_millis(150));
+        assert!(started.elapsed() < budget::per_decision() + Duration::from_millis(150));
         assert_eq!(
             scope.unavailable().as_deref(),
             Some("the annotations of StatefulSet db/pg")

@@ -1,4 +1,4 @@
-//! `blastguard serve`: the HTTPS webhook and its admin port (DESIGN.md section 6).
+//! `blastguard serve`: the HTTPS webhook and its admin port (docs/design.md#commands).
 //!
 //! Startup order: policy (an invalid one is fatal), the cluster state (watches start;
 //! readiness waits for their first lists, up to `--cluster-sync-timeout`),
@@ -15,7 +15,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(connection_age, listener, routes);
+request_path!(body, connection_age, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,7 +121,7 @@ pub struct ServeArgs {
     pub cluster: Box<ClusterArgs>,
 }
 
-/// The cluster state of `blastguard serve` (DESIGN.md section 5).
+/// The cluster state of `blastguard serve` (docs/design.md#radius).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Cluster state")]
 pub struct ClusterArgs {
@@ -384,11 +384,11 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         rules = policy.rules.len(),
         "policy loaded"
     );
-    cluster::scope::set_budget(args.cluster.api_budget);
+    crate::budget::set_per_decision(args.cluster.api_budget);
     let cluster = start_cluster(&args.cluster, dev.is_some(), &policy, &metrics).await?;
     let state = cluster
         .as_ref()
-        .map_or_else(State::in_memory, |c| c.state());
+        .map_or_else(State::in_memory, |c| cluster_state(c));
     let engine = Arc::new(Engine::with_state(
         policy,
         Arc::new(NoTrustedSigners),
@@ -533,6 +533,17 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
 
 /// Starts the cluster state when `--state` and the configuration call for it; logs
 /// which state is in use either way.
+/// The engine's state, backed by the cluster's stores.
+fn cluster_state(cluster: &Cluster) -> State {
+    State {
+        change_sets: cluster.change_sets.clone(),
+        workloads: cluster.workloads.clone(),
+        sizes: cluster.sizes.clone(),
+        namespaces: cluster.namespaces.clone(),
+        spent: cluster.spent.clone(),
+    }
+}
+
 async fn start_cluster(
     args: &ClusterArgs,
     dev: bool,

@@ -1,6 +1,6 @@
 //! The `ChangeSet` record (group `blastguard.io`, the chart's CRD): what one change set
 //! (a requester, or a change-id) has had admitted within the window, shared by every
-//! replica through the API server (DESIGN.md section 5).
+//! replica through the API server (docs/design.md#radius).
 //!
 //! One object per change-set key, in the release namespace. It keeps the namespaces
 //! the set touched (each with when it was last touched) and one entry per admitted
@@ -10,7 +10,7 @@
 //! entries have all expired is deleted. The summary fields are what `kubectl get
 //! changesets` shows.
 //!
-//! Everything here is pure: the API calls are in [`super::reach`].
+//! Everything here is pure: the API calls are in [`super::ClusterChangeSets`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::reach::{Entry, Usage};
+use crate::change_sets::{Entry, Usage};
 
 /// The API group.
 pub const GROUP: &str = "blastguard.io";
