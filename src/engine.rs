@@ -395,7 +395,9 @@ impl Engine {
             verdict.payload = (reason == Reason::OverLimits).then_some(fresh);
         }
         if verdict.decision.allowed() && !change.dry_run {
-            reservation.confirm();
+            // Counted for good only once the cluster shows the change: a review posted
+            // by anyone but the API server never happens there.
+            reservation.confirm_when_seen(change.sighting.clone());
         } else {
             reservation.release();
         }

@@ -55,6 +55,7 @@ pub mod cache;
 pub mod change_sets;
 pub mod metrics;
 pub mod namespaces;
+pub mod sighting;
 pub mod sizes;
 pub mod spent;
 mod watch;
@@ -109,6 +110,9 @@ pub struct Options {
     /// The webhook's own ValidatingWebhookConfiguration, watched for changes
     /// ([`webhook_config`]), when named.
     pub webhook_configuration: Option<String>,
+    /// Look for each admitted AI change in the cluster before it counts for the
+    /// window ([`sighting`]); off only for tests that stand in for the API server.
+    pub look: bool,
 }
 
 /// The cluster state, running: its watches feed the caches of its stores, which the
@@ -173,7 +177,7 @@ impl Cluster {
             Api::namespaced(client.clone(), &namespace),
             bridge.clone(),
         ));
-        let change_sets = Arc::new(change_sets::ClusterChangeSets::new(
+        let mut change_sets = change_sets::ClusterChangeSets::new(
             Box::new(change_sets::ApiRecords(Api::namespaced(
                 client.clone(),
                 &namespace,
@@ -183,7 +187,14 @@ impl Cluster {
             bridge,
             options.window,
             metrics.clone(),
-        ));
+        );
+        if options.look {
+            change_sets = change_sets.with_looks(Box::new(sighting::WatchedThenApi {
+                workloads: workloads.clone(),
+                api: sighting::ApiLooks(client.clone()),
+            }));
+        }
+        let change_sets = Arc::new(change_sets);
         for cache in metrics::CLUSTER_CACHES {
             metrics.set_cache_synced(cache, false);
         }

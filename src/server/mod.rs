@@ -166,6 +166,12 @@ pub struct ClusterArgs {
         value_parser = humantime::parse_duration
     )]
     pub cluster_sync_timeout: Duration,
+    /// Count an admitted AI change for the window at once, without looking for it in
+    /// the cluster first (as before issue 19). Only for tests that post reviews
+    /// themselves in place of the API server: with it, a forged review spends the
+    /// budget of the identity it names (docs/security.md).
+    #[arg(long, env = "BLASTGUARD_COUNT_UNSEEN", hide = true)]
+    pub count_unseen: bool,
 }
 
 /// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
@@ -577,6 +583,7 @@ async fn start_cluster(
             window: policy.change_set_window,
             workloads: policy.document.spec.workloads.clone(),
             webhook_configuration: args.webhook_configuration.clone(),
+            look: !args.count_unseen,
         },
         metrics.cluster(),
     )?;
