@@ -335,7 +335,9 @@ impl Engine {
         // An approval binds a measured change: one that cannot be measured has no
         // subject an approver could sign.
         if !findings.violations.is_empty() && measurable {
-            match stage::digest(|| ApprovalSubject::of(change)) {
+            match stage::digest(|| {
+                ApprovalSubject::of_without(change, &policy.approvals.unsigned_labels)
+            }) {
                 Ok(subject) => stage::payload(|| {
                     let parent;
                     let annotations = match change.approval_annotations() {
@@ -389,7 +391,10 @@ impl Engine {
         });
         let mut verdict = finish(findings, payload, rule.required_approvals, digest);
         verdict.approver_groups.clone_from(&rule.approvers);
+        // A GitOps controller restoring a signed state neither needs an unspent
+        // approval nor spends it (approval::restores, docs/gitops.md).
         if verdict.reason == Reason::Approved
+            && !approval::restores(change, &policy.approvals)
             && let Some((approval, fresh)) = approved
             && let Some(refusal) = self.spend(change, &approval, now)
         {

@@ -1,7 +1,7 @@
-//! The approver's side (DESIGN.md section 11, issue 22): what an approver signs is what
-//! they saw. `blastguard approve` and `blastguard digest` run as the approver runs them,
-//! with keys made by the real `ssh-keygen` and manifests written by the real `kubectl
-//! create --dry-run=client`.
+//! The approver's side (docs/approvals.md "Approving a change", issue 22): what an
+//! approver signs is what they saw. `blastguard approve` and `blastguard digest` run as
+//! the approver runs them, with keys made by the real `ssh-keygen` and manifests written
+//! by the real `kubectl create --dry-run=client`.
 //!
 //! The AdmissionReview bodies stand in for the Kubernetes API server: the object is the
 //! manifest with the API server's defaults (crate::defaults, which

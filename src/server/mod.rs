@@ -15,7 +15,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(body, listener, routes);
+request_path!(body, connection_age, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -237,6 +237,18 @@ pub struct LimitArgs {
         value_parser = humantime::parse_duration
     )]
     pub write_timeout: Duration,
+    /// How long a webhook connection is served before it is closed gracefully (HTTP/2
+    /// GOAWAY, HTTP/1.1 `Connection: close`; no request is cut), each between 90% and
+    /// 100% of it: the API server then dials the Service again, so its calls spread
+    /// over the replicas. 0 keeps connections for as long as the client does.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONNECTION_AGE",
+        value_name = "DURATION",
+        default_value = "1m",
+        value_parser = humantime::parse_duration
+    )]
+    pub max_connection_age: Duration,
     /// On SIGTERM, how long requests in flight may take to finish before exit (exit
     /// code 3 when it cut any off).
     #[arg(
@@ -435,6 +447,7 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
             .max_connections_per_peer
             .unwrap_or(args.limits.max_connections / 2),
         write_timeout: args.limits.write_timeout,
+        max_connection_age: Some(args.limits.max_connection_age),
     };
     let webhook = Endpoint {
         name: "webhook",
@@ -456,7 +469,11 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         listener: admin_listener,
         tls: None,
         router: admin::router(readiness.clone(), metrics.clone()),
-        limits,
+        // Probes and scrapes need no spreading over replicas.
+        limits: Limits {
+            max_connection_age: None,
+            ..limits
+        },
         metrics: metrics.server(),
     };
     let (stop_webhook, webhook_stopped) = watch::channel(false);
