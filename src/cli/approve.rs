@@ -52,7 +52,7 @@ pub struct ChangeArgs {
     /// The object: a manifest (YAML or JSON), `kubectl get -o json` output, or an
     /// AdmissionReview; `-` reads standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     /// Read FILE as an AdmissionReview (as the webhook receives it): the payload is
     /// exactly the one the webhook asks for.
     #[arg(long)]
@@ -90,8 +90,17 @@ pub struct ChangeArgs {
     pub policy: Option<PathBuf>,
 }
 
+impl ChangeArgs {
+    /// FILE (`-f`); clap requires it wherever it is the input, so `-` (standard
+    /// input) is only what an empty value would mean.
+    pub fn file(&self) -> &Path {
+        self.file.as_deref().unwrap_or(Path::new("-"))
+    }
+}
+
 /// Arguments of `blastguard digest`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").args(["file"]).required(true)))]
 #[command(after_help = "Examples:\n  \
     kubectl get deployment api -n prod -o json | blastguard digest -f -\n  \
     blastguard digest -f deploy.yaml --operation scale --replicas 40\n  \
@@ -114,8 +123,19 @@ pub struct DigestArgs {
     A second approver runs the same command on the annotated manifest: the payload is kept\n\
     and their signature is appended. A passphrase-protected key signs through ssh-agent\n\
     (--agent). A file of several objects (a kustomize or Helm render) is approved object\n\
-    by object in one command; --payload then applies to the object it names.")]
+    by object in one command; --payload then applies to the object it names.\n\n\
+    In the inbox (kubectl blastguard pending), approve a waiting request by its name:\n  \
+    kubectl blastguard approve deployment-prod-api-apply-0123456789abcdef --key ~/.ssh/id_ed25519")]
+#[command(group(clap::ArgGroup::new("input").args(["file", "request"]).required(true)))]
 pub struct ApproveArgs {
+    /// An `ApprovalRequest` of the inbox to approve (instead of -f FILE): its
+    /// recorded object is checked against its payload's digest, then the payload is
+    /// signed and the signature added to the request.
+    #[arg(value_name = "NAME")]
+    pub request: Option<String>,
+    /// Where the inbox is (with NAME).
+    #[command(flatten)]
+    pub inbox: super::inbox::InboxCluster,
     /// What to approve. FILE may also be an approval payload (as printed in a denial
     /// or by `blastguard digest`): it is signed as it is.
     #[command(flatten)]
@@ -160,7 +180,7 @@ pub fn run_digest(args: DigestArgs) -> ExitCode {
                  (passphrase-protected key: --agent --key ~/.ssh/id_ed25519.pub)\n\
                  (or save the line above as payload.json and run: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json, \
                  then: blastguard approve -f {file} --payload payload.json --signature payload.json.sig --annotate)",
-                file = args.change.file.display()
+                file = args.change.file().display()
             );
             ExitCode::SUCCESS
         }
@@ -170,6 +190,9 @@ pub fn run_digest(args: DigestArgs) -> ExitCode {
 
 /// Runs `approve`.
 pub fn run_approve(args: ApproveArgs) -> ExitCode {
+    if let Some(name) = &args.request {
+        return super::inbox::run_approve(name, &args);
+    }
     match approve(&args, SystemTime::now()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -206,7 +229,7 @@ fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, String> {
     if let Input::Payload(_) = prepared.input {
         return Err(format!(
             "{} is already an approval payload; sign it with blastguard approve",
-            args.file.display()
+            args.file().display()
         ));
     }
     Ok(prepared)
@@ -234,7 +257,7 @@ fn prepare(
     if all.len() != 1 {
         return Err(format!(
             "{} holds {} objects; digest one object at a time (blastguard approve takes them all)",
-            args.file.display(),
+            args.file().display(),
             all.len()
         ));
     }
@@ -249,7 +272,7 @@ fn prepare_all(
     existing_mode: Existing,
     now: SystemTime,
 ) -> Result<Vec<Prepared>, String> {
-    let text = read_input(&args.file)?;
+    let text = read_input(args.file())?;
     let given = given
         .map(|path| {
             let text = read_input(path)?;
@@ -313,7 +336,7 @@ fn prepare_all(
         return Err(format!(
             "the payload given with --payload approves {}, which is not in {}",
             p.target,
-            args.file.display()
+            args.file().display()
         ));
     }
     Ok(all)
@@ -432,7 +455,7 @@ fn prepare_input(
             return Err(format!(
                 "{} already carries a different approval; remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
                  annotations to start over with --payload",
-                args.file.display()
+                args.file().display()
             ));
         }
         (Some((text, _)), _) => Some((text.clone(), "the payload given with --payload")),
@@ -446,13 +469,13 @@ fn prepare_input(
         // a payload is never taken at its word, or an approver shown one manifest
         // signs the digest of another (issue 22).
         let fits = binds_to(&subject, &payload)
-            .map_err(|r| mismatch(what, &args.file, &subject, &payload, &r.detail, &input))
+            .map_err(|r| mismatch(what, args.file(), &subject, &payload, &r.detail, &input))
             .and_then(|()| still_usable(&payload, now, max_ttl));
         match fits {
             Err(e) if existing_mode == Existing::ReplaceIfStale && given.is_none() => {
                 notes.push(format!(
                     "a new payload for {}, because {e}",
-                    args.file.display()
+                    args.file().display()
                 ));
                 return Ok(Prepared {
                     payload_text: subject
@@ -621,7 +644,7 @@ fn read_input(path: &Path) -> Result<String, String> {
 /// The objects of FILE: one object, review or payload, or several objects (a
 /// multi-document render), each approved on its own.
 fn parse_inputs(text: &str, args: &ChangeArgs) -> Result<Vec<Input>, String> {
-    let file = args.file.display();
+    let file = args.file().display();
     let json = text.trim_start().starts_with('{');
     if json {
         let value = serde_json::from_str(text).map_err(|e| format!("{file}: invalid JSON: {e}"))?;
@@ -656,7 +679,7 @@ fn parse_inputs(text: &str, args: &ChangeArgs) -> Result<Vec<Input>, String> {
 }
 
 fn parse_input(value: Value, json: bool, text: &str, args: &ChangeArgs) -> Result<Input, String> {
-    let file = args.file.display();
+    let file = args.file().display();
     let api_version = value
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -860,7 +883,7 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
     if !args.signature.is_empty() && all.len() > 1 {
         return Err(format!(
             "{} holds {} objects, each with its own payload; attach a --signature to one object's manifest at a time",
-            args.change.file.display(),
+            args.change.file().display(),
             all.len()
         ));
     }
@@ -896,18 +919,18 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), String> {
             objects.push(object);
             json = *j;
         }
-        write_back(&args.change.file, &objects, json)?;
+        write_back(args.change.file(), &objects, json)?;
         for (prepared, signatures) in &signed {
             let count = signature_count(signatures);
             match &prepared.input {
                 Input::Object { object, .. } if several => eprintln!(
                     "Added the approval with {count} signature(s) to {} in {}.",
                     describe(object),
-                    args.change.file.display()
+                    args.change.file().display()
                 ),
                 _ => eprintln!(
                     "Added the approval with {count} signature(s) to {}.",
-                    args.change.file.display()
+                    args.change.file().display()
                 ),
             }
         }
@@ -979,7 +1002,7 @@ fn sign_one(
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
-    eprint!("{}", what_is_signed(prepared, who, &args.change.file));
+    eprint!("{}", what_is_signed(prepared, who, args.change.file()));
     check_trust(args, &public, now);
     let payload = prepared.payload_text.as_bytes();
     let sig = match signer {
@@ -999,7 +1022,7 @@ fn attach(args: &ApproveArgs, prepared: &Prepared) -> Result<String, String> {
     for note in &prepared.notes {
         eprintln!("note: {note}");
     }
-    eprint!("{}", what_is_signed(prepared, None, &args.change.file));
+    eprint!("{}", what_is_signed(prepared, None, args.change.file()));
     let mut keys = existing_keys(prepared)?;
     let mut added = Vec::new();
     for path in &args.signature {
@@ -1100,7 +1123,7 @@ fn what_is_signed(prepared: &Prepared, who: Option<&str>, file: &Path) -> String
 }
 
 /// How the approver signs.
-enum Signer {
+pub(crate) enum Signer {
     KeyFile(PathBuf),
     Agent {
         socket: PathBuf,
@@ -1109,7 +1132,7 @@ enum Signer {
 }
 
 impl Signer {
-    fn public_key(&self) -> Result<ssh_key::PublicKey, String> {
+    pub(crate) fn public_key(&self) -> Result<ssh_key::PublicKey, String> {
         match self {
             Signer::KeyFile(path) => signing::read_public_key(path).map_err(|e| e.to_string()),
             Signer::Agent { key, .. } => Ok(key.clone()),
@@ -1117,7 +1140,7 @@ impl Signer {
     }
 }
 
-fn signer(args: &ApproveArgs) -> Result<Signer, String> {
+pub(crate) fn signer(args: &ApproveArgs) -> Result<Signer, String> {
     if args.agent {
         let socket = std::env::var_os("SSH_AUTH_SOCK")
             .map(PathBuf::from)
@@ -1139,7 +1162,7 @@ fn signer(args: &ApproveArgs) -> Result<Signer, String> {
 
 /// Tells the approver whether the webhook will count their signature (a warning, not
 /// an error: their allowed_signers copy may be older than the cluster's).
-fn check_trust(args: &ApproveArgs, public: &ssh_key::PublicKey, now: SystemTime) {
+pub(crate) fn check_trust(args: &ApproveArgs, public: &ssh_key::PublicKey, now: SystemTime) {
     let path = match (&args.allowed_signers, &args.change.policy) {
         (Some(path), _) => path.clone(),
         (None, Some(policy)) => match Policy::from_file(policy) {

@@ -6,6 +6,7 @@ pub mod approve;
 pub mod check;
 pub mod completion;
 pub mod diff;
+pub mod inbox;
 pub mod policy;
 
 use std::process::ExitCode;
@@ -62,6 +63,14 @@ Examples:
     Approve(approve::ApproveArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::CompletionArgs),
+    /// The inbox: list the changes waiting for approval.
+    Pending(inbox::PendingArgs),
+    /// The inbox: one request's summary, limits exceeded, requester and diff.
+    Show(inbox::ShowArgs),
+    /// The inbox: reject a request (it is never admitted).
+    Reject(inbox::RejectArgs),
+    /// The inbox: record a change as a request without applying it.
+    Request(inbox::RequestArgs),
 }
 
 /// The program's file name, and the name help shows: `kubectl blastguard` when run as
@@ -94,5 +103,9 @@ pub fn main() -> ExitCode {
         Command::Digest(args) => approve::run_digest(args),
         Command::Approve(args) => approve::run_approve(args),
         Command::Completion(args) => completion::run(args, &program),
+        Command::Pending(args) => inbox::run_pending(args),
+        Command::Show(args) => inbox::run_show(args),
+        Command::Reject(args) => inbox::run_reject(args),
+        Command::Request(args) => inbox::run_request(args),
     }
 }

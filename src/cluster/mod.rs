@@ -56,6 +56,7 @@ pub mod cache;
 pub mod changeset;
 pub mod namespaces;
 pub mod reach;
+pub mod requests;
 pub mod scope;
 pub mod sizes;
 pub mod spent;
@@ -123,6 +124,8 @@ pub struct Cluster {
     sizes: Arc<sizes::ClusterSizes>,
     spent: Arc<spent::ClusterSpent>,
     reach: Arc<reach::ClusterReach>,
+    client: Client,
+    bridge: Arc<bridge::Bridge>,
     /// The API server's URL, for logs.
     pub server: String,
     /// The namespace of the change-set records.
@@ -179,7 +182,7 @@ impl Cluster {
             ))),
             namespace.clone(),
             Arc::new(cache::Cache::default()),
-            bridge,
+            bridge.clone(),
             options.window,
             metrics.clone(),
         ));
@@ -192,7 +195,7 @@ impl Cluster {
         if let Some(name) = options.webhook_configuration.clone() {
             webhook_config::watch(client.clone(), name, metrics.clone());
         }
-        watch::change_sets(client, &namespace, reach.clone());
+        watch::change_sets(client.clone(), &namespace, reach.clone());
         let spent_collector = spent.clone();
         tokio::spawn(async move {
             loop {
@@ -222,9 +225,29 @@ impl Cluster {
             sizes,
             spent,
             reach,
+            client,
+            bridge,
             server,
             namespace,
         })
+    }
+
+    /// Starts the approval inbox in the release namespace (docs/approvals.md, "The
+    /// inbox").
+    pub fn requests(
+        &self,
+        limits: requests::Limits,
+        notifier: Option<crate::server::notify::Notifier>,
+        metrics: requests::RequestMetrics,
+    ) -> Arc<requests::ClusterRequests> {
+        requests::ClusterRequests::start(
+            Api::namespaced(self.client.clone(), &self.namespace),
+            self.namespace.clone(),
+            self.bridge.clone(),
+            limits,
+            notifier,
+            metrics,
+        )
     }
 
     /// The engine's state, backed by this cluster.

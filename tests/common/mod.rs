@@ -13,6 +13,8 @@
 pub mod cluster;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
+/// A local HTTP receiver of notifications (tests/notify.rs, tests/e2e_inbox.rs).
+pub mod receiver;
 /// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
 pub mod replica;
 pub mod reviewed;
