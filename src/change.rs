@@ -6,72 +6,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::annotations;
-use crate::kinds::{self, Reach};
+use crate::kinds::{self, Workload, classify};
 use crate::policy::{Policy, WorkloadSpec};
-use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError};
+use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError, differs};
 use serde_json::value::RawValue;
 
 mod motion;
 
 pub use motion::{Autoscaler, CronRuns, Motion, ScaleRef};
 
-/// The admission operation, in the API server's spelling on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Operation {
-    /// CREATE
-    Create,
-    /// UPDATE
-    Update,
-    /// DELETE
-    Delete,
-    /// CONNECT (never a workload change; always allowed)
-    Connect,
-}
-
-impl Operation {
-    /// The API server's spelling, used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
-    }
-}
-
-/// What kind of object the change is to, as far as its reach is concerned
-/// ([`crate::kinds::Reach`], plus the policy's custom workloads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Workload {
-    /// Deployment, StatefulSet, ReplicaSet, ReplicationController, or a custom kind of
-    /// `spec.workloads`: replicas pods.
-    Replicated,
-    /// A DaemonSet: one pod per node.
-    DaemonSet,
-    /// A Job: `spec.parallelism` pods.
-    Job,
-    /// A CronJob: `spec.jobTemplate.spec.parallelism` pods per run.
-    CronJob,
-    /// A HorizontalPodAutoscaler: its `minReplicas` is a floor the HPA controller
-    /// scales its target to under its own identity.
-    Autoscaler,
-    /// A bare Pod, or an eviction of one.
-    Pod,
-    /// A Service: a change of its selector or ports cuts its endpoints off.
-    Service,
-    /// A PodDisruptionBudget: deleting or loosening it exposes the pods it protects.
-    DisruptionBudget,
-    /// A Namespace or another cluster-scoped kind: cluster reach.
-    Cluster,
-    /// Anything else (ConfigMap, Service, ...): no pods.
-    Other,
-}
+/// The admission operation; the wire reader ([`crate::review`]) defines it.
+pub use crate::review::Operation;
 
 /// The object a change is aimed at: for a scale request, the parent workload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -366,22 +314,6 @@ impl Change {
     }
 }
 
-/// The Workload class of a built-in (group, kind).
-pub fn classify(group: &str, kind: &str) -> Workload {
-    match kinds::find(group, kind).map(|k| k.reach) {
-        Some(Reach::Replicas) => Workload::Replicated,
-        Some(Reach::Nodes) => Workload::DaemonSet,
-        Some(Reach::Job) => Workload::Job,
-        Some(Reach::Cronjob) => Workload::CronJob,
-        Some(Reach::Autoscaler) => Workload::Autoscaler,
-        Some(Reach::Pod) => Workload::Pod,
-        Some(Reach::Service) => Workload::Service,
-        Some(Reach::Budget) => Workload::DisruptionBudget,
-        Some(Reach::Cluster) => Workload::Cluster,
-        None => Workload::Other,
-    }
-}
-
 /// The kind of the workload whose `scale` subresource `resource` is: a built-in kind
 /// with a scale subresource, or a custom workload.
 pub fn parent_of(group: &str, resource: &str, policy: &Policy) -> Option<String> {
@@ -581,16 +513,6 @@ fn other_spec_changed(new: &ObjectParts<'_>, old: &ObjectParts<'_>) -> bool {
         }
     }
     false
-}
-
-/// Whether two raw values differ, by their bytes. The API server writes both objects
-/// of a review the same way (struct fields in declaration order, map keys sorted, no
-/// spaces), as `check` does through serde_json, so equal values have equal bytes;
-/// `tests/review_view.rs` holds this on every fixture. Where two writers did differ,
-/// the comparison can only say "changed" of an unchanged value: it never hides a
-/// change, it may count one that is not.
-fn differs(new: Option<&RawValue>, old: Option<&RawValue>) -> bool {
-    new.map(RawValue::get) != old.map(RawValue::get)
 }
 
 /// A strategy without its numbers: what is left when `rollingUpdate` is set aside.

@@ -15,11 +15,12 @@ use crate::approval::{
     ApprovalContext, ApprovalOutcome, ApprovalPayload, ApprovalSubject, ApprovalVerifier,
     InMemoryWorkloads, WorkloadAnnotations,
 };
-use crate::change::{Change, Operation, Workload};
+use crate::change::{Change, Operation};
+use crate::kinds::Workload;
 use crate::policy::{KnownNamespaces, NamespaceLabels, OnClusterUnavailable, Policy};
 use crate::provenance::{Facts, Signal};
 use crate::radius::{Surroundings, Violation};
-use crate::reach::{ChangeSetReach, Entry, InMemoryReach};
+use crate::change_sets::{ChangeSets, Entry, InMemoryChangeSets};
 use crate::sizes::{InMemorySizes, Sizes};
 use crate::review::ReviewError;
 use crate::verdict::{Findings, Reason, Unavailable, Verdict, decide};
@@ -41,7 +42,7 @@ pub struct Engine {
 #[derive(Clone)]
 pub struct State {
     /// Change sets: namespaces and pods per change-id and per requester.
-    pub reach: Arc<dyn ChangeSetReach>,
+    pub change_sets: Arc<dyn ChangeSets>,
     /// The parent workload's annotations, for scale approvals.
     pub workloads: Arc<dyn WorkloadAnnotations>,
     /// Current sizes a change's consequences depend on (an autoscaler's target, a
@@ -57,7 +58,7 @@ impl State {
     /// Everything in process memory; no namespace labels known.
     pub fn in_memory() -> Self {
         Self {
-            reach: Arc::new(InMemoryReach::default()),
+            change_sets: Arc::new(InMemoryChangeSets::default()),
             workloads: Arc::new(InMemoryWorkloads::default()),
             sizes: Arc::new(InMemorySizes::default()),
             namespaces: Arc::new(KnownNamespaces::default()),
@@ -288,7 +289,7 @@ impl Engine {
         }
         // One time budget for every API-server call of this decision (cluster state
         // only; in memory nothing waits), and a note of what could not be read in it.
-        let scope = crate::cluster::Scope::begin();
+        let scope = crate::budget::Scope::begin();
         let namespace = change.namespace.as_deref();
         // Cluster-scoped objects have no namespace labels; they match as "".
         let labels = match namespace {
@@ -311,7 +312,7 @@ impl Engine {
         // fresh change-id per object nor one shared id hides a change set's size.
         // Reserved, not just read: decisions judged at the same time each count the
         // others, so together they never pass the budget.
-        let reservation = self.state.reach.reserve(
+        let reservation = self.state.change_sets.reserve(
             &change.change_set_keys(),
             entry,
             window,

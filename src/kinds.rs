@@ -37,6 +37,34 @@ pub enum Reach {
     Cluster,
 }
 
+/// What kind of object the change is to, as far as its reach is concerned
+/// ([`Reach`], plus the policy's custom workloads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Deployment, StatefulSet, ReplicaSet, ReplicationController, or a custom kind of
+    /// `spec.workloads`: replicas pods.
+    Replicated,
+    /// A DaemonSet: one pod per node.
+    DaemonSet,
+    /// A Job: `spec.parallelism` pods.
+    Job,
+    /// A CronJob: `spec.jobTemplate.spec.parallelism` pods per run.
+    CronJob,
+    /// A HorizontalPodAutoscaler: its `minReplicas` is a floor the HPA controller
+    /// scales its target to under its own identity.
+    Autoscaler,
+    /// A bare Pod, or an eviction of one.
+    Pod,
+    /// A Service: a change of its selector or ports cuts its endpoints off.
+    Service,
+    /// A PodDisruptionBudget: deleting or loosening it exposes the pods it protects.
+    DisruptionBudget,
+    /// A Namespace or another cluster-scoped kind: cluster reach.
+    Cluster,
+    /// Anything else (ConfigMap, Service, ...): no pods.
+    Other,
+}
+
 /// One kind blastguard judges.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -79,6 +107,22 @@ pub fn find(group: &str, kind: &str) -> Option<&'static Kind> {
     built_in()
         .iter()
         .find(|k| k.group == group && k.kind == kind)
+}
+
+/// The Workload class of a built-in (group, kind).
+pub fn classify(group: &str, kind: &str) -> Workload {
+    match find(group, kind).map(|k| k.reach) {
+        Some(Reach::Replicas) => Workload::Replicated,
+        Some(Reach::Nodes) => Workload::DaemonSet,
+        Some(Reach::Job) => Workload::Job,
+        Some(Reach::Cronjob) => Workload::CronJob,
+        Some(Reach::Autoscaler) => Workload::Autoscaler,
+        Some(Reach::Pod) => Workload::Pod,
+        Some(Reach::Service) => Workload::Service,
+        Some(Reach::Budget) => Workload::DisruptionBudget,
+        Some(Reach::Cluster) => Workload::Cluster,
+        None => Workload::Other,
+    }
 }
 
 /// The built-in kind with this group and resource name (for subresource requests,

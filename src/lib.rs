@@ -1,13 +1,18 @@
 //! blastguard: a Kubernetes validating admission webhook that holds AI-assisted changes
 //! with a high blast radius until senior engineers sign an approval for exactly that
-//! change.
+//! change. The layout and its rules: docs/architecture.md.
 //!
-//! The modules follow the request path of DESIGN.md section 1:
-//! [`review`] (AdmissionReview in) → [`change`] → [`provenance`] → [`radius`]
-//! (with [`reach`] for change sets) → [`policy`] → [`approval`] → [`verdict`] →
-//! [`response`], tied together by [`engine`]. The webhook server lives in [`server`],
-//! the command line in [`cli`]; the state that spans requests, in a cluster, in
-//! [`cluster`].
+//! The request path, as [`engine`] runs it: [`review`] reads the AdmissionReview into
+//! a borrowed view; [`provenance`] tells from that view whether the change is
+//! AI-assisted (a person's change is allowed there, its objects never parsed); only
+//! then [`change`] normalizes it, [`policy`] picks the namespace's rule, [`radius`]
+//! measures it (with [`change_sets`] across requests and [`sizes`] of what it
+//! touches), [`approval`] checks a signed approval, [`verdict`] decides and
+//! [`response`] writes the answer. [`budget`] bounds the cluster reads of one decision.
+//!
+//! The I/O edges import that core, never the reverse (tests/layering.rs): [`cluster`]
+//! fills the engine's state from the API server, [`server`] serves HTTPS and metrics,
+//! [`cli`] is the command line.
 
 /// Declares the modules of the request path, with the lints that keep the ways to
 /// write a panic out of them: no `unwrap`, no `expect`, no unchecked indexing or
@@ -32,14 +37,25 @@ macro_rules! request_path {
 }
 
 request_path!(
-    review, change, provenance, kinds, radius, reach, sizes, verdict, response, engine
+    review,
+    change,
+    provenance,
+    kinds,
+    radius,
+    change_sets,
+    sizes,
+    verdict,
+    response,
+    engine
 );
 
 pub mod annotations;
 pub mod approval;
+pub mod budget;
 pub mod cli;
 pub mod cluster;
 pub mod defaults;
+pub mod identity;
 pub mod policy;
 pub mod server;
 pub mod yaml;

@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use crate::change::{Autoscaler, Change, CronRuns, Operation, Workload};
+use crate::change::{Autoscaler, Change, CronRuns, Operation};
+use crate::kinds::Workload;
 use crate::policy::LimitsSpec;
 
 /// What the cluster says of the objects a change points at, looked up by the engine

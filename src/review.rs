@@ -20,12 +20,36 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use crate::change::Operation;
-
 /// The only AdmissionReview version served (the chart registers `[v1]`).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// The AdmissionReview kind.
 pub const KIND: &str = "AdmissionReview";
+
+/// The admission operation, in the API server's spelling on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE
+    Create,
+    /// UPDATE
+    Update,
+    /// DELETE
+    Delete,
+    /// CONNECT (never a workload change; always allowed)
+    Connect,
+}
+
+impl Operation {
+    /// The API server's spelling, used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
 
 /// Why a request body is not an AdmissionReview blastguard can judge.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -678,3 +702,14 @@ pub fn encode_rejection(uid: &str, message: &str) -> Vec<u8> {
     });
     serde_json::to_vec(&review).unwrap_or_default()
 }
+
+/// Whether two raw values differ, by their bytes. The API server writes both objects
+/// of a review the same way (struct fields in declaration order, map keys sorted, no
+/// spaces), as `check` does through serde_json, so equal values have equal bytes;
+/// `tests/review_view.rs` holds this on every fixture. Where two writers did differ,
+/// the comparison can only say "changed" of an unchanged value: it never hides a
+/// change, it may count one that is not.
+pub fn differs(new: Option<&RawValue>, old: Option<&RawValue>) -> bool {
+    new.map(RawValue::get) != old.map(RawValue::get)
+}
+

@@ -18,6 +18,8 @@ use ssh_key::public::KeyData;
 use ssh_key::{EcdsaCurve, HashAlg, PublicKey};
 use wildmatch::WildMatch;
 
+use crate::identity::fold_case;
+
 /// Largest allowed_signers file read; a real one holds a few dozen lines.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -537,14 +539,6 @@ pub fn may_overlap(a: &str, b: &str) -> bool {
                 || WildMatch::new(pb).matches(pa)
         })
     })
-}
-
-/// Unicode default case folding, for comparing identities: a principal that differs
-/// from a username only by case is the same person. (Confusable characters, such as
-/// Cyrillic `а` for Latin `a`, are not folded: allowed_signers is the operators' file,
-/// docs/security.md says so.)
-pub fn fold_case(s: &str) -> String {
-    caseless::default_case_fold_str(s)
 }
 
 /// A key's SHA-256 fingerprint, as ssh-keygen prints it.

@@ -17,8 +17,6 @@ pub const API_VERSION: &str = "blastguard.io/v1";
 pub const KIND: &str = "Approval";
 /// The SSHSIG namespace approvals are signed under.
 pub const SIGNATURE_NAMESPACE: &str = "approval@blastguard.io";
-/// Validity offered in the payload a denial prints, capped by the policy's maxTTL.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
 /// Largest approval payload read; a real one is about 400 bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
 

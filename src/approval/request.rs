@@ -193,6 +193,123 @@ pub struct Rejection {
     pub at: String,
 }
 
+/// What happened to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A denied change now waits for approvers.
+    New,
+    /// It is signed by as many approvers as its rule requires.
+    Approved,
+    /// An approver rejected it.
+    Rejected,
+    /// It expired unapproved.
+    Expired,
+}
+
+impl EventKind {
+    /// Every kind, for metrics that start each series at zero.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::New,
+        EventKind::Approved,
+        EventKind::Rejected,
+        EventKind::Expired,
+    ];
+
+    /// The name, as in the JSON body and the `event` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::New => "new",
+            EventKind::Approved => "approved",
+            EventKind::Rejected => "rejected",
+            EventKind::Expired => "expired",
+        }
+    }
+}
+
+/// One notification: the JSON body posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// The line chat tools show (Slack's `text`).
+    pub text: String,
+    /// What happened.
+    pub event: EventKind,
+    /// The `ApprovalRequest`'s name.
+    pub request: String,
+    /// Its namespace (the release's).
+    pub namespace: String,
+    /// `Kind namespace/name`.
+    pub target: String,
+    /// `apply`, `delete` or `scale`.
+    pub operation: String,
+    /// Who asked.
+    pub requester: String,
+    /// The rule that judged it.
+    pub rule: String,
+    /// What the change does.
+    pub summary: String,
+    /// `n/N` signatures.
+    pub signed: String,
+    /// The rejection's reason, when rejected.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl Event {
+    /// An event about a request, its `text` written from the rest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        event: EventKind,
+        request: &str,
+        namespace: &str,
+        spec: &RequestSpec,
+        signed: &str,
+        reason: &str,
+    ) -> Self {
+        let what = match event {
+            EventKind::New => "waits for approval",
+            EventKind::Approved => "is approved: the requester may retry",
+            EventKind::Rejected => "was rejected",
+            EventKind::Expired => "expired unapproved",
+        };
+        let mut text = format!(
+            "blastguard: {} {} of {} by {} {what} (rule {}, {signed} signed)",
+            request, spec.operation, spec.display, spec.requester, spec.rule
+        );
+        if !spec.summary.is_empty() {
+            text.push_str(&format!(": {}", spec.summary));
+        }
+        if !reason.is_empty() {
+            text.push_str(&format!(" (reason: {reason})"));
+        }
+        if event == EventKind::New {
+            text.push_str(&format!(
+                "\nReview: kubectl blastguard show {request} --release-namespace {namespace}"
+            ));
+        }
+        Self {
+            text,
+            event,
+            request: request.to_string(),
+            namespace: namespace.to_string(),
+            target: spec.display.clone(),
+            operation: spec.operation.clone(),
+            requester: spec.requester.clone(),
+            rule: spec.rule.clone(),
+            summary: spec.summary.clone(),
+            signed: signed.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Where the inbox's events go (`serve --notify-url`: the server's notifier). Sending
+/// never waits.
+pub trait Notify: Send + Sync {
+    /// Queues one event.
+    fn send(&self, event: Event);
+}
+
 /// The record name of a subject: readable (`deployment-prod-api-…`) and unique per
 /// target, operation and digest (or replica count), so a retry finds the record and
 /// never makes a second one.
@@ -465,7 +582,8 @@ pub fn judge(
 /// The part of a change the verifier reads besides the subject: who asked (a
 /// requester may not approve their own change).
 fn requester_change(subject: &ApprovalSubject, requester: &str) -> crate::change::Change {
-    use crate::change::{Change, Operation, Requester, Target, Workload};
+    use crate::change::{Change, Operation, Requester, Target};
+    use crate::kinds::Workload;
     let t = &subject.target;
     Change {
         uid: String::new(),

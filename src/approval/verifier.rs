@@ -6,7 +6,7 @@
 //! untrusted annotation costs at most a bounded parse.
 
 use super::allowed_signers::{
-    AllowedSigners, KeyTrust, PatternMatch, fingerprint, fold_case, match_pattern_list, may_overlap,
+    AllowedSigners, KeyTrust, PatternMatch, fingerprint, match_pattern_list, may_overlap,
 };
 use super::payload::{ApprovalPayload, PayloadError, SIGNATURE_NAMESPACE, rfc3339};
 use super::sshsig::{self, ArmorError, VerifyError};
@@ -14,6 +14,7 @@ use super::{
     ApprovalContext, ApprovalOperation, ApprovalOutcome, ApprovalSubject, ApprovalVerifier, reason,
 };
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+use crate::identity::fold_case;
 
 /// Largest `blastguard.io/approval-signature` annotation read: 20 RSA-4096
 /// signatures fit in 32 KiB.

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::{Operation, Workload, differs};
-use crate::review::{ObjectParts, RawMap};
+use crate::kinds::Workload;
+use crate::review::{ObjectParts, Operation, RawMap, differs};
 
 /// What controllers will do because of one change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

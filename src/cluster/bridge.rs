@@ -186,7 +186,7 @@ impl Bridge {
             None => {
                 // A wait cut short because the decision had little budget left says
                 // nothing about the API server; one that had a fair share of it does.
-                if remaining >= super::scope::budget() / 4 {
+                if remaining >= crate::budget::per_decision() / 4 {
                     self.trip();
                 }
                 Err(Late::TimedOut)

@@ -7,17 +7,17 @@
 //! - [`workloads::ClusterWorkloads`]: the parent workload's approval for a scale, from
 //!   watches of the scaled kinds that keep only labels, `blastguard.io/*` annotations
 //!   and replicas, with a GET on a miss.
-//! - [`reach::ClusterReach`]: change sets in `ChangeSet` records
-//!   ([`changeset`]) in the release namespace, read per decision, written with
+//! - [`change_sets::ClusterChangeSets`]: change sets in `ChangeSet` records
+//!   ([`change_sets::record`]) in the release namespace, read per decision, written with
 //!   resourceVersion preconditions, expiring with the window.
 //!
-//! Every API-server call of a decision shares one time budget ([`scope`]; `serve
+//! Every API-server call of a decision shares one time budget ([`crate::budget`]; `serve
 //! --api-budget`, 200 ms by default) and is made through [`bridge`], which never waits
 //! past it. What could not be read in time is noted, and the engine follows the
 //! policy's `onClusterUnavailable` for a change that would otherwise be admitted.
 //!
 //! Without a cluster (`--dev`, `check`, or no configuration found) the engine keeps
-//! [`crate::engine::State::in_memory`].
+//! its state in memory.
 
 /// `kube::Resource` for a namespaced `blastguard.io/v1alpha1` record type with a
 /// `metadata` field: the chart's CRDs (`ChangeSet`, `SpentApproval`).
@@ -31,10 +31,10 @@ macro_rules! record_resource {
                 $kind.into()
             }
             fn group(_: &()) -> std::borrow::Cow<'_, str> {
-                $crate::cluster::changeset::GROUP.into()
+                $crate::cluster::change_sets::record::GROUP.into()
             }
             fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                $crate::cluster::changeset::VERSION.into()
+                $crate::cluster::change_sets::record::VERSION.into()
             }
             fn plural(_: &()) -> std::borrow::Cow<'_, str> {
                 $plural.into()
@@ -53,11 +53,10 @@ macro_rules! record_resource {
 
 pub mod bridge;
 pub mod cache;
-pub mod changeset;
+pub mod change_sets;
+pub mod metrics;
 pub mod namespaces;
-pub mod reach;
 pub mod requests;
-pub mod scope;
 pub mod sizes;
 pub mod spent;
 mod watch;
@@ -70,11 +69,8 @@ use std::time::Duration;
 use kube::Api;
 use kube::Client;
 
-pub use scope::Scope;
-
-use crate::engine::State;
 use crate::policy::WorkloadSpec;
-use crate::server::metrics::ClusterMetrics;
+use metrics::ClusterMetrics;
 
 /// Where the state that spans requests lives (`serve --state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,13 +113,19 @@ pub struct Options {
     pub webhook_configuration: Option<String>,
 }
 
-/// The cluster state, running: its watches feed the caches behind [`Cluster::state`].
+/// The cluster state, running: its watches feed the caches of its stores, which the
+/// server hands to the engine as its `State`.
 pub struct Cluster {
-    namespaces: Arc<namespaces::ClusterNamespaces>,
-    workloads: Arc<workloads::ClusterWorkloads>,
-    sizes: Arc<sizes::ClusterSizes>,
-    spent: Arc<spent::ClusterSpent>,
-    reach: Arc<reach::ClusterReach>,
+    /// Namespace labels, for `namespaceSelector`.
+    pub namespaces: Arc<namespaces::ClusterNamespaces>,
+    /// The parent workload's approval, for scales.
+    pub workloads: Arc<workloads::ClusterWorkloads>,
+    /// Autoscaler targets' sizes and Services' endpoints.
+    pub sizes: Arc<sizes::ClusterSizes>,
+    /// Single-use approvals already spent, as `SpentApproval` records.
+    pub spent: Arc<spent::ClusterSpent>,
+    /// Change sets, as `ChangeSet` records.
+    pub change_sets: Arc<change_sets::ClusterChangeSets>,
     client: Client,
     bridge: Arc<bridge::Bridge>,
     /// The API server's URL, for logs.
@@ -175,8 +177,8 @@ impl Cluster {
             Api::namespaced(client.clone(), &namespace),
             bridge.clone(),
         ));
-        let reach = Arc::new(reach::ClusterReach::new(
-            Box::new(reach::ApiRecords(Api::namespaced(
+        let change_sets = Arc::new(change_sets::ClusterChangeSets::new(
+            Box::new(change_sets::ApiRecords(Api::namespaced(
                 client.clone(),
                 &namespace,
             ))),
@@ -186,7 +188,7 @@ impl Cluster {
             options.window,
             metrics.clone(),
         ));
-        for cache in crate::server::metrics::CLUSTER_CACHES {
+        for cache in metrics::CLUSTER_CACHES {
             metrics.set_cache_synced(cache, false);
         }
 
@@ -195,7 +197,7 @@ impl Cluster {
         if let Some(name) = options.webhook_configuration.clone() {
             webhook_config::watch(client.clone(), name, metrics.clone());
         }
-        watch::change_sets(client.clone(), &namespace, reach.clone());
+        watch::change_sets(client.clone(), &namespace, change_sets.clone());
         let spent_collector = spent.clone();
         tokio::spawn(async move {
             loop {
@@ -208,7 +210,7 @@ impl Cluster {
                 }
             }
         });
-        let collector = reach.clone();
+        let collector = change_sets.clone();
         tokio::spawn(async move {
             collector.warm_up().await;
             loop {
@@ -224,7 +226,7 @@ impl Cluster {
             workloads,
             sizes,
             spent,
-            reach,
+            change_sets,
             client,
             bridge,
             server,
@@ -237,7 +239,7 @@ impl Cluster {
     pub fn requests(
         &self,
         limits: requests::Limits,
-        notifier: Option<crate::server::notify::Notifier>,
+        notifier: Option<Arc<dyn crate::approval::request::Notify>>,
         metrics: requests::RequestMetrics,
     ) -> Arc<requests::ClusterRequests> {
         requests::ClusterRequests::start(
@@ -250,17 +252,6 @@ impl Cluster {
         )
     }
 
-    /// The engine's state, backed by this cluster.
-    pub fn state(&self) -> State {
-        State {
-            reach: self.reach.clone(),
-            workloads: self.workloads.clone(),
-            sizes: self.sizes.clone(),
-            namespaces: self.namespaces.clone(),
-            spent: self.spent.clone(),
-        }
-    }
-
     /// The caches still waiting for their first list, by name; empty once synced.
     pub fn pending_sync(&self) -> Vec<&'static str> {
         let mut pending = Vec::new();
@@ -270,14 +261,14 @@ impl Cluster {
         if !self.workloads.is_synced() {
             pending.push(workloads::CACHE);
         }
-        if !self.reach.is_synced() {
-            pending.push(reach::CACHE);
+        if !self.change_sets.is_synced() {
+            pending.push(change_sets::CACHE);
         }
         pending
     }
 
     /// Admitted changes whose change-set writes have not succeeded yet.
     pub fn pending_writes(&self) -> usize {
-        self.reach.pending()
+        self.change_sets.pending()
     }
 }

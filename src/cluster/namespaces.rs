@@ -11,9 +11,9 @@ use kube::core::PartialObjectMeta;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::scope;
+use super::metrics::ClusterMetrics;
+use crate::budget;
 use crate::policy::NamespaceLabels;
-use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "namespaces";
@@ -102,7 +102,7 @@ impl NamespaceLabels for ClusterNamespaces {
         // on its way. The watch will bring it; this decision asks now.
         match self
             .bridge
-            .call(scope::deadline(), (self.fetch)(namespace.to_string()))
+            .call(budget::deadline(), (self.fetch)(namespace.to_string()))
         {
             Ok(Ok(Some(labels))) => {
                 self.metrics.lookup(CACHE, "fetched");
@@ -129,7 +129,7 @@ impl NamespaceLabels for ClusterNamespaces {
 impl ClusterNamespaces {
     fn unavailable(&self, namespace: &str) -> Option<Labels> {
         self.metrics.lookup(CACHE, "unavailable");
-        scope::note_unavailable(format!("the labels of namespace {namespace}"));
+        budget::note_unavailable(format!("the labels of namespace {namespace}"));
         // None: the engine applies the strictest rule that could match.
         None
     }
@@ -216,7 +216,7 @@ mod tests {
             |name| Ok((name == "new").then(|| labels(&[("blastguard.io/tier", "critical")]))),
             Duration::ZERO,
         );
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         assert_eq!(
             f.namespaces.labels("new"),
             Some(labels(&[("blastguard.io/tier", "critical")]))
@@ -233,10 +233,10 @@ mod tests {
     #[test]
     fn an_unreadable_namespace_has_unknown_labels_and_says_so() {
         let f = fixture(|_| Ok(None), Duration::from_secs(5));
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         let started = std::time::Instant::now();
         assert_eq!(f.namespaces.labels("slow"), None);
-        assert!(started.elapsed() < scope::budget() + Duration::from_millis(150));
+        assert!(started.elapsed() < budget::per_decision() + Duration::from_millis(150));
         assert_eq!(
             scope.unavailable().as_deref(),
             Some("the labels of namespace slow")
@@ -250,7 +250,7 @@ mod tests {
             },
             Duration::ZERO,
         );
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         assert_eq!(f.namespaces.labels("secret"), None);
         assert!(scope.unavailable().is_some());
     }

@@ -26,15 +26,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::bridge::Bridge;
-use super::changeset::{GROUP, VERSION};
-use super::scope;
+use super::change_sets::record::{GROUP, VERSION};
 use crate::approval::ApprovalSubject;
 use crate::approval::payload::rfc3339;
 use crate::approval::request::{
-    ApprovalRequests, Denied, Found, KIND, PLURAL, Recorded, RequestSpec, RequestState,
-    RequestStatus,
+    ApprovalRequests, Denied, Event, EventKind, Found, KIND, Notify, PLURAL, Recorded, RequestSpec,
+    RequestState, RequestStatus,
 };
-use crate::server::notify::{Event, EventKind, Notifier};
+use crate::budget;
 
 /// An `ApprovalRequest` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,7 +177,7 @@ impl ClusterRequests {
         namespace: String,
         bridge: Arc<Bridge>,
         limits: Limits,
-        notifier: Option<Notifier>,
+        notifier: Option<Arc<dyn Notify>>,
         metrics: RequestMetrics,
     ) -> Arc<Self> {
         let (queue, jobs) = mpsc::channel(limits.queue.max(1));
@@ -216,7 +215,7 @@ impl ApprovalRequests for ClusterRequests {
         let name = crate::approval::request::record_name(subject);
         let key = name.clone();
         let get = async move { api.get_opt(&key).await };
-        match self.bridge.call(scope::deadline(), get) {
+        match self.bridge.call(budget::deadline(), get) {
             Ok(Ok(Some(record))) => {
                 let status = record.status();
                 Found::Record(Box::new(Recorded {
@@ -260,7 +259,7 @@ struct Writer {
     api: Api<ApprovalRequest>,
     namespace: String,
     limits: Limits,
-    notifier: Option<Notifier>,
+    notifier: Option<Arc<dyn Notify>>,
     metrics: RequestMetrics,
     counts: Option<Counts>,
 }

@@ -9,8 +9,8 @@ use kube::Api;
 use kube::api::ListParams;
 
 use super::bridge::Bridge;
-use super::scope;
 use super::workloads::ClusterWorkloads;
+use crate::budget;
 use crate::change::Target;
 use crate::sizes::Sizes;
 
@@ -51,12 +51,12 @@ impl Sizes for ClusterSizes {
         };
         let unknown = |why: &dyn std::fmt::Display| {
             tracing::warn!(namespace, service, error = %why, "cannot read a Service's endpoints");
-            scope::note_unavailable(format!("the endpoints of Service {namespace}/{service}"));
+            budget::note_unavailable(format!("the endpoints of Service {namespace}/{service}"));
             format!(
                 "the endpoints of Service {namespace}/{service} could not be read from the API server in time"
             )
         };
-        match self.bridge.call(scope::deadline(), list) {
+        match self.bridge.call(budget::deadline(), list) {
             Ok(Ok(count)) => Ok(count),
             Ok(Err(e)) => Err(unknown(&e)),
             Err(late) => Err(unknown(&late)),

@@ -15,10 +15,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::{Deserialize, Serialize};
 
 use super::bridge::Bridge;
-use super::changeset::GROUP;
-use super::scope;
+use super::change_sets::record::GROUP;
 use crate::approval::payload::rfc3339;
 use crate::approval::spent::{Spend, Spending, SpentApprovals};
+use crate::budget;
 
 /// The kind.
 pub const KIND: &str = "SpentApproval";
@@ -105,7 +105,7 @@ impl ClusterSpent {
 
     fn unknown(&self, what: &str, error: &dyn std::fmt::Display) -> Spending {
         tracing::warn!(error = %error, "cannot {what} a spent-approval record");
-        scope::note_unavailable("the spent-approval records".to_string());
+        budget::note_unavailable("the spent-approval records".to_string());
         Spending::Unknown(format!(
             "the spent-approval records could not be read from the API server in time ({error})"
         ))
@@ -117,7 +117,7 @@ impl SpentApprovals for ClusterSpent {
         let api = self.api.clone();
         let name = record_name(key);
         let get = async move { api.get_opt(&name).await };
-        match self.bridge.call(scope::deadline(), get) {
+        match self.bridge.call(budget::deadline(), get) {
             Ok(Ok(Some(_))) => Spending::AlreadySpent,
             Ok(Ok(None)) => Spending::Unspent,
             Ok(Err(e)) => self.unknown("read", &e),
@@ -127,7 +127,7 @@ impl SpentApprovals for ClusterSpent {
 
     fn spend(&self, spend: &Spend, now: SystemTime) -> Spending {
         let record = SpentApproval {
-            api_version: format!("{GROUP}/{}", super::changeset::VERSION),
+            api_version: format!("{GROUP}/{}", super::change_sets::record::VERSION),
             kind: KIND.to_string(),
             metadata: ObjectMeta {
                 name: Some(record_name(&spend.key)),
@@ -147,7 +147,7 @@ impl SpentApprovals for ClusterSpent {
         // Detached: once sent, the create may land after the decision stopped
         // waiting; the approval is then spent without having admitted anything, which
         // fails closed.
-        match self.bridge.call_detached(scope::deadline(), create) {
+        match self.bridge.call_detached(budget::deadline(), create) {
             Ok(Ok(_)) => Spending::Spent,
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => Spending::AlreadySpent,
             Ok(Err(e)) => self.unknown("write", &e),

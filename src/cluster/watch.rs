@@ -14,9 +14,9 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
 use super::cache::Event;
-use super::changeset::ChangeSet;
+use super::change_sets::ClusterChangeSets;
+use super::change_sets::record::ChangeSet;
 use super::namespaces::{self, ClusterNamespaces};
-use super::reach::ClusterReach;
 use super::workloads::{self, ClusterWorkloads, SlimWorkload, WatchedKind};
 
 /// How often a custom workload kind the API server does not serve is looked for again.
@@ -89,7 +89,7 @@ pub fn namespaces(client: Client, namespaces: Arc<ClusterNamespaces>) {
 }
 
 /// Watches the change-set records of one namespace.
-pub fn change_sets(client: Client, namespace: &str, reach: Arc<ClusterReach>) {
+pub fn change_sets(client: Client, namespace: &str, change_sets: Arc<ClusterChangeSets>) {
     let api: Api<ChangeSet> = Api::namespaced(client, namespace);
     let what = format!("changesets.blastguard.io in {namespace}");
     tokio::spawn(run(
@@ -100,7 +100,7 @@ pub fn change_sets(client: Client, namespace: &str, reach: Arc<ClusterReach>) {
             let version = super::cache::version_number(record.metadata.resource_version.as_deref());
             Some((name, version, record))
         },
-        move |e| reach.apply(e),
+        move |e| change_sets.apply(e),
     ));
     // Collection of expired records runs beside the watch that feeds it.
 }

@@ -20,7 +20,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use crate::server::metrics::ClusterMetrics;
+use super::metrics::ClusterMetrics;
 
 /// How the configuration changed, as the `change` label of
 /// `blastguard_webhook_configuration_changes_total`.
@@ -325,15 +325,20 @@ mod tests {
         assert_eq!(emptied.differences(&a), ["webhooks: 1 -> 0 entries"]);
     }
 
-    /// The metrics as a scrape shows them, through a server's registry.
-    fn scrape(metrics: &crate::server::metrics::Metrics) -> String {
-        metrics.encode()
+    /// The metrics as a scrape shows them, from a registry like the server's.
+    fn scrape(registry: &prometheus::Registry) -> String {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn the_tracker_counts_changes_after_the_first_list_and_across_relists() {
-        let metrics = crate::server::metrics::Metrics::new();
-        let mut t = Tracker::new("blastguard".into(), metrics.cluster());
+        let registry = prometheus::Registry::new();
+        let mut t = Tracker::new("blastguard".into(), ClusterMetrics::register(&registry));
         let present = "blastguard_webhook_configuration_present{name=\"blastguard\"}";
         let count = |change: &str| {
             format!(
@@ -341,7 +346,7 @@ mod tests {
             )
         };
         let value = |series: &str| -> Option<f64> {
-            scrape(&metrics)
+            scrape(&registry)
                 .lines()
                 .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         };
@@ -391,11 +396,11 @@ mod tests {
 
     #[test]
     fn a_missing_configuration_at_start_is_not_present_and_not_a_change() {
-        let metrics = crate::server::metrics::Metrics::new();
-        let mut t = Tracker::new("blastguard".into(), metrics.cluster());
+        let registry = prometheus::Registry::new();
+        let mut t = Tracker::new("blastguard".into(), ClusterMetrics::register(&registry));
         t.apply(watcher::Event::Init);
         t.apply(watcher::Event::InitDone);
-        let text = scrape(&metrics);
+        let text = scrape(&registry);
         assert!(text.contains("blastguard_webhook_configuration_present{name=\"blastguard\"} 0"));
         assert!(text.contains(
             "blastguard_webhook_configuration_changes_total{change=\"deleted\",name=\"blastguard\"} 0"

@@ -16,12 +16,12 @@ use serde::Deserialize;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::scope;
+use super::metrics::ClusterMetrics;
 use crate::approval::WorkloadAnnotations;
+use crate::budget;
 use crate::change::Target;
 use crate::kinds::{self, Reach};
 use crate::policy::WorkloadSpec;
-use crate::server::metrics::ClusterMetrics;
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "workloads";
@@ -294,7 +294,7 @@ impl ClusterWorkloads {
         let unavailable = |error: &dyn std::fmt::Display| {
             tracing::warn!(%target, error = %error, "cannot read {what}");
             self.metrics.lookup(CACHE, "unavailable");
-            scope::note_unavailable(format!("{what} of {target}"));
+            budget::note_unavailable(format!("{what} of {target}"));
             Lookup::Unavailable
         };
         let Some(resource) = kind.resource() else {
@@ -302,7 +302,7 @@ impl ClusterWorkloads {
             return unavailable(&"the kind is not served");
         };
         let fetch = (self.fetch)(resource, namespace.to_string(), target.name.clone());
-        match self.bridge.call(scope::deadline(), fetch) {
+        match self.bridge.call(budget::deadline(), fetch) {
             Ok(Ok(Some(facts))) => {
                 self.metrics.lookup(CACHE, "fetched");
                 Lookup::Found(keep(&facts))
@@ -498,7 +498,7 @@ mod tests {
         .unwrap();
         w.apply(&deployments, Event::InitApply(k, v, f));
         w.apply(&deployments, Event::InitDone);
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         let got = w
             .annotations(&target("Deployment", "team-a", "api"))
             .unwrap();
@@ -519,10 +519,10 @@ mod tests {
     #[test]
     fn a_parent_that_cannot_be_read_in_time_is_unknown_and_noted() {
         let (_rt, w) = workloads(|_, _| Ok(None), Duration::from_secs(5));
-        let scope = scope::Scope::begin();
+        let scope = budget::Scope::begin();
         let started = std::time::Instant::now();
         assert_eq!(w.annotations(&target("StatefulSet", "db", "pg")), None);
-        assert!(started.elapsed() < scope::budget() + Duration::from_millis(150));
+        assert!(started.elapsed() < budget::per_decision() + Duration::from_millis(150));
         assert_eq!(
             scope.unavailable().as_deref(),
             Some("the annotations of StatefulSet db/pg")

@@ -23,6 +23,10 @@ pub use validate::Problem;
 /// The embedded default policy, exactly as DESIGN.md section 4 prints it.
 pub const DEFAULT_POLICY_YAML: &str = include_str!("default.yaml");
 
+/// Validity offered in the approval payload a denial prints, capped by the policy's
+/// maxTTL ([`Approvals::offered_ttl`]).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(2 * 3600);
+
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -122,7 +126,7 @@ pub struct Approvals {
 impl Approvals {
     /// The validity a new payload is offered with: two hours, or maxTTL if shorter.
     pub fn offered_ttl(&self) -> Duration {
-        crate::approval::payload::DEFAULT_TTL.min(self.max_ttl)
+        DEFAULT_TTL.min(self.max_ttl)
     }
 }
 
@@ -192,7 +196,7 @@ impl Policy {
                 .map(|(name, members)| {
                     let members = members
                         .iter()
-                        .map(|m| crate::approval::allowed_signers::fold_case(m.trim()))
+                        .map(|m| crate::identity::fold_case(m.trim()))
                         .collect();
                     (name.clone(), members)
                 })

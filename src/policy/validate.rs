@@ -228,7 +228,7 @@ pub(super) fn check(doc: &PolicyDocument) -> Vec<Problem> {
                         "{member:?} must be one principal as allowed_signers names it (no spaces, commas or patterns)"
                     ),
                 );
-            } else if !seen.insert(crate::approval::allowed_signers::fold_case(m)) {
+            } else if !seen.insert(crate::identity::fold_case(m)) {
                 out.add(format!("{at}[{i}]"), format!("{member:?} is listed twice"));
             }
         }

@@ -2,6 +2,7 @@
 //! and starting it with the cluster state. Without the cluster state there is no
 //! inbox: nobody but this process could read or sign its records.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -88,6 +89,7 @@ pub fn start(
             let mut options = notify::Options::new(url.clone());
             options.backoff = args.notify_backoff;
             Notifier::start(options, NotifyMetrics::new(metrics.registry()))
+                .map(|n| Arc::new(n) as Arc<dyn notify::Notify>)
         })
         .transpose()?;
     let requests = cluster.requests(

@@ -380,11 +380,11 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         rules = policy.rules.len(),
         "policy loaded"
     );
-    cluster::scope::set_budget(args.cluster.api_budget);
+    crate::budget::set_per_decision(args.cluster.api_budget);
     let cluster = start_cluster(&args.cluster, dev.is_some(), &policy, &metrics).await?;
     let state = cluster
         .as_ref()
-        .map_or_else(State::in_memory, |c| c.state());
+        .map_or_else(State::in_memory, |c| cluster_state(c));
     let engine = Arc::new(Engine::with_state(
         policy,
         Arc::new(NoTrustedSigners),
@@ -525,6 +525,17 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
 
 /// Starts the cluster state when `--state` and the configuration call for it; logs
 /// which state is in use either way.
+/// The engine's state, backed by the cluster's stores.
+fn cluster_state(cluster: &Cluster) -> State {
+    State {
+        change_sets: cluster.change_sets.clone(),
+        workloads: cluster.workloads.clone(),
+        sizes: cluster.sizes.clone(),
+        namespaces: cluster.namespaces.clone(),
+        spent: cluster.spent.clone(),
+    }
+}
+
 async fn start_cluster(
     args: &ClusterArgs,
     dev: bool,

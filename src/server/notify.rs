@@ -17,118 +17,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus::{IntCounterVec, Opts, Registry};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// What happened to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    /// A denied change now waits for approvers.
-    New,
-    /// It is signed by as many approvers as its rule requires.
-    Approved,
-    /// An approver rejected it.
-    Rejected,
-    /// It expired unapproved.
-    Expired,
-}
-
-impl EventKind {
-    /// Every kind, for metrics that start each series at zero.
-    pub const ALL: [EventKind; 4] = [
-        EventKind::New,
-        EventKind::Approved,
-        EventKind::Rejected,
-        EventKind::Expired,
-    ];
-
-    /// The name, as in the JSON body and the `event` metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::New => "new",
-            EventKind::Approved => "approved",
-            EventKind::Rejected => "rejected",
-            EventKind::Expired => "expired",
-        }
-    }
-}
-
-/// One notification: the JSON body posted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
-    /// The line chat tools show (Slack's `text`).
-    pub text: String,
-    /// What happened.
-    pub event: EventKind,
-    /// The `ApprovalRequest`'s name.
-    pub request: String,
-    /// Its namespace (the release's).
-    pub namespace: String,
-    /// `Kind namespace/name`.
-    pub target: String,
-    /// `apply`, `delete` or `scale`.
-    pub operation: String,
-    /// Who asked.
-    pub requester: String,
-    /// The rule that judged it.
-    pub rule: String,
-    /// What the change does.
-    pub summary: String,
-    /// `n/N` signatures.
-    pub signed: String,
-    /// The rejection's reason, when rejected.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
-
-impl Event {
-    /// An event about a request, its `text` written from the rest.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        event: EventKind,
-        request: &str,
-        namespace: &str,
-        spec: &crate::approval::request::RequestSpec,
-        signed: &str,
-        reason: &str,
-    ) -> Self {
-        let what = match event {
-            EventKind::New => "waits for approval",
-            EventKind::Approved => "is approved: the requester may retry",
-            EventKind::Rejected => "was rejected",
-            EventKind::Expired => "expired unapproved",
-        };
-        let mut text = format!(
-            "blastguard: {} {} of {} by {} {what} (rule {}, {signed} signed)",
-            request, spec.operation, spec.display, spec.requester, spec.rule
-        );
-        if !spec.summary.is_empty() {
-            text.push_str(&format!(": {}", spec.summary));
-        }
-        if !reason.is_empty() {
-            text.push_str(&format!(" (reason: {reason})"));
-        }
-        if event == EventKind::New {
-            text.push_str(&format!(
-                "\nReview: kubectl blastguard show {request} --release-namespace {namespace}"
-            ));
-        }
-        Self {
-            text,
-            event,
-            request: request.to_string(),
-            namespace: namespace.to_string(),
-            target: spec.display.clone(),
-            operation: spec.operation.clone(),
-            requester: spec.requester.clone(),
-            rule: spec.rule.clone(),
-            summary: spec.summary.clone(),
-            signed: signed.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-}
+pub use crate::approval::request::{Event, EventKind, Notify};
 
 /// How notifications are delivered.
 #[derive(Debug, Clone)]
@@ -278,6 +169,12 @@ impl Notifier {
 
     /// Queues an event; never waits (a full queue drops it, counted).
     pub fn send(&self, event: Event) {
+        Notify::send(self, event)
+    }
+}
+
+impl Notify for Notifier {
+    fn send(&self, event: Event) {
         if let Err(e) = self.queue.try_send(event) {
             self.metrics
                 .failures

@@ -7,8 +7,8 @@
 pub mod apply;
 pub mod cluster_policy;
 pub mod input;
-pub mod kinds;
 pub mod output;
+pub mod resources;
 pub mod server;
 pub mod synth;
 
@@ -26,7 +26,7 @@ use crate::policy::{KnownNamespaces, Policy, PolicyError};
 use crate::sizes::{InMemorySizes, Sizes};
 use input::{InputError, Manifest, Reader};
 use output::{Evaluation, Outcome, Problem, Skip, Style};
-use synth::{Planner, Requester, SynthError};
+use synth::{Caller, Planner, SynthError};
 
 /// The requester reported when neither `--as` nor a local user name is known.
 pub const FALLBACK_USER: &str = "kubectl-blastguard-check";
@@ -298,9 +298,9 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     let engine = Engine::with_state(policy, verifier, state);
 
     let mut planner = Planner {
-        kinds: kinds::Kinds::builtin(),
+        resources: resources::Resources::builtin(),
         namespace: args.namespace.clone(),
-        requester: Requester {
+        caller: Caller {
             username: args.as_user.clone().unwrap_or_else(local_user),
             groups: args.as_groups.clone(),
             field_manager: args.field_manager.clone(),
@@ -309,8 +309,8 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     // A custom workload is sent whether or not its definition is in the input: the
     // policy names its resource, and custom workloads are namespaced like Deployments.
     for w in &workloads {
-        if planner.kinds.lookup(&w.group, &w.kind).is_none() {
-            planner.kinds.learn_definition(&serde_json::json!({
+        if planner.resources.lookup(&w.group, &w.kind).is_none() {
+            planner.resources.learn_definition(&serde_json::json!({
                 "apiVersion": "apiextensions.k8s.io/v1",
                 "kind": "CustomResourceDefinition",
                 "spec": {
@@ -516,7 +516,7 @@ fn known_sizes(manifests: &[Manifest], old: &[Manifest], namespace: &str) -> InM
             continue;
         };
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        if crate::change::classify(group, kind) != crate::change::Workload::Replicated {
+        if crate::kinds::classify(group, kind) != crate::kinds::Workload::Replicated {
             continue;
         }
         let metadata = o.get("metadata");

@@ -9,7 +9,7 @@ pub use crate::change::Operation;
 
 use super::apply;
 use super::input::{Manifest, Origin};
-use super::kinds::{Kinds, ResourceInfo};
+use super::resources::{ResourceInfo, Resources};
 
 /// The namespace a namespaced object without one lands in, as with kubectl.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -26,9 +26,10 @@ fn served(mut object: Value) -> Value {
     object
 }
 
-/// Who is asking, as the API server would report it.
+/// Who `check` speaks as: the user and field manager the API server would report
+/// (not [`crate::change::Requester`], the engine's reading of them).
 #[derive(Debug, Clone)]
-pub struct Requester {
+pub struct Caller {
     /// `userInfo.username`.
     pub username: String,
     /// `userInfo.groups`, without `system:authenticated` (added here).
@@ -118,19 +119,19 @@ pub struct Planned {
 /// Builds the requests for a set of manifests.
 #[derive(Debug)]
 pub struct Planner {
-    /// Known kinds.
-    pub kinds: Kinds,
+    /// The API resources of the kinds it can plan requests for.
+    pub resources: Resources,
     /// Default namespace for namespaced objects without one.
     pub namespace: String,
-    /// The requester.
-    pub requester: Requester,
+    /// Who the reviews say sent them.
+    pub caller: Caller,
 }
 
 impl Planner {
     /// Learns the custom kinds defined by CustomResourceDefinitions among `manifests`.
     pub fn learn_definitions<'a>(&mut self, manifests: impl IntoIterator<Item = &'a Manifest>) {
         for m in manifests {
-            self.kinds
+            self.resources
                 .learn_definition(&Value::Object(m.object.clone()));
         }
     }
@@ -150,7 +151,7 @@ impl Planner {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
         };
-        let namespace = match self.kinds.lookup(&group, &kind) {
+        let namespace = match self.resources.lookup(&group, &kind) {
             Some(info) if info.namespaced => {
                 Some(field("namespace").unwrap_or(&self.namespace).to_string())
             }
@@ -236,7 +237,7 @@ impl Planner {
                 kind: key.kind,
             });
         }
-        let Some(info) = self.kinds.lookup(&key.group, &key.kind) else {
+        let Some(info) = self.resources.lookup(&key.group, &key.kind) else {
             return Ok(Planned {
                 origin: m.origin,
                 key,
@@ -303,12 +304,12 @@ impl Planner {
     ) -> Value {
         let kind = json!({"group": key.group, "version": key.version, "kind": key.kind});
         let resource = json!({"group": key.group, "version": key.version, "resource": info.plural});
-        let mut groups = self.requester.groups.clone();
+        let mut groups = self.caller.groups.clone();
         if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             groups.push(AUTHENTICATED_GROUP.to_string());
         }
         let mut options = json!({"kind": options_kind(operation), "apiVersion": "meta.k8s.io/v1"});
-        match (operation, &self.requester.field_manager) {
+        match (operation, &self.caller.field_manager) {
             // DeleteOptions has no fieldManager: the API server never reports one for
             // DELETE. kubectl delete asks for background propagation.
             (Operation::Delete, _) => options["propagationPolicy"] = json!("Background"),
@@ -325,7 +326,7 @@ impl Planner {
             // On CREATE with generateName, the name is not known yet.
             "name": if has_name { key.name.as_str() } else { "" },
             "operation": operation.as_str(),
-            "userInfo": {"username": self.requester.username, "groups": groups},
+            "userInfo": {"username": self.caller.username, "groups": groups},
             "object": object,
             "oldObject": old_object,
             "dryRun": false,
@@ -369,9 +370,9 @@ mod tests {
 
     fn planner() -> Planner {
         Planner {
-            kinds: Kinds::builtin(),
+            resources: Resources::builtin(),
             namespace: "team".into(),
-            requester: Requester {
+            caller: Caller {
                 username: "alice".into(),
                 groups: vec!["devs".into()],
                 field_manager: Some("kubectl-ai".into()),

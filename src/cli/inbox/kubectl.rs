@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::approval::request::{KIND, PLURAL};
-use crate::cluster::changeset::GROUP;
+use crate::cluster::change_sets::record::GROUP;
 use crate::cluster::requests::ApprovalRequest;
 
 /// Why the inbox could not be read or written.

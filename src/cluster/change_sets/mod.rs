@@ -1,4 +1,4 @@
-//! Change sets shared by every replica (DESIGN.md section 5): [`ChangeSetReach`] over
+//! Change sets shared by every replica (DESIGN.md section 5): [`ChangeSets`] over
 //! `ChangeSet` records in the release namespace.
 //!
 //! Reserving: a decision's change is written into its keys' records as a *held*
@@ -27,6 +27,8 @@
 //! a record whose entries have all expired is deleted (with a precondition, so one
 //! that was just written to survives) by a periodic collection.
 
+pub mod record;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -40,10 +42,10 @@ use tokio::sync::oneshot;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
-use super::changeset::{self, Admitted, ChangeSet, Op};
-use super::scope;
-use crate::reach::{ChangeSetReach, Entry, Hold, Reservation, Usage};
-use crate::server::metrics::ClusterMetrics;
+use crate::budget;
+use crate::change_sets::{ChangeSets, Entry, Hold, Reservation, Usage};
+use crate::cluster::metrics::ClusterMetrics;
+use record::{Admitted, ChangeSet, Op};
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "changesets";
@@ -150,7 +152,7 @@ type Answer = Result<Usage, NotWritten>;
 
 #[derive(Debug, Clone, Copy)]
 enum NotWritten {
-    /// The record holds [`changeset::MAX_HELD`] reservations already.
+    /// The record holds [`record::MAX_HELD`] reservations already.
     NoRoom,
 }
 
@@ -172,7 +174,7 @@ struct KeyState {
     writing: bool,
 }
 
-/// The shared part of [`ClusterReach`]: what the writers and the collector hold.
+/// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
 struct Shared {
     records: Box<dyn Records>,
     namespace: String,
@@ -190,15 +192,15 @@ struct Shared {
     bridge: Arc<Bridge>,
 }
 
-/// [`ChangeSetReach`] over `ChangeSet` records.
-pub struct ClusterReach {
+/// [`ChangeSets`] over `ChangeSet` records.
+pub struct ClusterChangeSets {
     shared: Arc<Shared>,
     bridge: Arc<Bridge>,
     replica: String,
     ids: AtomicU64,
 }
 
-impl ClusterReach {
+impl ClusterChangeSets {
     /// Records in `namespace` through `records`; `cache` is fed by the watch.
     pub fn new(
         records: Box<dyn Records>,
@@ -264,7 +266,7 @@ impl ClusterReach {
         let _ = timed(self.shared.records.get("blastguard-warm-up")).await;
     }
 
-    /// How often [`ClusterReach::collect_expired`] should run: a quarter of the
+    /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the
     /// window, between 1 s and 5 min.
     pub fn collect_interval(&self) -> Duration {
         let window = Duration::from_secs(self.shared.window_secs.load(Ordering::Relaxed));
@@ -285,10 +287,10 @@ impl ClusterReach {
     /// A dry run's usage of one key: the record read now (the watched copy when the
     /// API server does not answer in time) and this replica's unwritten changes.
     fn read_usage(&self, key: &str, entry: Entry<'_>, window: Duration, now: SystemTime) -> Usage {
-        let name = changeset::record_name(key);
+        let name = record::record_name(key);
         let shared = self.shared.clone();
         let read_name = name.clone();
-        let fetched = self.bridge.call(scope::deadline(), async move {
+        let fetched = self.bridge.call(budget::deadline(), async move {
             shared.records.get(&read_name).await
         });
         match fetched {
@@ -314,7 +316,7 @@ impl ClusterReach {
 
     fn unavailable(&self, key: &str) {
         self.shared.metrics.lookup(CACHE, "unavailable");
-        scope::note_unavailable(format!("change set {key}"));
+        budget::note_unavailable(format!("change set {key}"));
     }
 }
 
@@ -332,7 +334,7 @@ fn replica_id() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-impl ChangeSetReach for ClusterReach {
+impl ChangeSets for ClusterChangeSets {
     fn reserve(
         &self,
         keys: &[String],
@@ -392,7 +394,7 @@ impl ChangeSetReach for ClusterReach {
         // A late reservation means the writes are busy (a burst queues behind one
         // write), not that the API server is gone: it opens no breaker, or one slow
         // write would make every decision of the next second skip the API server.
-        let deadline = scope::deadline().max(Instant::now() + RESERVE_WAIT);
+        let deadline = budget::deadline().max(Instant::now() + RESERVE_WAIT);
         let answers = match self.bridge.finish_without_breaker(started, deadline) {
             Ok(answers) => answers,
             Err(late) => {
@@ -477,7 +479,7 @@ impl Shared {
         now: SystemTime,
         before: u64,
     ) -> Usage {
-        let name = changeset::record_name(key);
+        let name = record::record_name(key);
         let keys = self.keys();
         let record = self.cache.get(&name).map(|(_, r)| r);
         let unwritten: Vec<Admitted> = keys
@@ -491,7 +493,7 @@ impl Shared {
             })
             .unwrap_or_default();
         drop(keys);
-        changeset::usage(
+        record::usage(
             record.as_ref().map(|r| &r.spec),
             &unwritten,
             entry,
@@ -557,7 +559,7 @@ impl Shared {
     /// Writes `key`'s queued ops, all that waited in one write each round, until none
     /// waits.
     async fn writer(self: Arc<Self>, key: String, window: Duration) {
-        let name = changeset::record_name(&key);
+        let name = record::record_name(&key);
         let mut backoff = BACKOFF_FIRST;
         let mut late = false;
         let mut batch: Vec<Queued> = Vec::new();
@@ -672,13 +674,7 @@ impl Shared {
                     pods: 0,
                     dry_run: false,
                 };
-                Ok(changeset::usage(
-                    Some(&seen),
-                    &unwritten,
-                    entry,
-                    window,
-                    now,
-                ))
+                Ok(record::usage(Some(&seen), &unwritten, entry, window, now))
             };
             answers.push((queued.seq, answer));
         }
@@ -719,14 +715,14 @@ impl Shared {
         let now = SystemTime::now();
         let ops: Vec<Op> = batch.iter().map(|q| q.op.clone()).collect();
         let (spec, no_room) =
-            changeset::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
+            record::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
         let result = match base {
             Some(mut record) => {
                 record.spec = spec;
                 timed(self.records.replace(&record)).await
             }
             None => {
-                let record = changeset::new_record(&self.namespace, key, spec);
+                let record = record::new_record(&self.namespace, key, spec);
                 timed(self.records.create(&record)).await
             }
         };
@@ -766,7 +762,7 @@ impl Shared {
         let window = Duration::from_secs(self.window_secs.load(Ordering::Relaxed));
         let mut deleted = 0;
         for (name, _, record) in self.cache.entries() {
-            if !changeset::expired(&record.spec, window, now) {
+            if !record::expired(&record.spec, window, now) {
                 continue;
             }
             let Some(version) = record.metadata.resource_version.clone() else {

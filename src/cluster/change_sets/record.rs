@@ -10,7 +10,7 @@
 //! entries have all expired is deleted. The summary fields are what `kubectl get
 //! changesets` shows.
 //!
-//! Everything here is pure: the API calls are in [`super::reach`].
+//! Everything here is pure: the API calls are in [`super::ClusterChangeSets`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::reach::{Entry, Usage};
+use crate::change_sets::{Entry, Usage};
 
 /// The API group.
 pub const GROUP: &str = "blastguard.io";

@@ -23,7 +23,7 @@ pub struct ResourceInfo {
 
 /// The kinds `check` can turn into admission requests.
 #[derive(Debug, Clone)]
-pub struct Kinds {
+pub struct Resources {
     by_group_kind: HashMap<(String, String), ResourceInfo>,
 }
 
@@ -44,7 +44,7 @@ fn insert<T: Resource + 'static>(map: &mut HashMap<(String, String), ResourceInf
     );
 }
 
-impl Kinds {
+impl Resources {
     /// The kinds a Kubernetes 1.35 API server serves (GA, plus beta where a kind has
     /// no GA version). The webhook's own kinds (workloads, Namespace) are among them.
     pub fn builtin() -> Self {
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn builtin_kinds_have_plural_and_scope() {
-        let kinds = Kinds::builtin();
+        let kinds = Resources::builtin();
         let cases = [
             ("apps", "Deployment", "deployments", true),
             ("apps", "DaemonSet", "daemonsets", true),
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_definition_teaches_its_kind() {
-        let mut kinds = Kinds::builtin();
+        let mut kinds = Resources::builtin();
         let crd = json!({
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",

@@ -1,7 +1,7 @@
 //! The time one admission decision may spend on the API server, and what it could not
 //! read within it.
 //!
-//! The engine's state traits ([`crate::reach::ChangeSetReach`],
+//! The engine's state traits ([`crate::change_sets::ChangeSets`],
 //! [`crate::approval::WorkloadAnnotations`], [`crate::policy::NamespaceLabels`]) are
 //! synchronous and know nothing of decisions. So the engine opens a [`Scope`] for each
 //! AI-assisted decision: a deadline, on the judging thread, that every cluster read and
@@ -29,13 +29,13 @@ const MAX_NOTES: usize = 4;
 static BUDGET_MICROS: AtomicU64 = AtomicU64::new(DEFAULT_BUDGET.as_micros() as u64);
 
 /// Sets the budget of every decision from now on (`serve --api-budget`).
-pub fn set_budget(budget: Duration) {
+pub fn set_per_decision(budget: Duration) {
     let micros = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
     BUDGET_MICROS.store(micros, Ordering::Relaxed);
 }
 
 /// The budget of one decision.
-pub fn budget() -> Duration {
+pub fn per_decision() -> Duration {
     Duration::from_micros(BUDGET_MICROS.load(Ordering::Relaxed))
 }
 
@@ -63,10 +63,10 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// Opens a scope whose deadline is [`budget`] from now.
+    /// Opens a scope whose deadline is [`per_decision`] from now.
     pub fn begin() -> Scope {
         let current = Current {
-            deadline: Instant::now() + budget(),
+            deadline: Instant::now() + per_decision(),
             unavailable: Vec::new(),
             deferred: Vec::new(),
         };
@@ -117,7 +117,7 @@ pub fn defer(wait: Deferred) {
         None => Some(wait),
     });
     if let Some(wait) = not_deferred {
-        wait(Instant::now() + budget());
+        wait(Instant::now() + per_decision());
     }
 }
 
@@ -126,7 +126,7 @@ pub fn defer(wait: Deferred) {
 pub fn deadline() -> Instant {
     CURRENT
         .with(|c| c.borrow().as_ref().map(|c| c.deadline))
-        .unwrap_or_else(|| Instant::now() + budget())
+        .unwrap_or_else(|| Instant::now() + per_decision())
 }
 
 /// Notes that the current decision could not read `what` (e.g. `the labels of
@@ -153,7 +153,7 @@ mod tests {
         let scope = Scope::begin();
         assert_eq!(scope.unavailable(), None);
         let deadline = deadline();
-        assert!(deadline <= Instant::now() + budget());
+        assert!(deadline <= Instant::now() + per_decision());
         note_unavailable("the labels of namespace a");
         note_unavailable("the labels of namespace a");
         note_unavailable("change set user:bot");

@@ -1,12 +1,12 @@
 //! The change-set logic against a store fed directly: an in-memory API that keeps
 //! resourceVersions and answers conflicts as the API server does, shared by several
-//! [`ClusterReach`] replicas.
+//! [`ClusterChangeSets`] replicas.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
+use super::record::{self, ChangeSet};
 use super::*;
-use crate::cluster::changeset::{self, ChangeSet};
 use crate::cluster::{bridge, cache};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -41,7 +41,7 @@ impl FakeApi {
 
     fn stored(&self, key: &str) -> Option<ChangeSet> {
         let objects = self.objects.lock().unwrap();
-        objects.get(&changeset::record_name(key)).cloned()
+        objects.get(&record::record_name(key)).cloned()
     }
 }
 
@@ -130,12 +130,12 @@ impl Cluster {
     }
 
     /// A replica with an empty cache: a new process.
-    fn replica(&self) -> ClusterReach {
+    fn replica(&self) -> ClusterChangeSets {
         self.replica_with_window(HOUR)
     }
 
-    fn replica_with_window(&self, window: Duration) -> ClusterReach {
-        ClusterReach::new(
+    fn replica_with_window(&self, window: Duration) -> ClusterChangeSets {
+        ClusterChangeSets::new(
             Box::new(Shared(self.api.clone())),
             "blastguard".into(),
             Arc::new(Cache::default()),
@@ -160,7 +160,7 @@ fn keys(key: &str) -> Vec<String> {
 
 /// What a dry run of `entry` would count: read, nothing written.
 fn usage_with(
-    r: &ClusterReach,
+    r: &ClusterChangeSets,
     key: &str,
     entry: Entry<'_>,
     window: Duration,
@@ -174,7 +174,7 @@ fn usage_with(
 }
 
 /// Waits until the replica's writes (confirms included) have landed.
-fn settled(r: &ClusterReach) {
+fn settled(r: &ClusterChangeSets) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while r.pending() > 0 {
         assert!(Instant::now() < deadline, "writes still pending");
@@ -183,19 +183,19 @@ fn settled(r: &ClusterReach) {
 }
 
 /// What the engine does for one admitted change: reserve, then confirm.
-fn admit(r: &ClusterReach, key: &str, entry: Entry<'_>, now: Instant) -> Usage {
+fn admit(r: &ClusterChangeSets, key: &str, entry: Entry<'_>, now: Instant) -> Usage {
     admit_within(r, key, entry, HOUR, now)
 }
 
 fn admit_within(
-    r: &ClusterReach,
+    r: &ClusterChangeSets,
     key: &str,
     entry: Entry<'_>,
     window: Duration,
     now: Instant,
 ) -> Usage {
     let usage = {
-        let _scope = scope::Scope::begin();
+        let _scope = budget::Scope::begin();
         let reservation = r.reserve(&keys(key), entry, window, now);
         let usage = reservation.usage();
         reservation.confirm();
@@ -244,7 +244,7 @@ fn a_replica_that_just_started_counts_what_others_recorded() {
     admit(&a, "change-id:CHG-1", at("x", 4), now);
     admit(&a, "change-id:CHG-1", at("y", 4), now);
     let restarted = cluster.replica();
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     assert_eq!(
         usage_with(&restarted, "change-id:CHG-1", at("z", 1), HOUR, now),
         Usage {
@@ -262,14 +262,14 @@ fn conflicting_writers_lose_nothing() {
     // Every replica reads the record first (so each holds the same resourceVersion),
     // then all write at once: all but one conflict, read again and retry.
     for r in &replicas {
-        let _scope = scope::Scope::begin();
+        let _scope = budget::Scope::begin();
         usage_with(r, "user:bot", at("a", 0), HOUR, now);
     }
     std::thread::scope(|s| {
         for (i, r) in replicas.iter().enumerate() {
             s.spawn(move || {
                 for j in 0..5 {
-                    let _scope = scope::Scope::begin();
+                    let _scope = budget::Scope::begin();
                     let ns = format!("ns-{i}-{j}");
                     r.reserve(&keys("user:bot"), at(&ns, 1), HOUR, now)
                         .confirm();
@@ -279,7 +279,12 @@ fn conflicting_writers_lose_nothing() {
     });
     // Background retries finish.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while replicas.iter().map(ClusterReach::pending).sum::<usize>() > 0 {
+    while replicas
+        .iter()
+        .map(ClusterChangeSets::pending)
+        .sum::<usize>()
+        > 0
+    {
         assert!(Instant::now() < deadline, "writes still pending");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -302,7 +307,7 @@ fn expired_entries_stop_counting_and_records_are_collected() {
     std::thread::sleep(SHORT + Duration::from_millis(500));
     let now = Instant::now();
     admit_within(&a, "user:new", at("y", 2), SHORT, now);
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     assert_eq!(
         usage_with(&a, "user:old", at("z", 0), SHORT, now),
         Usage {
@@ -341,14 +346,14 @@ fn a_slow_api_server_costs_one_budget_and_the_change_is_written_later() {
     admit(&a, "user:bot", at("x", 5), now);
     cluster.api.slow.store(true, Ordering::SeqCst);
 
-    let scope = scope::Scope::begin();
+    let scope = budget::Scope::begin();
     let started = Instant::now();
     let reservation = a.reserve(&keys("user:bot"), at("y", 3), HOUR, now);
     let usage = reservation.usage();
     reservation.confirm();
     let waited = started.elapsed();
     assert!(
-        waited < scope::budget().max(RESERVE_WAIT) + Duration::from_millis(150),
+        waited < budget::per_decision().max(RESERVE_WAIT) + Duration::from_millis(150),
         "waited {waited:?}"
     );
     assert_eq!(
@@ -363,7 +368,7 @@ fn a_slow_api_server_costs_one_budget_and_the_change_is_written_later() {
     drop(scope);
     assert!(a.pending() >= 1, "the change waits to be written");
     // Counted by this replica while it waits to be written.
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     cluster.api.slow.store(false, Ordering::SeqCst);
     std::thread::sleep(bridge::BREAKER_OPEN);
     assert_eq!(usage_with(&a, "user:bot", at("z", 0), HOUR, now).pods, 8);
@@ -405,7 +410,7 @@ fn the_watch_updates_what_a_replica_knows() {
     assert!(b.is_synced());
     // With the API server gone, B answers from the watch.
     cluster.api.slow.store(true, Ordering::SeqCst);
-    let _scope = scope::Scope::begin();
+    let _scope = budget::Scope::begin();
     assert_eq!(
         usage_with(&b, "user:bot", at("y", 0), HOUR, Instant::now()),
         Usage {
@@ -435,7 +440,7 @@ fn parallel_reservations_on_two_replicas_never_pass_the_budget() {
                     s.spawn(move || {
                         let keys = vec!["user:agent".to_string(), format!("change-id:c-{i}")];
                         start.wait();
-                        let scope = scope::Scope::begin();
+                        let scope = budget::Scope::begin();
                         let reservation = r.reserve(&keys, at("prod", 10), HOUR, Instant::now());
                         let admit =
                             reservation.usage().pods <= LIMIT && scope.unavailable().is_none();
@@ -478,7 +483,7 @@ fn a_burst_on_one_replica_is_written_in_few_writes() {
             let (a, start) = (&a, &start);
             s.spawn(move || {
                 start.wait();
-                let scope = scope::Scope::begin();
+                let scope = budget::Scope::begin();
                 let reservation =
                     a.reserve(&keys("user:burst"), at("prod", 1), HOUR, Instant::now());
                 assert!(scope.unavailable().is_none());
@@ -500,22 +505,22 @@ fn an_unsettled_reservation_lapses() {
     let cluster = Cluster::new();
     let a = cluster.replica();
     let now = SystemTime::now();
-    let held = changeset::Admitted {
+    let held = record::Admitted {
         namespace: Some("x".into()),
         pods: 7,
         at: now,
         id: "dead-1".into(),
     };
-    let (spec, _) = changeset::with_ops(
+    let (spec, _) = record::with_ops(
         None,
         "user:bot",
-        &[changeset::Op::Hold(held, now + Duration::from_millis(300))],
+        &[record::Op::Hold(held, now + Duration::from_millis(300))],
         HOUR,
         now,
     );
     cluster
         .rt
-        .block_on(Shared(cluster.api.clone()).create(&changeset::new_record(
+        .block_on(Shared(cluster.api.clone()).create(&record::new_record(
             "blastguard",
             "user:bot",
             spec,

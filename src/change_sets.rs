@@ -8,8 +8,8 @@
 //! after it until it is confirmed (admitted) or released (denied, dry run). So
 //! concurrent decisions of one set never admit more than its budget: reading the count
 //! and adding to it are one step. This module keeps the sets in process memory
-//! (`--dev`, `check`), where that step is one lock; the cluster's [`ChangeSetReach`]
-//! (`cluster::reach`) makes it one write with a resourceVersion precondition.
+//! (`--dev`, `check`), where that step is one lock; the cluster's [`ChangeSets`]
+//! (`cluster::change_sets`) makes it one write with a resourceVersion precondition.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ pub struct Entry<'a> {
 }
 
 /// Counts what change sets have used, and reserves a change's share in them.
-pub trait ChangeSetReach: Send + Sync {
+pub trait ChangeSets: Send + Sync {
     /// Reserves `entry` in every set of `keys` (within `window` before `now`) and
     /// returns what the fullest of them has used, `entry` included. The reservation
     /// counts for every later decision until it is confirmed or released.
@@ -264,9 +264,9 @@ impl Sets {
     }
 }
 
-/// The in-process [`ChangeSetReach`]: reserving is one lock over every set.
+/// The in-process [`ChangeSets`]: reserving is one lock over every set.
 #[derive(Debug, Default)]
-pub struct InMemoryReach {
+pub struct InMemoryChangeSets {
     sets: Arc<Mutex<Sets>>,
 }
 
@@ -274,7 +274,7 @@ fn lock(sets: &Mutex<Sets>) -> std::sync::MutexGuard<'_, Sets> {
     sets.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl ChangeSetReach for InMemoryReach {
+impl ChangeSets for InMemoryChangeSets {
     fn reserve(
         &self,
         keys: &[String],
@@ -321,7 +321,7 @@ impl ChangeSetReach for InMemoryReach {
     }
 }
 
-/// A reservation in [`InMemoryReach`].
+/// A reservation in [`InMemoryChangeSets`].
 struct InMemoryHold {
     sets: Arc<Mutex<Sets>>,
     keys: Vec<String>,
@@ -366,20 +366,20 @@ mod tests {
     }
 
     /// What `key` has used with `entry`, leaving nothing behind.
-    fn usage_with(r: &InMemoryReach, key: &str, entry: Entry<'_>, w: Duration, t: Instant) -> Usage {
+    fn usage_with(r: &InMemoryChangeSets, key: &str, entry: Entry<'_>, w: Duration, t: Instant) -> Usage {
         let reservation = r.reserve(&keys(key), entry, w, t);
         let usage = reservation.usage();
         reservation.release();
         usage
     }
 
-    fn record(r: &InMemoryReach, key: &str, entry: Entry<'_>, w: Duration, t: Instant) {
+    fn record(r: &InMemoryChangeSets, key: &str, entry: Entry<'_>, w: Duration, t: Instant) {
         r.reserve(&keys(key), entry, w, t).confirm();
     }
 
     #[test]
     fn counts_distinct_namespaces_and_pods_within_the_window() {
-        let r = InMemoryReach::default();
+        let r = InMemoryChangeSets::default();
         let w = Duration::from_secs(60);
         let t0 = Instant::now();
         assert_eq!(
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_reservation_counts_until_released_and_a_released_one_leaves_nothing() {
-        let r = InMemoryReach::default();
+        let r = InMemoryChangeSets::default();
         let t0 = Instant::now();
         let both = vec!["user:a".to_string(), "change-id:x".to_string()];
         let first = r.reserve(&both, at("a", 30), HOUR, t0);
@@ -484,7 +484,7 @@ mod tests {
     fn parallel_decisions_never_admit_past_the_budget() {
         const LIMIT: u64 = 50;
         for round in 0..20 {
-            let r = Arc::new(InMemoryReach::default());
+            let r = Arc::new(InMemoryChangeSets::default());
             let start = Arc::new(std::sync::Barrier::new(40));
             let threads: Vec<_> = (0..40)
                 .map(|i| {
@@ -518,7 +518,7 @@ mod tests {
 
     #[test]
     fn merged_pod_entries_keep_their_sum() {
-        let r = InMemoryReach::default();
+        let r = InMemoryChangeSets::default();
         let t0 = Instant::now();
         for i in 0..(MAX_POD_ENTRIES_PER_SET as u64 + 40) {
             record(&r, "set", at("a", 1), HOUR, t0 + Duration::from_millis(i));
@@ -530,7 +530,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let r = InMemoryReach::default();
+        let r = InMemoryChangeSets::default();
         let t0 = Instant::now();
         for i in 0..(MAX_CHANGE_SETS + 50) {
             record(
