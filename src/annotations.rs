@@ -1,4 +1,4 @@
-//! The `blastguard.io/` annotation keys of DESIGN.md section 2.
+//! The `blastguard.io/` annotation keys of docs/design.md#annotations.
 
 /// The AI tool or agent that produced or applied the change; any value but `false`
 /// marks the change AI-assisted.

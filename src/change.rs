@@ -1,4 +1,4 @@
-//! Change: the normalized view of one admission request (DESIGN.md section 1).
+//! Change: the normalized view of one admission request (docs/design.md#request-path).
 //!
 //! Everything later stages need is read out of the request view here, once, so the
 //! rules downstream are pure functions over plain data. Only AI-assisted changes get
@@ -48,7 +48,7 @@ impl std::fmt::Display for Target {
 pub struct Requester {
     /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     pub username: String,
-    /// Groups.
+    /// Groups as the API server reports them, `system:authenticated` included.
     pub groups: Vec<String>,
 }
 
@@ -57,7 +57,7 @@ pub struct Requester {
 pub struct Change {
     /// The request uid, echoed in the response.
     pub uid: String,
-    /// The operation.
+    /// CREATE, UPDATE, DELETE or CONNECT; a scale is an UPDATE of the subresource.
     pub operation: Operation,
     /// The object the change is aimed at (the parent workload for `scale`). A
     /// Namespace's target has no namespace: the API server sends its own name as
@@ -75,8 +75,7 @@ pub struct Change {
     /// Desired pods after the change.
     pub new_replicas: Option<u64>,
     /// Whether the update replaces every pod: the pod template changed, or any other
-    /// field of the spec that is not known to leave running pods alone (DESIGN.md
-    /// section 5).
+    /// field of the spec that is not known to leave running pods alone (docs/design.md#radius).
     pub replaces_pods: bool,
     /// Whether anything in the object's spec changed (for Jobs, whose pods do not roll).
     pub spec_changed: bool,
@@ -296,7 +295,7 @@ impl Change {
         self.target.namespace.is_none() || self.workload == Workload::Cluster
     }
 
-    /// The change sets this change counts toward (DESIGN.md section 5): its
+    /// The change sets this change counts toward (docs/design.md#radius): its
     /// requester's always, and its `change-id`'s (new object, else old) when it has
     /// one. Counting both means a fresh change-id per object still meets the
     /// requester's count.
@@ -475,7 +474,7 @@ impl<'a> Shape<'a> {
     }
 }
 
-/// Spec fields known not to touch running pods (DESIGN.md section 5): any other spec
+/// Spec fields known not to touch running pods (docs/design.md#radius): any other spec
 /// change of a replicated workload (a StatefulSet's ordinals or volumeClaimTemplates,
 /// a selector, ...) replaces every pod.
 const NON_DISRUPTIVE: &[&str] = &[

@@ -1,4 +1,4 @@
-//! Change sets across requests (DESIGN.md section 5): the namespaces one change set
+//! Change sets across requests (docs/design.md#radius): the namespaces one change set
 //! touches and the pods its admitted changes affected within the policy's window.
 //!
 //! A change set is keyed by its `change-id` annotation and by its requester; the engine

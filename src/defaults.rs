@@ -1,6 +1,5 @@
 //! The API server's defaulting, offline: a manifest turned into the object the API
-//! server would present to the webhook, so that `check`, `digest` and `approve` digest
-//! what the cluster digests (DESIGN.md section 3).
+//! server would present, so `check`, `digest` and `approve` digest what it digests.
 //!
 //! The approval digest is taken over the object after the API server has defaulted it
 //! (`imagePullPolicy`, `strategy`, probe timings, ...) and written it out in its own

@@ -1,4 +1,4 @@
-//! The engine: AdmissionReview in, AdmissionReview out (DESIGN.md section 1).
+//! The engine: AdmissionReview in, AdmissionReview out (docs/design.md#request-path).
 //!
 //! One engine serves the webhook, `check` and the kubectl plugin. It holds the current
 //! policy (swapped atomically on reload), the change-set tracker and the approval
@@ -36,7 +36,7 @@ pub struct Engine {
     requests: std::sync::OnceLock<Arc<dyn ApprovalRequests>>,
 }
 
-/// Where the state that spans requests lives (DESIGN.md section 5): in process memory
+/// Where the state that spans requests lives (docs/design.md#radius): in process memory
 /// without a cluster (`--dev`, `check`), in the cluster with one. The rules only ask
 /// these traits.
 #[derive(Clone)]
@@ -85,7 +85,7 @@ pub enum Reviewed {
     },
     /// Not a review at all: there is no uid to answer to.
     Unreadable {
-        /// Why.
+        /// What made it unreadable, for the 400's message.
         error: ReviewError,
     },
 }
@@ -99,7 +99,7 @@ pub struct Judged {
     pub body: Vec<u8>,
     /// What the request was, for logs and metrics.
     pub summary: Summary,
-    /// The verdict.
+    /// The decision and everything the rules found.
     pub verdict: Verdict,
     /// The normalized change; `None` on the fast path (not AI-assisted), where the
     /// objects are never parsed.
@@ -109,13 +109,13 @@ pub struct Judged {
 /// What a request was, as logs and metrics name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// The operation.
+    /// The `operation` label.
     pub operation: Operation,
     /// The kind (the subresource's for a subresource request, e.g. `Scale`).
     pub kind: String,
     /// The namespace, if any.
     pub namespace: Option<String>,
-    /// The name.
+    /// The object's name; empty for a CREATE with `generateName`.
     pub name: String,
     /// The subresource, if any.
     pub subresource: Option<String>,

@@ -1,5 +1,5 @@
-//! The kinds blastguard judges, and how the reach of each is measured (DESIGN.md
-//! sections 5 and 7).
+//! The kinds blastguard judges, and how the reach of each is measured
+//! (docs/design.md#radius).
 //!
 //! The list is `charts/blastguard/files/kinds.yaml`, compiled in: the chart renders the
 //! webhook's rules from the same file, so the kinds the API server sends and the kinds
@@ -75,7 +75,7 @@ pub struct Kind {
     pub version: String,
     /// The plural resource name.
     pub resource: String,
-    /// The kind.
+    /// The kind, e.g. `Deployment`.
     pub kind: String,
     /// How its reach is measured.
     pub reach: Reach,

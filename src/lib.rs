@@ -1,6 +1,8 @@
 //! blastguard: a Kubernetes validating admission webhook that holds AI-assisted changes
-//! with a high blast radius until senior engineers sign an approval for exactly that
-//! change. The layout and its rules: docs/architecture.md.
+//! with a high blast radius until senior engineers sign an approval for exactly them.
+//!
+//! The contract is docs/design.md; the layout and where new code goes,
+//! docs/architecture.md.
 //!
 //! The request path, as [`engine`] runs it: [`review`] reads the AdmissionReview into
 //! a borrowed view; [`provenance`] tells from that view whether the change is

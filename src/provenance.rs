@@ -1,4 +1,4 @@
-//! Provenance: is a change AI-assisted, and by which signal (DESIGN.md section 2)?
+//! Provenance: is a change AI-assisted, and by which signal (docs/design.md#annotations)?
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -36,7 +36,7 @@ pub struct Facts<'a> {
     pub groups: Vec<&'a str>,
     /// `options.fieldManager`.
     pub field_manager: Option<&'a str>,
-    /// The operation.
+    /// DELETE carries no new object: its provenance is the requester's.
     pub operation: Operation,
     /// A request to a subresource of another kind (a Scale, an Eviction, ...): no
     /// annotations of the object's own.
@@ -160,7 +160,7 @@ pub fn detect(facts: &Facts<'_>, p: &Provenance) -> Option<Signal> {
     {
         return Some(Signal::FieldManager(m.to_string()));
     }
-    // DELETE, scale and eviction are judged by identity alone (DESIGN.md section 2).
+    // DELETE, scale and eviction are judged by identity alone (docs/design.md#annotations).
     if facts.operation == Operation::Delete || facts.identity_only {
         return None;
     }

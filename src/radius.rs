@@ -1,4 +1,4 @@
-//! Radius: how far a change reaches (DESIGN.md section 5), and which limits it exceeds.
+//! Radius: how far a change reaches (docs/design.md#radius), and which limits it exceeds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -67,37 +67,37 @@ pub struct Radius {
 pub enum Violation {
     /// `maxPodsAffected`.
     PodsAffected {
-        /// Measured.
+        /// Pods this change affects.
         measured: u64,
-        /// Limit.
+        /// The rule's value.
         limit: u64,
     },
     /// `maxPercentAffected`.
     PercentAffected {
         /// Measured percentage.
         measured: f64,
-        /// Limit.
+        /// The rule's value.
         limit: u64,
     },
     /// `maxReplicas`.
     Replicas {
         /// Replicas after the change.
         measured: u64,
-        /// Limit.
+        /// The rule's value.
         limit: u64,
     },
     /// `maxNamespacesPerChange`.
     Namespaces {
         /// Distinct namespaces in the change set.
         measured: u64,
-        /// Limit.
+        /// The rule's value.
         limit: u64,
     },
     /// `maxPodsPerChangeSet`.
     PodsPerChangeSet {
         /// Pods affected by the change set, this change included.
         measured: u64,
-        /// Limit.
+        /// The rule's value.
         limit: u64,
     },
     /// A field the count depends on could not be read: no limit can be shown to hold.

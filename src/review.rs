@@ -6,9 +6,9 @@
 //! configuration and the status are skipped without being kept. A person's change is
 //! judged from the annotations alone. Only an AI-assisted change reads further into
 //! the kept raw parts ([`ObjectParts::raw_at`]), and only an approval digest reads a
-//! kept object whole ([`KeptObject`]); the body is never read twice. DESIGN.md
-//! section 9 allows this view on the hot path; `tests/review_view.rs` holds it equal
-//! to kube-rs's reading of every fixture and of generated reviews.
+//! kept object whole ([`KeptObject`]); the body is never read twice. The view is
+//! allowed on the hot path only while `tests/review_view.rs` holds it equal to
+//! kube-rs's reading of every fixture and of generated reviews.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -109,10 +109,10 @@ pub struct GroupVersionKind<'a> {
     /// API group (`""` for core).
     #[serde(default, borrow)]
     pub group: Cow<'a, str>,
-    /// Version.
+    /// API version within the group, e.g. `v1`.
     #[serde(default, borrow)]
     pub version: Cow<'a, str>,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     #[serde(default, borrow)]
     pub kind: Cow<'a, str>,
 }
@@ -134,10 +134,10 @@ pub struct GroupVersionResource<'a> {
 /// `request.userInfo`.
 #[derive(Debug, Deserialize, Default)]
 pub struct UserInfo<'a> {
-    /// Username.
+    /// Username, e.g. `system:serviceaccount:ai-agents:claude`.
     #[serde(default, borrow)]
     pub username: Option<Cow<'a, str>>,
-    /// Groups.
+    /// The user's groups.
     #[serde(default, borrow, deserialize_with = "borrowed_strings")]
     pub groups: Option<Vec<Cow<'a, str>>>,
 }

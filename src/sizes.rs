@@ -1,6 +1,7 @@
 //! The sizes a change's consequences depend on and its objects do not carry: an
-//! autoscaler's target's replicas, a Service's endpoints (docs/policy.md). The engine
-//! asks [`Sizes`] before measuring; the cluster answers in `serve`
+//! autoscaler's target's replicas, a Service's endpoints (docs/policy.md).
+//!
+//! The engine asks [`Sizes`] before measuring; the cluster answers in `serve`
 //! (`cluster::sizes`), this process's memory without one (`--dev`, `check`), where
 //! what was never seen is unknown and an AI change that depends on it is unmeasurable.
 

@@ -1,5 +1,5 @@
-//! Verdict: allow, warn or deny, from what the earlier stages found (DESIGN.md
-//! section 1). Pure: no I/O, no clock.
+//! Verdict: allow, warn or deny, from what the earlier stages found. Pure: no I/O, no
+//! clock.
 
 use crate::approval::{ApprovalOutcome, ApprovalPayload};
 use crate::policy::Mode;
@@ -9,11 +9,11 @@ use crate::radius::{Radius, Violation};
 /// The decision sent to the API server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Admitted.
+    /// Admitted without a word to the client.
     Allow,
     /// Admitted, with warnings shown to the client.
     Warn,
-    /// Rejected.
+    /// Rejected with code 403 and a message saying how to get an approval.
     Deny,
 }
 
@@ -101,7 +101,7 @@ pub struct Unavailable {
 pub struct Verdict {
     /// Allow, warn or deny.
     pub decision: Decision,
-    /// Why.
+    /// The rule that decided, as the `reason` label and audit annotation name it.
     pub reason: Reason,
     /// What the rules found.
     pub findings: Findings,

@@ -1,7 +1,8 @@
-//! How YAML is read: serde-saphyr, set to read scalars as serde_yaml did (YAML 1.2:
-//! `yes`, `on` and `y` are strings, `0755` and `1_000` too when the type is open), so
-//! moving off the deprecated serde_yaml changed no reading of a policy or manifest,
-//! and digests computed by `check` from YAML still match the webhook's.
+//! How YAML is read: serde-saphyr, set to read scalars as serde_yaml did (YAML 1.2).
+//!
+//! `yes`, `on` and `y` are strings, `0755` and `1_000` too when the type is open, so
+//! moving off the deprecated serde_yaml changed no reading of a policy or manifest, and
+//! digests computed by `check` from YAML still match the webhook's.
 
 use serde_saphyr::{Budget, Options};
 

@@ -105,7 +105,8 @@ fn tokens(source: &str) -> Vec<Token> {
             '\'' => {
                 // A char literal ('x', '\n', '{'), else a lifetime or label.
                 if next == Some('\\') {
-                    i += 2;
+                    // Past the backslash and the escaped character ('\'', '\u{7b}').
+                    i += 3;
                     while i < chars.len() && chars[i] != '\'' {
                         i += 1;
                     }
@@ -353,6 +354,13 @@ fn the_check_sees_every_way_to_name_an_edge() {
     // Comments, strings and chars are not paths; braces in them do not count.
     assert!(tops("// use crate::server;\n/* crate::cli */", &["engine"]).is_empty());
     assert!(tops(r#"let s = "crate::server::X"; let c = '{';"#, &["engine"]).is_empty());
+    assert_eq!(
+        tops(
+            r"let q = '\''; mod tests { use super::super::cli::X; }",
+            &["engine"]
+        ),
+        ["cli"]
+    );
     assert!(tops("pub(crate) fn f() {}", &["engine"]).is_empty());
 }
 

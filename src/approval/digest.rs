@@ -1,6 +1,8 @@
-//! The approval digest (DESIGN.md section 3): `sha256:` + hex SHA-256 of the RFC 8785
-//! (JCS) canonical JSON of the object as the API server presents it, without
-//! `apiVersion`, `kind` and `status`, and with `metadata` reduced to its labels.
+//! The approval digest: what an approval binds (docs/design.md#approvals).
+//!
+//! `sha256:` + hex SHA-256 of the RFC 8785 (JCS) canonical JSON of the object as the
+//! API server presents it, without `apiVersion`, `kind` and `status`, and with
+//! `metadata` reduced to its labels.
 //!
 //! The digest binds the spec (or `rules`, `data`, ... for kinds without one) and the
 //! labels, which select pods, aggregate ClusterRoles and set a Namespace's Pod Security

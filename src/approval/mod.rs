@@ -1,5 +1,4 @@
-//! Approval: is there a valid signed approval for exactly this change (DESIGN.md
-//! section 3)?
+//! Approval: is there a valid signed approval for exactly this change (docs/design.md#approvals)?
 //!
 //! The rules ask an [`ApprovalVerifier`]; the verdict never looks at signatures itself.
 //! The real one is [`verifier::SignedApprovals`], over an OpenSSH allowed_signers file
@@ -102,7 +101,7 @@ pub mod reason {
     /// Fewer distinct approvers than the rule's requiredApprovals.
     pub const NOT_ENOUGH_APPROVERS: &str = "not_enough_approvers";
     /// Enough approvers, but not the signers the rule's `approvers` terms ask of
-    /// approver groups (DESIGN.md section 4).
+    /// approver groups (docs/design.md#policy).
     pub const APPROVER_GROUPS_UNMET: &str = "approver_groups_unmet";
     /// The change's digest could not be computed (set by the engine).
     pub const DIGEST_ERROR: &str = "digest_error";

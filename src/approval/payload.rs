@@ -1,4 +1,4 @@
-//! The approval payload (DESIGN.md section 3): what an approver signs, and what a
+//! The approval payload (docs/design.md#approvals): what an approver signs, and what a
 //! change must be approved as.
 
 use std::time::{Duration, SystemTime};
@@ -45,7 +45,7 @@ pub enum PayloadError {
 pub struct ApprovalTarget {
     /// API group (`""` for core).
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// Namespace (empty for cluster-scoped objects).
     #[serde(default)]
@@ -95,7 +95,7 @@ pub struct ApprovalPayload {
     /// The exact approved replica count (scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
-    /// One human line of what the change does (DESIGN.md section 11): signed with
+    /// One human line of what the change does (docs/approvals.md#the-approval): signed with
     /// the rest, checked against nothing; the digest is what binds.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,

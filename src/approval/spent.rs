@@ -1,8 +1,10 @@
 //! Spent approvals: an approval admits its change once (docs/approvals.md, "Single
-//! use"). When a real request over the limits is admitted on an approval, the
-//! approval is spent: recorded until its `notAfter`, after which it could admit
-//! nothing anyway. It then never admits another request, so re-applying an approved
-//! manifest cannot undo a person's rollback. Dry runs only ask.
+//! use").
+//!
+//! When a real request over the limits is admitted on an approval, the approval is
+//! spent: recorded until its `notAfter`, after which it could admit nothing anyway. It
+//! then never admits another request, so re-applying an approved manifest cannot undo
+//! a person's rollback. Dry runs only ask.
 //!
 //! [`InMemorySpent`] serves `--dev` and `check`; in a cluster every replica must
 //! agree, so `cluster::spent` records them as objects created in the API server, whose

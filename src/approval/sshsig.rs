@@ -1,11 +1,10 @@
 //! SSHSIG signatures (`ssh-keygen -Y sign`): reading the armored blocks of the
-//! `blastguard.io/approval-signature` annotation, with bounds, and verifying one over
-//! the payload bytes.
+//! approval-signature annotation, with bounds, and verifying one over the payload.
 //!
 //! The signature format itself is the `ssh-key` crate's; this module adds what an
 //! admission webhook needs on top: a hard cap on how much untrusted text is decoded,
 //! a clear reason for every refusal, and the one-trailing-newline variant of the
-//! signed bytes (DESIGN.md section 3).
+//! signed bytes (docs/design.md#approvals).
 
 use ssh_encoding::Decode;
 use ssh_encoding::base64::{Base64, Encoding};

@@ -1,8 +1,9 @@
-//! The `summary` of an approval payload (DESIGN.md section 11): one human line of what
-//! the change does, e.g. `replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods
-//! affected`. It is signed with the rest of the payload and checked against nothing:
-//! the digest binds the change; the summary tells the approver, in words, what that
-//! digest is of.
+//! The `summary` of an approval payload: one human line of what the change does
+//! (docs/approvals.md#the-approval).
+//!
+//! E.g. `replicas 3 → 40, image nginx:1.27 → nginx:1.28, 40 pods affected`. It is
+//! signed with the rest of the payload and checked against nothing: the digest binds
+//! the change; the summary tells the approver, in words, what that digest is of.
 
 use serde_json::Value;
 

@@ -1,4 +1,4 @@
-//! The rules of DESIGN.md section 3: is the approval on a change valid for exactly
+//! The rules of docs/design.md#approvals: is the approval on a change valid for exactly
 //! this change, now?
 //!
 //! Checks run cheapest first, and no signature is verified before the payload is
@@ -955,7 +955,7 @@ mod tests {
         assert_eq!(outcome, ApprovalOutcome::Missing);
     }
 
-    /// DESIGN.md section 4: approver groups. alice and bob are SRE, carol owns
+    /// docs/design.md#policy: approver groups. alice and bob are SRE, carol owns
     /// payments, dave is in both; "payments" needs 2 approvers, 1 from sre and 1 from
     /// payments-owners, each a different signer.
     #[test]

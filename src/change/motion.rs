@@ -1,7 +1,8 @@
-//! What the cluster's controllers set in motion after a change is admitted
-//! (docs/policy.md, "What a change sets in motion"): read here from the request's
-//! objects, measured in `radius`, with the cluster's current sizes looked up by the
-//! engine where the objects do not tell.
+//! What the cluster's controllers set in motion after a change is admitted, read from
+//! the request's objects (docs/policy.md, "What a change sets in motion").
+//!
+//! Measured in `radius`, with the cluster's current sizes looked up by the engine
+//! where the objects do not tell.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -55,9 +56,9 @@ pub struct Autoscaler {
 pub struct ScaleRef {
     /// API group, from `apiVersion` (`""` for the core group).
     pub group: String,
-    /// Kind.
+    /// Kind, from `kind`.
     pub kind: String,
-    /// Name.
+    /// Name, from `name`; the namespace is the autoscaler's own.
     pub name: String,
 }
 

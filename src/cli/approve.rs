@@ -856,7 +856,7 @@ fn object_subject(
         ApprovalOperation::Apply | ApprovalOperation::Delete => None,
     };
     // A manifest is digested as the API server will present it: with its defaults
-    // (DESIGN.md section 3); an object read from a server, as it is.
+    // (docs/design.md#approvals); an object read from a server, as it is.
     let served;
     let object = if from_server(object) {
         object

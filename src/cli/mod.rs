@@ -1,6 +1,5 @@
 //! The command line: `serve`, `check`, `policy check`, `digest`, `approve`,
-//! `completion`. The same binary is the kubectl plugin when installed as
-//! `kubectl-blastguard`.
+//! `completion`; the kubectl plugin when installed as `kubectl-blastguard`.
 
 pub mod approve;
 pub mod check;
@@ -33,7 +32,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands.
+/// The subcommands, in the order `--help` lists them.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) and its admin port.

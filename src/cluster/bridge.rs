@@ -1,5 +1,5 @@
 //! Calls to the API server from the engine's synchronous state traits, each bounded by
-//! the decision's deadline ([`super::scope`]).
+//! the decision's deadline ([`crate::budget`]).
 //!
 //! The kube client is async and runs on the server's runtime. The engine judges a
 //! review synchronously, on a runtime worker (small reviews) or a blocking thread

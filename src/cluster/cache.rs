@@ -38,7 +38,8 @@ struct Inner<V> {
     relist: Option<HashMap<String, Entry<V>>>,
 }
 
-/// The cache.
+/// Objects of one kind by key, each with its resourceVersion, and whether the first
+/// list has arrived.
 #[derive(Debug)]
 pub struct Cache<V> {
     inner: RwLock<Inner<V>>,

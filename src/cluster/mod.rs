@@ -1,6 +1,5 @@
-//! The cluster's state behind the engine's seams (DESIGN.md sections 4 and 5): every
-//! replica of the webhook gives the same answer because each reads what the cluster
-//! knows, and none makes the API server's health its own.
+//! The engine's state from the cluster: every replica gives the same answer because
+//! each reads what the cluster knows, and none makes the API server's health its own.
 //!
 //! - [`namespaces::ClusterNamespaces`]: namespace labels for `namespaceSelector`, from
 //!   a metadata-only watch of Namespaces, with a GET for one not watched yet.

@@ -1,5 +1,6 @@
-//! Namespace labels from the cluster, for `namespaceSelector` (DESIGN.md section 4):
-//! the watched Namespaces (metadata only), and a GET within the decision's budget for
+//! Namespace labels from the cluster, for `namespaceSelector` (docs/design.md#policy).
+//!
+//! The watched Namespaces (metadata only), and a GET within the decision's budget for
 //! one the watch has not delivered yet.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
-//! [`Sizes`] from the cluster: a workload's replicas from the workload watches (a GET
-//! on a miss), a Service's endpoints from its EndpointSlices, each read within the
-//! decision's budget ([`scope`]); what is not read in time is noted and unknown.
+//! [`Sizes`] from the cluster: a workload's replicas and a Service's endpoints.
+//!
+//! Replicas come from the workload watches (a GET on a miss), endpoints from the
+//! Service's EndpointSlices, each read within the decision's budget
+//! ([`crate::budget`]); what is not read in time is noted and unknown.
 
 use std::sync::Arc;
 

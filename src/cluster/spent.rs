@@ -1,10 +1,11 @@
-//! Spent approvals shared by every replica: one `SpentApproval` object (group
-//! `blastguard.io`, the chart's CRD) per spent approval, in the release namespace,
-//! named by the approval's key. Creating it is the spending: the API server's
-//! create-if-absent lets exactly one request, on any replica, spend an approval; the
-//! others get a conflict and learn it was spent. A dry run only reads it. Records
-//! whose approval has passed its `notAfter` admit nothing anyway and are deleted by
-//! a periodic collection.
+//! Spent approvals shared by every replica, as `SpentApproval` records.
+//!
+//! One object (group `blastguard.io`, the chart's CRD) per spent approval, in the
+//! release namespace, named by the approval's key. Creating it is the spending: the
+//! API server's create-if-absent lets exactly one request, on any replica, spend an
+//! approval; the others get a conflict and learn it was spent. A dry run only reads
+//! it. Records whose approval has passed its `notAfter` admit nothing anyway and are
+//! deleted by a periodic collection.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,7 @@ use crate::approval::payload::rfc3339;
 use crate::approval::spent::{Spend, Spending, SpentApprovals};
 use crate::budget;
 
-/// The kind.
+/// The record's kind (the chart's CRD).
 pub const KIND: &str = "SpentApproval";
 /// The resource (plural).
 pub const PLURAL: &str = "spentapprovals";
@@ -35,7 +36,7 @@ pub struct SpentApproval {
     pub kind: String,
     /// Name ([`record_name`]) and namespace.
     pub metadata: ObjectMeta,
-    /// The record.
+    /// Which approval was spent, on what, by whom, until when.
     pub spec: SpentApprovalSpec,
 }
 

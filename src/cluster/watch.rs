@@ -1,6 +1,5 @@
 //! The watch tasks that feed the caches: one kube-runtime watcher per kind, with the
-//! default backoff, reconnecting (and relisting when its resourceVersion is too old)
-//! for as long as the server runs.
+//! default backoff, reconnecting and relisting for as long as the server runs.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The webhook's own ValidatingWebhookConfiguration, watched (`serve
-//! --webhook-configuration NAME`, DESIGN.md section 7).
+//! --webhook-configuration NAME`, docs/design.md#install).
 //!
 //! The API server never sends webhook configurations to webhooks, and the chart's
 //! ValidatingAdmissionPolicy keeps only the AI identities it knows away from them: an

@@ -1,9 +1,10 @@
-//! The governed workloads as the cluster has them, for scale approvals (DESIGN.md
-//! section 2: a Scale has no annotations, so its approval is read from the parent
-//! workload). One watch per kind that has a `scale` subresource (Deployment,
-//! StatefulSet, ReplicaSet, ReplicationController, and the policy's custom workloads),
-//! keeping of each object only its labels, its `blastguard.io/*` annotations and its
-//! replicas; a GET within the decision's budget for one the watch has not delivered.
+//! The governed workloads as the cluster has them, for scale approvals: a Scale has no
+//! annotations, so its approval is read from the parent (docs/design.md#annotations).
+//!
+//! One watch per kind that has a `scale` subresource (Deployment, StatefulSet,
+//! ReplicaSet, ReplicationController, and the policy's custom workloads), keeping of
+//! each object only its labels, its `blastguard.io/*` annotations and its replicas; a
+//! GET within the decision's budget for one the watch has not delivered.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -137,9 +138,9 @@ pub fn reduce(object: SlimWorkload) -> Option<(String, u64, WorkloadFacts)> {
 
 /// One watched kind.
 pub struct WatchedKind {
-    /// API group.
+    /// API group (`""` for core).
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// How to reach it: known for the built-in kinds, discovered for custom ones
     /// (`None` until the API server serves it).

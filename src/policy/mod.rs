@@ -1,4 +1,4 @@
-//! Policy: which limits and mode apply to a namespace (DESIGN.md section 4).
+//! Policy: which limits and mode apply to a namespace (docs/design.md#policy).
 //!
 //! [`Policy`] is the checked, compiled form of a [`PolicyDocument`]: globs are
 //! compiled and durations parsed once at load, so the request path does no parsing.
@@ -20,7 +20,7 @@ pub use model::{
 };
 pub use validate::Problem;
 
-/// The embedded default policy, exactly as DESIGN.md section 4 prints it.
+/// The embedded default policy (docs/policy.md explains each field).
 pub const DEFAULT_POLICY_YAML: &str = include_str!("default.yaml");
 
 /// Validity offered in the approval payload a denial prints, capped by the policy's
@@ -85,11 +85,11 @@ pub struct Rule {
     pub namespace_selector: Option<LabelSelectorSpec>,
     /// Effective mode (rule override, else the policy's).
     pub mode: Mode,
-    /// Limits.
+    /// The limits past which an AI-assisted change needs an approval.
     pub limits: LimitsSpec,
     /// Distinct approvers an approval needs.
     pub required_approvals: u32,
-    /// Signers needed from approver groups (DESIGN.md section 4).
+    /// Signers needed from approver groups (docs/design.md#policy).
     pub approvers: Vec<ApproverTerm>,
 }
 
@@ -233,9 +233,8 @@ impl Policy {
     }
 }
 
-/// Where a namespace's labels come from, for `namespaceSelector` (DESIGN.md section
-/// 4): the cluster's Namespaces when there is a cluster, the input's Namespaces for
-/// `check`.
+/// Where a namespace's labels come from, for `namespaceSelector`: the cluster's
+/// Namespaces when there is a cluster, the input's Namespaces for `check`.
 pub trait NamespaceLabels: Send + Sync {
     /// The namespace's labels: `Some` (empty when it has none or is not known to
     /// exist), or `None` when they cannot be known now (the cluster is unreachable), in

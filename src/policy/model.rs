@@ -1,4 +1,4 @@
-//! The policy file as written: the serde model of `BlastRadiusPolicy` (DESIGN.md section 4).
+//! The policy file as written: the serde model of `BlastRadiusPolicy` (docs/design.md#policy).
 //!
 //! Every struct denies unknown fields, because a misspelt limit silently ignored is a
 //! limit that does not exist.
@@ -61,8 +61,8 @@ pub struct PolicySpec {
     pub approvals: ApprovalsSpec,
     /// What an AI-assisted change that fits its limits gets when the cluster state it
     /// needs (namespace labels, change-set counts, a parent's approval) cannot be read
-    /// from the API server in time. Optional, so the embedded default policy stays
-    /// exactly DESIGN.md's text; the default, `deny`, fails closed like the webhook.
+    /// from the API server in time. Optional, so the embedded default policy need not
+    /// name it; the default, `deny`, fails closed like the webhook.
     #[serde(default)]
     pub on_cluster_unavailable: OnClusterUnavailable,
 }
@@ -138,7 +138,7 @@ pub struct ProvenanceSpec {
     pub controllers: Vec<String>,
 }
 
-/// The cluster's own controllers (DESIGN.md section 2).
+/// The cluster's own controllers (docs/design.md#annotations).
 pub fn default_controllers() -> Vec<String> {
     [
         "system:kube-controller-manager",

@@ -1,9 +1,13 @@
-//! Log setup: `tracing` events to stderr, as text for people or one JSON object per
-//! line for log pipelines. `RUST_LOG` filters (default `info`).
+//! Logs: `tracing` events to stderr, as text or one JSON object per line (`RUST_LOG`
+//! filters, default `info`), and the one line each admission decision writes.
 
 use std::io::IsTerminal as _;
+use std::time::Duration;
 
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
+
+use crate::engine::Reviewed;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,4 +49,42 @@ pub fn init(format: LogFormat) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// One structured line per decision: who changed what, how far it reached, and why
+/// it was admitted or not. Decisions log under the target `blastguard::decision`, so
+/// `RUST_LOG=warn,blastguard::decision=info` keeps them and little else.
+pub fn log_review(reviewed: &Reviewed, elapsed: Duration) {
+    let Some(judged) = reviewed.judged() else {
+        warn!(
+            uid = reviewed.uid().unwrap_or(""),
+            error = reviewed.error().map(|e| e.to_string()).unwrap_or_default(),
+            duration_seconds = elapsed.as_secs_f64(),
+            "admission request could not be judged"
+        );
+        return;
+    };
+    let (request, verdict) = (&judged.summary, &judged.verdict);
+    let findings = &verdict.findings;
+    let limits: Vec<&str> = findings.violations.iter().map(|v| v.limit_name()).collect();
+    info!(
+        target: "blastguard::decision",
+        uid = %judged.uid,
+        operation = request.operation.as_str(),
+        kind = %request.kind,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        subresource = request.subresource.as_deref().unwrap_or(""),
+        user = %request.user,
+        decision = verdict.decision.as_str(),
+        reason = verdict.reason.as_str(),
+        rule = findings.rule.as_ref().map_or("", |(name, _)| name.as_str()),
+        signal = findings.signal.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        pods_affected = findings.radius.as_ref().map(|r| r.pods_affected),
+        limits_exceeded = limits.join(","),
+        approval = findings.approval.as_ref().map_or("", |a| a.metric_label()),
+        dry_run = request.dry_run,
+        duration_seconds = elapsed.as_secs_f64(),
+        "admission decision"
+    );
 }

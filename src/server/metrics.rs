@@ -1,4 +1,4 @@
-//! Prometheus metrics of the webhook (DESIGN.md section 6), in base units.
+//! Prometheus metrics of the webhook (docs/design.md#commands), in base units.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

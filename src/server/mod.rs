@@ -1,4 +1,4 @@
-//! `blastguard serve`: the HTTPS webhook and its admin port (DESIGN.md section 6).
+//! `blastguard serve`: the HTTPS webhook and its admin port (docs/design.md#commands).
 //!
 //! Startup order: policy (an invalid one is fatal), the cluster state (watches start;
 //! readiness waits for their first lists, up to `--cluster-sync-timeout`),
@@ -17,7 +17,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(listener, routes);
+request_path!(body, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,7 +126,7 @@ pub struct ServeArgs {
     pub inbox: Box<inbox::InboxArgs>,
 }
 
-/// The cluster state of `blastguard serve` (DESIGN.md section 5).
+/// The cluster state of `blastguard serve` (docs/design.md#radius).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Cluster state")]
 pub struct ClusterArgs {

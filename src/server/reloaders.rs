@@ -1,6 +1,5 @@
-//! What happens when a watched file changes: the certificate pair is swapped into the
-//! TLS resolver, the policy and the allowed_signers file into the engine. An invalid
-//! new version never replaces a good one; it is logged and counted.
+//! What happens when a watched file changes: the certificate pair, the policy or the
+//! allowed_signers file is swapped in, or, when invalid, logged and counted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

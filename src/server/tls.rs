@@ -1,7 +1,5 @@
-//! The serving certificate: parsed from PEM, swapped atomically on reload, and handed
-//! to every TLS handshake without a lock. With `--client-ca`, the client certificate
-//! the webhook requires (the API server's, from its AdmissionConfiguration), swapped
-//! the same way.
+//! The serving certificate, and with `--client-ca` the client certificate required of
+//! the API server: parsed from PEM, swapped atomically on reload, read without a lock.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 {{/*
-Self-protection (DESIGN.md section 7): the ValidatingAdmissionPolicy that keeps AI
+Self-protection (docs/design.md#install): the ValidatingAdmissionPolicy that keeps AI
 identities away from blastguard's own objects. It is evaluated by the API server, so
 it holds while the webhook is down, and it sees what the webhook never does: the
 release namespace, webhook configurations and the CRDs. Rendered from the same values

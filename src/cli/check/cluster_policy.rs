@@ -1,8 +1,10 @@
-//! `check` judges with the policy the cluster runs (DESIGN.md section 11): the chart's
-//! ConfigMap (`<release>-policy` in the release namespace, key `policy.yaml`), read
-//! with `kubectl get` and the user's kubeconfig, as `--server` reads everything else.
-//! Every report names the policy that judged, so a CI verdict and the cluster's can
-//! no longer differ without anyone seeing why.
+//! `check` judges with the policy the cluster runs
+//! (docs/kubectl-plugin.md#policy-and-approvers).
+//!
+//! The chart's ConfigMap (`<release>-policy` in the release namespace, key
+//! `policy.yaml`), read with `kubectl get` and the user's kubeconfig, as `--server`
+//! reads everything else. Every report names the policy that judged, so a CI verdict
+//! and the cluster's can no longer differ without anyone seeing why.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! `blastguard check`: would this pass? Manifests (or a raw AdmissionReview) judged
-//! offline by the webhook's own engine (DESIGN.md section 6).
+//! offline by the webhook's own engine (docs/design.md#commands).
 //!
 //! Each manifest becomes the AdmissionReview the API server would send ([`synth`]),
 //! and [`Engine::review`] judges it exactly as `serve` does: no rule lives here.

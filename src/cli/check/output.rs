@@ -1,6 +1,5 @@
-//! What `check` prints: a table for people (`-o text`), a stable JSON report for
-//! machines (`-o json`, schema in docs/kubectl-plugin.md), and SARIF 2.1.0 for code
-//! scanning (`-o sarif`).
+//! What `check` prints: a table for people (`-o text`), a JSON report for machines
+//! (`-o json`, docs/kubectl-plugin.md), SARIF 2.1.0 for code scanning (`-o sarif`).
 
 use std::fmt::Write as _;
 
@@ -71,7 +70,7 @@ pub struct Problem {
 /// The engine's judgement of one object.
 #[derive(Debug)]
 pub struct Evaluation {
-    /// The verdict.
+    /// The engine's verdict, as the webhook would give it.
     pub verdict: Verdict,
     /// The denial message of the AdmissionResponse (`status.message`), when denied.
     pub message: Option<String>,
@@ -182,7 +181,7 @@ pub struct Summary {
     pub allowed: usize,
     /// Admitted with warnings.
     pub warned: usize,
-    /// Rejected.
+    /// Denied: these make `check` exit 1.
     pub denied: usize,
     /// Not evaluated (unknown kind, or not sent to the webhook).
     pub skipped: usize,
@@ -446,7 +445,7 @@ pub struct ReportSource<'a> {
 pub struct ReportObject<'a> {
     /// `group/version` or `version`.
     pub api_version: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: &'a str,
     /// Namespace; `null` when cluster-scoped or the kind is unknown.
     pub namespace: Option<&'a str>,

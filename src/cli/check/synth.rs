@@ -56,7 +56,7 @@ pub struct ObjectKey {
     pub group: String,
     /// API version.
     pub version: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// Namespace: the object's, else the default; `None` when cluster-scoped (for an
     /// unknown kind, the namespace as written).

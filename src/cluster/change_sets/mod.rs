@@ -1,4 +1,4 @@
-//! Change sets shared by every replica (DESIGN.md section 5): [`ChangeSets`] over
+//! Change sets shared by every replica (docs/design.md#radius): [`ChangeSets`] over
 //! `ChangeSet` records in the release namespace.
 //!
 //! Reserving: a decision's change is written into its keys' records as a *held*

@@ -1,6 +1,6 @@
 //! The `ChangeSet` record (group `blastguard.io`, the chart's CRD): what one change set
 //! (a requester, or a change-id) has had admitted within the window, shared by every
-//! replica through the API server (DESIGN.md section 5).
+//! replica through the API server (docs/design.md#radius).
 //!
 //! One object per change-set key, in the release namespace. It keeps the namespaces
 //! the set touched (each with when it was last touched) and one entry per admitted

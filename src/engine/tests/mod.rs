@@ -248,7 +248,7 @@ fn response(r: &Reviewed) -> Value {
 use Decision::{Allow, Deny, Warn};
 use Reason::{NotAiAssisted, OverLimits, WithinLimits};
 
-/// DESIGN.md section 5, row by row, on the embedded default policy (staging → rule
+/// docs/design.md#radius, row by row, on the embedded default policy (staging → rule
 /// `default`: 10 pods, 100 replicas; prod → rule `protected`: 0 pods).
 #[test]
 fn radius_table() {
