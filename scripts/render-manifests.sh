@@ -5,7 +5,7 @@
 #   manifests/blastguard.yaml  every object but the webhook configuration
 #   manifests/webhook.yaml     the ValidatingWebhookConfiguration, without caBundle
 # Usage: scripts/render-manifests.sh [OUTDIR]   (default: manifests/)
-# tests/chart.rs checks that manifests/ is what this script writes.
+# tests/chart_manifests.rs checks that manifests/ is what this script writes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/manifests}

@@ -3,7 +3,7 @@
 //!
 //! The list is `charts/blastguard/files/kinds.yaml`, compiled in: the chart renders the
 //! webhook's rules from the same file, so the kinds the API server sends and the kinds
-//! the engine measures cannot drift apart (tests/chart.rs holds them to each other).
+//! the engine measures cannot drift apart (tests/chart_webhook.rs holds them to each other).
 
 use std::sync::LazyLock;
 

@@ -60,4 +60,6 @@ pub mod defaults;
 pub mod identity;
 pub mod policy;
 pub mod server;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod yaml;

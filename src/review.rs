@@ -319,7 +319,7 @@ impl<'a> RequestView<'a> {
 /// requester's alone. Every other subresource (`status`, `resize`,
 /// `ephemeralcontainers`, `finalize`, ...) carries the whole object and is judged
 /// like it (docs/policy.md). The chart's matchConditions name the same list
-/// (tests/chart.rs holds them equal).
+/// (tests/chart_webhook.rs holds them equal).
 pub const FOREIGN_SUBRESOURCES: &[&str] = &["scale", "eviction", "binding", "token"];
 
 /// Whether `subresource` is one of [`FOREIGN_SUBRESOURCES`].

@@ -9,145 +9,56 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::Duration;
 
-use blastguard::approval::{ApprovalOutcome, ApprovalPayload, load_verifier, reason};
-use blastguard::engine::Engine;
-use blastguard::policy::Policy;
-use serde_json::{Value, json};
+use blastguard::approval::payload::SIGNATURE_NAMESPACE;
+use blastguard::approval::{ApprovalOutcome, ApprovalPayload, reason};
+use serde_json::Value;
 
+use common::approvals::{AI, with_server_defaults};
+use common::objects;
+use common::review::Request;
 use common::reviewed::{message, outcome, payload_from_denial};
-
-const AI: &str = "system:serviceaccount:ai-agents:claude";
+use common::run_blastguard;
+use common::signers::{KeySpec, Signers, ssh_keygen_sign_file};
 
 /// alice and bob, trusted in `allowed_signers` (bob's line with a date in the form
 /// install.md shows, no `Z`).
-struct Keys {
-    dir: tempfile::TempDir,
-}
+const KEYS: &[KeySpec] = &[
+    ("alice", &["-t", "ed25519"], Some("alice@corp.example"), ""),
+    (
+        "bob",
+        &["-t", "ed25519"],
+        Some("bob@corp.example"),
+        "valid-before=\"29990101\" ",
+    ),
+];
 
-impl Keys {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut allowed = String::new();
-        for (name, options) in [("alice", ""), ("bob", "valid-before=\"29990101\" ")] {
-            let path = dir.path().join(name);
-            let ok = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-                .arg(&path)
-                .status()
-                .expect("ssh-keygen is installed")
-                .success();
-            assert!(ok, "ssh-keygen {name}");
-            let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-            allowed.push_str(&format!("{name}@corp.example {options}{public}"));
-        }
-        std::fs::write(dir.path().join("allowed_signers"), allowed).unwrap();
-        Self { dir }
-    }
-
-    fn key(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::new(
-            Policy::embedded(),
-            load_verifier(&self.dir.path().join("allowed_signers")).unwrap(),
-        )
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// A Deployment with every field the API server defaults already set (as in
-/// tests/fixtures/deployment-create-ai-prod.json), so the manifest an approver signs
-/// and the object the stand-in API server sends are the same object.
-fn deployment(name: &str, replicas: u32) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "prod", "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{
-                        "name": "app", "image": "nginx:1.27", "resources": {},
-                        "terminationMessagePath": "/dev/termination-log",
-                        "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent"
-                    }],
-                    "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
-                    "dnsPolicy": "ClusterFirst", "securityContext": {},
-                    "schedulerName": "default-scheduler"
-                }
-            },
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
-            "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600
-        }
-    })
+/// A Deployment in prod with every field the API server defaults already set, so the
+/// manifest an approver signs and the object the stand-in API server sends are the
+/// same object.
+fn prod_deployment(name: &str, replicas: u32) -> Value {
+    with_server_defaults(&objects::deployment("prod", name, replicas, "nginx:1.27"))
 }
 
 /// A CREATE of `object` by the AI agent, as the API server sends it.
 fn create(object: &Value) -> Vec<u8> {
-    let kind = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
-    let resource = json!({"group": "apps", "version": "v1", "resource": "deployments"});
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
-            "name": object["metadata"]["name"], "namespace": "prod", "operation": "CREATE",
-            "userInfo": {"username": AI, "groups": ["system:authenticated"]},
-            "object": object, "oldObject": null, "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-client-side-apply"}
-        }
-    }))
-    .unwrap()
+    Request::on("CREATE", Some(object), None)
+        .by(AI)
+        .in_groups(&["system:authenticated"])
+        .review()
 }
 
-fn blastguard(args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_blastguard"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `blastguard ARGS`: whether it exited 0, and all it printed.
+fn blastguard(args: &[&OsStr]) -> (bool, String) {
+    let (ok, out, err) = run_blastguard(args, &[]);
+    (ok, format!("{out}{err}"))
 }
 
-fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+fn os<S: AsRef<OsStr> + ?Sized>(s: &S) -> &OsStr {
     s.as_ref()
-}
-
-/// `ssh-keygen -Y sign` of `file` (writes `file.sig`), as an approver without
-/// blastguard would.
-fn ssh_keygen_sign(key: &Path, file: &Path) -> PathBuf {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", "approval@blastguard.io", "-f"])
-        .arg(key)
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut sig = file.as_os_str().to_owned();
-    sig.push(".sig");
-    PathBuf::from(sig)
 }
 
 fn read_json(path: &Path) -> Value {
@@ -156,10 +67,10 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
-    let keys = Keys::new();
+    let keys = Signers::new(KEYS);
     let engine = keys.engine();
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
 
     // 1. The developer's change is denied; the denial names --agent for
     //    passphrase-protected keys.
@@ -207,7 +118,8 @@ fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
         format!("{}\n", payload_from_denial(&partial)),
     )
     .unwrap();
-    let sig = ssh_keygen_sign(&keys.key("bob"), &payload_file);
+    // As an approver without blastguard would.
+    let sig = ssh_keygen_sign_file(&keys.key("bob"), &payload_file, SIGNATURE_NAMESPACE);
     let (ok, out) = blastguard(&[
         os("approve"),
         os("-f"),
@@ -242,9 +154,9 @@ fn a_partial_approval_is_completed_on_the_same_payload_with_plain_ssh_keygen() {
 
 #[test]
 fn a_signature_over_another_payload_is_not_attached() {
-    let keys = Keys::new();
+    let keys = Signers::new(KEYS);
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
     let denied = keys.engine().review(&create(&read_json(&manifest)));
     let payload = ApprovalPayload::parse(&payload_from_denial(&denied)).unwrap();
     let payload_file = keys.path("payload.json");
@@ -253,7 +165,7 @@ fn a_signature_over_another_payload_is_not_attached() {
     other.reason = "something else".into();
     let other_file = keys.path("other.json");
     std::fs::write(&other_file, other.to_json()).unwrap();
-    let sig = ssh_keygen_sign(&keys.key("alice"), &other_file);
+    let sig = ssh_keygen_sign_file(&keys.key("alice"), &other_file, SIGNATURE_NAMESPACE);
     let (ok, out) = blastguard(&[
         os("approve"),
         os("-f"),
@@ -275,15 +187,15 @@ fn a_signature_over_another_payload_is_not_attached() {
 
 #[test]
 fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
-    let keys = Keys::new();
+    let keys = Signers::new(KEYS);
     let engine = keys.engine();
     let render = keys.path("render.yaml");
     // As `helm template` writes it: a comment line per document, and a document
     // that is only a comment.
     let text = format!(
         "---\n# Source: app/templates/api.yaml\n{}---\n# Source: app/templates/empty.yaml\n---\n# Source: app/templates/web.yaml\n{}",
-        serde_yaml::to_string(&deployment("api", 40)).unwrap(),
-        serde_yaml::to_string(&deployment("web", 30)).unwrap()
+        serde_yaml::to_string(&prod_deployment("api", 40)).unwrap(),
+        serde_yaml::to_string(&prod_deployment("web", 30)).unwrap()
     );
     std::fs::write(&render, text).unwrap();
     for approver in ["alice", "bob"] {
@@ -312,9 +224,9 @@ fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
 
 #[test]
 fn digest_hints_name_agent_and_signature() {
-    let keys = Keys::new();
+    let keys = Signers::new(KEYS);
     let manifest = keys.path("api.json");
-    std::fs::write(&manifest, deployment("api", 40).to_string()).unwrap();
+    std::fs::write(&manifest, prod_deployment("api", 40).to_string()).unwrap();
     let (ok, out) = blastguard(&[os("digest"), os("-f"), os(&manifest)]);
     assert!(ok, "{out}");
     assert!(out.contains("--agent"), "{out}");

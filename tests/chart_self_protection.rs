@@ -10,51 +10,16 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 
-use common::{repo, tool};
-use serde::Deserialize;
+use common::chart::{NAMESPACE, chart_dir, find, helm_template, object, objects, promtool};
 use serde_json::{Value, json};
 
-const NAMESPACE: &str = "blastguard";
 const VAP: &str = "blastguard-self-protection";
 
-fn helm_template(values: &str) -> Output {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("values.yaml");
-    std::fs::write(&file, values).expect("write values");
-    tool("helm")
-        .args(["template", "blastguard"])
-        .arg(repo().join("charts/blastguard"))
-        .args(["--namespace", NAMESPACE, "-f"])
-        .arg(&file)
-        .output()
-        .expect("run helm (scripts/install-tools.sh)")
-}
-
+/// The rendered objects, the test failing if rendering does.
 fn render(values: &str) -> Vec<Value> {
-    let out = helm_template(values);
-    assert!(
-        out.status.success(),
-        "helm template failed for:\n{values}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
-        .map(|doc| serde_yaml::Value::deserialize(doc).expect("valid YAML"))
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).expect("YAML maps to JSON"))
-        .collect()
-}
-
-fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    objs.iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-}
-
-fn object<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    find(objs, kind, name).unwrap_or_else(|| panic!("no {kind} {name}"))
+    objects(&common::chart::render(values))
 }
 
 // ---------------------------------------------------------------------------------
@@ -437,7 +402,12 @@ fn globs_translate_to_cel_that_matches_as_the_server_does() {
         }
     }
     // A pattern that can only be a mistake is refused by helm with the reason.
-    let out = helm_template("policy:\n  provenance:\n    users: [\"\"]\n");
+    let out = helm_template(
+        chart_dir(),
+        NAMESPACE,
+        "policy:\n  provenance:\n    users: [\"\"]\n",
+        &[],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("users"), "{stderr}");
@@ -561,20 +531,6 @@ fn webhook_configuration_alerts_fire_when_they_should() {
     promtool(dir.path(), &["test", "rules", "tests.yaml"]);
 }
 
-fn promtool(dir: &Path, args: &[&str]) {
-    let out = tool("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // ---------------------------------------------------------------------------------
 // The NetworkPolicy.
 
@@ -609,7 +565,12 @@ fn the_network_policy_admits_only_the_listed_cidrs_to_the_webhook_port() {
         json!([{"port": "webhook", "protocol": "TCP"}])
     );
     // An address without its prefix length is refused, not read as a host.
-    let out = helm_template("networkPolicy:\n  enabled: true\n  webhookFromCIDRs: [10.0.0.10]\n");
+    let out = helm_template(
+        chart_dir(),
+        NAMESPACE,
+        "networkPolicy:\n  enabled: true\n  webhookFromCIDRs: [10.0.0.10]\n",
+        &[],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhookFromCIDRs"));
 }

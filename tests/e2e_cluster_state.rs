@@ -25,21 +25,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use common::cluster::{Approver, ControlPlane, Steps, deployment, wait_for};
-use common::{
-    AI, DeploymentCreate, Http, Pki, address_after, capture, metric, uid, webhook_client,
-};
-
-/// Bound for a change to reach every replica through a watch.
-const SECONDS: Duration = Duration::from_secs(10);
+use common::cluster_state::*;
+use common::{AI, DeploymentCreate, Pki, uid};
 
 /// The default decision budget, which the outage step's replicas run with.
 const BUDGET: Duration = Duration::from_millis(200);
@@ -51,286 +44,6 @@ const BUDGET: Duration = Duration::from_millis(200);
 const RELAXED_BUDGET: &str = "5s";
 /// [`RELAXED_BUDGET`] as a duration, for the bounds the outage step asserts.
 const RELAXED: Duration = Duration::from_secs(5);
-
-/// The chart's release namespace and ServiceAccount.
-const NAMESPACE: &str = "blastguard";
-const SERVICE_ACCOUNT: &str = "system:serviceaccount:blastguard:blastguard";
-
-fn tools() -> PathBuf {
-    common::repo().join(".tools/bin")
-}
-
-/// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
-fn kubectl(cp: &ControlPlane, args: &[&str], stdin: Option<&str>) -> String {
-    let mut cmd = Command::new(tools().join("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("kubectl (run scripts/install-tools.sh)");
-    if let Some(input) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// The chart's CRD and cluster-state RBAC (and its ServiceAccount), as `helm template`
-/// renders them with the default values.
-fn chart_rbac() -> String {
-    let out = Command::new(tools().join("helm"))
-        .args(["template", "blastguard"])
-        .arg(common::cluster::chart())
-        .args(["--namespace", NAMESPACE, "--include-crds"])
-        .output()
-        .expect("helm (run scripts/install-tools.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let keep = [
-        "CustomResourceDefinition",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ServiceAccount",
-    ];
-    String::from_utf8_lossy(&out.stdout)
-        .split("\n---")
-        .filter(|doc| {
-            doc.lines()
-                .any(|l| keep.iter().any(|k| l == format!("kind: {k}")))
-        })
-        .collect::<Vec<_>>()
-        .join("\n---\n")
-}
-
-/// A kubeconfig that authenticates as the chart's ServiceAccount with a bound token.
-fn service_account_kubeconfig(cp: &ControlPlane, dir: &Path) -> PathBuf {
-    let token = kubectl(
-        cp,
-        &[
-            "create",
-            "token",
-            "blastguard",
-            "-n",
-            NAMESPACE,
-            "--duration=2h",
-        ],
-        None,
-    );
-    let admin = std::fs::read_to_string(&cp.kubeconfig).unwrap();
-    let server = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("server in the kubeconfig");
-    let ca = cp.dir.path().join("pki/ca.crt");
-    let file = dir.join("service-account.kubeconfig");
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{server}\", certificate-authority: \"{}\"}}\nusers:\n- name: sa\n  user: {{token: \"{}\"}}\ncontexts:\n- name: sa\n  context: {{cluster: e2e, user: sa, namespace: {NAMESPACE}}}\ncurrent-context: sa\n",
-            ca.display(),
-            token.trim()
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// One `blastguard serve` process.
-struct Replica {
-    name: &'static str,
-    child: Child,
-    webhook: SocketAddr,
-    admin: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-    client: reqwest::Client,
-    rt: Arc<tokio::runtime::Runtime>,
-}
-
-/// How a replica is started.
-#[derive(Clone)]
-struct Setup {
-    certs: PathBuf,
-    ca_pem: String,
-    rt: Arc<tokio::runtime::Runtime>,
-}
-
-impl Replica {
-    /// Starts a replica with `kubeconfig` (the cluster state) or none, and waits until
-    /// /readyz says ready.
-    fn start(
-        name: &'static str,
-        setup: &Setup,
-        kubeconfig: Option<&Path>,
-        args: &[&str],
-    ) -> Replica {
-        let mut cmd = common::blastguard();
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            // The test's client keeps its connection open: a short drain.
-            .args(["--drain-timeout", "1s"])
-            .arg("--tls-cert")
-            .arg(setup.certs.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(setup.certs.join("tls.key"))
-            .args(args)
-            .env_remove("KUBECONFIG")
-            // No ~/.kube/config of the machine's: the state is exactly what is given.
-            .env("HOME", setup.certs.as_os_str())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(k) = kubeconfig {
-            cmd.env("KUBECONFIG", k);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
-        let (webhook, admin) = wait_for(&format!("{name} to print its addresses"), SECONDS, || {
-            let out = stdout.lock().unwrap().clone();
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{name} exited: {status}\n{}", stderr.lock().unwrap());
-            }
-            Some((
-                address_after(&out, "webhook listening on https://")?,
-                address_after(&out, "admin listening on http://")?,
-            ))
-        });
-        let replica = Replica {
-            name,
-            child,
-            webhook,
-            admin,
-            stderr,
-            client: webhook_client(&setup.ca_pem, Http::Two),
-            rt: setup.rt.clone(),
-        };
-        wait_for(
-            &format!("{name} to be ready"),
-            Duration::from_secs(40),
-            || (replica.admin_get("/readyz").0 == 200).then_some(()),
-        );
-        replica
-    }
-
-    fn admin_get(&self, path: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.admin);
-        self.rt.block_on(async {
-            match reqwest::get(&url).await {
-                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                Err(_) => (0, String::new()),
-            }
-        })
-    }
-
-    fn metrics(&self) -> String {
-        self.admin_get("/metrics").1
-    }
-
-    fn metric(&self, series: &str) -> f64 {
-        metric(&self.metrics(), series).unwrap_or(0.0)
-    }
-
-    /// Posts a review as the API server does; the response and how long it took.
-    fn judge(&self, review: &Value) -> (Answer, Duration) {
-        let url = format!("https://{}/validate?timeout=10s", self.webhook);
-        let body = serde_json::to_vec(review).unwrap();
-        let started = Instant::now();
-        let text = self.rt.block_on(async {
-            let r = self
-                .client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", self.name));
-            assert_eq!(r.status().as_u16(), 200, "{}", self.name);
-            r.text().await.unwrap()
-        });
-        let took = started.elapsed();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        (Answer(v["response"].clone()), took)
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, and the wait for the drain.
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        wait_for(
-            &format!("{} to exit", self.name),
-            Duration::from_secs(20),
-            || self.child.try_wait().unwrap(),
-        );
-        self.log()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A response as the API server reads it.
-#[derive(Debug, Clone)]
-struct Answer(Value);
-
-impl Answer {
-    fn allowed(&self) -> bool {
-        self.0["allowed"] == true
-    }
-    fn message(&self) -> String {
-        self.0["status"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-    fn rule(&self) -> String {
-        self.0["auditAnnotations"]["rule"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    }
-    fn warnings(&self) -> Vec<String> {
-        self.0["warnings"]
-            .as_array()
-            .map(|w| {
-                w.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
 
 /// An AI-assisted Deployment CREATE by `user`.
 fn create(ns: &str, name: &str, replicas: u64, user: &str, dry_run: bool) -> Value {
@@ -366,57 +79,6 @@ fn scale(ns: &str, name: &str, from: u64, to: u64, user: &str) -> Value {
     review
 }
 
-/// The ChangeSet record of a change-set key, as kubectl reads it.
-fn record(cp: &ControlPlane, namespace: &str, key: &str) -> Option<Value> {
-    let list: Value = serde_json::from_str(&kubectl(
-        cp,
-        &["get", "changesets", "-n", namespace, "-o", "json"],
-        None,
-    ))
-    .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["spec"]["key"] == key)
-        .cloned()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// p50 and p99 of `n` sequential decisions of `review()` by `replica`.
-fn latencies(
-    replica: &Replica,
-    n: usize,
-    mut review: impl FnMut(usize) -> Value,
-) -> (Duration, Duration) {
-    let mut took: Vec<Duration> = (0..n)
-        .map(|i| {
-            let (answer, t) = replica.judge(&review(i));
-            assert!(answer.allowed(), "{}", answer.message());
-            t
-        })
-        .collect();
-    took.sort();
-    (percentile(&took, 0.5), percentile(&took, 0.99))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 #[test]
 fn every_replica_gives_the_answer_the_cluster_knows() {
     common::install_crypto();
@@ -430,10 +92,9 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     );
 
     // The chart's CRD, RBAC and ServiceAccount; the servers run as that account.
-    kubectl(&cp, &["create", "namespace", NAMESPACE], None);
-    kubectl(&cp, &["apply", "-f", "-"], Some(&chart_rbac()));
-    kubectl(
-        &cp,
+    cp.kubectl_ok(&["create", "namespace", NAMESPACE], None);
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&chart_rbac()));
+    cp.kubectl_ok(
         &[
             "wait",
             "--for=condition=Established",
@@ -487,7 +148,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     for ns in [
         "reach-1", "reach-2", "reach-3", "reach-4", "team-a", "payments", "shop",
     ] {
-        kubectl(&cp, &["create", "namespace", ns], None);
+        cp.kubectl_ok(&["create", "namespace", ns], None);
     }
 
     let mut steps = Steps::default();
@@ -588,8 +249,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 assert!(answer.allowed());
                 assert_eq!(answer.rule(), "default");
             }
-            kubectl(
-                &cp,
+            cp.kubectl_ok(
                 &[
                     "label",
                     "namespace",
@@ -610,8 +270,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 t0.elapsed().as_secs_f64()
             );
             assert!(!judged(&a).allowed(), "maxPodsAffected 0 under protected");
-            kubectl(
-                &cp,
+            cp.kubectl_ok(
                 &["label", "namespace", "payments", "blastguard.io/tier-"],
                 None,
             );
@@ -649,7 +308,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                     ("blastguard.io/approval-signature", &signature),
                 ],
             );
-            kubectl(&cp, &["apply", "-f", "-"], Some(&parent.to_string()));
+            cp.kubectl_ok(&["apply", "-f", "-"], Some(&parent.to_string()));
             let scaler = "system:serviceaccount:ai-agents:scaler";
             // Past the approved count, neither replica admits it.
             for r in [&a, b] {
@@ -677,7 +336,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     steps.run("records expire with the window and are deleted", || {
         // A replica of its own with a 3-second window and its records in another
         // namespace (as cluster-admin, which may write there).
-        kubectl(&cp, &["create", "namespace", "bg-short"], None);
+        cp.kubectl_ok(&["create", "namespace", "bg-short"], None);
         let policy = dir.path().join("short-window.yaml");
         std::fs::write(
             &policy,
@@ -716,12 +375,8 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     });
 
     // What an operator sees.
-    let table = kubectl(&cp, &["get", "changesets", "-n", NAMESPACE], None);
-    let wide = kubectl(
-        &cp,
-        &["get", "changesets", "-n", NAMESPACE, "-o", "wide"],
-        None,
-    );
+    let table = cp.kubectl_ok(&["get", "changesets", "-n", NAMESPACE], None);
+    let wide = cp.kubectl_ok(&["get", "changesets", "-n", NAMESPACE, "-o", "wide"], None);
     eprintln!("e2e: kubectl get changesets -n {NAMESPACE}\n{table}");
     eprintln!("e2e: kubectl get changesets -n {NAMESPACE} -o wide\n{wide}");
     steps.run("kubectl shows which agent used how much", || {
@@ -901,9 +556,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             let log = r.log();
             assert!(!log.contains("forbidden"), "{}: {log}", r.name);
         }
-        let can = kubectl(
-            &cp,
-            &[
+        let can = cp.kubectl_ok(&[
                 "auth",
                 "can-i",
                 "--list",
@@ -938,21 +591,20 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             "{can}"
         );
         // Elsewhere the records are not writable.
-        let elsewhere = Command::new(tools().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&cp.kubeconfig)
-            .args([
+        let elsewhere = cp.kubectl(
+            cp.dir.path(),
+            &[
                 "auth",
                 "can-i",
                 "create",
                 "changesets.blastguard.io",
                 "-n",
                 "team-a",
-            ])
-            .arg(format!("--as={SERVICE_ACCOUNT}"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&elsewhere.stdout).trim(), "no");
+                &format!("--as={SERVICE_ACCOUNT}"),
+            ],
+            None,
+        );
+        assert_eq!(elsewhere.stdout.trim(), "no");
     });
 
     drop(b);

@@ -20,10 +20,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
-use common::capture;
 use common::cluster::{E2e, Run, Steps, WAIT, chart, deployment, wait_for};
 use serde_json::{Value, json};
 
@@ -508,29 +507,25 @@ impl Drop for Watcher {
 impl Watcher {
     fn start(e2e: &E2e, kubeconfig: &Path) -> Watcher {
         let tls = e2e.work.join("tls");
-        let mut child = common::blastguard()
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(tls.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(tls.join("tls.key"))
-            .args(["--state", "cluster", "--state-namespace", NS])
-            .args(["--webhook-configuration", "blastguard"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("HOME", &e2e.work)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let (child, stdout, stderr) = common::spawn_captured(
+            common::blastguard()
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                ])
+                .arg("--tls-cert")
+                .arg(tls.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(tls.join("tls.key"))
+                .args(["--state", "cluster", "--state-namespace", NS])
+                .args(["--webhook-configuration", "blastguard"])
+                .env("KUBECONFIG", kubeconfig)
+                .env("HOME", &e2e.work)
+                .env("RUST_LOG", "info"),
+        );
         let admin = wait_for("serve to print its admin address", WAIT, || {
             let out = stdout.lock().unwrap().clone();
             let rest = out.split("admin listening on http://").nth(1)?;

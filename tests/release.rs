@@ -23,6 +23,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::chart::helm_template;
 use common::{repo, tool, tool_with};
 use serde_json::Value;
 use sha2::Digest as _;
@@ -331,15 +332,15 @@ fn helm_package(dest: &Path) -> PathBuf {
 }
 
 /// `helm template` of a chart (directory, .tgz or oci:// reference) into the namespace
-/// blastguard-system, with `extra` arguments.
-fn helm_template(chart: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> String {
-    stdout(
-        tool("helm")
-            .args(["template", "blastguard"])
-            .arg(chart)
-            .args(["--namespace", "blastguard-system"])
-            .args(extra),
-    )
+/// blastguard-system, with `extra` arguments: what it printed.
+fn rendered(chart: impl AsRef<std::ffi::OsStr>, extra: &[&str]) -> String {
+    let out = helm_template(chart, "blastguard-system", "", extra);
+    assert!(
+        out.status.success(),
+        "helm template failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 /// Renders deterministically: the default certificate mode makes a new CA on each
@@ -384,11 +385,11 @@ fn helm_package_makes_the_versioned_archive_that_renders_like_the_chart() {
     // The packaged chart renders exactly as the directory does: nothing was left out.
     // The defaults render too.
     assert_eq!(
-        helm_template(&archive, &CERT_MANAGER),
-        helm_template(repo().join("charts/blastguard"), &CERT_MANAGER),
+        rendered(&archive, &CERT_MANAGER),
+        rendered(repo().join("charts/blastguard"), &CERT_MANAGER),
         "helm template of the .tgz and of charts/blastguard differ"
     );
-    let packaged = helm_template(&archive, &[]);
+    let packaged = rendered(&archive, &[]);
     assert!(
         packaged.contains(&format!(
             "image: \"ghcr.io/blastguard/blastguard:{VERSION}\""
@@ -640,5 +641,5 @@ fn image_and_chart_go_to_an_oci_registry_unchanged() {
     ]);
     from_registry.extend(CERT_MANAGER);
     let out = succeed(&mut helm(&from_registry));
-    assert_eq!(text(&out.stdout), helm_template(&archive, &CERT_MANAGER));
+    assert_eq!(text(&out.stdout), rendered(&archive, &CERT_MANAGER));
 }

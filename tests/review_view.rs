@@ -4,11 +4,14 @@
 //! subresource, name, namespace, operation, user, groups, dry run, field manager,
 //! objects and annotations. DESIGN.md section 9 allows the view only on this condition.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use blastguard::change::Operation;
 use blastguard::review::{ObjectParts, RequestView, decode};
+use common::review::admission_review;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation as KubeOperation};
 use serde_json::{Value, json};
@@ -307,7 +310,7 @@ fn generated_review(rng: &mut Rng) -> Value {
     if rng.chance(10) {
         request["object"] = Value::Null;
     }
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+    admission_review(request)
 }
 
 #[test]

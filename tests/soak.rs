@@ -5,7 +5,7 @@
 //! file be refused), and the server's memory and file descriptors must not grow
 //! beyond a generous bound. `SOAK_SECONDS` changes the length.
 //!
-//! The clients stand in for the API server, as in tests/server.rs: AdmissionReview v1
+//! The clients stand in for the API server, as in tests/server_*.rs: AdmissionReview v1
 //! over TLS verified against the CA, `POST /validate?timeout=10s`, HTTP/2 and HTTP/1.1.
 
 #[path = "../examples/soak/driver.rs"]

@@ -403,7 +403,7 @@ fn dequote<'a>(s: &'a str, option: &str) -> Result<(String, &'a str), String> {
 }
 
 /// `parse_absolute_time`: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, with an
-/// optional `Z` or `UTC` suffix: every form ssh-keygen accepts (tests/approvals.rs
+/// optional `Z` or `UTC` suffix: every form ssh-keygen accepts (tests/approvals_engine.rs
 /// holds this to the real ssh-keygen).
 ///
 /// ssh-keygen reads a time without the suffix in the local time zone of the machine

@@ -478,6 +478,7 @@ mod tests {
     use crate::approval::{allowed_signers::AllowedSigners, sshsig::armor};
     use crate::change::Change;
     use crate::policy::Policy;
+    use crate::testing::Req;
 
     fn key(seed: u8) -> PrivateKey {
         PrivateKey::new(
@@ -487,30 +488,18 @@ mod tests {
         .unwrap()
     }
 
-    fn change(requester: &str) -> Change {
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "u1",
-                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "name": "api", "namespace": "prod", "operation": "UPDATE",
-                "userInfo": {"username": requester},
-                "object": {
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "api", "namespace": "prod"},
-                    "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "a:2"}]}}}
-                },
-                "oldObject": {
-                    "apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "api", "namespace": "prod"},
-                    "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
-                },
-                "dryRun": false
-            }
-        });
-        let body = review.to_string();
-        let request = crate::review::decode(body.as_bytes()).unwrap();
+    fn change(requester: &'static str) -> Change {
+        let deployment = |image: &str| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api", "namespace": "prod"},
+                "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": image}]}}}
+            })
+        };
+        let body = Req::update("Deployment", "prod", deployment("a:1"), deployment("a:2"))
+            .user(requester)
+            .body();
+        let request = crate::review::decode(&body).unwrap();
         Change::from_view(&request, &Policy::embedded()).unwrap()
     }
 

@@ -616,23 +616,15 @@ mod tests {
             std::sync::Arc::new(crate::approval::NoTrustedSigners),
         );
         let review = |dry_run: bool| {
-            serde_json::json!({
-                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {
-                    "uid": "u1",
-                    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                    "name": "api", "namespace": "prod", "operation": "CREATE",
-                    "userInfo": {"username": "system:serviceaccount:ai-agents:claude"},
-                    "object": {
-                        "apiVersion": "apps/v1", "kind": "Deployment",
-                        "metadata": {"name": "api", "namespace": "prod"},
-                        "spec": {"replicas": 40, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
-                    },
-                    "dryRun": dry_run
-                }
-            })
-            .to_string()
+            let deployment = serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api", "namespace": "prod"},
+                "spec": {"replicas": 40, "template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
+            });
+            let req = crate::testing::Req::create("Deployment", "prod", deployment)
+                .user("system:serviceaccount:ai-agents:claude");
+            let req = if dry_run { req.dry_run() } else { req };
+            String::from_utf8(req.body()).unwrap()
         };
         assert!(
             m.encode()

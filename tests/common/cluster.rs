@@ -251,6 +251,13 @@ impl ControlPlane {
         run(cmd, input)
     }
 
+    /// `kubectl` as cluster-admin, its caches in the cluster's directory; the test
+    /// fails with its output unless it succeeds. Its standard output.
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str], input: Option<&str>) -> String {
+        self.kubectl(self.dir.path(), args, input).expect_ok()
+    }
+
     /// `helm` against this cluster, its caches under `work`.
     pub fn helm(&self, work: &Path, args: &[&str]) -> Run {
         let home = work.join("helm");
@@ -317,57 +324,9 @@ impl Drop for ControlPlane {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// Approvers: real ssh-keygen keys
-
-/// An approver with an ed25519 key made by `ssh-keygen`.
-pub struct Approver {
-    /// The principal in allowed_signers.
-    pub principal: String,
-    key: PathBuf,
-}
-
-impl Approver {
-    /// Makes a key in `dir`.
-    pub fn new(dir: &Path, principal: &str) -> Approver {
-        let key = dir.join(principal.replace(['@', '.'], "_"));
-        let mut cmd = Command::new("ssh-keygen");
-        cmd.args(["-q", "-t", "ed25519", "-N", "", "-C", principal, "-f"])
-            .arg(&key);
-        run(cmd, None).expect_ok();
-        Approver {
-            principal: principal.to_string(),
-            key,
-        }
-    }
-
-    /// The allowed_signers line trusting this key for blastguard's namespace only.
-    pub fn allowed_signers_line(&self) -> String {
-        let public = std::fs::read_to_string(self.key.with_extension("pub")).unwrap();
-        let mut fields = public.split_whitespace();
-        let (kind, blob) = (fields.next().unwrap(), fields.next().unwrap());
-        format!(
-            "{} namespaces=\"approval@blastguard.io\" {kind} {blob}",
-            self.principal
-        )
-    }
-
-    /// The armored signature of `payload` exactly as
-    /// `ssh-keygen -Y sign -n approval@blastguard.io -f KEY payload.json` makes it.
-    pub fn sign(&self, payload: &str) -> String {
-        let file = self.key.with_extension("payload.json");
-        std::fs::write(&file, payload).unwrap();
-        let mut cmd = Command::new("ssh-keygen");
-        cmd.args(["-Y", "sign", "-n", "approval@blastguard.io", "-f"])
-            .arg(&self.key)
-            .arg(&file);
-        run(cmd, None).expect_ok();
-        let sig = file.with_extension("json.sig");
-        let text = std::fs::read_to_string(&sig).unwrap();
-        let _ = std::fs::remove_file(sig);
-        text
-    }
-}
+/// An approver with an ed25519 key made by `ssh-keygen` (tests/common/signers.rs).
+#[allow(unused_imports)]
+pub use super::signers::Approver;
 
 // ---------------------------------------------------------------------------------
 // The webhook process

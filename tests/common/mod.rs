@@ -9,16 +9,33 @@
 
 #![allow(dead_code)]
 
+/// The approval tests' keys, engine and reviews (tests/approvals_*.rs).
+pub mod approvals;
+/// The Helm chart: `helm template`, the rendered objects, matchConditions in CEL.
+pub mod chart;
 /// The end-to-end harness: a real control plane, kubectl and helm (tests/e2e_*.rs).
 pub mod cluster;
+/// Replicas run as the chart's ServiceAccount (tests/e2e_cluster_state.rs).
+pub mod cluster_state;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
+/// Kubernetes objects: one Deployment builder, annotations, approvals.
+pub mod objects;
+/// The kubectl plugin through the real kubectl.
+pub mod plugin;
 /// A local HTTP receiver of notifications (tests/notify.rs, tests/e2e_inbox.rs).
 pub mod receiver;
-/// Reading the engine's answers (tests/approvals.rs, tests/approval_loop.rs).
+/// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
+/// AdmissionReviews as the API server sends them.
+pub mod review;
+/// Reading the engine's answers.
 pub mod reviewed;
+/// Approvers' keys and signatures with the real ssh-keygen.
+pub mod signers;
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::io::{BufRead as _, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::symlink;
@@ -31,7 +48,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Generous bound for anything a loaded 2-core machine should finish.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -218,6 +235,19 @@ pub fn capture(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     text
 }
 
+/// Spawns `cmd` with its standard output and error piped and collected by
+/// [`capture`]: the child, what it printed on each so far.
+pub fn spawn_captured(cmd: &mut Command) -> (Child, Arc<Mutex<String>>, Arc<Mutex<String>>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = capture(child.stdout.take().unwrap());
+    let stderr = capture(child.stderr.take().unwrap());
+    (child, stdout, stderr)
+}
+
 /// The `blastguard` binary under test.
 pub fn blastguard() -> Command {
     Command::new(env!("CARGO_BIN_EXE_blastguard"))
@@ -225,14 +255,29 @@ pub fn blastguard() -> Command {
 
 /// Runs `blastguard` to completion (with a bound) and returns status, stdout, stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = blastguard()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = capture(child.stdout.take().unwrap());
-    let stderr = capture(child.stderr.take().unwrap());
+    run_to_exit_with(args, &[])
+}
+
+/// Runs `blastguard ARGS` with `envs` set to completion: (exited 0, stdout, stderr).
+pub fn run_blastguard<S: AsRef<OsStr> + Debug>(
+    args: &[S],
+    envs: &[(&str, &Path)],
+) -> (bool, String, String) {
+    let (status, stdout, stderr) = run_to_exit_with(args, envs);
+    (status.success(), stdout, stderr)
+}
+
+/// [`run_to_exit`] with environment variables set; standard input is empty.
+pub fn run_to_exit_with<S: AsRef<OsStr> + Debug>(
+    args: &[S],
+    envs: &[(&str, &Path)],
+) -> (ExitStatus, String, String) {
+    let (mut child, stdout, stderr) = spawn_captured(
+        blastguard()
+            .args(args)
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+            .stdin(Stdio::null()),
+    );
     let status = wait_child(&mut child, PATIENCE).unwrap_or_else(|| {
         let _ = child.kill();
         panic!("blastguard {args:?} did not exit");
@@ -295,22 +340,18 @@ impl Server {
         args: &[&str],
         env: &[(&str, &Path)],
     ) -> Server {
-        let mut child = blastguard()
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
-            .arg("serve")
-            .args([
-                "--listen",
-                &listen.to_string(),
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let (mut child, stdout, stderr) = spawn_captured(
+            blastguard()
+                .envs(env.iter().map(|(k, v)| (*k, *v)))
+                .arg("serve")
+                .args([
+                    "--listen",
+                    &listen.to_string(),
+                    "--admin-listen",
+                    &admin.to_string(),
+                ])
+                .args(args),
+        );
         let deadline = Instant::now() + PATIENCE;
         loop {
             let out = stdout.lock().unwrap().clone();
@@ -475,6 +516,17 @@ impl Answer {
     }
 }
 
+/// The `response` of an AdmissionReview answered with 200 and JSON, as the API server
+/// reads it; the test fails on anything else.
+pub fn response(answer: &Answer) -> Value {
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let review = answer.json();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    review["response"].clone()
+}
+
 /// Sends `body` as the API server does: `POST /validate?timeout=10s`.
 pub async fn post_review(
     client: &reqwest::Client,
@@ -574,162 +626,11 @@ pub async fn served_certificate(server: &Server, ca_pem: &str) -> std::io::Resul
 }
 
 // ---------------------------------------------------------------------------------
-// AdmissionReview bodies
+// AdmissionReview bodies (tests/common/review.rs), under the names the tests use.
 
-/// A Deployment CREATE as the API server sends it to a validating webhook: defaults
-/// applied, uid and creationTimestamp set, managedFields recorded, CreateOptions.
-pub struct DeploymentCreate<'a> {
-    /// request.uid
-    pub uid: &'a str,
-    /// Namespace.
-    pub namespace: &'a str,
-    /// Name.
-    pub name: &'a str,
-    /// spec.replicas
-    pub replicas: u64,
-    /// Annotations of the object.
-    pub annotations: &'a [(&'a str, &'a str)],
-    /// request.userInfo.username
-    pub user: &'a str,
-}
-
-impl DeploymentCreate<'_> {
-    /// The request as JSON.
-    pub fn review(&self) -> Value {
-        let annotations: serde_json::Map<String, Value> = self
-            .annotations
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-            .collect();
-        let mut metadata = json!({
-            "name": self.name,
-            "namespace": self.namespace,
-            "uid": "6a3e7f1c-9d2b-4e8a-b5c4-2f1d0e9c8b7a",
-            "generation": 1,
-            "creationTimestamp": "2026-11-22T10:00:00Z",
-            "labels": {"app": self.name},
-            "managedFields": [{
-                "manager": "kubectl-client-side-apply",
-                "operation": "Update",
-                "apiVersion": "apps/v1",
-                "time": "2026-11-22T10:00:00Z",
-                "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}
-            }]
-        });
-        if !annotations.is_empty() {
-            metadata["annotations"] = Value::Object(annotations);
-        }
-        json!({
-            "kind": "AdmissionReview",
-            "apiVersion": "admission.k8s.io/v1",
-            "request": {
-                "uid": self.uid,
-                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
-                "name": self.name,
-                "namespace": self.namespace,
-                "operation": "CREATE",
-                "userInfo": {
-                    "username": self.user,
-                    "uid": "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6",
-                    "groups": ["system:authenticated", "developers"]
-                },
-                "object": {
-                    "kind": "Deployment",
-                    "apiVersion": "apps/v1",
-                    "metadata": metadata,
-                    "spec": {
-                        "replicas": self.replicas,
-                        "selector": {"matchLabels": {"app": self.name}},
-                        "template": {
-                            "metadata": {"creationTimestamp": null, "labels": {"app": self.name}},
-                            "spec": {
-                                "containers": [{
-                                    "name": "nginx",
-                                    "image": "nginx:1.27",
-                                    "resources": {},
-                                    "terminationMessagePath": "/dev/termination-log",
-                                    "terminationMessagePolicy": "File",
-                                    "imagePullPolicy": "IfNotPresent"
-                                }],
-                                "restartPolicy": "Always",
-                                "terminationGracePeriodSeconds": 30,
-                                "dnsPolicy": "ClusterFirst",
-                                "securityContext": {},
-                                "schedulerName": "default-scheduler"
-                            }
-                        },
-                        "strategy": {
-                            "type": "RollingUpdate",
-                            "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}
-                        },
-                        "revisionHistoryLimit": 10,
-                        "progressDeadlineSeconds": 600
-                    },
-                    "status": {}
-                },
-                "oldObject": null,
-                "dryRun": false,
-                "options": {
-                    "kind": "CreateOptions",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "fieldManager": "kubectl-client-side-apply",
-                    "fieldValidation": "Strict"
-                }
-            }
-        })
-    }
-
-    /// The request as bytes.
-    pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.review()).unwrap()
-    }
-}
-
-/// The AI marker the embedded policy looks for.
-pub const AI: &[(&str, &str)] = &[("blastguard.io/ai-agent", "claude-code")];
-
-/// An AI-assisted 40-replica Deployment CREATE in `prod`: over `maxPodsAffected: 0`
-/// of the embedded policy's `protected` rule.
-pub fn ai_deployment_in_prod(uid: &str) -> Vec<u8> {
-    DeploymentCreate {
-        uid,
-        namespace: "prod",
-        name: "api",
-        replicas: 40,
-        annotations: AI,
-        user: "alice@example.com",
-    }
-    .body()
-}
-
-/// The same Deployment without AI markers.
-pub fn plain_deployment_in_prod(uid: &str) -> Vec<u8> {
-    DeploymentCreate {
-        uid,
-        namespace: "prod",
-        name: "api",
-        replicas: 40,
-        annotations: &[],
-        user: "alice@example.com",
-    }
-    .body()
-}
-
-/// A request uid in the API server's format, distinct per call in a process.
-pub fn uid(tag: u32) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{tag:08x}-{:04x}-4000-8000-{:012x}",
-        n & 0xffff,
-        std::process::id()
-    )
-}
+// Each test binary uses some of them.
+#[allow(unused_imports)]
+pub use review::{AI, DeploymentCreate, ai_deployment_in_prod, plain_deployment_in_prod, uid};
 
 // ---------------------------------------------------------------------------------
 // Polling

@@ -6,28 +6,16 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::cluster::{ControlPlane, wait_for};
-use super::{Pki, address_after, capture};
+use super::{Pki, address_after};
 
 /// Runs kubectl as cluster-admin; panics with its output unless it succeeds.
 pub fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
-    let out = Command::new(super::repo().join(".tools/bin/kubectl"))
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl (run scripts/install-tools.sh)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    cp.kubectl_ok(args, None)
 }
 
 /// Whether `/readyz` on the admin port answers 200 (plain HTTP/1.0, no client needed).
@@ -58,24 +46,20 @@ impl Replica {
     /// Starts a replica serving the certificate in `certs` (tls.crt, tls.key) with
     /// `args` added, and waits until /readyz says ready.
     pub fn start(name: &str, cp: &ControlPlane, certs: &Path, args: &[&str]) -> Replica {
-        let mut child = super::blastguard()
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--drain-timeout", "1s"])
-            .arg("--tls-cert")
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.join("tls.key"))
-            .args(args)
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("HOME", certs)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = capture(child.stdout.take().unwrap());
-        let stderr = capture(child.stderr.take().unwrap());
+        let (mut child, stdout, stderr) = super::spawn_captured(
+            super::blastguard()
+                .arg("serve")
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args(["--drain-timeout", "1s"])
+                .arg("--tls-cert")
+                .arg(certs.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(certs.join("tls.key"))
+                .args(args)
+                .env("KUBECONFIG", &cp.kubeconfig)
+                .env("HOME", certs)
+                .env("RUST_LOG", "info"),
+        );
         let webhook = wait_for(
             &format!("{name} to print its address"),
             Duration::from_secs(20),

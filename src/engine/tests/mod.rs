@@ -12,167 +12,13 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::{Engine, Reviewed};
+use crate::testing::{Req, admission_review};
 use crate::approval::{ApprovalPayload, NoTrustedSigners};
 use crate::policy::{DEFAULT_POLICY_YAML, Policy};
 use crate::verdict::{Decision, Reason};
 
 const AI_SA: &str = "system:serviceaccount:ai-agents:claude";
 const HPA: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
-
-/// Builds an AdmissionReview as the API server would send it.
-#[derive(Clone)]
-struct Req {
-    op: &'static str,
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    resource: &'static str,
-    namespace: Option<&'static str>,
-    name: &'static str,
-    user: &'static str,
-    groups: Vec<&'static str>,
-    object: Option<Value>,
-    old: Option<Value>,
-    sub: Option<&'static str>,
-    field_manager: Option<&'static str>,
-    dry_run: bool,
-}
-
-impl Req {
-    fn new(op: &'static str, kind: &'static str, namespace: Option<&'static str>) -> Self {
-        let (group, version, resource) = match kind {
-            "Deployment" => ("apps", "v1", "deployments"),
-            "StatefulSet" => ("apps", "v1", "statefulsets"),
-            "ReplicaSet" => ("apps", "v1", "replicasets"),
-            "DaemonSet" => ("apps", "v1", "daemonsets"),
-            "ReplicationController" => ("", "v1", "replicationcontrollers"),
-            "Job" => ("batch", "v1", "jobs"),
-            "CronJob" => ("batch", "v1", "cronjobs"),
-            "Pod" => ("", "v1", "pods"),
-            "ConfigMap" => ("", "v1", "configmaps"),
-            "Namespace" => ("", "v1", "namespaces"),
-            "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles"),
-            "HorizontalPodAutoscaler" => ("autoscaling", "v2", "horizontalpodautoscalers"),
-            "Rollout" => ("argoproj.io", "v1alpha1", "rollouts"),
-            "Node" => ("", "v1", "nodes"),
-            "Service" => ("", "v1", "services"),
-            "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
-            other => panic!("no test mapping for {other}"),
-        };
-        Self {
-            op,
-            group,
-            version,
-            kind,
-            resource,
-            namespace,
-            name: "api",
-            user: "alice@example.com",
-            groups: vec!["system:authenticated"],
-            object: None,
-            old: None,
-            sub: None,
-            field_manager: None,
-            dry_run: false,
-        }
-    }
-
-    fn create(kind: &'static str, ns: &'static str, object: Value) -> Self {
-        Self::new("CREATE", kind, Some(ns)).object(object)
-    }
-
-    fn update(kind: &'static str, ns: &'static str, old: Value, new: Value) -> Self {
-        Self::new("UPDATE", kind, Some(ns)).object(new).old(old)
-    }
-
-    fn delete(kind: &'static str, ns: &'static str, old: Value) -> Self {
-        Self::new("DELETE", kind, Some(ns)).old(old)
-    }
-
-    /// A request to the `scale` subresource of a Deployment.
-    fn scale(ns: &'static str, old: u64, new: u64) -> Self {
-        let scale = |r: u64| {
-            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
-                   "metadata": {"name": "api", "namespace": ns},
-                   "spec": {"replicas": r}, "status": {"replicas": old}})
-        };
-        let mut req = Self::new("UPDATE", "Deployment", Some(ns))
-            .object(scale(new))
-            .old(scale(old));
-        req.group = "autoscaling";
-        req.kind = "Scale";
-        req.sub = Some("scale");
-        req
-    }
-
-    fn object(mut self, o: Value) -> Self {
-        self.object = Some(o);
-        self
-    }
-    fn old(mut self, o: Value) -> Self {
-        self.old = Some(o);
-        self
-    }
-    fn user(mut self, u: &'static str) -> Self {
-        self.user = u;
-        self
-    }
-    fn group_of_user(mut self, g: &'static str) -> Self {
-        self.groups.push(g);
-        self
-    }
-    fn field_manager(mut self, m: &'static str) -> Self {
-        self.field_manager = Some(m);
-        self
-    }
-    fn dry_run(mut self) -> Self {
-        self.dry_run = true;
-        self
-    }
-
-    fn body(&self) -> Vec<u8> {
-        let resource_group = match self.resource {
-            "deployments" | "statefulsets" | "replicasets" | "daemonsets" => "apps",
-            "jobs" | "cronjobs" => "batch",
-            "clusterroles" => "rbac.authorization.k8s.io",
-            "horizontalpodautoscalers" => "autoscaling",
-            "rollouts" => "argoproj.io",
-            "poddisruptionbudgets" => "policy",
-            _ => "",
-        };
-        let options_kind = match self.op {
-            "CREATE" => "CreateOptions",
-            "UPDATE" => "UpdateOptions",
-            _ => "DeleteOptions",
-        };
-        let mut options = json!({"kind": options_kind, "apiVersion": "meta.k8s.io/v1"});
-        if let Some(m) = self.field_manager {
-            options["fieldManager"] = json!(m);
-        }
-        let mut request = json!({
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": self.group, "version": self.version, "kind": self.kind},
-            "resource": {"group": resource_group, "version": "v1", "resource": self.resource},
-            "name": self.name,
-            "operation": self.op,
-            "userInfo": {"username": self.user, "groups": self.groups},
-            "object": self.object,
-            "oldObject": self.old,
-            "dryRun": self.dry_run,
-            "options": options,
-        });
-        if let Some(ns) = self.namespace {
-            request["namespace"] = json!(ns);
-        }
-        if let Some(sub) = self.sub {
-            request["subResource"] = json!(sub);
-        }
-        serde_json::to_vec(&json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request
-        }))
-        .unwrap()
-    }
-}
 
 /// A workload object as the API server presents it. `replicas: None` leaves the
 /// field out (the kinds whose default is 1).
@@ -837,7 +683,9 @@ fn bad_reviews_get_a_clear_answer() {
             .contains("not a valid AdmissionReview")
     );
 
-    let missing = e.review(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#);
+    let mut missing = admission_review(Value::Null);
+    missing.as_object_mut().unwrap().remove("request");
+    let missing = e.review(&serde_json::to_vec(&missing).unwrap());
     assert!(matches!(missing, Reviewed::Unreadable { .. }));
     assert!(
         missing
