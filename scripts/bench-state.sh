@@ -9,6 +9,9 @@
 # Usage: scripts/bench-state.sh
 #   BENCH_SECONDS=10   length of each rate's run
 #   BENCH_PROFILE=release (default) or debug: the build measured
+#   BENCH_RATES=10,50,100 the rates run
+#   BENCH_UNSEEN=1     replicas count each change at once (--count-unseen), as before
+#                      they looked for it in the cluster: what looking costs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

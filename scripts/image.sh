@@ -58,6 +58,17 @@ out=${1:-$target_dir/image/blastguard-$version.oci.tar}
 mkdir -p "$(dirname "$out")"
 out=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
 
+# Run from a test (tests/common/node.rs), cargo's environment for tests is inherited:
+# CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ... Build scripts (ring's) rerun when those
+# differ, and with them every crate above, so a build from a test and one from the
+# command line would each redo the other's (20+ minutes here). They are not ours
+# to pass on.
+for v in $(compgen -e); do
+  case "$v" in
+    CARGO_MANIFEST_DIR | CARGO_MANIFEST_PATH | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_* \
+      | CARGO_PRIMARY_PACKAGE | CARGO_TARGET_TMPDIR | CARGO_RUSTC_CURRENT_DIR) unset "$v" ;;
+  esac
+done
 echo "image.sh: static release build (commit $BLASTGUARD_COMMIT) in $target_dir/static" >&2
 start=$(date +%s)
 CARGO_TARGET_DIR="$target_dir/static" RUSTFLAGS='-C target-feature=+crt-static' \

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::annotations;
 use crate::kinds::{self, Workload, classify};
 use crate::policy::{Policy, WorkloadSpec};
+use crate::change_sets::{Expect, Sighting};
 use crate::review::{KeptObject, ObjectParts, RawMap, RequestView, ReviewError, differs};
 use serde_json::value::RawValue;
 
@@ -102,6 +103,9 @@ pub struct Change {
     pub object: Option<KeptObject>,
     /// The old object as a decision reads it (for a delete approval's digest).
     pub old_object: Option<KeptObject>,
+    /// What the change leaves in the cluster once the API server makes it, which a
+    /// replica looks for before the change spends its change set's budget for good.
+    pub sighting: Sighting,
 }
 
 impl Change {
@@ -260,6 +264,7 @@ impl Change {
             dry_run: req.dry_run.unwrap_or(false),
             object: new.map(KeptObject::new),
             old_object: old.map(KeptObject::new),
+            sighting: sighting(req, sub, (new, old)),
         })
     }
 
@@ -310,6 +315,54 @@ impl Change {
             keys.push(format!("change-id:{id}"));
         }
         keys
+    }
+}
+
+/// What a request leaves in the cluster once the API server makes it: the object at
+/// `request.resource` and its name (the parent's for a subresource), expected as the
+/// operation says.
+fn sighting<'a>(
+    req: &RequestView<'_>,
+    sub: Subresource,
+    (new, old): (Option<&ObjectParts<'a>>, Option<&ObjectParts<'a>>),
+) -> Sighting {
+    let uid = |o: Option<&ObjectParts<'_>>| {
+        o.and_then(|o| o.identity.uid.as_deref())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = if req.name.is_empty() {
+        object_name(new.or(old))
+    } else {
+        req.name.to_string()
+    };
+    let expect = match (req.operation, sub) {
+        (Operation::Create, Subresource::Eviction) => Expect::Deleted { uid: String::new() },
+        (Operation::Create, Subresource::None) => Expect::Created { uid: uid(new) },
+        (Operation::Update, Subresource::None | Subresource::Own | Subresource::Scale) => {
+            Expect::Updated {
+                uid: if old.is_some() { uid(old) } else { uid(new) },
+                version: old
+                    .and_then(|o| o.identity.resource_version.as_deref())
+                    .unwrap_or_default()
+                    .to_string(),
+                subresource: req.subresource().map(str::to_string),
+            }
+        }
+        (Operation::Delete, Subresource::None) => Expect::Deleted { uid: uid(old) },
+        _ => Expect::Unchecked,
+    };
+    Sighting {
+        group: req.resource.group.to_string(),
+        version: req.resource.version.to_string(),
+        resource: req.resource.resource.to_string(),
+        // A Namespace arrives with its own name as `request.namespace`; it lives in none.
+        namespace: req
+            .namespace()
+            .filter(|_| !(req.resource.group.is_empty() && req.resource.resource == "namespaces"))
+            .map(str::to_string),
+        name,
+        expect,
     }
 }
 

@@ -66,10 +66,72 @@ pub trait ChangeSets: Send + Sync {
     -> Reservation;
 }
 
+/// What an admitted change leaves in the cluster, when the API server sent its review
+/// (and so goes on to make the change): the object created with the uid the review
+/// showed, changed past the version it showed, or gone. A review posted by anyone
+/// else leaves nothing of the kind, so a store that can look at the cluster keeps
+/// such a change held (counted, short-lived) until it sees it (docs/security.md,
+/// "Forged reviews on a default install").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    /// The resource's API group (`""` for the core group).
+    pub group: String,
+    /// Its version.
+    pub version: String,
+    /// Its plural name (the parent's for a subresource: `deployments` for a scale,
+    /// `pods` for an eviction).
+    pub resource: String,
+    /// The object's namespace; `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// The object's name.
+    pub name: String,
+    /// What should be seen.
+    pub expect: Expect,
+}
+
+/// What an admitted change should have done to its object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Created: an object with this uid (the API server sets it before validating
+    /// admission), created at about the time of the review.
+    Created {
+        /// The new object's uid.
+        uid: String,
+    },
+    /// Changed: the object with this uid, written since the version the review was
+    /// made against (by a write of this subresource, when the object says).
+    Updated {
+        /// The object's uid.
+        uid: String,
+        /// The old object's resourceVersion.
+        version: String,
+        /// The subresource written (`scale`, `status`), `None` for the object.
+        subresource: Option<String>,
+    },
+    /// Deleted (or evicted): the object gone, replaced by another uid, or being
+    /// deleted; and there when the change was admitted.
+    Deleted {
+        /// The old object's uid; empty when the review does not carry it (an
+        /// eviction names only the pod).
+        uid: String,
+    },
+    /// Nothing a replica can look for (a subresource that creates no object of its
+    /// own name): counted at once, as before.
+    Unchecked,
+}
+
 /// What settles a reservation in its store.
 pub trait Hold: Send {
     /// Confirms the change (`admitted`) so it counts for the window, or withdraws it.
     fn settle(self: Box<Self>, admitted: bool);
+
+    /// The change was admitted: a store that can look at the cluster keeps it held
+    /// until `sighting` is seen there (then it counts for the window) or lapses it
+    /// when it is not; one that cannot confirms it at once.
+    fn settle_when_seen(self: Box<Self>, sighting: Sighting) {
+        let _ = sighting;
+        self.settle(true);
+    }
 }
 
 /// A change's share of its change sets, reserved while it is judged. Dropped without
@@ -104,6 +166,15 @@ impl Reservation {
     pub fn confirm(mut self) {
         if let Some(hold) = self.hold.take() {
             hold.settle(true);
+        }
+    }
+
+    /// The change was admitted (and is not a dry run), and its review may not have come
+    /// from the API server: it counts while held, and for the window once the cluster
+    /// shows `sighting` ([`Hold::settle_when_seen`]).
+    pub fn confirm_when_seen(mut self, sighting: Sighting) {
+        if let Some(hold) = self.hold.take() {
+            hold.settle_when_seen(sighting);
         }
     }
 

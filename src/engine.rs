@@ -345,7 +345,7 @@ impl Engine {
         // An approval binds a measured change: one that cannot be measured has no
         // subject an approver could sign.
         if !findings.violations.is_empty() && measurable {
-            match ApprovalSubject::of(change) {
+            match ApprovalSubject::of_without(change, &policy.approvals.unsigned_labels) {
                 Ok(subject) => {
                     let parent;
                     let annotations = match change.approval_annotations() {
@@ -440,7 +440,10 @@ impl Engine {
         });
         let mut verdict = finish(findings, payload, rule.required_approvals, digest);
         verdict.approver_groups.clone_from(&rule.approvers);
+        // A GitOps controller restoring a signed state neither needs an unspent
+        // approval nor spends it (approval::restores, docs/gitops.md).
         if verdict.reason == Reason::Approved
+            && !approval::restores(change, &policy.approvals)
             && let Some((approval, fresh)) = approved
             && let Some(refusal) = self.spend(change, &approval, now)
         {
@@ -451,7 +454,9 @@ impl Engine {
             verdict.payload = (reason == Reason::OverLimits).then_some(fresh);
         }
         if verdict.decision.allowed() && !change.dry_run {
-            reservation.confirm();
+            // Counted for good only once the cluster shows the change: a review posted
+            // by anyone but the API server never happens there.
+            reservation.confirm_when_seen(change.sighting.clone());
         } else {
             reservation.release();
         }

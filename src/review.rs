@@ -351,6 +351,10 @@ pub struct ObjectParts<'a> {
     /// `metadata.ownerReferences`, raw: the garbage collector deletes an object whose
     /// owners are gone, so a change of them can delete the object and its pods.
     pub owner_references: Option<&'a RawValue>,
+    /// `metadata.uid`, `metadata.resourceVersion` and `metadata.creationTimestamp`: how
+    /// a replica later tells whether the change happened (docs/security.md, "Forged
+    /// reviews on a default install").
+    pub identity: ObjectIdentity<'a>,
     /// `status`, raw and outside [`Self::fields`] (never digested): whether a rollout
     /// is still pending when a paused one is resumed, and what a PodDisruptionBudget
     /// protects, are read from the old object's status.
@@ -358,6 +362,17 @@ pub struct ObjectParts<'a> {
     /// The members of `spec`, read on the first pointer into it: a decision reads the
     /// replicas, the template and the other fields of one spec.
     spec: std::cell::OnceCell<RawMap<'a>>,
+}
+
+/// What identifies one stored version of an object.
+#[derive(Debug, Default, Clone)]
+pub struct ObjectIdentity<'a> {
+    /// `metadata.uid` (set by the API server before validating admission, on CREATE too).
+    pub uid: Option<Cow<'a, str>>,
+    /// `metadata.resourceVersion`.
+    pub resource_version: Option<Cow<'a, str>>,
+    /// `metadata.creationTimestamp`.
+    pub creation_timestamp: Option<Cow<'a, str>>,
 }
 
 impl<'a> ObjectParts<'a> {
@@ -611,6 +626,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
             annotations: Option<RawAnnotations<'a>>,
             #[serde(default, borrow)]
             owner_references: Option<&'a RawValue>,
+            #[serde(default, borrow)]
+            uid: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            resource_version: Option<Cow<'a, str>>,
+            #[serde(default, borrow)]
+            creation_timestamp: Option<Cow<'a, str>>,
         }
         struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
         impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
@@ -641,12 +662,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectParts<'a> {
                                 labels: None,
                                 annotations: None,
                                 owner_references: None,
+                                uid: None,
+                                resource_version: None,
+                                creation_timestamp: None,
                             });
                             parts.name = meta.name;
                             parts.generate_name = meta.generate_name;
                             parts.labels = meta.labels;
                             parts.annotations = meta.annotations.unwrap_or_default();
                             parts.owner_references = meta.owner_references;
+                            parts.identity = ObjectIdentity {
+                                uid: meta.uid,
+                                resource_version: meta.resource_version,
+                                creation_timestamp: meta.creation_timestamp,
+                            };
                         }
                         _ => {
                             let value = map.next_value()?;

@@ -197,7 +197,7 @@ fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
         serde_yaml::to_string(&prod_deployment("api", 40)).unwrap(),
         serde_yaml::to_string(&prod_deployment("web", 30)).unwrap()
     );
-    std::fs::write(&render, text).unwrap();
+    std::fs::write(&render, &text).unwrap();
     for approver in ["alice", "bob"] {
         let (ok, out) = blastguard(&[
             os("approve"),
@@ -211,10 +211,19 @@ fn a_render_of_several_objects_is_approved_in_one_command_per_approver() {
         assert!(out.contains("Deployment prod/api"), "{out}");
         assert!(out.contains("Deployment prod/web"), "{out}");
     }
-    let objects: Vec<Value> =
-        serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&render).unwrap())
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+    let written = std::fs::read_to_string(&render).unwrap();
+    // The render is edited, not rewritten: its comments and the comment-only
+    // document are still there.
+    for line in text.lines().filter(|l| l.starts_with('#') || *l == "---") {
+        assert!(
+            written.lines().any(|w| w == line),
+            "{line:?} lost:\n{written}"
+        );
+    }
+    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&written)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
     assert_eq!(objects.len(), 2);
     for object in &objects {
         let reviewed = engine.review(&create(object));

@@ -1,4 +1,4 @@
-//! The approver's side (DESIGN.md section 11, issue 22): what an approver signs is what
+//! The approver's side (docs/approvals.md "Approving a change", issue 22): what an approver signs is what
 //! they saw. `blastguard approve` and `blastguard digest` run as the approver runs them,
 //! with keys made by the real `ssh-keygen` and manifests written by the real `kubectl
 //! create --dry-run=client`.

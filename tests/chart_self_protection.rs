@@ -1,4 +1,4 @@
-//! The chart's self-protection (DESIGN.md section 7, issue 19) as rendered by `helm
+//! The chart's self-protection (docs/design.md "Install", issue 19) as rendered by `helm
 //! template`: the ValidatingAdmissionPolicy and its binding, the read of the webhook
 //! configuration and its alerts, and the NetworkPolicy's CIDRs.
 //!

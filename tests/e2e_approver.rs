@@ -4,8 +4,9 @@
 //! stands in for the API server.
 //!
 //! Issue 22: `check` judges with the policy the cluster runs and names it (finding 3),
-//! and an approver shown one manifest cannot sign a payload built from another, with
-//! the cluster's own payload (finding 1).
+//! an approver shown one manifest cannot sign a payload built from another, with
+//! the cluster's own payload (finding 1), and an approver reads the diff of an AI
+//! change to an AI-marked object (finding 4).
 
 mod common;
 
@@ -301,6 +302,84 @@ fn the_approvers_loop_on_a_real_cluster() {
                 ["kubectl.kubernetes.io/restartedAt"] = json!("2026-12-06T11:45:00Z");
             e2e.kubectl_with(&["replace", "-f", "-"], Some(&again.to_string()))
                 .expect_err();
+        },
+    );
+    steps.run(
+        "an approver reads the diff of an AI change to an AI-marked object",
+        || {
+            // The agent's Deployment of 5 pods (within the default rule's 10).
+            e2e.kubectl(&["create", "namespace", "payments"]).expect_ok();
+            let web = deployment("payments", "web", 5, "nginx:1.27");
+            e2e.kubectl_with(&["apply", "-f", "-"], Some(&web.to_string()))
+                .expect_ok();
+            // Its change: 40 pods of a new image, over the limit.
+            let file = e2e.work.join("web-40.json");
+            std::fs::write(
+                &file,
+                deployment("payments", "web", 40, "nginx:1.28").to_string(),
+            )
+            .unwrap();
+            let denial = e2e
+                .kubectl(&["apply", "--dry-run=server", "-f", file.to_str().unwrap()])
+                .expect_err();
+            let served: Value = serde_json::from_str(&E2e::payload_in(&denial)).unwrap();
+
+            // Issue 22 finding 4: `check --server` retried the denied dry run without
+            // the AI markers, sticky provenance denied that too, and check failed
+            // (exit 2) dumping the patch. Now it judges the update offline: denied.
+            let (code, report, stderr) = check(&e2e, &file, &["--server"]);
+            assert_eq!(code, Some(1), "{report}\n{stderr}");
+            assert_eq!(report["results"][0]["operation"], "UPDATE", "{report}");
+            assert!(stderr.contains("judged as applied offline"), "{stderr}");
+
+            let diff = |extra: &[&str]| {
+                let out = common::blastguard()
+                    .args(["diff", "-f", file.to_str().unwrap(), "--kubectl"])
+                    .arg(common::repo().join(".tools/bin/kubectl"))
+                    .args(extra)
+                    .env("KUBECONFIG", &e2e.cluster.kubeconfig)
+                    .env_remove("BLASTGUARD_POLICY")
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                assert!(out.status.success(), "{stderr}");
+                String::from_utf8(out.stdout).unwrap()
+            };
+            let shown: Value = serde_json::from_str(&diff(&["-o", "json"])).unwrap();
+            let object = &shown["objects"][0];
+            assert_eq!(object["request"], "UPDATE", "{shown}");
+            assert_eq!(object["basis"], "offline", "{shown}");
+            // The diff is of the object the cluster's approval binds.
+            assert_eq!(object["digest"], served["digest"], "{shown}\n{denial}");
+            assert_eq!(object["clusterDigest"], served["digest"], "{shown}");
+            assert_eq!(object["summary"], served["summary"], "{shown}");
+            let text = diff(&[]);
+            assert!(
+                text.contains(
+                    "~ spec.replicas: 5 → 40\n~ spec.template.spec.containers[web].image: nginx:1.27 → nginx:1.28\n"
+                ),
+                "only the fields that change: {text}"
+            );
+            assert!(
+                text.contains("(the cluster asks for this digest)"),
+                "{text}"
+            );
+            assert!(!text.contains("resourceVersion"), "{text}");
+
+            // A change the cluster admits is shown from the server's own dry run.
+            std::fs::write(
+                &file,
+                deployment("payments", "web", 6, "nginx:1.27").to_string(),
+            )
+            .unwrap();
+            let shown: Value = serde_json::from_str(&diff(&["-o", "json"])).unwrap();
+            let object = &shown["objects"][0];
+            assert_eq!(object["basis"], "serverDryRun", "{shown}");
+            assert_eq!(
+                object["diff"]["changes"],
+                json!([{"path": "spec.replicas", "old": 5, "new": 6}]),
+                "{shown}"
+            );
         },
     );
     steps.finish();

@@ -11,7 +11,10 @@
 //! does when it calls a webhook (`POST /validate?timeout=10s`), so that it can choose
 //! which replica judges each request. Everything the replicas read and write goes
 //! through the real API server: Namespaces, Deployments and ChangeSet records are
-//! created, labelled and watched there, and `kubectl` reads the records back.
+//! created, labelled and watched there, and `kubectl` reads the records back. The
+//! objects these reviews name are never made, so the replicas count each admitted
+//! change at once (`--count-unseen`) instead of looking for it first (that is
+//! tests/e2e_forged.rs).
 //!
 //! Scenarios (one control plane, in order): alternating replicas agree on namespace
 //! reach and on the pod budget, and neither a denied nor a dry-run request is
@@ -124,6 +127,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
     let cluster_args = [
         "--state",
         "cluster",
+        "--count-unseen",
         "--state-namespace",
         NAMESPACE,
         "--allowed-signers",
@@ -350,6 +354,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             &[
                 "--state",
                 "cluster",
+                "--count-unseen",
                 "--state-namespace",
                 "bg-short",
                 "--policy",
@@ -445,6 +450,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 &[
                     "--state",
                     "cluster",
+                    "--count-unseen",
                     "--state-namespace",
                     NAMESPACE,
                     "--policy",
@@ -461,7 +467,13 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "replica with the default budget",
                 &setup,
                 Some(&sa_kubeconfig),
-                &["--state", "cluster", "--state-namespace", NAMESPACE],
+                &[
+                    "--state",
+                    "cluster",
+                    "--count-unseen",
+                    "--state-namespace",
+                    NAMESPACE,
+                ],
             );
             let bot = "system:serviceaccount:ai-agents:outage";
             let before =

@@ -11,18 +11,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
-use common::cluster::{AI_AGENT, REQUESTS, Steps, chart, deployment, metric_sum, wait_for};
+use common::cluster::{AI_AGENT, Steps, chart, deployment, wait_for};
 use common::node::{
-    MachineState, NODE, NodeCluster, POD_WAIT, RELEASE, REPOSITORY, http_get, image,
+    DENIED, MachineState, NODE, NodeCluster, POD_WAIT, RELEASE, REPOSITORY, Registry, during,
+    http_get, image, requests_on,
 };
 use common::tool;
 use serde_json::{Value, json};
-
-/// What the API server says when blastguard answered and denied.
-const DENIED: &str = r#"admission webhook "validate.blastguard.io" denied the request"#;
 
 #[test]
 fn the_chart_runs_blastguard_in_pods_and_the_api_server_calls_it_through_its_service() {
@@ -43,21 +41,8 @@ fn the_chart_runs_blastguard_in_pods_and_the_api_server_calls_it_through_its_ser
             node.load(&image.archive);
             let images = node.ctr(&["images", "ls", "-q"]).expect_ok();
             assert!(images.lines().any(|l| l == loaded), "{loaded} in\n{images}");
-            node.helm(&[
-                "install",
-                RELEASE,
-                chart().to_str().unwrap(),
-                "--namespace",
-                RELEASE,
-                "--create-namespace",
-                "--set",
-                &format!("image.tag={}", image.tag),
-                "--set",
-                "image.pullPolicy=Never",
-                "--wait",
-                "--timeout=3m",
-            ])
-            .expect_ok();
+            // Connections live their default age (1m): the API server keeps one.
+            node.install(&image.tag, &[]).expect_ok();
             eprintln!(
                 "e2e figure: load + helm install --wait {:.1}s",
                 t.elapsed().as_secs_f64()
@@ -97,6 +82,36 @@ fn the_chart_runs_blastguard_in_pods_and_the_api_server_calls_it_through_its_ser
                     .unwrap();
                 let options = root.split(' ').nth(5).unwrap();
                 assert!(options.split(',').any(|o| o == "ro"), "root: {root}");
+                // No shell in the image, so nothing may assume one: the probes are
+                // HTTP on the admin port, preStop a sleep action, the command the
+                // binary itself.
+                let root = format!("/proc/{pid}/root");
+                assert!(!Path::new(&root).join("bin/sh").exists());
+                let container = &pod["spec"]["containers"][0];
+                assert_eq!(container["command"], json!(["/blastguard"]));
+                for probe in ["readinessProbe", "livenessProbe"] {
+                    let get = &container[probe]["httpGet"];
+                    assert_eq!(get["port"], "admin", "{probe}: {}", container[probe]);
+                    assert!(container[probe]["exec"].is_null());
+                }
+                assert!(container["lifecycle"]["preStop"]["exec"].is_null());
+                assert!(container["lifecycle"]["preStop"]["sleep"].is_object());
+                let admin = &container["ports"].as_array().unwrap();
+                assert!(
+                    admin
+                        .iter()
+                        .any(|p| p["name"] == "admin" && p["containerPort"] == 8080)
+                );
+                // In-cluster config: no kubeconfig in the pod, yet every watch synced
+                // through the service account (readiness also waits for it).
+                let ip = pod["status"]["podIP"].as_str().unwrap();
+                let metrics = http_get(ip, 8080, "/metrics").unwrap();
+                let synced: Vec<&str> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with("blastguard_cluster_cache_synced{"))
+                    .collect();
+                assert!(!synced.is_empty(), "{metrics}");
+                assert!(synced.iter().all(|l| l.ends_with(" 1")), "{synced:?}");
             }
             // The webhook is called through the Service, with the generated CA.
             let vwc = node
@@ -154,17 +169,57 @@ fn the_chart_runs_blastguard_in_pods_and_the_api_server_calls_it_through_its_ser
                 "metadata": {"name": "dev", "namespace": RELEASE},
                 "spec": spec,
             });
-            node.kubectl_with(&["apply", "-f", "-"], Some(&pod.to_string()))
-                .expect_ok();
-            let log = wait_for("serve --dev to start or fail", POD_WAIT, || {
-                let log = node.kubectl(&["-n", RELEASE, "logs", "dev"]);
-                (log.ok && !log.stdout.is_empty()).then_some(log.stdout)
-            });
-            node.kubectl(&["-n", RELEASE, "delete", "pod", "dev", "--grace-period=0"])
-                .expect_ok();
+            // The same pod without the chart's /tmp emptyDir: the fault the chart fixes.
+            let mut bare = pod.clone();
+            bare["metadata"]["name"] = json!("dev-no-tmp");
+            let unmounted = |v: &Value| v["name"] != "tmp";
+            let spec = &mut bare["spec"];
+            let volumes: Vec<Value> = spec["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| unmounted(v))
+                .cloned()
+                .collect();
+            spec["volumes"] = json!(volumes);
+            let mounts = &mut spec["containers"][0]["volumeMounts"];
+            *mounts = json!(
+                mounts
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| unmounted(v))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            );
+            let logs: Vec<String> = [pod, bare]
+                .iter()
+                .map(|p| {
+                    node.kubectl_with(&["apply", "-f", "-"], Some(&p.to_string()))
+                        .expect_ok();
+                    p["metadata"]["name"].as_str().unwrap().to_string()
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|name| {
+                    let log = wait_for("serve --dev to start or fail", POD_WAIT, || {
+                        let log = node.kubectl(&["-n", RELEASE, "logs", &name]);
+                        (log.ok && !log.stdout.is_empty())
+                            .then_some(format!("{}{}", log.stdout, log.stderr))
+                    });
+                    node.kubectl(&["-n", RELEASE, "delete", "pod", &name, "--grace-period=0"])
+                        .expect_ok();
+                    log
+                })
+                .collect();
+            let (log, bare) = (&logs[0], &logs[1]);
             assert!(!log.contains("cannot write"), "{log}");
             assert!(log.contains("blastguard dev mode"), "{log}");
             assert!(log.contains("files in /tmp/blastguard-dev-"), "{log}");
+            assert!(
+                bare.contains("cannot write"),
+                "without the emptyDir: {bare}"
+            );
         },
     );
 
@@ -248,8 +303,9 @@ fn the_chart_runs_blastguard_in_pods_and_the_api_server_calls_it_through_its_ser
                 .as_str()
                 .unwrap()
                 .to_string();
-            // The API server keeps one HTTP/2 connection per webhook, to one endpoint:
-            // every request goes to the pod at its other end.
+            // The API server keeps one HTTP/2 connection per webhook, to one endpoint,
+            // for up to webhook.maxConnectionAge (1m here): the requests go to the pod
+            // at its other end (tests/e2e_node_replicas.rs shows them spread).
             let before = requests_on(&node);
             assert_eq!(before.len(), 2, "{before:?}");
             let ai = deployment("prod", "api", 40, &[(AI_AGENT, "claude-code")]);
@@ -420,128 +476,4 @@ fn container_pid(node: &NodeCluster, pod: &Value) -> u32 {
             (f.next() == Some(id.as_str())).then(|| f.next()?.parse().ok())?
         })
         .unwrap_or_else(|| panic!("no task {id} in\n{tasks}"))
-}
-
-/// Each Ready pod's count of answered reviews, read from its admin port over the bridge.
-fn requests_on(node: &NodeCluster) -> BTreeMap<String, f64> {
-    node.ready_pods()
-        .iter()
-        .map(|p| {
-            let ip = p["status"]["podIP"].as_str().unwrap();
-            let text = http_get(ip, 8080, "/metrics").unwrap_or_else(|| panic!("{ip}:8080"));
-            let name = p["metadata"]["name"].as_str().unwrap().to_string();
-            (name, metric_sum(&text, REQUESTS))
-        })
-        .collect()
-}
-
-/// What admission did while something ran: AI changes (dry-run, denied when answered)
-/// and people's (dry-run, admitted without the webhook), sent one after another.
-struct Traffic {
-    answered: usize,
-    failed: Vec<String>,
-    people_ok: usize,
-    people_failed: Vec<String>,
-    people_slowest: Duration,
-}
-
-impl Traffic {
-    #[track_caller]
-    fn assert_flowed(&self) {
-        assert!(
-            self.failed.is_empty(),
-            "failed AI admissions: {:#?}",
-            self.failed
-        );
-        assert!(
-            self.answered >= 5,
-            "only {} AI admissions answered",
-            self.answered
-        );
-        assert!(self.people_failed.is_empty(), "{:#?}", self.people_failed);
-    }
-}
-
-/// Runs `action` while a second thread keeps sending changes through the API server.
-fn during(node: &NodeCluster, action: impl FnOnce()) -> Traffic {
-    let stop = AtomicBool::new(false);
-    let ai = deployment("prod", "api", 40, &[(AI_AGENT, "claude-code")]).to_string();
-    let person = deployment("prod", "web", 3, &[]).to_string();
-    std::thread::scope(|s| {
-        let sender = s.spawn(|| {
-            let mut t = Traffic {
-                answered: 0,
-                failed: vec![],
-                people_ok: 0,
-                people_failed: vec![],
-                people_slowest: Duration::ZERO,
-            };
-            while !stop.load(Ordering::Relaxed) {
-                let r = node.kubectl_with(&["apply", "--dry-run=server", "-f", "-"], Some(&ai));
-                if !r.ok && r.stderr.contains(DENIED) {
-                    t.answered += 1;
-                } else {
-                    t.failed.push(format!("{}{}", r.stdout, r.stderr));
-                }
-                let started = Instant::now();
-                let r = node.kubectl_with(&["apply", "--dry-run=server", "-f", "-"], Some(&person));
-                t.people_slowest = t.people_slowest.max(started.elapsed());
-                if r.ok {
-                    t.people_ok += 1;
-                } else {
-                    t.people_failed.push(r.stderr);
-                }
-            }
-            t
-        });
-        // Whatever happens in the action, the sender stops.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(action));
-        // A few more after the roll, through the new pods only.
-        std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, Ordering::Relaxed);
-        let traffic = sender.join().unwrap();
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
-        }
-        traffic
-    })
-}
-
-/// An OCI registry on loopback, in memory (`.tools/bin/ggcr-registry`), as in
-/// tests/release.rs; stopped when dropped.
-struct Registry {
-    child: std::process::Child,
-    host: String,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        use std::io::BufRead as _;
-        let mut child = tool("ggcr-registry")
-            .args(["-port", "0"])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let port = lines
-            .find_map(|l| {
-                let l = l.ok()?;
-                l.split("serving on port ")
-                    .nth(1)
-                    .map(|p| p.trim().to_string())
-            })
-            .expect("the registry prints its port");
-        std::thread::spawn(move || lines.for_each(drop));
-        Registry {
-            child,
-            host: format!("127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

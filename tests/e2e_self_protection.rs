@@ -1,5 +1,5 @@
 //! End to end, through a real API server (tests/common/cluster.rs): the guard guards
-//! itself (DESIGN.md section 7, issue 19 findings 1 and 2).
+//! itself (docs/design.md "Install", issue 19 findings 1 and 2).
 //!
 //! The tamperings of issue 19 are made with the real `kubectl --as` by AI service
 //! accounts of the chart's default policy (`system:serviceaccount:ai-agents:*`): one

@@ -2,7 +2,7 @@
 //! reading of the same bytes (`AdmissionReview<DynamicObject>`), on every fixture made
 //! by the real tools and on generated reviews: the same uid, kind, resource,
 //! subresource, name, namespace, operation, user, groups, dry run, field manager,
-//! objects and annotations. DESIGN.md section 9 allows the view only on this condition.
+//! objects and annotations. docs/architecture.md allows the view only on this condition.
 
 mod common;
 

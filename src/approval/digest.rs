@@ -146,30 +146,79 @@ impl Serialize for Json<'_> {
     }
 }
 
+/// Label keys left out of the digest (`spec.approvals.unsignedLabels`): labels a
+/// GitOps tool adds at sync time (`kustomize.toolkit.fluxcd.io/name`), which no
+/// approver can know when they sign. An entry is a key, or a prefix ending in `*`.
+/// Empty (the default): every label is bound, as docs/approvals.md says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnsignedLabels(Vec<String>);
+
+impl UnsignedLabels {
+    /// The list as the policy gives it (validated there: crate::policy).
+    pub fn new(entries: impl IntoIterator<Item = String>) -> Self {
+        Self(entries.into_iter().collect())
+    }
+
+    /// Whether `key` is left out of the digest.
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|entry| match entry.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == entry,
+        })
+    }
+
+    /// Whether nothing is left out.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The digest of an object as the API server presents it (or as a manifest or
 /// `kubectl get -o json` shows it). `metadata` becomes `{"labels": {...}}`, or `{}`
 /// when the object has no labels.
 pub fn object_digest(object: &Value) -> Result<String, DigestError> {
-    digest_of(&Json::from(object))
+    digest_of(&Json::from(object), &UnsignedLabels::default())
+}
+
+/// [`object_digest`] without the labels of `unsigned`.
+pub fn object_digest_without(
+    object: &Value,
+    unsigned: &UnsignedLabels,
+) -> Result<String, DigestError> {
+    digest_of(&Json::from(object), unsigned)
 }
 
 /// [`object_digest`] of an object given as JSON text (the request's objects as the
 /// change keeps them), read without copying its strings.
 pub fn object_text_digest(text: &str) -> Result<String, DigestError> {
-    let object: Json<'_> = serde_json::from_str(text).map_err(|e| DigestError(e.to_string()))?;
-    digest_of(&object)
+    object_text_digest_without(text, &UnsignedLabels::default())
 }
 
-fn digest_of(object: &Json<'_>) -> Result<String, DigestError> {
+/// [`object_text_digest`] without the labels of `unsigned`.
+pub fn object_text_digest_without(
+    text: &str,
+    unsigned: &UnsignedLabels,
+) -> Result<String, DigestError> {
+    let object: Json<'_> = serde_json::from_str(text).map_err(|e| DigestError(e.to_string()))?;
+    digest_of(&object, unsigned)
+}
+
+fn digest_of(object: &Json<'_>, unsigned: &UnsignedLabels) -> Result<String, DigestError> {
     let Json::Object(fields) = object else {
         return Err(DigestError("the object is not a JSON object".into()));
     };
     let mut metadata = BTreeMap::new();
     if let Some(Json::Object(meta)) = fields.get("metadata")
-        && let Some(labels @ Json::Object(l)) = meta.get("labels")
-        && !l.is_empty()
+        && let Some(Json::Object(l)) = meta.get("labels")
     {
-        metadata.insert(Cow::Borrowed("labels"), labels.clone());
+        let kept: BTreeMap<_, _> = l
+            .iter()
+            .filter(|(key, _)| !unsigned.contains(key))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if !kept.is_empty() {
+            metadata.insert(Cow::Borrowed("labels"), Json::Object(kept));
+        }
     }
     let metadata = Json::Object(metadata);
     // Borrowed from the object: the spec is never copied to be digested.
@@ -272,6 +321,45 @@ mod tests {
 
     fn object(v: Value) -> Value {
         v
+    }
+
+    #[test]
+    fn unsigned_labels_are_left_out_and_nothing_else() {
+        let object = |labels: Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "labels": labels}, "spec": {"replicas": 20}})
+        };
+        let unsigned = UnsignedLabels::new([
+            "kustomize.toolkit.fluxcd.io/*".to_string(),
+            "team".to_string(),
+        ]);
+        let approved = object(json!({"app": "web"}));
+        let synced = object(json!({"app": "web", "team": "a",
+            "kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}));
+        assert_eq!(
+            object_digest_without(&approved, &unsigned).unwrap(),
+            object_digest_without(&synced, &unsigned).unwrap()
+        );
+        // Without the list every label is bound; with it, the others still are.
+        assert_ne!(
+            object_digest(&approved).unwrap(),
+            object_digest(&synced).unwrap()
+        );
+        let relabelled = object(json!({"app": "evil"}));
+        assert_ne!(
+            object_digest_without(&approved, &unsigned).unwrap(),
+            object_digest_without(&relabelled, &unsigned).unwrap()
+        );
+        // Only labels: an empty label map and none digest alike, as before.
+        assert_eq!(
+            object_digest(&object(json!({}))).unwrap(),
+            object_digest_without(&object(json!({"team": "a"})), &unsigned).unwrap()
+        );
+        assert!(!unsigned.contains("kustomize.toolkit.fluxcd.io"));
+        assert_eq!(
+            object_text_digest_without(&synced.to_string(), &unsigned).unwrap(),
+            object_digest_without(&approved, &unsigned).unwrap()
+        );
     }
 
     #[test]

@@ -63,6 +63,31 @@ pub enum ApprovalOutcome {
     },
 }
 
+/// Whether `change` restores a state an approval signed (docs/gitops.md, "Drift"):
+/// an UPDATE by one of the policy's `restorers` (the GitOps controllers) whose
+/// old and new object carry the same approval and signatures, as a manifest from
+/// git does after a person changed the live object by hand. Such an approval is
+/// not held to its window nor spent: git keeps declaring the state it signed.
+/// The verifier still binds it to the new object's digest and checks every
+/// signature against today's allowed_signers and the rule's approvers.
+pub fn restores(change: &Change, settings: &Approvals) -> bool {
+    use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+    let same = |key: &str| {
+        change
+            .new_annotations
+            .get(key)
+            .is_some_and(|v| change.old_annotations.get(key) == Some(v))
+    };
+    change.operation == crate::change::Operation::Update
+        && !change.is_scale()
+        && settings
+            .restorers
+            .iter()
+            .any(|r| r.matches(&change.requester.username))
+        && same(APPROVAL)
+        && same(APPROVAL_SIGNATURE)
+}
+
 /// The stable reasons of [`ApprovalOutcome::Rejected`] (the `result` labels of
 /// `blastguard_approvals_total` besides `valid` and `missing`).
 pub mod reason {
@@ -243,5 +268,82 @@ impl WorkloadAnnotations for InMemoryWorkloads {
         } else if known.len() < MAX_REMEMBERED_WORKLOADS || known.contains_key(target) {
             known.insert(target.clone(), approval);
         }
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::policy::Policy;
+    use serde_json::json;
+
+    const FLUX: &str = "system:serviceaccount:flux-system:kustomize-controller";
+
+    /// An UPDATE of a Deployment whose old and new object carry these annotations.
+    fn change(
+        user: &str,
+        operation: &str,
+        old: serde_json::Value,
+        new: serde_json::Value,
+    ) -> Change {
+        let object = |annotations: serde_json::Value| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+                "spec": {"replicas": 20}})
+        };
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": "web", "namespace": "shop", "operation": operation,
+                "userInfo": {"username": user},
+                "object": object(new), "oldObject": object(old), "dryRun": false
+            }
+        });
+        let body = review.to_string();
+        let request = crate::review::decode(body.as_bytes()).unwrap();
+        Change::from_view(&request, &Policy::embedded()).unwrap()
+    }
+
+    #[test]
+    fn only_a_named_restorer_restores_the_approval_the_object_already_carries() {
+        let mut settings = Policy::embedded().approvals;
+        let approval =
+            json!({"blastguard.io/approval": "P", "blastguard.io/approval-signature": "S"});
+        let restoring = change(FLUX, "UPDATE", approval.clone(), approval.clone());
+        // Nobody is a restorer by default.
+        assert!(!restores(&restoring, &settings));
+        settings.restorers = vec![wildmatch::WildMatch::new(
+            "system:serviceaccount:flux-system:*",
+        )];
+        assert!(restores(&restoring, &settings));
+        // Not another identity, not a new approval, not a creation.
+        let bot = "system:serviceaccount:ai-agents:bot";
+        assert!(!restores(
+            &change(bot, "UPDATE", approval.clone(), approval.clone()),
+            &settings
+        ));
+        let other =
+            json!({"blastguard.io/approval": "P2", "blastguard.io/approval-signature": "S"});
+        assert!(!restores(
+            &change(FLUX, "UPDATE", other, approval.clone()),
+            &settings
+        ));
+        let resigned =
+            json!({"blastguard.io/approval": "P", "blastguard.io/approval-signature": "S2"});
+        assert!(!restores(
+            &change(FLUX, "UPDATE", approval.clone(), resigned),
+            &settings
+        ));
+        assert!(!restores(
+            &change(FLUX, "UPDATE", json!({}), approval.clone()),
+            &settings
+        ));
+        assert!(!restores(
+            &change(FLUX, "UPDATE", json!({}), json!({})),
+            &settings
+        ));
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::{DigestError, object_digest, object_text_digest};
+use super::digest::{DigestError, UnsignedLabels, object_digest, object_text_digest_without};
 use super::summary::MAX_SUMMARY_CHARS;
 use serde_json::Value;
 
@@ -124,6 +124,12 @@ pub struct ApprovalSubject {
 impl ApprovalSubject {
     /// What `change` must be approved as.
     pub fn of(change: &Change) -> Result<Self, DigestError> {
+        Self::of_without(change, &UnsignedLabels::default())
+    }
+
+    /// [`Self::of`], the labels of `unsigned` left out of the digest (the policy's
+    /// `spec.approvals.unsignedLabels`).
+    pub fn of_without(change: &Change, unsigned: &UnsignedLabels) -> Result<Self, DigestError> {
         if change.is_scale() {
             return Ok(Self::bound(
                 &change.target,
@@ -138,7 +144,9 @@ impl ApprovalSubject {
             (ApprovalOperation::Apply, change.object.as_ref())
         };
         // The object as the change keeps it, digested from its text.
-        let digest = object.map(|o| object_text_digest(o.text())).transpose()?;
+        let digest = object
+            .map(|o| object_text_digest_without(o.text(), unsigned))
+            .transpose()?;
         Ok(Self::bound(&change.target, operation, digest, None))
     }
 

@@ -617,6 +617,15 @@ fn requester_change(subject: &ApprovalSubject, requester: &str) -> crate::change
         dry_run: false,
         object: None,
         old_object: None,
+        // Never admitted: nothing to look for in the cluster afterwards.
+        sighting: crate::change_sets::Sighting {
+            group: t.group.clone(),
+            version: String::new(),
+            resource: String::new(),
+            namespace: (!t.namespace.is_empty()).then(|| t.namespace.clone()),
+            name: t.name.clone(),
+            expect: crate::change_sets::Expect::Unchecked,
+        },
     }
 }
 

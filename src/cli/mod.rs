@@ -1,10 +1,11 @@
-//! The command line: `serve`, `check`, `policy check`, `digest`, `approve`,
+//! The command line: `serve`, `check`, `policy check`, `digest`, `approve`, `diff`,
 //! `completion`; the kubectl plugin when installed as `kubectl-blastguard`.
 
 pub mod approve;
 pub mod check;
 pub mod completion;
 pub mod diff;
+pub mod diff_command;
 pub mod inbox;
 pub mod policy;
 
@@ -60,6 +61,9 @@ Examples:
     Digest(approve::DigestArgs),
     /// Sign an approval for a change with an SSH key.
     Approve(approve::ApproveArgs),
+    /// Show what a change does to the live objects: the fields that change, its
+    /// summary and the digest an approval must bind.
+    Diff(diff_command::DiffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::CompletionArgs),
     /// The inbox: list the changes waiting for approval.
@@ -101,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Digest(args) => approve::run_digest(args),
         Command::Approve(args) => approve::run_approve(args),
+        Command::Diff(args) => diff_command::run(args),
         Command::Completion(args) => completion::run(args, &program),
         Command::Pending(args) => inbox::run_pending(args),
         Command::Show(args) => inbox::run_show(args),

@@ -130,6 +130,44 @@ impl Bridge {
         answer.ok_or(Late::TimedOut)
     }
 
+    /// [`Bridge::finish_without_breaker`] that goes on waiting past `deadline`, up to
+    /// `longest`, for as long as `alive` says the API server answers other calls (the
+    /// write is queued behind others, as behind another identity's flood), asking
+    /// every 100 ms. A hung API server answers none, so it costs only `deadline`.
+    pub fn finish_while_alive<T>(
+        &self,
+        started: Started<T>,
+        deadline: Instant,
+        longest: Instant,
+        alive: impl Fn() -> bool,
+    ) -> Result<T, Late> {
+        let Some(rx) = started.0 else {
+            return Err(Late::BreakerOpen);
+        };
+        let mut until = deadline;
+        loop {
+            let remaining = until.saturating_duration_since(Instant::now());
+            let receive = || rx.recv_timeout(remaining);
+            let answer = match Handle::try_current() {
+                Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(receive)
+                }
+                _ => receive(),
+            };
+            match answer {
+                Ok(out) => return Ok(out),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Late::TimedOut),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    if now >= longest || !alive() {
+                        return Err(Late::TimedOut);
+                    }
+                    until = (now + Duration::from_millis(100)).min(longest);
+                }
+            }
+        }
+    }
+
     /// Whether a call would be skipped now.
     pub fn breaker_open(&self) -> bool {
         let open_until = self.open_until.lock().unwrap_or_else(|p| p.into_inner());

@@ -143,6 +143,12 @@ impl<V: Clone> Cache<V> {
             .collect()
     }
 
+    /// How many entries `f` holds true of, without cloning any.
+    pub fn count_where(&self, f: impl Fn(&V) -> bool) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner.live.values().filter(|e| f(&e.value)).count()
+    }
+
     /// Objects held.
     pub fn len(&self) -> usize {
         self.inner

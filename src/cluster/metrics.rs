@@ -25,6 +25,8 @@ pub struct ClusterMetrics {
     cache_synced: IntGaugeVec,
     lookups: IntCounterVec,
     change_set_writes: IntCounterVec,
+    change_set_holds: IntCounterVec,
+    change_set_capped: IntCounterVec,
     webhook_configuration_present: IntGaugeVec,
     webhook_configuration_changes: IntCounterVec,
 }
@@ -83,6 +85,16 @@ impl ClusterMetrics {
                 "Writes of change-set records to the API server, by result.",
                 &["result"],
             ),
+            change_set_holds: counters(
+                "blastguard_change_set_holds_total",
+                "Admitted AI changes looked for in the cluster before they count for the window, by result: confirmed (seen), lapsed (never seen: a review the API server did not send), unchecked (not readable: counted).",
+                &["result"],
+            ),
+            change_set_capped: counters(
+                "blastguard_change_set_records_capped_total",
+                "Change sets counted in one replica's memory because a new record would pass a cap, by cap (total, requester).",
+                &["cap"],
+            ),
             // Series only once `serve --webhook-configuration` watches one, so an
             // install without the watch raises no alert on them.
             webhook_configuration_present: gauges(
@@ -105,6 +117,12 @@ impl ClusterMetrics {
         }
         for result in WRITE_RESULTS {
             m.change_set_writes.with_label_values(&[result]);
+        }
+        for result in ["confirmed", "lapsed", "unchecked"] {
+            m.change_set_holds.with_label_values(&[result]);
+        }
+        for cap in ["total", "requester"] {
+            m.change_set_capped.with_label_values(&[cap]);
         }
         m
     }
@@ -153,5 +171,16 @@ impl ClusterMetrics {
     /// Counts one change-set write outcome (one of [`WRITE_RESULTS`]).
     pub fn change_set_write(&self, result: &str) {
         self.change_set_writes.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one admitted change settled by looking for it (confirmed, lapsed,
+    /// unchecked).
+    pub fn change_set_hold(&self, result: &str) {
+        self.change_set_holds.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one change set counted in memory past a record cap (total, requester).
+    pub fn change_set_capped(&self, cap: &str) {
+        self.change_set_capped.with_label_values(&[cap]).inc();
     }
 }

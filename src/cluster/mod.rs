@@ -56,6 +56,7 @@ pub mod change_sets;
 pub mod metrics;
 pub mod namespaces;
 pub mod requests;
+pub mod sighting;
 pub mod sizes;
 pub mod spent;
 mod watch;
@@ -110,6 +111,9 @@ pub struct Options {
     /// The webhook's own ValidatingWebhookConfiguration, watched for changes
     /// ([`webhook_config`]), when named.
     pub webhook_configuration: Option<String>,
+    /// Look for each admitted AI change in the cluster before it counts for the
+    /// window ([`sighting`]); off only for tests that stand in for the API server.
+    pub look: bool,
 }
 
 /// The cluster state, running: its watches feed the caches of its stores, which the
@@ -176,7 +180,7 @@ impl Cluster {
             Api::namespaced(client.clone(), &namespace),
             bridge.clone(),
         ));
-        let change_sets = Arc::new(change_sets::ClusterChangeSets::new(
+        let mut change_sets = change_sets::ClusterChangeSets::new(
             Box::new(change_sets::ApiRecords(Api::namespaced(
                 client.clone(),
                 &namespace,
@@ -186,7 +190,14 @@ impl Cluster {
             bridge.clone(),
             options.window,
             metrics.clone(),
-        ));
+        );
+        if options.look {
+            change_sets = change_sets.with_looks(Box::new(sighting::WatchedThenApi {
+                workloads: workloads.clone(),
+                api: sighting::ApiLooks(client.clone()),
+            }));
+        }
+        let change_sets = Arc::new(change_sets);
         for cache in metrics::CLUSTER_CACHES {
             metrics.set_cache_synced(cache, false);
         }

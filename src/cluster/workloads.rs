@@ -85,6 +85,10 @@ pub struct WorkloadFacts {
     pub annotations: Box<[(Box<str>, Box<str>)]>,
     /// `spec.replicas`, when an int32.
     pub replicas: Option<i32>,
+    /// `metadata.uid` and `metadata.creationTimestamp`: a replica sees a create it
+    /// admitted here, without a GET (docs/security.md, "Forged reviews on a default
+    /// install").
+    pub created: Option<(Box<str>, std::time::SystemTime)>,
 }
 
 impl WorkloadFacts {
@@ -103,7 +107,12 @@ impl WorkloadFacts {
             .and_then(|s| s.replicas)
             .and_then(|r| r.as_i64())
             .and_then(|r| i32::try_from(r).ok());
+        let created = match (&object.metadata.uid, &object.metadata.creation_timestamp) {
+            (Some(uid), Some(at)) => Some((uid.clone().into_boxed_str(), at.0.into())),
+            _ => None,
+        };
         Self {
+            created,
             labels: pairs(object.metadata.labels, &|_| true),
             annotations: pairs(object.metadata.annotations, &|k| {
                 k.starts_with(KEPT_ANNOTATIONS)
@@ -261,6 +270,27 @@ impl ClusterWorkloads {
         let objects = self.kinds.iter().map(|k| k.cache.len()).sum();
         self.metrics.set_cache_objects(CACHE, objects);
         self.metrics.set_cache_synced(CACHE, self.is_synced());
+    }
+
+    /// The uid and creation time of a watched object as the watch last showed it, by
+    /// its resource (`group`, plural): `None` when the kind is not watched or the
+    /// watch has not shown the object.
+    pub fn created(
+        &self,
+        group: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<(String, std::time::SystemTime)> {
+        let kind = self
+            .kinds
+            .iter()
+            .find(|k| k.group == group && k.resource().is_some_and(|r| r.plural == plural))?;
+        kind.cache
+            .read(&key(namespace, name), |f| {
+                f.created.as_ref().map(|(uid, at)| (uid.to_string(), *at))
+            })
+            .flatten()
     }
 
     /// Whether every kind has completed its first list (or is not served).

@@ -121,6 +121,10 @@ pub struct Approvals {
     pub clock_skew: Duration,
     /// Approver groups: name to principals, each case-folded as signers are matched.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Label keys left out of the approval digest.
+    pub unsigned_labels: crate::approval::digest::UnsignedLabels,
+    /// Usernames of the GitOps controllers that may restore a signed state.
+    pub restorers: Vec<WildMatch>,
 }
 
 impl Approvals {
@@ -201,6 +205,10 @@ impl Policy {
                     (name.clone(), members)
                 })
                 .collect(),
+            unsigned_labels: crate::approval::digest::UnsignedLabels::new(
+                spec.approvals.unsigned_labels.iter().cloned(),
+            ),
+            restorers: globs(&spec.approvals.restorers),
         };
         let change_set_window =
             humantime::parse_duration(&spec.change_sets.window).unwrap_or_default();

@@ -329,6 +329,16 @@ pub struct ApprovalsSpec {
     /// (`sre: [alice@example.com, bob@example.com]`), for rules' `approvers`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Label keys left out of the approval digest (a key, or a prefix ending in
+    /// `*`): labels a GitOps tool adds at sync time, e.g.
+    /// `kustomize.toolkit.fluxcd.io/*` (docs/gitops.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsigned_labels: Vec<String>,
+    /// Usernames (globs) of the GitOps controllers that may restore a state an
+    /// approval on the object signed, after it expired or was spent
+    /// (docs/gitops.md, "Drift"). Empty: no one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restorers: Vec<String>,
 }
 
 impl Default for ApprovalsSpec {
@@ -338,6 +348,8 @@ impl Default for ApprovalsSpec {
             max_ttl: default_max_ttl(),
             clock_skew: default_clock_skew(),
             groups: BTreeMap::new(),
+            unsigned_labels: Vec::new(),
+            restorers: Vec::new(),
         }
     }
 }

@@ -234,6 +234,23 @@ pub(super) fn check(doc: &PolicyDocument) -> Vec<Problem> {
         }
     }
 
+    unsigned_labels(spec, &mut out);
+    for (i, restorer) in spec.approvals.restorers.iter().enumerate() {
+        let at = format!("spec.approvals.restorers[{i}]");
+        let r = restorer.trim();
+        if r.is_empty() || r.chars().all(|c| matches!(c, '*' | '?' | ':')) {
+            out.add(
+                at,
+                format!("{restorer:?} must name the GitOps controllers' usernames, not everyone"),
+            );
+        } else if spec.provenance.users.iter().any(|u| u.trim() == r) {
+            out.add(
+                at,
+                format!("{restorer:?} is an AI identity (spec.provenance.users): an AI agent must not restore approved states"),
+            );
+        }
+    }
+
     let a = &spec.approvals;
     if a.allowed_signers.trim().is_empty() {
         out.add("spec.approvals.allowedSigners", "must name a file");
@@ -336,6 +353,74 @@ fn label_value(v: &str) -> Result<(), String> {
     }
 }
 
+/// Label domains whose labels decide what a change does, never left out of the
+/// digest: a Namespace's Pod Security level, ClusterRole aggregation, and
+/// blastguard's own.
+const BOUND_LABEL_DOMAINS: &[&str] = &[
+    "pod-security.kubernetes.io/",
+    "rbac.authorization.k8s.io/",
+    "blastguard.io/",
+];
+
+/// `spec.approvals.unsignedLabels`: whole keys or whole domains (`example.com/*`),
+/// none that picks a rule (a namespaceSelector key) or is in a domain that decides
+/// what a change does (docs/security.md weighs the list).
+fn unsigned_labels(spec: &super::model::PolicySpec, out: &mut Problems) {
+    let selector_keys: Vec<&str> = spec
+        .rules
+        .iter()
+        .filter_map(|r| r.namespace_selector.as_ref())
+        .flat_map(|s| {
+            s.match_labels
+                .keys()
+                .map(String::as_str)
+                .chain(s.match_expressions.iter().map(|e| e.key.as_str()))
+        })
+        .collect();
+    for (i, entry) in spec.approvals.unsigned_labels.iter().enumerate() {
+        let at = format!("spec.approvals.unsignedLabels[{i}]");
+        let (key, prefix) = match entry.strip_suffix('*') {
+            Some(domain) => (domain, true),
+            None => (entry.as_str(), false),
+        };
+        let well_formed = !key.is_empty()
+            && !key.contains(['*', '?', ' ', ','])
+            && key.matches('/').count() <= 1
+            && (!prefix || key.ends_with('/'))
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
+        if !well_formed {
+            out.add(
+                at,
+                format!(
+                    "{entry:?} must be a label key (team, example.com/team) or a whole domain (example.com/*)"
+                ),
+            );
+            continue;
+        }
+        let covers = |k: &str| if prefix { k.starts_with(key) } else { k == key };
+        if let Some(domain) = BOUND_LABEL_DOMAINS
+            .iter()
+            .find(|d| key.starts_with(**d) || (prefix && d.starts_with(key)))
+        {
+            out.add(
+                at,
+                format!(
+                    "{entry:?}: labels of {domain} decide what a change does (Pod Security, RBAC aggregation, blastguard's own) and stay in the digest"
+                ),
+            );
+        } else if let Some(k) = selector_keys.iter().find(|k| covers(k)) {
+            out.add(
+                at,
+                format!(
+                    "{entry:?}: label {k:?} picks a rule (a namespaceSelector) and stays in the digest"
+                ),
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 struct Problems(Vec<Problem>);
 
@@ -368,6 +453,44 @@ mod tests {
             "fixture edit {from:?} does not apply"
         );
         DEFAULT_POLICY_YAML.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn unsigned_labels_are_whole_keys_or_domains_and_never_decide_a_change() {
+        let with = |list: &str| {
+            edited(
+                "    maxTTL: 24h\n",
+                &format!("    maxTTL: 24h\n    unsignedLabels: {list}\n"),
+            )
+        };
+        assert_eq!(
+            problems(&with(
+                "[\"kustomize.toolkit.fluxcd.io/*\", argocd.argoproj.io/instance, team]"
+            )),
+            Vec::<String>::new()
+        );
+        let p = problems(&with(
+            "[\"*\", \"kustomize*\", \"pod-security.kubernetes.io/*\", \"blastguard.io/tier\", \"rbac.authorization.k8s.io/aggregate-to-view\", \"a b\"]",
+        ));
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(
+            p[0].starts_with("spec.approvals.unsignedLabels[0]: \"*\" must be a label key"),
+            "{p:#?}"
+        );
+        assert!(p[1].contains("must be a label key"), "{p:#?}");
+        assert!(p[2].contains("decide what a change does"), "{p:#?}");
+        assert!(p[3].contains("decide what a change does"), "{p:#?}");
+        assert!(p[4].contains("decide what a change does"), "{p:#?}");
+        assert!(p[5].contains("must be a label key"), "{p:#?}");
+        // A key that picks a rule stays bound.
+        let selector = edited(
+            "    maxTTL: 24h\n",
+            "    maxTTL: 24h\n    unsignedLabels: [\"example.com/*\"]\n",
+        )
+        .replace("blastguard.io/tier: critical", "example.com/tier: critical");
+        let p = problems(&selector);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains("picks a rule"), "{p:#?}");
     }
 
     #[test]

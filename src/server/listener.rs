@@ -31,6 +31,7 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::connection_age::Lifetime;
 use super::tls::ALPN_H2;
 use crate::server::metrics::{Closed, ServerMetrics};
 
@@ -75,6 +76,9 @@ pub struct Limits {
     /// makes no progress, or an HTTP/2 response held back by a window the client keeps
     /// shut. The connection is dropped when it passes.
     pub write_timeout: Duration,
+    /// How long a connection is served before it is closed gracefully, so clients
+    /// spread over replicas (src/server/connection_age.rs); `None`: no bound.
+    pub max_connection_age: Option<Duration>,
 }
 
 /// How a drain ended.
@@ -315,6 +319,8 @@ impl Shared {
             connection: connection.clone(),
             changed: self.registry.changed.clone(),
         };
+        // HTTP/1 connections past their age end with a response instead (Tracked).
+        let http2 = std::ptr::eq(builder, &self.http2);
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut stop = self.stop.clone();
@@ -331,6 +337,9 @@ impl Shared {
         loop {
             tokio::select! {
                 ended = conn.as_mut() => {
+                    if connection.lifetime.told_close() {
+                        self.metrics.closed(self.name, Closed::MaxAge);
+                    }
                     if timed_out.load(Ordering::Relaxed) {
                         self.write_timed_out(connection);
                     } else if let Err(e) = ended {
@@ -353,6 +362,11 @@ impl Shared {
                         return;
                     }
                     shed_deadline = None;
+                }
+                _ = connection.lifetime.ended(), if !closing && http2 => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    self.metrics.closed(self.name, Closed::MaxAge);
                 }
                 _ = check.tick() => {
                     if connection.oldest_unsent().is_some_and(|t| t.elapsed() >= self.limits.write_timeout) {
@@ -384,6 +398,7 @@ struct Connection {
     /// Signalled to close the connection (an idle one shed at the cap).
     shed: Notify,
     activity: Mutex<Activity>,
+    lifetime: Lifetime,
 }
 
 #[derive(Debug)]
@@ -553,6 +568,7 @@ impl Registry {
                 next_request: 0,
                 shedding: false,
             }),
+            lifetime: Lifetime::new(self.limits.max_connection_age),
         });
         state.open.insert(id, connection.clone());
         let count = state.per_peer.entry(ip).or_insert(0);
@@ -654,9 +670,12 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let guard = RequestGuard::begin(&self.connection, &self.changed);
         request.extensions_mut().insert(self.connection.client);
+        let version = request.version();
         let response = self.inner.call(request);
+        let connection = self.connection.clone();
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            connection.lifetime.close_after(version, response.headers_mut());
             guard.responded();
             Ok(response.map(|body| TrackedBody {
                 body,

@@ -122,11 +122,19 @@ pub enum Closed {
     PeerLimit,
     /// A client that did not read its responses within the write timeout.
     WriteTimeout,
+    /// A connection that reached `--max-connection-age`, closed gracefully (HTTP/2
+    /// GOAWAY, HTTP/1.1 `Connection: close`) so clients spread over replicas.
+    MaxAge,
 }
 
 impl Closed {
     /// Every reason, so each series exists from the start.
-    pub const ALL: [Closed; 3] = [Closed::ShedIdle, Closed::PeerLimit, Closed::WriteTimeout];
+    pub const ALL: [Closed; 4] = [
+        Closed::ShedIdle,
+        Closed::PeerLimit,
+        Closed::WriteTimeout,
+        Closed::MaxAge,
+    ];
 
     /// The `reason` label.
     pub fn as_str(self) -> &'static str {
@@ -134,6 +142,7 @@ impl Closed {
             Closed::ShedIdle => "shed_idle",
             Closed::PeerLimit => "peer_limit",
             Closed::WriteTimeout => "write_timeout",
+            Closed::MaxAge => "max_age",
         }
     }
 }
@@ -174,7 +183,7 @@ impl ServerMetrics {
         let closed = IntCounterVec::new(
             Opts::new(
                 "blastguard_connections_closed_total",
-                "Connections the server closed itself, by endpoint and reason: shed_idle (idle, to make room at the connection cap), peer_limit (the address held its share of connections), write_timeout (the client did not read its responses).",
+                "Connections the server closed itself, by endpoint and reason: shed_idle (idle, to make room at the connection cap), peer_limit (the address held its share of connections), write_timeout (the client did not read its responses), max_age (reached --max-connection-age, closed gracefully so clients spread over replicas).",
             ),
             &["endpoint", "reason"],
         )

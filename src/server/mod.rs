@@ -17,7 +17,7 @@ pub mod reloaders;
 pub mod tls;
 
 // The listener and the request handler are on the request path (see the crate root).
-request_path!(body, listener, routes);
+request_path!(body, connection_age, listener, routes);
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,6 +171,12 @@ pub struct ClusterArgs {
         value_parser = humantime::parse_duration
     )]
     pub cluster_sync_timeout: Duration,
+    /// Count an admitted AI change for the window at once, without looking for it in
+    /// the cluster first (as before issue 19). Only for tests that post reviews
+    /// themselves in place of the API server: with it, a forged review spends the
+    /// budget of the identity it names (docs/security.md).
+    #[arg(long, env = "BLASTGUARD_COUNT_UNSEEN", hide = true)]
+    pub count_unseen: bool,
 }
 
 /// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
@@ -236,6 +242,18 @@ pub struct LimitArgs {
         value_parser = humantime::parse_duration
     )]
     pub write_timeout: Duration,
+    /// How long a webhook connection is served before it is closed gracefully (HTTP/2
+    /// GOAWAY, HTTP/1.1 `Connection: close`; no request is cut), each between 90% and
+    /// 100% of it: the API server then dials the Service again, so its calls spread
+    /// over the replicas. 0 keeps connections for as long as the client does.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CONNECTION_AGE",
+        value_name = "DURATION",
+        default_value = "1m",
+        value_parser = humantime::parse_duration
+    )]
+    pub max_connection_age: Duration,
     /// On SIGTERM, how long requests in flight may take to finish before exit (exit
     /// code 3 when it cut any off).
     #[arg(
@@ -438,6 +456,7 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
             .max_connections_per_peer
             .unwrap_or(args.limits.max_connections / 2),
         write_timeout: args.limits.write_timeout,
+        max_connection_age: Some(args.limits.max_connection_age),
     };
     let webhook = Endpoint {
         name: "webhook",
@@ -459,7 +478,11 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         listener: admin_listener,
         tls: None,
         router: admin::router(readiness.clone(), metrics.clone()),
-        limits,
+        // Probes and scrapes need no spreading over replicas.
+        limits: Limits {
+            max_connection_age: None,
+            ..limits
+        },
         metrics: metrics.server(),
     };
     let (stop_webhook, webhook_stopped) = watch::channel(false);
@@ -569,6 +592,7 @@ async fn start_cluster(
             window: policy.change_set_window,
             workloads: policy.document.spec.workloads.clone(),
             webhook_configuration: args.webhook_configuration.clone(),
+            look: !args.count_unseen,
         },
         metrics.cluster(),
     )?;

@@ -8,17 +8,21 @@
 //! changed (a bridge, iptables chains, mounts, cgroups, sysctls): [`MachineState`]
 //! records what `down` must put back, and the test checks it did.
 
+use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::cluster::{ControlPlane, Run, run, script, wait_for};
-use super::repo;
+use super::cluster::{
+    AI_AGENT, ControlPlane, REQUESTS, Run, deployment, metric_sum, run, script, wait_for,
+};
+use super::{repo, tool};
 
 /// The chart's image repository (values.yaml `image.repository`), which the archive of
 /// `scripts/image.sh` names.
@@ -26,6 +30,9 @@ pub const REPOSITORY: &str = "ghcr.io/blastguard/blastguard";
 
 /// The release and its namespace.
 pub const RELEASE: &str = "blastguard";
+
+/// What the API server says when blastguard answered and denied.
+pub const DENIED: &str = r#"admission webhook "validate.blastguard.io" denied the request"#;
 
 /// The node's name (scripts/control-plane/node.sh).
 pub const NODE: &str = "blastguard-node";
@@ -51,11 +58,24 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `scripts/image.sh` once (a static release build, then buildah).
+/// Runs `scripts/image.sh` once (a static release build, then buildah), or takes the
+/// archive it made from `BLASTGUARD_IMAGE_ARCHIVE` (built once for several runs).
 pub fn image() -> &'static Image {
     static IMAGE: OnceLock<Image> = OnceLock::new();
     IMAGE.get_or_init(|| {
         let t0 = Instant::now();
+        if let Some(archive) = std::env::var_os("BLASTGUARD_IMAGE_ARCHIVE") {
+            let archive = PathBuf::from(archive);
+            assert!(
+                archive.is_file(),
+                "BLASTGUARD_IMAGE_ARCHIVE: no file {archive:?}"
+            );
+            return Image {
+                archive,
+                tag: env!("CARGO_PKG_VERSION").to_string(),
+                seconds: 0.0,
+            };
+        }
         let mut cmd = Command::new("bash");
         cmd.arg(repo().join("scripts/image.sh"))
             .env("CARGO_TARGET_DIR", target_dir());
@@ -213,6 +233,32 @@ impl NodeCluster {
         assert!(out.ok, "control-plane.sh load failed:\n{}", out.stderr);
     }
 
+    /// `helm install` of the chart from this checkout, release and namespace
+    /// `blastguard`, the loaded image (`image.tag`, `pullPolicy: Never`), `--wait`,
+    /// with `sets` added as `--set` values.
+    pub fn install(&self, tag: &str, sets: &[&str]) -> Run {
+        let chart = super::cluster::chart();
+        let tag = format!("image.tag={tag}");
+        let mut args = vec![
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            RELEASE,
+            "--create-namespace",
+            "--set",
+            &tag,
+            "--set",
+            "image.pullPolicy=Never",
+            "--wait",
+            "--timeout=3m",
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        self.helm(&args)
+    }
+
     /// `ctr` against the node's containerd, in the kubelet's namespace.
     pub fn ctr(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new("ctr");
@@ -314,4 +360,154 @@ pub fn http_get(host: &str, port: u16, path: &str) -> Option<String> {
         .nth(1)
         .is_some_and(|code| code == "200")
         .then(|| body.to_string())
+}
+
+/// Each Ready pod's `/metrics`, read from its admin port over the bridge, by pod name.
+pub fn pod_metrics(node: &NodeCluster) -> BTreeMap<String, String> {
+    node.ready_pods()
+        .iter()
+        .map(|p| {
+            let ip = p["status"]["podIP"].as_str().unwrap();
+            let text = http_get(ip, 8080, "/metrics").unwrap_or_else(|| panic!("{ip}:8080"));
+            (p["metadata"]["name"].as_str().unwrap().to_string(), text)
+        })
+        .collect()
+}
+
+/// Each Ready pod's count of answered reviews.
+pub fn requests_on(node: &NodeCluster) -> BTreeMap<String, f64> {
+    pod_metrics(node)
+        .into_iter()
+        .map(|(name, text)| (name, metric_sum(&text, REQUESTS)))
+        .collect()
+}
+
+/// The sum of the samples of metric `name` whose labels include `label` (`k="v"`).
+pub fn metric_with(text: &str, name: &str, label: &str) -> f64 {
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .filter(|l| {
+            l.split_once('}')
+                .is_some_and(|(labels, _)| labels.contains(label))
+        })
+        .collect();
+    metric_sum(&lines.join("\n"), name)
+}
+
+/// What admission did while something ran: AI changes (dry-run, denied when answered)
+/// and people's (dry-run, admitted without the webhook), sent one after another.
+pub struct Traffic {
+    /// AI changes answered (denied by blastguard).
+    pub answered: usize,
+    /// AI changes that got anything else, with what kubectl said.
+    pub failed: Vec<String>,
+    /// People's changes admitted.
+    pub people_ok: usize,
+    /// People's changes refused, with what kubectl said.
+    pub people_failed: Vec<String>,
+    /// The slowest person's change.
+    pub people_slowest: Duration,
+}
+
+impl Traffic {
+    #[track_caller]
+    pub fn assert_flowed(&self) {
+        assert!(
+            self.failed.is_empty(),
+            "failed AI admissions: {:#?}",
+            self.failed
+        );
+        assert!(
+            self.answered >= 5,
+            "only {} AI admissions answered",
+            self.answered
+        );
+        assert!(self.people_failed.is_empty(), "{:#?}", self.people_failed);
+    }
+}
+
+/// Runs `action` while a second thread keeps sending changes through the API server.
+pub fn during(node: &NodeCluster, action: impl FnOnce()) -> Traffic {
+    let stop = AtomicBool::new(false);
+    let ai = deployment("prod", "api", 40, &[(AI_AGENT, "claude-code")]).to_string();
+    let person = deployment("prod", "web", 3, &[]).to_string();
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut t = Traffic {
+                answered: 0,
+                failed: vec![],
+                people_ok: 0,
+                people_failed: vec![],
+                people_slowest: Duration::ZERO,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let r = node.kubectl_with(&["apply", "--dry-run=server", "-f", "-"], Some(&ai));
+                if !r.ok && r.stderr.contains(DENIED) {
+                    t.answered += 1;
+                } else {
+                    t.failed.push(format!("{}{}", r.stdout, r.stderr));
+                }
+                let started = Instant::now();
+                let r = node.kubectl_with(&["apply", "--dry-run=server", "-f", "-"], Some(&person));
+                t.people_slowest = t.people_slowest.max(started.elapsed());
+                if r.ok {
+                    t.people_ok += 1;
+                } else {
+                    t.people_failed.push(r.stderr);
+                }
+            }
+            t
+        });
+        // Whatever happens in the action, the sender stops.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(action));
+        // A few more after the roll, through the new pods only.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let traffic = sender.join().unwrap();
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+        traffic
+    })
+}
+
+/// An OCI registry on loopback, in memory (`.tools/bin/ggcr-registry`), as in
+/// tests/release.rs; stopped when dropped.
+pub struct Registry {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        use std::io::BufRead as _;
+        let mut child = tool("ggcr-registry")
+            .args(["-port", "0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let port = lines
+            .find_map(|l| {
+                let l = l.ok()?;
+                l.split("serving on port ")
+                    .nth(1)
+                    .map(|p| p.trim().to_string())
+            })
+            .expect("the registry prints its port");
+        std::thread::spawn(move || lines.for_each(drop));
+        Registry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -115,5 +115,18 @@ pub fn certificates(pki: &Pki, dir: &Path) -> PathBuf {
     certs
 }
 
-/// The arguments that put a replica's state in the cluster.
-pub const CLUSTER_STATE: [&str; 4] = ["--state", "cluster", "--state-namespace", "blastguard"];
+/// The arguments that put a replica's state in the cluster, for tests that post the
+/// reviews themselves: the objects they name are never made, so each admitted change
+/// counts at once (`--count-unseen`) instead of lapsing unseen.
+pub const CLUSTER_STATE: [&str; 5] = [
+    "--state",
+    "cluster",
+    "--state-namespace",
+    "blastguard",
+    "--count-unseen",
+];
+
+/// The cluster state as an install runs it: an admitted change counts for the window
+/// once the cluster shows it (docs/security.md, "Forged reviews on a default install").
+pub const CLUSTER_STATE_LOOKING: [&str; 4] =
+    ["--state", "cluster", "--state-namespace", "blastguard"];

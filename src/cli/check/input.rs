@@ -315,6 +315,13 @@ fn collect_manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Inpu
     Ok(())
 }
 
+/// The objects of `text` (read from `name`), as [`Reader`] reads a file: the one
+/// multi-document reader `check`, `approve` and `digest` share. `is_json` reads the
+/// text as a stream of JSON values.
+pub fn parse_text(name: &str, text: &str, is_json: bool) -> Result<Vec<Manifest>, InputError> {
+    parse(name, text, is_json)
+}
+
 /// Parses a text of YAML documents or JSON values into objects. JSON is read as a
 /// stream of values when the file is `.json` or the text starts like JSON; anything
 /// else (and JSON-looking text that is not JSON, such as a YAML flow mapping) as YAML.

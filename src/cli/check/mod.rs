@@ -269,9 +269,12 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
     }
     if args.server {
         // --old, when given, comes first: it is what the objects are matched to.
-        let (answers, current) = server::dry_run(&args.kubectl, manifests)?;
-        manifests = answers;
-        old.extend(current);
+        let runs = server::dry_run(&args.kubectl, manifests)?;
+        for note in &runs.notes {
+            eprintln!("blastguard check: note: {note}");
+        }
+        manifests = runs.new;
+        old.extend(runs.old);
     }
     // check reads no cluster: a rule's namespaceSelector is judged on the labels of the
     // Namespaces in the input (the new ones over the old).

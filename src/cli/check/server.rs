@@ -67,69 +67,161 @@ pub struct ServerError {
     message: String,
 }
 
-/// The server's dry-run answer for each manifest (keeping its origin), and the
-/// current objects of those that exist.
-pub fn dry_run(
-    kubectl: &str,
-    manifests: Vec<Manifest>,
-) -> Result<(Vec<Manifest>, Vec<Manifest>), ServerError> {
-    let mut new = Vec::with_capacity(manifests.len());
-    let mut old = Vec::new();
-    for m in manifests {
-        let text = Value::Object(m.object.clone()).to_string();
-        let origin = m.origin.to_string();
-        let fail = |verb, message| ServerError {
-            origin: origin.clone(),
-            verb,
-            message,
-        };
-        let current = kubectl_json(
-            kubectl,
-            &["get", "--ignore-not-found", "-o", "json", "-f", "-"],
-            &text,
-        )
-        .map_err(|e| fail("get", e))?;
-        if let Some(Value::Object(object)) = current {
-            old.push(Manifest {
-                object,
-                origin: m.origin.clone(),
-            });
+/// What the cluster says of one manifest.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The current object (`kubectl get`), when it exists.
+    pub current: Option<Map<String, Value>>,
+    /// The object the API server would store, or why it would not say.
+    pub requested: Requested,
+}
+
+/// The server's dry run of one manifest.
+#[derive(Debug, Clone)]
+pub enum Requested {
+    /// The object as the API server would store it (defaulted and mutated).
+    Served(Map<String, Value>),
+    /// blastguard denied the dry run, with and without its own annotations (an AI
+    /// change to an object that is AI-marked stays AI-assisted when the markers are
+    /// removed: provenance is sticky). The object can only be foreseen offline.
+    Denied {
+        /// The API server's message (it carries the payload to sign).
+        message: String,
+    },
+}
+
+impl Requested {
+    /// The approval payload a denial carries (the server's own digest and summary).
+    pub fn payload(&self) -> Option<&str> {
+        match self {
+            Requested::Served(_) => None,
+            Requested::Denied { message } => payload_in(message),
         }
-        let dry_run = |text: &str| {
-            kubectl_json(
-                kubectl,
-                &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
-                text,
-            )
-        };
-        let answer = match dry_run(&text) {
-            // blastguard itself denied the dry run (an AI change over a limit): ask
-            // again without its annotations, which are outside the approval digest,
-            // and put them back on the answer for check to judge.
-            Err(e) if e.contains(WEBHOOK) => {
-                let (stripped, ours) = without_our_annotations(&m.object);
-                dry_run(&Value::Object(stripped).to_string()).map(|answer| {
+    }
+}
+
+/// The first approval payload in a denial message.
+pub fn payload_in(message: &str) -> Option<&str> {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(r#"{"apiVersion":"blastguard.io/v1","kind":"Approval""#))
+}
+
+/// What the cluster says of `manifest`: its current object, and its dry run.
+pub fn answer(kubectl: &str, m: &Manifest) -> Result<Answer, ServerError> {
+    let text = Value::Object(m.object.clone()).to_string();
+    let fail = |verb, message| ServerError {
+        origin: m.origin.to_string(),
+        verb,
+        message,
+    };
+    let current = match kubectl_json(
+        kubectl,
+        &["get", "--ignore-not-found", "-o", "json", "-f", "-"],
+        &text,
+    )
+    .map_err(|e| fail("get", e))?
+    {
+        // `kubectl get -f` answers with a List even for one object.
+        Some(Value::Object(mut object)) if object.get("kind") == Some(&"List".into()) => {
+            match object.remove("items") {
+                Some(Value::Array(items)) => items.into_iter().find_map(|i| match i {
+                    Value::Object(o) => Some(o),
+                    _ => None,
+                }),
+                _ => None,
+            }
+        }
+        Some(Value::Object(object)) => Some(object),
+        _ => None,
+    };
+    let dry_run = |text: &str| {
+        kubectl_json(
+            kubectl,
+            &["apply", "--dry-run=server", "-o", "json", "-f", "-"],
+            text,
+        )
+    };
+    let answer = match dry_run(&text) {
+        // blastguard itself denied the dry run (an AI change over a limit): ask
+        // again without its annotations, which are outside the approval digest,
+        // and put them back on the answer for check to judge.
+        Err(first) if first.contains(WEBHOOK) => {
+            let (stripped, ours) = without_our_annotations(&m.object);
+            match dry_run(&Value::Object(stripped).to_string()) {
+                // Still denied: the live object is AI-marked (sticky provenance).
+                Err(again) if again.contains(WEBHOOK) => {
+                    tracing::debug!(origin = %m.origin, "blastguard denies the dry run");
+                    return Ok(Answer {
+                        current,
+                        requested: Requested::Denied { message: first },
+                    });
+                }
+                other => other.map(|answer| {
                     answer.map(|mut a| {
                         restore_annotations(&mut a, ours);
                         a
                     })
-                })
+                }),
             }
-            other => other,
         }
-        .map_err(|e| fail("apply --dry-run=server", e))?;
-        let Some(Value::Object(object)) = answer else {
-            return Err(fail(
-                "apply --dry-run=server",
-                "no object in the answer".into(),
-            ));
-        };
-        new.push(Manifest {
-            object,
-            origin: m.origin,
-        });
+        other => other,
     }
-    Ok((new, old))
+    .map_err(|e| fail("apply --dry-run=server", e))?;
+    let Some(Value::Object(object)) = answer else {
+        return Err(fail(
+            "apply --dry-run=server",
+            "no object in the answer".into(),
+        ));
+    };
+    Ok(Answer {
+        current,
+        requested: Requested::Served(object),
+    })
+}
+
+/// The manifests as the cluster would store them, and the current objects.
+#[derive(Debug, Default)]
+pub struct DryRuns {
+    /// The server's answer for each manifest, or the manifest itself (judged
+    /// offline over the current object) when blastguard denied its dry run.
+    pub new: Vec<Manifest>,
+    /// The current objects of those that exist.
+    pub old: Vec<Manifest>,
+    /// What the reader should know (a manifest foreseen offline).
+    pub notes: Vec<String>,
+}
+
+/// The server's dry-run answer for each manifest (keeping its origin), and the
+/// current objects of those that exist.
+pub fn dry_run(kubectl: &str, manifests: Vec<Manifest>) -> Result<DryRuns, ServerError> {
+    let mut out = DryRuns::default();
+    for m in manifests {
+        let answer = answer(kubectl, &m)?;
+        if let Some(object) = answer.current {
+            out.old.push(Manifest {
+                object,
+                origin: m.origin.clone(),
+            });
+        }
+        match answer.requested {
+            Requested::Served(object) => out.new.push(Manifest {
+                object,
+                origin: m.origin,
+            }),
+            Requested::Denied { .. } => {
+                out.notes.push(format!(
+                    "{}: blastguard denies the server's dry run of this AI-marked object; it is \
+                     judged as applied offline over the current object (the cluster's \
+                     mutating webhooks cannot be foreseen)",
+                    m.origin
+                ));
+                out.new.push(m);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs kubectl with `stdin`; its JSON answer (`None` when it printed nothing).

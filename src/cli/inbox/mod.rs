@@ -18,7 +18,8 @@ use serde_json::Value;
 
 pub use kubectl::{InboxCluster, InboxError};
 
-use super::approve::{ApproveArgs, Signer};
+use super::approve::ApproveArgs;
+use super::approve::signing::Signer;
 use super::{EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::approval::allowed_signers::{AllowedSigners, fingerprint};
 use crate::approval::payload::rfc3339;
@@ -26,7 +27,7 @@ use crate::approval::request::{
     self, Denied, MAX_SIGNATURES, Rejection, RequestSpec, RequestState, RequestStatus,
 };
 use crate::approval::verifier::SignedApprovals;
-use crate::approval::{ApprovalOperation, ApprovalOutcome, ApprovalSubject, signing, sshsig};
+use crate::approval::{ApprovalOperation, ApprovalOutcome, ApprovalSubject, sshsig};
 use crate::cluster::requests::ApprovalRequest;
 use crate::policy::Policy;
 
@@ -458,8 +459,8 @@ pub fn run_approve(name: &str, args: &ApproveArgs) -> ExitCode {
 
 fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
     let cluster = &args.inbox;
-    let signer = super::approve::signer(args)?;
-    let public = signer.public_key()?;
+    let signer = Signer::from_flags(args.key.as_deref(), args.agent).map_err(|e| e.to_string())?;
+    let public = signer.public_key().map_err(|e| e.to_string())?;
     // Someone may write between our read and our write: read again and sign anew.
     for _ in 0..3 {
         let mut record = cluster.get(name).map_err(|e| e.to_string())?;
@@ -534,14 +535,9 @@ fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
             record.spec.requester,
             payload.not_after
         );
-        super::approve::check_trust(args, &public, now);
-        let bytes = record.spec.payload.as_bytes();
-        let signature = match &signer {
-            Signer::KeyFile(path) => signing::sign_with_key_file(path, bytes),
-            Signer::Agent { socket, key } => signing::sign_with_agent(socket, key, bytes),
-        }
-        .map_err(|e| e.to_string())?;
-        let armored = sshsig::armor(&signature).map_err(|e| e.to_string())?;
+        let armored = signer
+            .sign(record.spec.payload.as_bytes())
+            .map_err(|e| e.to_string())?;
         status.signatures.push(armored);
         let who = cluster
             .whoami()

@@ -23,9 +23,22 @@
 //! Dry runs never write: they read the record (a quorum read) and count this
 //! replica's own changes not yet written.
 //!
+//! Seen before counted (docs/security.md, "Forged reviews on a default install"): an
+//! admitted change stays *held* until the cluster shows it happened ([`sighting`]:
+//! one GET [`CHECK_AFTER`] the decision); seen, it is confirmed and counts for the
+//! window; not seen, it is released at once (`blastguard_change_set_holds_total
+//! {result="lapsed"}`). Either way the settling rides on the key's next write, or
+//! goes alone after [`SETTLE_FLUSH`]: one write per decision while a set is busy.
+//!
+//! Bounds: at most [`Caps::total`] records, and [`Caps::per_requester`] made for one
+//! requester. A reservation whose key would need a record past a cap is counted by
+//! this replica alone, in memory (`blastguard_change_set_records_capped_total`): the
+//! change is still judged and admitted, never denied for it.
+//!
 //! Expiry: entries past the window no longer count and are dropped by the next write;
-//! a record whose entries have all expired is deleted (with a precondition, so one
-//! that was just written to survives) by a periodic collection.
+//! a write that leaves a record empty (its only entries were holds, now released)
+//! deletes it instead; a record whose entries have all expired is deleted (with a
+//! precondition, so one that was just written to survives) by a periodic collection.
 
 pub mod record;
 
@@ -42,8 +55,11 @@ use tokio::sync::oneshot;
 
 use super::bridge::Bridge;
 use super::cache::{Cache, Event, version_number};
+use super::sighting::{self, Looks};
 use crate::budget;
-use crate::change_sets::{ChangeSets, Entry, Hold, Reservation, Usage};
+use crate::change_sets::{
+    ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
+};
 use crate::cluster::metrics::ClusterMetrics;
 use record::{Admitted, ChangeSet, Op};
 
@@ -55,14 +71,59 @@ pub const CACHE: &str = "changesets";
 pub const MAX_PENDING: usize = 10_000;
 
 /// How long a reservation counts when it is never settled (its replica died while
-/// judging, or the settling write never landed).
-pub const HOLD_LAPSE: Duration = Duration::from_secs(30);
+/// judging or looking, or the settling write never landed). Covers the decision, the
+/// look [`CHECK_AFTER`] it, and the settling write [`SETTLE_FLUSH`] after that.
+pub const HOLD_LAPSE: Duration = Duration::from_secs(15);
+
+/// How long after admitting a change a replica looks for it in the cluster: the API
+/// server writes an admitted change within milliseconds of the last webhook's answer.
+pub const CHECK_AFTER: Duration = Duration::from_secs(3);
+
+/// Longest a confirmation or release waits for the key's next write to carry it.
+pub const SETTLE_FLUSH: Duration = Duration::from_secs(2);
+
+/// The label on each record naming (by a hash) the requester whose decision made it.
+pub const REQUESTER_LABEL: &str = "blastguard.io/requester";
+
+/// How many records may exist: past either cap a new change set is counted by each
+/// replica in memory instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Records in all (the watch cache of every replica holds each).
+    pub total: usize,
+    /// Records made by one requester's decisions (its own, and its change-ids).
+    pub per_requester: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Self {
+            total: 5_000,
+            per_requester: 100,
+        }
+    }
+}
+
+/// A requester's hash as [`REQUESTER_LABEL`] holds it.
+pub fn requester_hash(username: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(username.as_bytes())[..8])
+}
 
 /// Least time a decision waits for its reservation, even when less of its budget is
 /// left: a burst's reservations go out in one write, which on a busy API server can
 /// take longer than the default budget, and a decision that stops waiting is denied
-/// (onClusterUnavailable: deny). Well within the webhook's timeout (the chart's 3 s).
+/// (onClusterUnavailable: deny).
 pub const RESERVE_WAIT: Duration = Duration::from_millis(400);
+
+/// Longest a decision waits for its reservation while the API server keeps answering
+/// this replica's other calls and delivering its watch of the records: another
+/// identity's flood of (forged) reviews queues writes ahead of it. Two thirds of the chart's webhook timeout (3 s), so the decision still
+/// answers in time; a hung API server answers nothing, and costs [`RESERVE_WAIT`].
+pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(2000);
+
+/// How recent an answer from the API server must be for it to count as alive.
+const ALIVE_WITHIN: Duration = Duration::from_millis(500);
 
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,6 +217,15 @@ enum NotWritten {
     NoRoom,
 }
 
+/// Why a reservation was not queued for its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotQueued {
+    /// [`MAX_PENDING`] changes wait already.
+    Full,
+    /// Its record would pass a cap (`"total"`, `"requester"`).
+    Capped(&'static str),
+}
+
 struct Queued {
     op: Op,
     seq: u64,
@@ -172,6 +242,10 @@ struct KeyState {
     unwritten: Vec<Unwritten>,
     /// A writer task runs for this key.
     writing: bool,
+    /// A flush of lazily queued settlements is scheduled.
+    flushing: bool,
+    /// The requester hash a new record is labelled with.
+    requester: Option<String>,
 }
 
 /// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
@@ -190,6 +264,15 @@ struct Shared {
     handle: tokio::runtime::Handle,
     /// Tripped by writes that get no answer.
     bridge: Arc<Bridge>,
+    /// When the API server last answered a write or read of a record, as time since
+    /// `started` in milliseconds.
+    answered_ms: AtomicU64,
+    started: Instant,
+    /// How a change is looked for in the cluster; `None`: confirmed at once.
+    looks: Option<Box<dyn Looks>>,
+    caps: Caps,
+    /// Change sets past a cap, counted by this replica alone.
+    overflow: InMemoryChangeSets,
 }
 
 /// [`ChangeSets`] over `ChangeSet` records.
@@ -221,6 +304,11 @@ impl ClusterChangeSets {
                 metrics,
                 handle: bridge.handle().clone(),
                 bridge: bridge.clone(),
+                answered_ms: AtomicU64::new(0),
+                started: Instant::now(),
+                looks: None,
+                caps: Caps::default(),
+                overflow: InMemoryChangeSets::default(),
             }),
             bridge,
             replica: replica_id(),
@@ -228,8 +316,29 @@ impl ClusterChangeSets {
         }
     }
 
+    /// Looks for each admitted change in the cluster through `looks` before it counts
+    /// for the window (without: confirmed at once). Call before sharing.
+    pub fn with_looks(mut self, looks: Box<dyn Looks>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.looks = Some(looks);
+        }
+        self
+    }
+
+    /// Other caps on records than [`Caps::default`]. Call before sharing.
+    pub fn with_caps(mut self, caps: Caps) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.caps = caps;
+        }
+        self
+    }
+
     /// Applies a watch event (the watch task calls this).
     pub fn apply(&self, event: Event<ChangeSet>) {
+        // The watch delivering is the API server answering: while another identity's
+        // flood writes records, events arrive many times a second; a hung API server
+        // sends none.
+        self.shared.answered();
         self.shared.cache.apply(event);
         self.shared
             .metrics
@@ -267,10 +376,11 @@ impl ClusterChangeSets {
     }
 
     /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the
-    /// window, between 1 s and 5 min.
+    /// window, between 1 s and 1 min (records a dead replica left with holds only go
+    /// within a minute of their lapse).
     pub fn collect_interval(&self) -> Duration {
         let window = Duration::from_secs(self.shared.window_secs.load(Ordering::Relaxed));
-        (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     fn next_id(&self) -> String {
@@ -358,18 +468,39 @@ impl ChangeSets for ClusterChangeSets {
             return Reservation::new(usage, None);
         }
         let until = SystemTime::now() + HOLD_LAPSE;
+        let requester = keys
+            .iter()
+            .find_map(|k| k.strip_prefix("user:"))
+            .map(requester_hash);
         let mut waits = Vec::new();
         let mut held = Vec::new();
+        let mut overflow = Vec::new();
         for key in keys {
+            let op = Op::Hold(admitted.clone(), until);
             match self
                 .shared
-                .enqueue(key, Op::Hold(admitted.clone(), until), true, window)
+                .enqueue(key, op, true, window, false, requester.as_deref())
             {
-                Some(reply) => {
+                Ok(reply) => {
                     held.push(key.clone());
                     waits.push((key.clone(), reply));
                 }
-                None => {
+                Err(NotQueued::Capped(cap)) => {
+                    // Counted by this replica alone: never a denial for the cap.
+                    self.shared.metrics.change_set_capped(cap);
+                    tracing::debug!(
+                        key,
+                        cap,
+                        "change-set records at their cap; this change set is counted by this replica only"
+                    );
+                    overflow.push(self.shared.overflow.reserve(
+                        std::slice::from_ref(key),
+                        entry,
+                        window,
+                        now,
+                    ));
+                }
+                Err(NotQueued::Full) => {
                     self.shared.metrics.change_set_write("dropped");
                     tracing::warn!(
                         key,
@@ -394,8 +525,14 @@ impl ChangeSets for ClusterChangeSets {
         // A late reservation means the writes are busy (a burst queues behind one
         // write), not that the API server is gone: it opens no breaker, or one slow
         // write would make every decision of the next second skip the API server.
-        let deadline = budget::deadline().max(Instant::now() + RESERVE_WAIT);
-        let answers = match self.bridge.finish_without_breaker(started, deadline) {
+        let now_wait = Instant::now();
+        let deadline = budget::deadline().max(now_wait + RESERVE_WAIT);
+        let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
+        let alive = || self.shared.answered_within(ALIVE_WITHIN);
+        let answers = match self
+            .bridge
+            .finish_while_alive(started, deadline, longest, alive)
+        {
             Ok(answers) => answers,
             Err(late) => {
                 tracing::warn!(error = %late, "change-set reservation not written within the budget; judged on what this replica knows, written in the background");
@@ -419,6 +556,9 @@ impl ChangeSets for ClusterChangeSets {
             // Not even queued: counted from what is known, itself included.
             usage = usage.max(self.shared.local_usage(key, entry, window, at, u64::MAX));
         }
+        for reservation in &overflow {
+            usage = usage.max(reservation.usage());
+        }
         Reservation::new(
             usage,
             Some(Box::new(ClusterHold {
@@ -426,6 +566,7 @@ impl ChangeSets for ClusterChangeSets {
                 keys: held,
                 admitted,
                 window,
+                overflow,
             })),
         )
     }
@@ -442,24 +583,147 @@ struct ClusterHold {
     keys: Vec<String>,
     admitted: Admitted,
     window: Duration,
+    /// Its share of change sets past a cap, in this replica's memory.
+    overflow: Vec<Reservation>,
 }
 
-impl Hold for ClusterHold {
-    fn settle(self: Box<Self>, admitted: bool) {
+impl ClusterHold {
+    /// Confirms or releases in every record; `lazy`: carried by the key's next write.
+    fn finish(self, admitted: bool, lazy: bool) {
         for key in &self.keys {
             let op = if admitted {
                 Op::Confirm(self.admitted.clone())
             } else {
                 Op::Release(self.admitted.id.clone())
             };
-            let _ = self.shared.enqueue(key, op, false, self.window);
+            let _ = self.shared.enqueue(key, op, false, self.window, lazy, None);
         }
+        for reservation in self.overflow {
+            if admitted {
+                reservation.confirm();
+            } else {
+                reservation.release();
+            }
+        }
+    }
+
+    /// Looks for the change once, [`CHECK_AFTER`] its admission, and settles it on
+    /// what is found (retrying a look the API server did not answer).
+    async fn look_and_settle(
+        self,
+        sighting: Sighting,
+        reviewed: SystemTime,
+        present: Option<String>,
+    ) {
+        tokio::time::sleep(CHECK_AFTER).await;
+        let Some(looks) = self.shared.looks.as_ref() else {
+            return self.finish(true, true);
+        };
+        let give_up = Instant::now() + (HOLD_LAPSE - CHECK_AFTER - SETTLE_FLUSH * 2);
+        let mut wait = Duration::from_millis(250);
+        let result = loop {
+            match tokio::time::timeout(LOOK_TIMEOUT, looks.look(&sighting)).await {
+                Ok(Ok(observed)) => {
+                    self.shared.answered();
+                    let seen = sighting::seen(
+                        &sighting.expect,
+                        observed.as_ref(),
+                        reviewed,
+                        present.as_deref(),
+                    );
+                    break if seen { "confirmed" } else { "lapsed" };
+                }
+                // Not allowed to read this kind (the chart grants the workload kinds
+                // only): counted, as every change was before it was looked for.
+                Ok(Err(e)) if matches!(status_code(&e), Some(401 | 403)) => break "unchecked",
+                Ok(Err(e)) if Instant::now() + wait >= give_up => {
+                    tracing::warn!(error = %e, "cannot look for an admitted change; counted");
+                    break "unchecked";
+                }
+                Err(_) if Instant::now() + wait >= give_up => break "unchecked",
+                _ => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        };
+        self.shared.metrics.change_set_hold(result);
+        if result == "lapsed" {
+            tracing::info!(
+                resource = %sighting.resource,
+                namespace = sighting.namespace.as_deref().unwrap_or(""),
+                name = %sighting.name,
+                "an admitted change never happened in the cluster (a review the API server did not send?): its hold lapses"
+            );
+        }
+        self.finish(result != "lapsed", true);
+    }
+}
+
+/// Longest one look at an object may take.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Hold for ClusterHold {
+    fn settle(self: Box<Self>, admitted: bool) {
+        (*self).finish(admitted, false);
+    }
+
+    fn settle_when_seen(self: Box<Self>, sighting: Sighting) {
+        if self.shared.looks.is_none() {
+            // Counted at once and written at once, as before changes were looked for
+            // (`--count-unseen`): what a test that reads the record next expects.
+            return (*self).finish(true, false);
+        }
+        if sighting.expect == Expect::Unchecked {
+            self.shared.metrics.change_set_hold("unchecked");
+            return (*self).finish(true, true);
+        }
+        let reviewed = SystemTime::now();
+        let mut present = None;
+        if matches!(sighting.expect, Expect::Deleted { .. }) {
+            // The API server deletes only after this answer: the object a real
+            // delete names is there now. One that is not was never going to go.
+            let shared = self.shared.clone();
+            let look = sighting.clone();
+            let found = self.shared.bridge.call(budget::deadline(), async move {
+                match shared.looks.as_ref() {
+                    Some(looks) => tokio::time::timeout(LOOK_TIMEOUT, looks.look(&look))
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                    None => None,
+                }
+            });
+            match found {
+                Ok(Some(None)) => {
+                    self.shared.metrics.change_set_hold("lapsed");
+                    tracing::info!(resource = %sighting.resource, name = %sighting.name, "an admitted delete of an object that does not exist: its hold lapses");
+                    return (*self).finish(false, true);
+                }
+                Ok(Some(Some(observed))) => present = Some(observed.uid),
+                _ => {}
+            }
+        }
+        let handle = self.shared.handle.clone();
+        handle.spawn((*self).look_and_settle(sighting, reviewed, present));
     }
 }
 
 impl Shared {
     fn keys(&self) -> MutexGuard<'_, HashMap<String, KeyState>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes an answer of the API server (a status code counts: it answered).
+    fn answered(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.answered_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the API server answered within `within`.
+    fn answered_within(&self, within: Duration) -> bool {
+        let last = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last) <= within && last > Duration::ZERO
     }
 
     fn remember(&self, record: ChangeSet) {
@@ -504,21 +768,32 @@ impl Shared {
 
     /// Queues `op` for `key`'s record and makes sure a writer runs. With `reply`, the
     /// receiver of the reservation's usage. `None` when too much waits already.
+    /// `lazy`: no writer is started for it; the key's next write carries it, or one
+    /// starts after [`SETTLE_FLUSH`]. `requester`: the hash a new record is labelled
+    /// with, and counted against [`Caps::per_requester`].
     fn enqueue(
         self: &Arc<Self>,
         key: &str,
         op: Op,
         reply: bool,
         window: Duration,
-    ) -> Option<Option<oneshot::Receiver<Answer>>> {
+        lazy: bool,
+        requester: Option<&str>,
+    ) -> Result<Option<oneshot::Receiver<Answer>>, NotQueued> {
         let mut keys = self.keys();
         let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
         let total: usize = keys.values().map(|k| k.unwritten.len()).sum();
+        if matches!(op, Op::Hold(..)) && !keys.contains_key(key) {
+            self.room_for(&keys, key, requester)?;
+        }
         let state = keys.entry(key.to_string()).or_default();
+        if state.requester.is_none() {
+            state.requester = requester.map(str::to_string);
+        }
         match &op {
             Op::Hold(a, until) => {
                 if total >= MAX_PENDING {
-                    return None;
+                    return Err(NotQueued::Full);
                 }
                 state.unwritten.push(Unwritten {
                     admitted: a.clone(),
@@ -546,14 +821,77 @@ impl Shared {
             (None, None)
         };
         state.queue.push(Queued { op, seq, reply: tx });
-        if !state.writing {
+        if state.writing {
+            // The running writer takes it with its next write.
+        } else if lazy {
+            if !state.flushing {
+                state.flushing = true;
+                let shared = self.clone();
+                let key = key.to_string();
+                self.handle.spawn(async move {
+                    tokio::time::sleep(SETTLE_FLUSH).await;
+                    shared.flush(&key, window);
+                });
+            }
+        } else {
             state.writing = true;
             let shared = self.clone();
             let key = key.to_string();
             self.handle
                 .spawn(async move { shared.writer(key, window).await });
         }
-        Some(rx)
+        Ok(rx)
+    }
+
+    /// Starts a writer for what waited lazily, unless one ran meanwhile.
+    fn flush(self: &Arc<Self>, key: &str, window: Duration) {
+        let mut keys = self.keys();
+        let Some(state) = keys.get_mut(key) else {
+            return;
+        };
+        state.flushing = false;
+        if !state.writing && !state.queue.is_empty() {
+            state.writing = true;
+            let shared = self.clone();
+            let key = key.to_string();
+            self.handle
+                .spawn(async move { shared.writer(key, window).await });
+        }
+    }
+
+    /// Whether a record for `key`, which this replica has no state for, may be made:
+    /// one that exists may always be written; a new one only under the caps.
+    fn room_for(
+        &self,
+        keys: &HashMap<String, KeyState>,
+        key: &str,
+        requester: Option<&str>,
+    ) -> Result<(), NotQueued> {
+        let name = record::record_name(key);
+        if self.cache.read(&name, |_| ()).is_some() {
+            return Ok(());
+        }
+        let records = self.cache.len();
+        if records.saturating_add(keys.len()) >= self.caps.total {
+            return Err(NotQueued::Capped("total"));
+        }
+        if let Some(requester) = requester {
+            let made = self.cache.count_where(|r| {
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(REQUESTER_LABEL))
+                    .is_some_and(|h| h == requester)
+            });
+            let making = keys
+                .values()
+                .filter(|k| k.requester.as_deref() == Some(requester))
+                .count();
+            if made.saturating_add(making) >= self.caps.per_requester {
+                return Err(NotQueued::Capped("requester"));
+            }
+        }
+        Ok(())
     }
 
     /// Writes `key`'s queued ops, all that waited in one write each round, until none
@@ -630,16 +968,19 @@ impl Shared {
     fn written(
         &self,
         key: &str,
-        record: ChangeSet,
+        record: Option<ChangeSet>,
         batch: Vec<Queued>,
         no_room: &[String],
         window: Duration,
     ) {
         let last = batch.iter().map(|q| q.seq).max().unwrap_or(0);
-        let spec = record.spec.clone();
+        let spec = record.as_ref().map(|r| r.spec.clone()).unwrap_or_default();
         {
             let mut keys = self.keys();
-            self.remember(record);
+            // `None`: the record was left empty and deleted (or never made).
+            if let Some(record) = record {
+                self.remember(record);
+            }
             if let Some(state) = keys.get_mut(key) {
                 state.unwritten.retain(|u| {
                     u.seq > last || (u.until.is_some() && no_room.contains(&u.admitted.id))
@@ -710,24 +1051,53 @@ impl Shared {
         name: &str,
         batch: &[Queued],
         window: Duration,
-    ) -> Result<(ChangeSet, Vec<String>), Retry> {
+    ) -> Result<(Option<ChangeSet>, Vec<String>), Retry> {
         let base = self.cache.get(name).map(|(_, r)| r);
         let now = SystemTime::now();
         let ops: Vec<Op> = batch.iter().map(|q| q.op.clone()).collect();
         let (spec, no_room) =
             record::with_ops(base.as_ref().map(|r| &r.spec), key, &ops, window, now);
+        let empty = spec.namespaces.is_empty() && spec.pods.is_empty() && spec.held.is_empty();
         let result = match base {
+            // Its only entries were holds, now released (a change never seen), or have
+            // left the window: the record goes with them.
+            Some(record) if empty => {
+                let version = record.metadata.resource_version.clone().unwrap_or_default();
+                match timed(self.records.delete(name, &version)).await {
+                    Ok(()) => {
+                        self.cache.remove(name, version_number(Some(&version)));
+                        return Ok((None, no_room));
+                    }
+                    Err(e) if status_code(&e) == Some(404) => {
+                        self.cache.remove(name, 0);
+                        return Ok((None, no_room));
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None if empty => return Ok((None, no_room)),
             Some(mut record) => {
                 record.spec = spec;
                 timed(self.records.replace(&record)).await
             }
             None => {
-                let record = record::new_record(&self.namespace, key, spec);
+                let mut record = record::new_record(&self.namespace, key, spec);
+                let requester = self.keys().get(key).and_then(|k| k.requester.clone());
+                if let Some(requester) = requester {
+                    record
+                        .metadata
+                        .labels
+                        .get_or_insert_default()
+                        .insert(REQUESTER_LABEL.to_string(), requester);
+                }
                 timed(self.records.create(&record)).await
             }
         };
+        if result.is_ok() || result.as_ref().err().and_then(status_code).is_some() {
+            self.answered();
+        }
         match result {
-            Ok(written) => Ok((written, no_room)),
+            Ok(written) => Ok((Some(written), no_room)),
             // Someone wrote it since it was read (a conflict on replace, already there
             // on create): read it again and retry at once.
             Err(e) if status_code(&e) == Some(409) => {

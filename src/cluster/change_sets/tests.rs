@@ -536,3 +536,6 @@ fn an_unsettled_reservation_lapses() {
         0
     );
 }
+
+/// Held until seen, and the record caps (issue 19).
+mod seen;
