@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::approval::request::{ApprovalRequests, Denied, Found, Recorded, RequestState};
 use crate::approval::spent::{InMemorySpent, Spend, Spending, SpentApprovals};
 use crate::approval::{
     ApprovalContext, ApprovalOutcome, ApprovalPayload, ApprovalSubject, ApprovalVerifier,
@@ -30,6 +31,9 @@ pub struct Engine {
     policy: ArcSwap<Policy>,
     verifier: ArcSwap<Arc<dyn ApprovalVerifier>>,
     state: State,
+    /// The approval inbox, when the server keeps one (docs/approvals.md, "The
+    /// inbox"): denials are recorded there, and a retry finds its signed record.
+    requests: std::sync::OnceLock<Arc<dyn ApprovalRequests>>,
 }
 
 /// Where the state that spans requests lives (docs/design.md#radius): in process memory
@@ -175,6 +179,14 @@ impl Engine {
             policy: ArcSwap::from_pointee(policy),
             verifier: ArcSwap::from_pointee(verifier),
             state,
+            requests: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Gives the engine an approval inbox; set once, before serving.
+    pub fn set_requests(&self, requests: Arc<dyn ApprovalRequests>) {
+        if self.requests.set(requests).is_err() {
+            tracing::warn!("the approval inbox was already set; keeping the first");
         }
     }
 
@@ -330,6 +342,9 @@ impl Engine {
 
         let mut payload = None;
         let mut digest = None;
+        // The inbox record this change was judged on, if any.
+        let mut inbox: Option<String> = None;
+        let mut subject_of_denial = None;
         // A valid approval, and the payload a denial offers instead once it is spent.
         let mut approved: Option<(ApprovalPayload, ApprovalPayload)> = None;
         // An approval binds a measured change: one that cannot be measured has no
@@ -347,14 +362,43 @@ impl Engine {
                             parent.as_ref()
                         }
                     };
-                    let outcome = self.verifier.load().verify(&ApprovalContext {
-                        change,
-                        subject: &subject,
-                        annotations,
-                        rule,
-                        settings: &policy.approvals,
-                        now,
-                    });
+                    let verifier = self.verifier.load();
+                    let verify = |annotations| {
+                        verifier.verify(&ApprovalContext {
+                            change,
+                            subject: &subject,
+                            annotations,
+                            rule,
+                            settings: &policy.approvals,
+                            now,
+                        })
+                    };
+                    let mut outcome = verify(annotations);
+                    // Annotations first (the GitOps path); without them, the inbox's
+                    // record of exactly this change, judged by the same verifier as
+                    // if its payload and signatures were annotations.
+                    let recorded = match (&outcome, self.requests.get()) {
+                        (ApprovalOutcome::Missing, Some(requests)) => match requests.find(&subject) {
+                            Found::Record(record) => Some(*record),
+                            Found::Nothing | Found::Unknown(_) => None,
+                        },
+                        _ => None,
+                    };
+                    let inbox_annotations = recorded.as_ref().map(Recorded::annotations);
+                    if let Some(record) = &recorded {
+                        outcome = match (record.state, &inbox_annotations) {
+                            (RequestState::Rejected, _) => ApprovalOutcome::Rejected {
+                                reason: approval::reason::REQUEST_REJECTED,
+                                detail: rejected_detail(record),
+                            },
+                            (_, Some(recorded)) if !record.signatures.is_empty() => {
+                                verify(Some(recorded))
+                            }
+                            _ => ApprovalOutcome::Missing,
+                        };
+                    }
+                    inbox = recorded.map(|r| r.name);
+                    let annotations = inbox_annotations.as_ref().or(annotations);
                     digest = subject.digest.clone();
                     let pods = findings.radius.as_ref().map(|r| r.pods_affected);
                     let fresh = subject
@@ -366,6 +410,16 @@ impl Engine {
                             .and_then(|text| ApprovalPayload::parse(text).ok())
                             .map(|valid| (valid, fresh.clone()));
                     }
+                    // A waiting record's payload is the one its approvers sign, so
+                    // the denial repeats it while it is valid.
+                    let waiting = (inbox.is_some() && outcome == ApprovalOutcome::Missing)
+                        .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
+                        .flatten()
+                        .and_then(|text| approval::ApprovalPayload::parse(text).ok())
+                        .filter(|p| {
+                            approval::verifier::binds_to(&subject, p).is_ok()
+                                && p.window().is_ok_and(|(_, until)| until > now)
+                        });
                     // An approval that is valid but short of approvers is collected
                     // further, not restarted: the next approver must sign the payload
                     // the first one signed, so the denial repeats it instead of
@@ -374,8 +428,10 @@ impl Engine {
                         .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
                         .flatten()
                         .and_then(|text| approval::ApprovalPayload::parse(text).ok())
+                        .or(waiting)
                         .or(Some(fresh));
                     findings.approval = Some(outcome);
+                    subject_of_denial = Some(subject);
                 }),
                 Err(e) => {
                     findings.approval = Some(ApprovalOutcome::Rejected {
@@ -410,6 +466,20 @@ impl Engine {
             reservation.confirm_when_seen(change.sighting.clone());
         } else {
             reservation.release();
+        }
+        if let Some(requests) = self.requests.get()
+            && !change.dry_run
+        {
+            if verdict.reason == Reason::Approved
+                && let Some(name) = &inbox
+            {
+                requests.spent(name, &change.uid);
+            }
+            if verdict.reason == Reason::OverLimits
+                && let (Some(offered), Some(subject)) = (&verdict.payload, subject_of_denial)
+            {
+                requests.record(denial(change, subject, offered, rule, &verdict, now));
+            }
         }
         verdict
     }
@@ -495,6 +565,52 @@ impl Engine {
             }
             Operation::Connect => {}
         }
+    }
+}
+
+/// Why a rejected inbox record admits nothing, for the denial.
+fn rejected_detail(record: &Recorded) -> String {
+    let (by, why) = record
+        .rejection
+        .as_ref()
+        .map_or(("an approver", ""), |r| (r.by.as_str(), r.reason.as_str()));
+    format!(
+        "ApprovalRequest {} was rejected by {by}{}{why}: a rejected request is never admitted; change the object to ask anew",
+        record.name,
+        if why.is_empty() { "" } else { ": " }
+    )
+}
+
+/// The inbox record of a real denial that an approval could lift.
+fn denial(
+    change: &Change,
+    subject: ApprovalSubject,
+    offered: &ApprovalPayload,
+    rule: &crate::policy::Rule,
+    verdict: &Verdict,
+    now: SystemTime,
+) -> Denied {
+    let object = match subject.operation {
+        approval::ApprovalOperation::Apply => change.object.as_ref(),
+        approval::ApprovalOperation::Delete => change.old_object.as_ref(),
+        approval::ApprovalOperation::Scale => None,
+    };
+    Denied {
+        subject,
+        payload: offered.clone(),
+        requester: change.requester.username.clone(),
+        rule: rule.name.clone(),
+        required_approvals: rule.required_approvals,
+        approvers: rule.approvers.clone(),
+        pods_affected: verdict.findings.radius.as_ref().map(|r| r.pods_affected),
+        exceeded: verdict
+            .findings
+            .violations
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        object: object.map(|o| o.text().to_string()),
+        at: now,
     }
 }
 

@@ -138,8 +138,9 @@ fn cluster_rbac_is_minimal() {
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
         .count();
     // And the read of the webhook configuration, checked in
-    // tests/chart_self_protection.rs.
-    assert_eq!(roles, 3, "no other role");
+    // tests/chart_self_protection.rs, and the inbox's server Role and its approver and
+    // requester ClusterRoles, checked in tests/chart_inbox.rs.
+    assert_eq!(roles, 6, "no other role");
     // A custom workload of the policy is readable too, under its plural.
     let custom = objects(&render(
         "policy:\n  workloads:\n    - {group: example.com, kind: Canary, replicas: /spec/replicas, template: /spec/template, resource: canaries}\n",

@@ -133,6 +133,13 @@ fn each_mode_renders_exactly_its_objects() {
             "ValidatingAdmissionPolicyBinding",
             "blastguard-self-protection",
         ),
+        // The approval inbox (tests/chart_inbox.rs): its CRD, the server's Role on
+        // the requests, and the ClusterRoles to bind to approvers and requesters.
+        ("CustomResourceDefinition", "approvalrequests.blastguard.io"),
+        ("Role", "blastguard-approval-requests"),
+        ("RoleBinding", "blastguard-approval-requests"),
+        ("ClusterRole", "blastguard-approver"),
+        ("ClusterRole", "blastguard-requester"),
     ];
     let with = |extra: &[(&'static str, &'static str)]| {
         let mut all = set(&base);

@@ -230,6 +230,51 @@ fn the_policy_keeps_ai_identities_away_from_blastguards_own_objects_only() {
     }
 }
 
+/// The approval inbox (docs/approvals.md): an AI identity may create an
+/// ApprovalRequest in the release namespace, its one write there; never update,
+/// delete or write its status (signatures, rejections). With the inbox off, not even
+/// that.
+#[test]
+fn ai_identities_may_ask_for_an_approval_but_never_complete_one() {
+    let requests = ("blastguard.io", "approvalrequests");
+    let status = |op: &str| {
+        let mut r = request(
+            BOT,
+            &[],
+            op,
+            requests,
+            NAMESPACE,
+            "deployment-prod-api-apply-0",
+        );
+        r["subResource"] = json!("status");
+        r
+    };
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("create a request", request(BOT, &[], "CREATE", requests, NAMESPACE, "deployment-prod-api-apply-0"), false),
+        ("update a request", request(BOT, &[], "UPDATE", requests, NAMESPACE, "deployment-prod-api-apply-0"), true),
+        ("delete a request", request(BOT, &[], "DELETE", requests, NAMESPACE, "deployment-prod-api-apply-0"), true),
+        ("sign a request (status)", status("UPDATE"), true),
+        ("create through status", status("CREATE"), true),
+        ("create a ChangeSet", request(BOT, &[], "CREATE", ("blastguard.io", "changesets"), NAMESPACE, "x"), true),
+        ("create a SpentApproval", request(BOT, &[], "CREATE", ("blastguard.io", "spentapprovals"), NAMESPACE, "x"), true),
+        ("a person signs", { let mut r = status("UPDATE"); r["userInfo"]["username"] = json!(ALICE); r }, false),
+    ];
+    let on = Policy::of(&render(""));
+    let off = Policy::of(&render("inbox: {enabled: false}\n"));
+    for (what, req, denied) in &cases {
+        let decision = on
+            .decide(req)
+            .unwrap_or_else(|e| panic!("{what}: the policy cannot be evaluated: {e}"));
+        assert_eq!(decision.is_some(), *denied, "{what}: {decision:?}");
+    }
+    let create = &cases[0].1;
+    assert!(
+        off.decide(create).unwrap().is_some(),
+        "without the inbox an AI may not create a request either"
+    );
+}
+
 #[test]
 fn the_policy_follows_the_identity_values_and_spares_blastguard_and_the_controllers() {
     // Every service account an AI identity, and an AI group: blastguard's own account

@@ -8,6 +8,7 @@
 pub mod allowed_signers;
 pub mod digest;
 pub mod payload;
+pub mod request;
 pub mod signing;
 pub mod spent;
 pub mod sshsig;
@@ -135,6 +136,9 @@ pub mod reason {
     /// Whether the approval was spent could not be learned or recorded in time (set
     /// by the engine).
     pub const SPEND_UNAVAILABLE: &str = "spend_unavailable";
+    /// The change's `ApprovalRequest` was rejected by an approver: it is never
+    /// admitted on it (set by the engine; docs/approvals.md, "The inbox").
+    pub const REQUEST_REJECTED: &str = "request_rejected";
 }
 
 impl ApprovalOutcome {
@@ -164,6 +168,7 @@ impl ApprovalOutcome {
         reason::DIGEST_ERROR,
         reason::SPENT,
         reason::SPEND_UNAVAILABLE,
+        reason::REQUEST_REJECTED,
     ];
 
     /// The `result` label of `blastguard_approvals_total`.

@@ -6,6 +6,7 @@ pub mod check;
 pub mod completion;
 pub mod diff;
 pub mod diff_command;
+pub mod inbox;
 pub mod policy;
 
 use std::process::ExitCode;
@@ -65,6 +66,14 @@ Examples:
     Diff(diff_command::DiffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(completion::CompletionArgs),
+    /// The inbox: list the changes waiting for approval.
+    Pending(inbox::PendingArgs),
+    /// The inbox: one request's summary, limits exceeded, requester and diff.
+    Show(inbox::ShowArgs),
+    /// The inbox: reject a request (it is never admitted).
+    Reject(inbox::RejectArgs),
+    /// The inbox: record a change as a request without applying it.
+    Request(inbox::RequestArgs),
 }
 
 /// The program's file name, and the name help shows: `kubectl blastguard` when run as
@@ -98,5 +107,9 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => approve::run_approve(args),
         Command::Diff(args) => diff_command::run(args),
         Command::Completion(args) => completion::run(args, &program),
+        Command::Pending(args) => inbox::run_pending(args),
+        Command::Show(args) => inbox::run_show(args),
+        Command::Reject(args) => inbox::run_reject(args),
+        Command::Request(args) => inbox::run_request(args),
     }
 }

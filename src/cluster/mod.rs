@@ -55,6 +55,7 @@ pub mod cache;
 pub mod change_sets;
 pub mod metrics;
 pub mod namespaces;
+pub mod requests;
 pub mod sighting;
 pub mod sizes;
 pub mod spent;
@@ -128,6 +129,8 @@ pub struct Cluster {
     pub spent: Arc<spent::ClusterSpent>,
     /// Change sets, as `ChangeSet` records.
     pub change_sets: Arc<change_sets::ClusterChangeSets>,
+    client: Client,
+    bridge: Arc<bridge::Bridge>,
     /// The API server's URL, for logs.
     pub server: String,
     /// The namespace of the change-set records.
@@ -184,7 +187,7 @@ impl Cluster {
             ))),
             namespace.clone(),
             Arc::new(cache::Cache::default()),
-            bridge,
+            bridge.clone(),
             options.window,
             metrics.clone(),
         );
@@ -204,7 +207,7 @@ impl Cluster {
         if let Some(name) = options.webhook_configuration.clone() {
             webhook_config::watch(client.clone(), name, metrics.clone());
         }
-        watch::change_sets(client, &namespace, change_sets.clone());
+        watch::change_sets(client.clone(), &namespace, change_sets.clone());
         let spent_collector = spent.clone();
         tokio::spawn(async move {
             loop {
@@ -234,9 +237,29 @@ impl Cluster {
             sizes,
             spent,
             change_sets,
+            client,
+            bridge,
             server,
             namespace,
         })
+    }
+
+    /// Starts the approval inbox in the release namespace (docs/approvals.md, "The
+    /// inbox").
+    pub fn requests(
+        &self,
+        limits: requests::Limits,
+        notifier: Option<Arc<dyn crate::approval::request::Notify>>,
+        metrics: requests::RequestMetrics,
+    ) -> Arc<requests::ClusterRequests> {
+        requests::ClusterRequests::start(
+            Api::namespaced(self.client.clone(), &self.namespace),
+            self.namespace.clone(),
+            self.bridge.clone(),
+            limits,
+            notifier,
+            metrics,
+        )
     }
 
     /// The caches still waiting for their first list, by name; empty once synced.

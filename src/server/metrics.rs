@@ -494,6 +494,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
+    /// The registry, for metrics registered by the modules that own them (the
+    /// approval inbox's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Encodes every metric in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which the

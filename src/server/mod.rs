@@ -8,8 +8,10 @@
 
 pub mod admin;
 pub mod dev;
+pub mod inbox;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod reloaders;
 pub mod tls;
@@ -119,6 +121,9 @@ pub struct ServeArgs {
     /// Where change sets, namespace labels and workload annotations come from.
     #[command(flatten)]
     pub cluster: Box<ClusterArgs>,
+    /// The approval inbox and its notifications.
+    #[command(flatten)]
+    pub inbox: Box<inbox::InboxArgs>,
 }
 
 /// The cluster state of `blastguard serve` (docs/design.md#radius).
@@ -306,6 +311,9 @@ pub enum ServeError {
     /// `--state cluster` with `--dev`, which runs without a cluster.
     #[error("--dev runs without a cluster; drop --state cluster, or --dev")]
     DevWithCluster,
+    /// `--notify-url` cannot be used.
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
 }
 
 /// Runs the server until SIGTERM or SIGINT and the drain that follows.
@@ -400,6 +408,7 @@ async fn serve(args: ServeArgs) -> Result<usize, ServeError> {
         Arc::new(NoTrustedSigners),
         state,
     ));
+    inbox::start(&args.inbox, cluster.as_deref(), &engine, &metrics)?;
     let mut signers = SignersFile::new(args.allowed_signers.clone()).dev(args.dev);
     signers.tick(&engine, &metrics);
 

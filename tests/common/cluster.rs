@@ -364,6 +364,9 @@ pub struct Webhook {
     /// the chart's pods do (`--state cluster` in the release namespace); `None`: in
     /// its memory.
     cluster_state: Option<PathBuf>,
+    /// More `serve` flags, used from the next [`Webhook::start`] on (e.g. the inbox's
+    /// `--notify-url`).
+    pub extra_args: Vec<String>,
 }
 
 impl Webhook {
@@ -398,6 +401,11 @@ impl Webhook {
                     "--reload-interval",
                     "100ms",
                 ],
+                &self
+                    .extra_args
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
             ]
             .concat(),
             &env,
@@ -593,6 +601,7 @@ impl E2e {
                 pid_file: cluster.dir.path().join("serve.pid"),
                 past_logs: Arc::default(),
                 cluster_state: cluster_state.then(|| cluster.kubeconfig.clone()),
+                extra_args: Vec::new(),
             },
             approvers,
             outsider,

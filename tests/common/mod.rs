@@ -23,6 +23,8 @@ pub mod node;
 pub mod objects;
 /// The kubectl plugin through the real kubectl.
 pub mod plugin;
+/// A local HTTP receiver of notifications (tests/notify.rs, tests/e2e_inbox.rs).
+pub mod receiver;
 /// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
 /// AdmissionReviews as the API server sends them.

@@ -26,13 +26,21 @@ impl From<OperationArg> for ApprovalOperation {
     }
 }
 
+impl ChangeArgs {
+    /// FILE (`-f`); clap requires it wherever it is the input (`approve NAME` takes a
+    /// request instead), so `-` is only what an absent value would mean.
+    pub fn file(&self) -> &std::path::Path {
+        self.file.as_deref().unwrap_or(std::path::Path::new("-"))
+    }
+}
+
 /// What both commands read, and how the payload is built.
 #[derive(Debug, clap::Args)]
 pub struct ChangeArgs {
     /// The object: a manifest (YAML or JSON), `kubectl get -o json` output, or an
     /// AdmissionReview; `-` reads standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     /// Read FILE as an AdmissionReview (as the webhook receives it): the payload is
     /// exactly the one the webhook asks for.
     #[arg(long)]
@@ -76,6 +84,7 @@ pub struct ChangeArgs {
     kubectl get deployment api -n prod -o json | blastguard digest -f -\n  \
     blastguard digest -f deploy.yaml --operation scale --replicas 40\n  \
     blastguard digest --review -f review.json")]
+#[command(group(clap::ArgGroup::new("input").args(["file"]).required(true)))]
 pub struct DigestArgs {
     /// What to build the payload for.
     #[command(flatten)]
@@ -95,7 +104,16 @@ pub struct DigestArgs {
     and their signature is appended. A passphrase-protected key signs through ssh-agent\n\
     (--agent). A file of several objects (a kustomize or Helm render) is approved object\n\
     by object in one command; --payload then applies to the object it names.")]
+#[command(group(clap::ArgGroup::new("input").args(["file", "request"]).required(true)))]
 pub struct ApproveArgs {
+    /// An `ApprovalRequest` of the inbox to approve (instead of -f FILE): its
+    /// recorded object is checked against its payload's digest, then the payload is
+    /// signed and the signature added to the request.
+    #[arg(value_name = "NAME")]
+    pub request: Option<String>,
+    /// Where the inbox is (with NAME).
+    #[command(flatten)]
+    pub inbox: crate::cli::inbox::InboxCluster,
     /// What to approve. FILE may also be an approval payload (as printed in a denial
     /// or by `blastguard digest`): it is signed as it is.
     #[command(flatten)]

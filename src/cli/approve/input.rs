@@ -64,8 +64,8 @@ pub fn read_text(path: &Path) -> Result<String, ApproveError> {
 /// Reads FILE. A file of several documents holds only objects; a List is refused
 /// (an approval binds one object).
 pub fn read(args: &ChangeArgs, policy: &Policy) -> Result<Source, ApproveError> {
-    let text = read_text(&args.file)?;
-    let name = args.file.display().to_string();
+    let text = read_text(args.file())?;
+    let name = args.file().display().to_string();
     let json = text.trim_start().starts_with('{');
     let manifests = input::parse_text(&name, &text, json)?;
     let file_error = |problem: String| ApproveError::File {
@@ -239,7 +239,7 @@ mod tests {
 
     fn args(file: &Path) -> ChangeArgs {
         ChangeArgs {
-            file: file.to_path_buf(),
+            file: Some(file.to_path_buf()),
             review: false,
             operation: None,
             replicas: None,

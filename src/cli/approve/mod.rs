@@ -47,7 +47,7 @@ pub fn run_digest(args: DigestArgs) -> ExitCode {
                  (passphrase-protected key: --agent --key ~/.ssh/id_ed25519.pub)\n\
                  (or save the line above as payload.json and run: ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f ~/.ssh/id_ed25519 payload.json, \
                  then: blastguard approve -f {file} --payload payload.json --signature payload.json.sig --annotate)",
-                file = args.change.file.display()
+                file = args.change.file().display()
             );
             ExitCode::SUCCESS
         }
@@ -57,6 +57,9 @@ pub fn run_digest(args: DigestArgs) -> ExitCode {
 
 /// Runs `approve`.
 pub fn run_approve(args: ApproveArgs) -> ExitCode {
+    if let Some(name) = &args.request {
+        return super::inbox::run_approve(name, &args);
+    }
     match approve(&args, SystemTime::now()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -123,7 +126,7 @@ fn prepare_all(
 
 fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, ApproveError> {
     let (_, mut all) = prepare_all(args, None, Existing::ReplaceIfStale, now)?;
-    let file = args.file.display().to_string();
+    let file = args.file().display().to_string();
     if all.len() != 1 {
         return Err(ApproveError::File {
             file,
@@ -150,7 +153,7 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), ApproveError> {
         None
     };
     let (source, all) = prepare_all(&args.change, args.payload.as_deref(), Existing::Extend, now)?;
-    let file = &args.change.file;
+    let file = args.change.file();
     if args.annotate && !all.iter().all(|p| p.input.object().is_some()) {
         return Err(ApproveError::Usage(
             "--annotate writes the approval into a manifest; FILE is not one (print the annotations instead)",
@@ -223,7 +226,7 @@ fn sign(
     trust_file: Option<&std::path::Path>,
     now: SystemTime,
 ) -> Result<String, ApproveError> {
-    let file = &args.change.file;
+    let file = args.change.file();
     match signer {
         Some(signer) => {
             signing::not_signed_yet(prepared, signer)?;

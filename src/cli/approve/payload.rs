@@ -195,7 +195,7 @@ pub fn prepare_all(
     }
     if let Some((_, p)) = given {
         return Err(ApproveError::File {
-            file: args.file.display().to_string(),
+            file: args.file().display().to_string(),
             problem: format!(
                 "the payload given with --payload approves {}, which is not in this file",
                 p.target
@@ -232,7 +232,7 @@ pub fn prepare(
             }
             let payload =
                 ApprovalPayload::parse(payload_text).map_err(|source| ApproveError::Payload {
-                    what: args.file.display().to_string(),
+                    what: args.file().display().to_string(),
                     source,
                 })?;
             still_usable(&payload, now, max_ttl)?;
@@ -308,7 +308,7 @@ pub fn prepare(
             _ => true,
         }
     });
-    let file = args.file.display().to_string();
+    let file = args.file().display().to_string();
     let chosen = match (given, existing) {
         (Some((text, _)), Some(existing)) if text != existing => {
             return Err(ApproveError::File {
@@ -473,7 +473,7 @@ mod tests {
 
     fn args() -> ChangeArgs {
         ChangeArgs {
-            file: PathBuf::from("deploy.yaml"),
+            file: Some(PathBuf::from("deploy.yaml")),
             review: false,
             operation: None,
             replicas: None,

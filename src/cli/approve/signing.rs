@@ -56,7 +56,7 @@ impl Signer {
         }
     }
 
-    fn sign(&self, payload: &[u8]) -> Result<String, ApproveError> {
+    pub(crate) fn sign(&self, payload: &[u8]) -> Result<String, ApproveError> {
         let sig = match self {
             Signer::KeyFile(path) => signing::sign_with_key_file(path, payload),
             Signer::Agent { socket, key } => signing::sign_with_agent(socket, key, payload),

@@ -184,7 +184,7 @@ mod tests {
 
     fn args() -> ChangeArgs {
         ChangeArgs {
-            file: PathBuf::from("deploy.yaml"),
+            file: Some(PathBuf::from("deploy.yaml")),
             review: false,
             operation: None,
             replicas: None,

@@ -4,6 +4,7 @@
 //! One builder ([`Req`]) for every engine test; `bypasses` holds the attacks closed.
 
 mod bypasses;
+mod inbox;
 mod motion;
 
 use std::sync::Arc;

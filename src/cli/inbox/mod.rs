@@ -1,0 +1,780 @@
+//! The approver's inbox (docs/approvals.md, "The inbox"): `kubectl blastguard
+//! pending | show NAME | approve NAME | reject NAME | request -f FILE`.
+//!
+//! Requests are `ApprovalRequest` objects in the release namespace, read and written
+//! with the user's kubectl ([`kubectl`]). Nothing here is trusted by the webhook: an
+//! approval is the signatures, verified on the retry against allowed_signers. What
+//! this module adds is that an approver signs only what they saw: `approve` and
+//! `show` check that the recorded object has the payload's digest before anything
+//! else ([`crate::approval::request::check_record`]).
+
+pub mod kubectl;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+pub use kubectl::{InboxCluster, InboxError};
+
+use super::approve::ApproveArgs;
+use super::approve::signing::Signer;
+use super::{EXIT_BAD_INPUT, EXIT_DENIED};
+use crate::approval::allowed_signers::{AllowedSigners, fingerprint};
+use crate::approval::payload::rfc3339;
+use crate::approval::request::{
+    self, Denied, MAX_SIGNATURES, Rejection, RequestSpec, RequestState, RequestStatus,
+};
+use crate::approval::verifier::SignedApprovals;
+use crate::approval::{ApprovalOperation, ApprovalOutcome, ApprovalSubject, sshsig};
+use crate::cluster::requests::ApprovalRequest;
+use crate::policy::Policy;
+
+/// The chart's allowed_signers ConfigMap with the default release name, and its key.
+const SIGNERS_CONFIGMAP: (&str, &str) = ("blastguard-allowed-signers", "allowed_signers");
+/// The chart's policy ConfigMap with the default release name, and its key.
+const POLICY_CONFIGMAP: (&str, &str) = ("blastguard-policy", "policy.yaml");
+
+/// Arguments of `pending`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  kubectl blastguard pending\n  kubectl blastguard pending --all -o json"
+)]
+pub struct PendingArgs {
+    /// Also list rejected, spent and expired requests.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Where the inbox is.
+    #[command(flatten)]
+    pub cluster: InboxCluster,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Text,
+    /// The records as JSON.
+    Json,
+}
+
+/// Arguments of `show`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  kubectl blastguard show deployment-prod-api-apply-0123456789abcdef"
+)]
+pub struct ShowArgs {
+    /// The request's name (as `pending` lists it).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where the inbox is.
+    #[command(flatten)]
+    pub cluster: InboxCluster,
+}
+
+/// Arguments of `reject`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  kubectl blastguard reject deployment-prod-api-apply-0123456789abcdef --reason 'not during the freeze'"
+)]
+pub struct RejectArgs {
+    /// The request's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Why (shown to the requester in the denial of every retry).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Where the inbox is.
+    #[command(flatten)]
+    pub cluster: InboxCluster,
+}
+
+/// Arguments of `request`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  kubectl blastguard request -f deploy.yaml --reason 'CHG-1234'\n\n\
+    Records the change as an ApprovalRequest without applying it; a denied `kubectl apply` records\n\
+    one by itself. The digest is of the manifest with the API server's defaults applied offline: when\n\
+    the cluster's differs (a mutating webhook), the denied apply records its own request."
+)]
+pub struct RequestArgs {
+    /// The object to ask approval for (YAML or JSON; `-` reads standard input).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// The object's namespace when the manifest does not say.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Why the change is wanted (kept in the payload).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Where the inbox is.
+    #[command(flatten)]
+    pub cluster: InboxCluster,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// The cluster's policy and allowed_signers, when the user may read them: with them
+/// the tools count signatures as the webhook will.
+struct Trust {
+    policy: Policy,
+    verifier: SignedApprovals,
+}
+
+fn trust(cluster: &InboxCluster) -> Option<Trust> {
+    let policy_text = cluster.configmap_key(POLICY_CONFIGMAP.0, POLICY_CONFIGMAP.1)?;
+    let policy = Policy::from_yaml(&policy_text, None).ok()?;
+    let signers_text = cluster.configmap_key(SIGNERS_CONFIGMAP.0, SIGNERS_CONFIGMAP.1)?;
+    let signers = AllowedSigners::parse(&signers_text).ok()?;
+    Some(Trust {
+        policy,
+        verifier: SignedApprovals::new(signers),
+    })
+}
+
+/// `n/N` and what is still missing, as the webhook would count (with `trust`), or as
+/// signatures on the record (without).
+fn signed_text(spec: &RequestSpec, status: &RequestStatus, trust: Option<&Trust>) -> String {
+    let count = status.signatures.len();
+    let required = spec.required_approvals;
+    let judged = trust.and_then(|t| {
+        request::judge(
+            &t.verifier,
+            &t.policy,
+            spec,
+            &status.signatures,
+            SystemTime::now(),
+        )
+    });
+    match judged.as_ref() {
+        Some(ApprovalOutcome::Valid { signers }) => format!("{}/{required}", signers.len()),
+        Some(outcome @ ApprovalOutcome::Rejected { reason, detail }) if count > 0 => {
+            let missing = detail
+                .split_once("needs ")
+                .map(|(_, m)| format!(" (needs {})", m.trim_end_matches(')')))
+                .unwrap_or_default();
+            // Short of approvers is what SIGNED says; anything else (a key nobody
+            // trusts, a signature of another payload) is named.
+            if crate::approval::insufficient(outcome) {
+                format!("{count}/{required}{missing}")
+            } else {
+                format!("{count}/{required} ({reason})")
+            }
+        }
+        _ => {
+            let groups: Vec<String> = spec
+                .approvers
+                .iter()
+                .map(|t| format!("{}:{}", t.group, t.count))
+                .collect();
+            if groups.is_empty() || count >= required as usize {
+                format!("{count}/{required}")
+            } else {
+                format!("{count}/{required} (groups {})", groups.join(","))
+            }
+        }
+    }
+}
+
+/// `3m`, `2h5m`: how long ago, or until.
+fn short(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn age(record: &ApprovalRequest, now: SystemTime) -> String {
+    record
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| humantime::parse_rfc3339_weak(&t.0.to_string()).ok())
+        .map(|created| short(now.duration_since(created).unwrap_or_default()))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn expires(spec: &RequestSpec, now: SystemTime) -> String {
+    match humantime::parse_rfc3339_weak(&spec.expires_at) {
+        Ok(until) if until > now => format!(
+            "in {}",
+            short(until.duration_since(now).unwrap_or_default())
+        ),
+        Ok(_) => "expired".into(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Runs `pending`.
+pub fn run_pending(args: PendingArgs) -> ExitCode {
+    let records = match args.cluster.list() {
+        Ok(records) => records,
+        Err(e) => return fail(e),
+    };
+    let now = SystemTime::now();
+    let mut shown: Vec<&ApprovalRequest> = records
+        .iter()
+        .filter(|r| args.all || r.status().state.open())
+        .collect();
+    shown.sort_by_key(|r| {
+        r.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+    });
+    if args.output == Format::Json {
+        return match serde_json::to_string_pretty(&shown) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    if shown.is_empty() {
+        eprintln!(
+            "No {}requests in namespace {}.",
+            if args.all { "" } else { "pending " },
+            args.cluster.release_namespace
+        );
+        return ExitCode::SUCCESS;
+    }
+    let trust = trust(&args.cluster);
+    let mut rows = vec![
+        [
+            "NAME",
+            "TARGET",
+            "OPERATION",
+            "PODS",
+            "REQUESTER",
+            "RULE",
+            "STATE",
+            "SIGNED",
+            "AGE",
+            "EXPIRES",
+        ]
+        .map(String::from),
+    ];
+    for r in shown {
+        let status = r.status();
+        rows.push([
+            r.metadata.name.clone().unwrap_or_default(),
+            r.spec.display.clone(),
+            r.spec.operation.clone(),
+            r.spec
+                .pods_affected
+                .map_or_else(|| "-".into(), |p| p.to_string()),
+            r.spec.requester.clone(),
+            r.spec.rule.clone(),
+            status.state.as_str().to_string(),
+            signed_text(&r.spec, &status, trust.as_ref()),
+            age(r, now),
+            expires(&r.spec, now),
+        ]);
+    }
+    print!("{}", table(&rows));
+    ExitCode::SUCCESS
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The live object reduced to what the record keeps (and the digest binds): the
+/// fields but `status`, and `metadata` down to name and labels, so the diff shows
+/// exactly what a signature approves.
+fn as_recorded(object: &Value) -> Value {
+    let mut reduced = object.clone();
+    if let Some(map) = reduced.as_object_mut() {
+        map.remove("status");
+        map.remove("apiVersion");
+        map.remove("kind");
+        let metadata = object.get("metadata");
+        let mut kept = serde_json::Map::new();
+        for key in ["name", "generateName", "labels"] {
+            if let Some(v) = metadata.and_then(|m| m.get(key)) {
+                kept.insert(key.to_string(), v.clone());
+            }
+        }
+        map.insert("metadata".into(), Value::Object(kept));
+    }
+    reduced
+}
+
+fn recorded_without_type(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+        map.remove("status");
+    }
+    object
+}
+
+/// Runs `show`.
+pub fn run_show(args: ShowArgs) -> ExitCode {
+    let record = match args.cluster.get(&args.name) {
+        Ok(record) => record,
+        Err(e) => return fail(e),
+    };
+    let now = SystemTime::now();
+    let spec = &record.spec;
+    let status = record.status();
+    let trust = trust(&args.cluster);
+    println!("Name:        {}", args.name);
+    println!("Target:      {} ({})", spec.display, spec.operation);
+    println!("Requester:   {}", spec.requester);
+    println!(
+        "Rule:        {} ({} approvals required{})",
+        spec.rule,
+        spec.required_approvals,
+        if spec.approvers.is_empty() {
+            String::new()
+        } else {
+            let groups: Vec<String> = spec
+                .approvers
+                .iter()
+                .map(|t| format!("{} from {}", t.count, t.group))
+                .collect();
+            format!("; {}", groups.join(", "))
+        }
+    );
+    println!("State:       {}", status.state.as_str());
+    println!(
+        "Signed:      {}{}",
+        signed_text(spec, &status, trust.as_ref()),
+        if status.signed_by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", status.signed_by.join(", "))
+        }
+    );
+    if let Some(r) = &status.rejection {
+        println!("Rejected by: {} at {}: {}", r.by, r.at, r.reason);
+    }
+    println!("Expires:     {} ({})", spec.expires_at, expires(spec, now));
+    println!("Attempts:    {} (last {})", spec.attempts, spec.last_seen);
+    if let Some(pods) = spec.pods_affected {
+        println!("Pods:        {pods} affected");
+    }
+    println!(
+        "Summary:     {}",
+        if spec.summary.is_empty() {
+            "-"
+        } else {
+            &spec.summary
+        }
+    );
+    println!("Limits exceeded:");
+    if spec.exceeded.is_empty() {
+        println!("  (not recorded)");
+    }
+    for limit in &spec.exceeded {
+        println!("  - {limit}");
+    }
+    let checked = request::check_record(spec);
+    match &checked {
+        Ok(payload) => println!(
+            "Check:       the recorded object has the payload's digest{}",
+            payload
+                .digest
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        Err(e) => println!("Check:       FAILED: {e}"),
+    }
+    let live = args.cluster.live(
+        &spec.target.group,
+        &spec.target.kind,
+        &spec.target.namespace,
+        &spec.target.name,
+    );
+    let live_view = live.as_ref().map(as_recorded);
+    let requested = spec.object.as_ref().map(recorded_without_type);
+    let requested = match spec.operation.as_str() {
+        "delete" => None,
+        _ => requested,
+    };
+    println!("Diff (live → requested):");
+    if spec.operation == "scale" {
+        println!("  ~ spec.replicas → {}", spec.replicas.unwrap_or_default());
+    } else {
+        let diff = super::diff::diff(live_view.as_ref(), requested.as_ref());
+        let text = diff.to_string();
+        if text.trim().is_empty() {
+            println!("  (no difference)");
+        }
+        for line in text.lines() {
+            println!("  {line}");
+        }
+    }
+    println!("Payload:     {}", spec.payload);
+    println!(
+        "\nApprove: kubectl blastguard approve {} --key ~/.ssh/id_ed25519   Reject: kubectl blastguard reject {} --reason TEXT",
+        args.name, args.name
+    );
+    if checked.is_err() {
+        return ExitCode::from(EXIT_DENIED);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs `approve NAME`.
+pub fn run_approve(name: &str, args: &ApproveArgs) -> ExitCode {
+    match approve(name, args) {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
+    let cluster = &args.inbox;
+    let signer = Signer::from_flags(args.key.as_deref(), args.agent).map_err(|e| e.to_string())?;
+    let public = signer.public_key().map_err(|e| e.to_string())?;
+    // Someone may write between our read and our write: read again and sign anew.
+    for _ in 0..3 {
+        let mut record = cluster.get(name).map_err(|e| e.to_string())?;
+        let now = SystemTime::now();
+        let mut status = record.status();
+        match status.state {
+            RequestState::Rejected => {
+                let why = status
+                    .rejection
+                    .map(|r| format!(" by {}: {}", r.by, r.reason));
+                return Err(format!(
+                    "request {name} was rejected{}; a rejected request cannot be approved",
+                    why.unwrap_or_default()
+                ));
+            }
+            RequestState::Spent => {
+                return Err(format!(
+                    "request {name} has admitted its change already (an approval admits its change once)"
+                ));
+            }
+            RequestState::Expired => {
+                return Err(format!(
+                    "request {name} expired; the requester's next attempt asks anew"
+                ));
+            }
+            RequestState::Pending | RequestState::Approved => {}
+        }
+        // What the approver signs must be what they can read: the recorded object
+        // must have the payload's digest, and the payload approve what the record
+        // names.
+        let payload = request::check_record(&record.spec)
+            .map_err(|e| format!("refusing to sign request {name}: {e}"))?;
+        if let Ok((_, until)) = payload.window()
+            && until <= now
+        {
+            return Err(format!(
+                "request {name} expired at {}; the requester's next attempt asks anew",
+                payload.not_after
+            ));
+        }
+        let existing: Vec<_> = status
+            .signatures
+            .iter()
+            .filter_map(|s| sshsig::parse_signatures(s).ok())
+            .flatten()
+            .map(|s| s.public_key().clone())
+            .collect();
+        if existing.contains(public.key_data()) {
+            return Err(format!(
+                "key {} has already signed request {name}",
+                fingerprint(public.key_data())
+            ));
+        }
+        if status.signatures.len() >= MAX_SIGNATURES {
+            return Err(format!(
+                "request {name} carries {MAX_SIGNATURES} signatures already"
+            ));
+        }
+        eprintln!(
+            "Signing request {name}: {} of {}{}\n  digest {}\n  requested by {}, valid until {}",
+            record.spec.operation,
+            record.spec.display,
+            if payload.summary.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", payload.summary)
+            },
+            payload.digest.as_deref().map_or_else(
+                || format!("replicas={}", payload.replicas.unwrap_or_default()),
+                str::to_string
+            ),
+            record.spec.requester,
+            payload.not_after
+        );
+        let armored = signer
+            .sign(record.spec.payload.as_bytes())
+            .map_err(|e| e.to_string())?;
+        status.signatures.push(armored);
+        let who = cluster
+            .whoami()
+            .unwrap_or_else(|| public.comment().to_string());
+        status
+            .signed_by
+            .push(format!("{who} ({})", fingerprint(public.key_data())));
+        let required = record.spec.required_approvals as usize;
+        let trust = trust(cluster);
+        let complete = match trust.as_ref().and_then(|t| {
+            request::judge(
+                &t.verifier,
+                &t.policy,
+                &record.spec,
+                &status.signatures,
+                now,
+            )
+        }) {
+            Some(outcome) => matches!(outcome, ApprovalOutcome::Valid { .. }),
+            None => status.signatures.len() >= required,
+        };
+        if complete {
+            status.state = RequestState::Approved;
+        }
+        status.signed = signed_text(&record.spec, &status, trust.as_ref());
+        record.status = Some(status.clone());
+        match cluster.write_status(&record) {
+            Ok(()) => {
+                return Ok(if complete {
+                    format!(
+                        "Signed request {name} ({}): fully signed; the requester may retry the very same change.",
+                        status.signed
+                    )
+                } else {
+                    format!(
+                        "Signed request {name} ({}): more approvers must sign (kubectl blastguard approve {name}).",
+                        status.signed
+                    )
+                });
+            }
+            Err(InboxError::Conflict(_)) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "request {name} kept changing while signing; run the command again"
+    ))
+}
+
+/// Runs `reject`.
+pub fn run_reject(args: RejectArgs) -> ExitCode {
+    if args.reason.trim().is_empty() {
+        return fail("--reason must say why");
+    }
+    for _ in 0..3 {
+        let mut record = match args.cluster.get(&args.name) {
+            Ok(record) => record,
+            Err(e) => return fail(e),
+        };
+        let mut status = record.status();
+        match status.state {
+            RequestState::Spent => {
+                return fail(format!(
+                    "request {} has admitted its change already; rejecting it changes nothing",
+                    args.name
+                ));
+            }
+            RequestState::Rejected => {
+                eprintln!("Request {} is rejected already.", args.name);
+                return ExitCode::SUCCESS;
+            }
+            _ => {}
+        }
+        status.state = RequestState::Rejected;
+        status.rejection = Some(Rejection {
+            by: args.cluster.whoami().unwrap_or_else(|| "unknown".into()),
+            reason: args.reason.clone(),
+            at: rfc3339(SystemTime::now()),
+        });
+        record.status = Some(status);
+        match args.cluster.write_status(&record) {
+            Ok(()) => {
+                eprintln!(
+                    "Rejected request {}: the change stays denied, whoever signs it.",
+                    args.name
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(InboxError::Conflict(_)) => continue,
+            Err(e) => return fail(e),
+        }
+    }
+    fail(format!(
+        "request {} kept changing; run the command again",
+        args.name
+    ))
+}
+
+/// Runs `request -f FILE`.
+pub fn run_request(args: RequestArgs) -> ExitCode {
+    match record_request(&args) {
+        Ok(message) => {
+            eprintln!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn record_request(args: &RequestArgs) -> Result<String, String> {
+    let bytes =
+        super::check::input::read_source(&args.file).map_err(|e| format!("cannot read {e}"))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", args.file.display()))?;
+    let object: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{}: invalid JSON: {e}", args.file.display()))?
+    } else {
+        let options = crate::yaml::manifest_options(&text);
+        let mut documents: Vec<Value> = serde_saphyr::from_multiple_with_options(&text, options)
+            .map_err(|e| {
+                format!(
+                    "{}: invalid YAML: {}",
+                    args.file.display(),
+                    crate::yaml::message(&e)
+                )
+            })?;
+        documents.retain(|d| !d.is_null());
+        if documents.len() != 1 {
+            return Err(format!(
+                "{} holds {} objects; request one object at a time",
+                args.file.display(),
+                documents.len()
+            ));
+        }
+        documents.remove(0)
+    };
+    let text_of = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let (api_version, kind, name) = (
+        text_of("/apiVersion"),
+        text_of("/kind"),
+        text_of("/metadata/name"),
+    );
+    if api_version.is_empty() || kind.is_empty() || name.is_empty() {
+        return Err(format!(
+            "{}: an object needs apiVersion, kind and metadata.name",
+            args.file.display()
+        ));
+    }
+    let group = api_version
+        .rsplit_once('/')
+        .map(|(g, _)| g)
+        .unwrap_or_default();
+    let cluster_scoped = crate::kinds::find(group, kind).is_some_and(|k| k.cluster_scoped);
+    let namespace = match (text_of("/metadata/namespace"), &args.namespace) {
+        _ if cluster_scoped => String::new(),
+        ("", Some(flag)) => flag.clone(),
+        ("", None) => "default".to_string(),
+        (ns, Some(flag)) if ns != flag => {
+            return Err(format!(
+                "--namespace {flag} contradicts metadata.namespace {ns}"
+            ));
+        }
+        (ns, _) => ns.to_string(),
+    };
+    // As the webhook keeps it: the API server's defaults applied, metadata down to
+    // what the digest binds.
+    let defaulted = crate::defaults::defaulted(&object).0;
+    let mut kept = as_recorded(&defaulted);
+    if let Some(map) = kept.as_object_mut() {
+        map.insert("apiVersion".into(), api_version.into());
+        map.insert("kind".into(), kind.into());
+    }
+    let target = crate::change::Target {
+        group: group.to_string(),
+        kind: kind.to_string(),
+        namespace: (!namespace.is_empty()).then(|| namespace.clone()),
+        name: name.to_string(),
+    };
+    let subject = ApprovalSubject::new(&target, ApprovalOperation::Apply, Some(&kept), None)
+        .map_err(|e| e.to_string())?;
+    let policy = args
+        .cluster
+        .configmap_key(POLICY_CONFIGMAP.0, POLICY_CONFIGMAP.1)
+        .and_then(|text| Policy::from_yaml(&text, None).ok())
+        .unwrap_or_else(Policy::embedded);
+    let rule = policy.rule_for_labels(&namespace, None).ok_or_else(|| {
+        format!(
+            "no rule of the cluster's policy matches namespace {namespace:?}: no approval is needed"
+        )
+    })?;
+    let now = SystemTime::now();
+    let summary = crate::approval::summary::describe(&crate::approval::summary::Facts {
+        operation: ApprovalOperation::Apply,
+        old: None,
+        new: Some(&defaulted),
+        replicas: (None, None),
+        pods: None,
+        creating: false,
+    });
+    let payload = subject
+        .payload(
+            now,
+            policy.approvals.offered_ttl(),
+            args.reason.as_deref().unwrap_or_default(),
+        )
+        .with_summary(summary);
+    let denied = Denied {
+        subject,
+        payload,
+        requester: args.cluster.whoami().unwrap_or_default(),
+        rule: rule.name.clone(),
+        required_approvals: rule.required_approvals,
+        approvers: rule.approvers.clone(),
+        pods_affected: None,
+        exceeded: Vec::new(),
+        object: Some(kept.to_string()),
+        at: now,
+    };
+    let name = denied.name();
+    let mut spec = denied.spec("plugin");
+    spec.attempts = 0;
+    let record = ApprovalRequest::new(&name, spec);
+    let created = args.cluster.create(&record).map_err(|e| e.to_string())?;
+    Ok(if created {
+        format!(
+            "Recorded request {name} for {} in namespace {}: approvers see it in kubectl blastguard pending.",
+            record.spec.display, args.cluster.release_namespace
+        )
+    } else {
+        format!(
+            "Request {name} for this exact change exists already: kubectl blastguard show {name}"
+        )
+    })
+}
