@@ -589,6 +589,9 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
             granted,
             [
                 "spentapprovals.blastguard.io [] [] [get list create delete]",
+                // The inbox's requests and their status (the chart's approval-requests
+                // Role).
+                "approvalrequests.blastguard.io [] [] [get list create update patch delete]",
                 "changesets.blastguard.io [] [] [get list watch create update delete]",
                 "namespaces [] [] [get list watch]",
                 "replicationcontrollers [] [] [get list watch]",
@@ -598,6 +601,7 @@ fn every_replica_gives_the_answer_the_cluster_knows() {
                 "replicasets.apps [] [] [get list watch]",
                 "statefulsets.apps [] [] [get list watch]",
                 "rollouts.argoproj.io [] [] [get list watch]",
+                "approvalrequests.blastguard.io/status [] [] [get update]",
                 "endpointslices.discovery.k8s.io [] [] [list]",
             ],
             "{can}"

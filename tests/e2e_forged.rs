@@ -47,7 +47,10 @@ impl Forger {
     }
 
     /// Posts an AI-assisted Deployment CREATE "by" `user`; whether it was allowed,
-    /// and the message.
+    /// and the message. A forger retries a review the replica could not record in
+    /// time (`onClusterUnavailable: deny`, "retry in a moment") as an agent would: the
+    /// first record write after the replica starts can outlast the 400 ms an idle
+    /// replica waits (seen once in a full suite run).
     fn create(&self, user: &str, name: &str, replicas: u64) -> (bool, String) {
         let body = DeploymentCreate {
             uid: &uid(replicas as u32),
@@ -58,7 +61,19 @@ impl Forger {
             user,
         }
         .body();
-        self.rt.block_on(post(&self.client, &self.url, body))
+        let mut answer = self
+            .rt
+            .block_on(post(&self.client, &self.url, body.clone()));
+        for _ in 0..3 {
+            if answer.0 || !answer.1.contains("onClusterUnavailable") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            answer = self
+                .rt
+                .block_on(post(&self.client, &self.url, body.clone()));
+        }
+        answer
     }
 }
 

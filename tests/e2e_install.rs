@@ -33,6 +33,9 @@ fn the_chart_installs_upgrades_and_uninstalls_on_a_real_api_server() {
             assert_eq!(
                 kinds,
                 [
+                    // The inbox's roles, for people to bind (tests/chart_inbox.rs).
+                    "ClusterRole/blastguard-approver",
+                    "ClusterRole/blastguard-requester",
                     "ConfigMap/blastguard-allowed-signers",
                     "ConfigMap/blastguard-policy",
                     "ServiceAccount/blastguard",

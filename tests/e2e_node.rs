@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use common::cluster::{AI_AGENT, Steps, chart, deployment, wait_for};
 use common::node::{
-    DENIED, MachineState, NODE, NodeCluster, POD_WAIT, RELEASE, REPOSITORY, Registry, during,
-    http_get, image, requests_on,
+    DENIED, MachineState, NODE, NodeCluster, POD_WAIT, RELEASE, REPOSITORY, during, http_get,
+    image, requests_on,
 };
+use common::registry::Registry;
 use common::tool;
 use serde_json::{Value, json};
 

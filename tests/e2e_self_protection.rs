@@ -583,7 +583,10 @@ fn watch_the_webhook_configuration(e2e: &E2e, saved: &Value) {
             .any(|k| doc.contains(k))
         })
         .collect();
-    assert_eq!(rbac.len(), 6, "the server's roles and bindings");
+    // Six for the server's state and its webhook configuration, four for the inbox
+    // (the server's Role on requests and its binding, the approver and requester
+    // ClusterRoles).
+    assert_eq!(rbac.len(), 10, "the server's roles and bindings");
     e2e.kubectl_with(&["apply", "-f", "-"], Some(&rbac.join("\n---\n")))
         .expect_ok();
     let kubeconfig = service_account_kubeconfig(e2e);

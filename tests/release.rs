@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::chart::helm_template;
+use common::registry::Registry;
 use common::{repo, tool, tool_with};
 use serde_json::Value;
 use sha2::Digest as _;
@@ -525,45 +526,6 @@ fn krew_installs_the_plugin_from_its_manifest_and_archive() {
         help.contains("kubectl blastguard"),
         "help names the plugin:\n{help}"
     );
-}
-
-/// An OCI registry on loopback, in memory (go-containerregistry's reference registry,
-/// `.tools/bin/ggcr-registry`), stopped when dropped.
-struct Registry {
-    child: std::process::Child,
-    host: String,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let mut child = tool("ggcr-registry")
-            .args(["-port", "0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let port = lines
-            .find_map(|l| {
-                let l = l.ok()?;
-                l.split("serving on port ")
-                    .nth(1)
-                    .map(|p| p.trim().to_string())
-            })
-            .expect("the registry prints its port");
-        // Keep reading its log, so a full pipe never blocks it.
-        std::thread::spawn(move || lines.for_each(drop));
-        Registry {
-            child,
-            host: format!("localhost:{port}"),
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The publishing commands of docs/release.md, against a registry on loopback instead

@@ -25,6 +25,8 @@ pub mod objects;
 pub mod plugin;
 /// A local HTTP receiver of notifications (tests/notify.rs, tests/e2e_inbox.rs).
 pub mod receiver;
+/// An OCI registry on loopback (tests/release.rs pushes, tests/e2e_node.rs pulls).
+pub mod registry;
 /// `blastguard serve --state cluster` replicas on the local control plane.
 pub mod replica;
 /// AdmissionReviews as the API server sends them.

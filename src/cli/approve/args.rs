@@ -78,6 +78,25 @@ pub struct ChangeArgs {
     pub policy: Option<PathBuf>,
 }
 
+#[cfg(test)]
+impl ChangeArgs {
+    /// The arguments of `approve -f FILE` and nothing else, for the stages' tests.
+    pub(crate) fn for_file(file: &std::path::Path) -> Self {
+        Self {
+            file: Some(file.to_path_buf()),
+            review: false,
+            operation: None,
+            replicas: None,
+            namespace: None,
+            cluster_scoped: false,
+            ttl: None,
+            reason: None,
+            restart: None,
+            policy: None,
+        }
+    }
+}
+
 /// Arguments of `blastguard digest`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \

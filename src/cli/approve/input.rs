@@ -238,18 +238,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn args(file: &Path) -> ChangeArgs {
-        ChangeArgs {
-            file: Some(file.to_path_buf()),
-            review: false,
-            operation: None,
-            replicas: None,
-            namespace: None,
-            cluster_scoped: false,
-            ttl: None,
-            reason: None,
-            restart: None,
-            policy: None,
-        }
+        ChangeArgs::for_file(file)
     }
 
     fn read_str(text: &str) -> Result<Source, ApproveError> {

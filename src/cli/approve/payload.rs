@@ -469,21 +469,9 @@ fn raise_replicas(subject: &mut ApprovalSubject, replicas: u64) -> Result<(), Ap
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::path::PathBuf;
 
     fn args() -> ChangeArgs {
-        ChangeArgs {
-            file: Some(PathBuf::from("deploy.yaml")),
-            review: false,
-            operation: None,
-            replicas: None,
-            namespace: None,
-            cluster_scoped: false,
-            ttl: None,
-            reason: None,
-            restart: None,
-            policy: None,
-        }
+        ChangeArgs::for_file(Path::new("deploy.yaml"))
     }
 
     fn object(image: &str) -> Input {

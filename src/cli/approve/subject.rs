@@ -180,21 +180,10 @@ pub fn defaulted_here(object: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::Path;
 
     fn args() -> ChangeArgs {
-        ChangeArgs {
-            file: Some(PathBuf::from("deploy.yaml")),
-            review: false,
-            operation: None,
-            replicas: None,
-            namespace: None,
-            cluster_scoped: false,
-            ttl: None,
-            reason: None,
-            restart: None,
-            policy: None,
-        }
+        ChangeArgs::for_file(Path::new("deploy.yaml"))
     }
 
     fn deployment() -> Value {
