@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::cluster::{
     AI_AGENT, ControlPlane, REQUESTS, Run, deployment, metric_sum, run, script, wait_for,
 };
-use super::{repo, tool};
+use super::repo;
 
 /// The chart's image repository (values.yaml `image.repository`), which the archive of
 /// `scripts/image.sh` names.
