@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use blastguard::approval::digest::object_digest;
@@ -20,14 +19,12 @@ use blastguard::engine::{Engine, Reviewed};
 use blastguard::policy::Policy;
 use serde_json::{Value, json};
 
+use common::objects::{self, annotate};
+use common::review::Request;
 use common::reviewed::{outcome, payload_from_denial};
+use common::signers::{KeySpec, Signers};
 
 const AI: &str = "system:serviceaccount:ai-agents:claude";
-
-/// Keys made by `ssh-keygen`, and an allowed_signers file trusting them.
-pub struct Keys {
-    dir: tempfile::TempDir,
-}
 
 /// The approvers, their principals and the groups they belong to in group tests.
 const APPROVERS: &[(&str, &str)] = &[
@@ -37,34 +34,21 @@ const APPROVERS: &[(&str, &str)] = &[
     ("dave", "dave@corp.example"),
 ];
 
-fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
+/// The approvers' ed25519 keys (tests/common/signers.rs), made once for the file.
+fn keys() -> &'static Signers {
+    static KEYS: OnceLock<Signers> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut allowed = String::new();
-        for (name, principal) in APPROVERS {
-            let path = dir.path().join(name);
-            let status = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-                .arg(&path)
-                .status()
-                .expect("ssh-keygen is installed");
-            assert!(status.success(), "ssh-keygen {name}");
-            let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
-            allowed.push_str(&format!("{principal} {public}"));
-        }
-        std::fs::write(dir.path().join("allowed_signers"), allowed).unwrap();
-        Keys { dir }
+        let specs: Vec<KeySpec> = APPROVERS
+            .iter()
+            .map(|(name, principal)| (*name, &["-t", "ed25519"][..], Some(*principal), ""))
+            .collect();
+        Signers::new(&specs)
     })
 }
 
-impl Keys {
-    fn key(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-    fn allowed_signers(&self) -> PathBuf {
-        self.dir.path().join("allowed_signers")
-    }
+/// The private key file of `name`, as the command line takes it.
+fn key(name: &str) -> String {
+    keys().key(name).to_str().unwrap().to_string()
 }
 
 fn engine_with(policy: Policy) -> Engine {
@@ -74,41 +58,20 @@ fn engine_with(policy: Policy) -> Engine {
 /// A Deployment as `kubectl create deployment --dry-run=client` writes it, marked as
 /// an AI agent's.
 fn deployment(namespace: &str, name: &str, replicas: u32, image: &str) -> Value {
-    let out = common::tool("kubectl")
-        .args(["create", "deployment", name, "--image", image, "-n"])
-        .arg(namespace)
-        .arg(format!("--replicas={replicas}"))
-        .args(["--dry-run=client", "-o", "json"])
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut object: Value = serde_json::from_slice(&out.stdout).unwrap();
-    object["metadata"]["annotations"] = json!({"blastguard.io/ai-agent": "claude-code"});
-    object
+    annotate(
+        objects::deployment(namespace, name, replicas, image),
+        &[("blastguard.io/ai-agent", "claude-code")],
+    )
 }
 
-/// The AdmissionReview of a CREATE of `manifest`, with the API server's defaults.
+/// The AdmissionReview of a CREATE of `manifest` by the AI agent, with the API
+/// server's defaults.
 fn create(manifest: &Value) -> Vec<u8> {
     let object = blastguard::defaults::defaulted(manifest).0;
-    let kind = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
-    let resource = json!({"group": "apps", "version": "v1", "resource": "deployments"});
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": kind, "resource": resource, "requestKind": kind, "requestResource": resource,
-            "name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
-            "operation": "CREATE",
-            "userInfo": {"username": AI, "groups": ["system:authenticated"]},
-            "object": object, "oldObject": null, "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    }))
-    .unwrap()
+    Request::on("CREATE", Some(&object), None)
+        .by(AI)
+        .in_groups(&["system:authenticated"])
+        .review()
 }
 
 /// The digest the webhook computes for a CREATE of `manifest`.
@@ -118,16 +81,8 @@ fn served_digest(manifest: &Value) -> String {
 
 /// Runs the blastguard binary: exit code, stdout, stderr.
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_blastguard"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    let (status, stdout, stderr) = common::run_to_exit(args);
+    (status.code().unwrap_or(-1), stdout, stderr)
 }
 
 /// `blastguard approve -f FILE --payload PAYLOAD --key KEY`, then `extra`.
@@ -173,7 +128,7 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
     let (code, _, stderr) = approve(
         shown_file.to_str().unwrap(),
         payload_file.to_str().unwrap(),
-        &keys().key("alice"),
+        &key("alice"),
         &["--annotate"],
     );
     assert_eq!(code, 2, "{stderr}");
@@ -193,7 +148,7 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
     let (code, _, stderr) = approve(
         evil_file.to_str().unwrap(),
         payload_file.to_str().unwrap(),
-        &keys().key("alice"),
+        &key("alice"),
         &["--annotate"],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -211,7 +166,7 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
         "-f",
         shown_file.to_str().unwrap(),
         "--key",
-        &keys().key("bob"),
+        &key("bob"),
         "--annotate",
     ]);
     assert_eq!(code, 2, "{stderr}");
@@ -226,7 +181,7 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
         "-f",
         evil_file.to_str().unwrap(),
         "--key",
-        &keys().key("bob"),
+        &key("bob"),
         "--annotate",
     ]);
     assert_eq!(code, 0, "{stderr}");
@@ -255,7 +210,7 @@ fn approve_refuses_another_target_or_operation() {
     let (code, _, stderr) = approve(
         file.to_str().unwrap(),
         payload_file.to_str().unwrap(),
-        &keys().key("alice"),
+        &key("alice"),
         &[],
     );
     assert_eq!(code, 2, "{stderr}");
@@ -288,7 +243,7 @@ fn approve_refuses_another_target_or_operation() {
         "--payload",
         payload_file.to_str().unwrap(),
         "--key",
-        &keys().key("alice"),
+        &key("alice"),
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
@@ -299,21 +254,24 @@ fn approve_refuses_another_target_or_operation() {
     let (code, _, stderr) = approve(
         file.to_str().unwrap(),
         payload_file.to_str().unwrap(),
-        &keys().key("alice"),
+        &key("alice"),
         &[],
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("replicas:  exactly 45"), "{stderr}");
 }
 
-/// The AdmissionReview of an UPDATE from `old` to `new` (both with the API server's
-/// defaults).
+/// The AdmissionReview of an UPDATE from `old` to `new` by the AI agent (both with
+/// the API server's defaults).
 fn update(old: &Value, new: &Value) -> Vec<u8> {
-    let mut review: Value = serde_json::from_slice(&create(new)).unwrap();
-    review["request"]["operation"] = json!("UPDATE");
-    review["request"]["oldObject"] = blastguard::defaults::defaulted(old).0;
-    review["request"]["options"]["kind"] = json!("UpdateOptions");
-    serde_json::to_vec(&review).unwrap()
+    let (old, new) = (
+        blastguard::defaults::defaulted(old).0,
+        blastguard::defaults::defaulted(new).0,
+    );
+    Request::on("UPDATE", Some(&new), Some(&old))
+        .by(AI)
+        .in_groups(&["system:authenticated"])
+        .review()
 }
 
 /// Issue 22 finding 1, the payload shows nothing readable: the server's payload says
@@ -347,7 +305,7 @@ fn payloads_carry_a_summary_that_approvers_are_shown() {
     let (code, _, stderr) = approve(
         file.to_str().unwrap(),
         payload_file.to_str().unwrap(),
-        &keys().key("alice"),
+        &key("alice"),
         &[],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -363,25 +321,6 @@ fn payloads_carry_a_summary_that_approvers_are_shown() {
         ApprovalPayload::parse(stdout.trim()).unwrap().summary,
         "replicas 40, image nginx:1.28"
     );
-}
-
-/// `ssh-keygen -Y sign` of `payload` by `key`.
-fn ssh_keygen_sign(key: &str, payload: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("payload.json");
-    std::fs::write(&file, payload).unwrap();
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", "approval@blastguard.io", "-f"])
-        .arg(keys().key(key))
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(dir.path().join("payload.json.sig")).unwrap()
 }
 
 const GROUPS_POLICY: &str = "apiVersion: blastguard.io/v1alpha1
@@ -418,7 +357,7 @@ fn approver_groups_through_ssh_keygen_keys() {
     );
     let payload = payload_from_denial(&denied);
     let signed = |who: &[&str]| {
-        let signatures: String = who.iter().map(|k| ssh_keygen_sign(k, &payload)).collect();
+        let signatures: String = who.iter().map(|k| keys().sign(k, &payload)).collect();
         let mut object = change.clone();
         object["metadata"]["annotations"]["blastguard.io/approval"] = json!(payload);
         object["metadata"]["annotations"]["blastguard.io/approval-signature"] = json!(signatures);
@@ -525,8 +464,7 @@ fn the_chart_refuses_an_allowed_signers_entry_the_server_cannot_use() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let public =
-        std::fs::read_to_string(Path::new(&keys().key("alice")).with_extension("pub")).unwrap();
+    let public = std::fs::read_to_string(Path::new(&key("alice")).with_extension("pub")).unwrap();
     let public = public.trim();
     for good in [
         format!("alice@corp.example {public}"),

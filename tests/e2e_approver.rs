@@ -11,20 +11,16 @@
 mod common;
 
 use common::cluster::{AI_AGENT, E2e, Steps};
+use common::objects::{self, annotate};
 use serde_json::{Value, json};
 
-/// A Deployment of `replicas` pods in `namespace`, marked as an AI agent's.
+/// A Deployment of `replicas` pods in `namespace` as `kubectl create deployment`
+/// writes it (its container is named after the image), marked as an AI agent's.
 fn deployment(namespace: &str, name: &str, replicas: u32, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "annotations": {AI_AGENT: "claude-code"}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": image}]}}
-        }
-    })
+    annotate(
+        objects::deployment(namespace, name, replicas, image),
+        &[(AI_AGENT, "claude-code")],
+    )
 }
 
 /// The chart's policy with a `dev` rule before the default one: 50 pods in `dev-*`.
@@ -356,7 +352,7 @@ fn the_approvers_loop_on_a_real_cluster() {
             let text = diff(&[]);
             assert!(
                 text.contains(
-                    "~ spec.replicas: 5 → 40\n~ spec.template.spec.containers[web].image: nginx:1.27 → nginx:1.28\n"
+                    "~ spec.replicas: 5 → 40\n~ spec.template.spec.containers[nginx].image: nginx:1.27 → nginx:1.28\n"
                 ),
                 "only the fields that change: {text}"
             );
