@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use common::cluster::{ControlPlane, wait_for};
 use common::replica::{CLUSTER_STATE, Replica, certificates, kubectl, prepare};
-use common::{AI, DeploymentCreate, Http, Pki, uid, webhook_client};
+use common::{AI, DeploymentCreate, Http, Pki, uid, verdict_at, webhook_client};
 
 /// The default policy's `maxPodsPerChangeSet` for namespace `team-a`.
 const LIMIT: u64 = 50;
@@ -57,25 +57,7 @@ fn burst(
         .map(|i| {
             let (url, client) = clients[i % clients.len()].clone();
             let body = create(&format!("web-{i}"), user, i as u32);
-            async move {
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("an answer");
-                assert_eq!(r.status(), 200);
-                let v: Value = r.json().await.unwrap();
-                let response = v["response"].clone();
-                (
-                    response["allowed"] == true,
-                    response["status"]["message"]
-                        .as_str()
-                        .unwrap_or("allowed")
-                        .to_string(),
-                )
-            }
+            async move { verdict_at(&client, &url, body).await }
         })
         .collect();
     let answers = rt.block_on(futures::future::join_all(sends));

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use common::cluster::{E2e, deployment, wait_for};
-use common::{AI, DeploymentCreate, Http, uid, webhook_client};
+use common::{AI, DeploymentCreate, Http, uid, verdict_at, webhook_client};
 
 const VICTIM: &str = "system:serviceaccount:ai-agents:victim";
 const AGENT: &str = "system:serviceaccount:ai-agents:agent";
@@ -63,7 +63,7 @@ impl Forger {
         .body();
         let mut answer = self
             .rt
-            .block_on(post(&self.client, &self.url, body.clone()));
+            .block_on(verdict_at(&self.client, &self.url, body.clone()));
         for _ in 0..3 {
             if answer.0 || !answer.1.contains("onClusterUnavailable") {
                 break;
@@ -71,28 +71,10 @@ impl Forger {
             std::thread::sleep(Duration::from_millis(500));
             answer = self
                 .rt
-                .block_on(post(&self.client, &self.url, body.clone()));
+                .block_on(verdict_at(&self.client, &self.url, body.clone()));
         }
         answer
     }
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (bool, String) {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("an answer");
-    let v: Value = r.json().await.unwrap();
-    (
-        v["response"]["allowed"] == true,
-        v["response"]["status"]["message"]
-            .as_str()
-            .unwrap_or("allowed")
-            .to_string(),
-    )
 }
 
 /// The records of the user key `user`, as kubectl reads them.
@@ -194,7 +176,7 @@ fn forged_reviews_spend_no_budget_once_they_lapse() {
                                 user: &user,
                             }
                             .body();
-                            let _ = post(&client, &url, body).await;
+                            let _ = verdict_at(&client, &url, body).await;
                             sent.fetch_add(1, Ordering::Relaxed);
                             n += 1;
                         }

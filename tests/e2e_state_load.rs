@@ -22,11 +22,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use common::cluster::ControlPlane;
 use common::replica::{CLUSTER_STATE, CLUSTER_STATE_LOOKING, Replica, certificates, prepare};
-use common::{AI, DeploymentCreate, Http, Pki, uid, webhook_client};
+use common::{AI, DeploymentCreate, Http, Pki, uid, verdict_at, webhook_client};
 
 /// An AI-assisted Deployment CREATE of `replicas` pods by `user` in `team-a`.
 fn create(name: &str, user: &str, replicas: u64) -> Vec<u8> {
@@ -45,25 +43,8 @@ fn create(name: &str, user: &str, replicas: u64) -> Vec<u8> {
 /// One decision: allowed, its message, and how long the round trip took.
 async fn judge(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (bool, String, Duration) {
     let started = Instant::now();
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("an answer");
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    let took = started.elapsed();
-    let response = &v["response"];
-    (
-        response["allowed"] == true,
-        response["status"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        took,
-    )
+    let (allowed, message) = verdict_at(client, url, body).await;
+    (allowed, message, started.elapsed())
 }
 
 struct Setup {

@@ -545,6 +545,27 @@ pub async fn post_review(
     .await
 }
 
+/// Sends `body` to the webhook at `url` (a replica's `/validate`): whether it
+/// allowed the request, and its message ("allowed" when it gives none).
+pub async fn verdict_at(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (bool, String) {
+    let answer = send(
+        client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await
+    .expect("an answer");
+    let response = response(&answer);
+    (
+        response["allowed"] == true,
+        response["status"]["message"]
+            .as_str()
+            .unwrap_or("allowed")
+            .to_string(),
+    )
+}
+
 /// Sends any request and reads the answer.
 pub async fn send(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
     let response = request.send().await?;
