@@ -404,30 +404,31 @@ impl Engine {
                     let fresh = subject
                         .payload(now, policy.approvals.offered_ttl(), "")
                         .with_summary(approval::summary::of_change(change, pods));
-                    if matches!(outcome, ApprovalOutcome::Valid { .. }) {
-                        approved = annotations
-                            .and_then(|a| a.get(crate::annotations::APPROVAL))
-                            .and_then(|text| ApprovalPayload::parse(text).ok())
-                            .map(|valid| (valid, fresh.clone()));
+                    let valid = matches!(outcome, ApprovalOutcome::Valid { .. });
+                    let waits = inbox.is_some() && outcome == ApprovalOutcome::Missing;
+                    let insufficient = approval::insufficient(&outcome);
+                    // The payload the approvers signed, parsed once and only when one
+                    // of the three uses below needs it (never on a plain denial).
+                    let mut signed = (valid || waits || insufficient)
+                        .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
+                        .flatten()
+                        .and_then(|text| ApprovalPayload::parse(text).ok());
+                    if valid {
+                        approved = signed.take().map(|valid| (valid, fresh.clone()));
                     }
                     // A waiting record's payload is the one its approvers sign, so
                     // the denial repeats it while it is valid.
-                    let waiting = (inbox.is_some() && outcome == ApprovalOutcome::Missing)
-                        .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
-                        .flatten()
-                        .and_then(|text| approval::ApprovalPayload::parse(text).ok())
-                        .filter(|p| {
-                            approval::verifier::binds_to(&subject, p).is_ok()
-                                && p.window().is_ok_and(|(_, until)| until > now)
-                        });
+                    let waiting = waits.then(|| signed.clone()).flatten().filter(|p| {
+                        approval::verifier::binds_to(&subject, p).is_ok()
+                            && p.window().is_ok_and(|(_, until)| until > now)
+                    });
                     // An approval that is valid but short of approvers is collected
                     // further, not restarted: the next approver must sign the payload
                     // the first one signed, so the denial repeats it instead of
                     // offering one with new times.
-                    payload = approval::insufficient(&outcome)
-                        .then(|| annotations.and_then(|a| a.get(crate::annotations::APPROVAL)))
+                    payload = insufficient
+                        .then_some(signed)
                         .flatten()
-                        .and_then(|text| approval::ApprovalPayload::parse(text).ok())
                         .or(waiting)
                         .or(Some(fresh));
                     findings.approval = Some(outcome);
