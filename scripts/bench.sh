@@ -17,10 +17,14 @@
 #     and by stage (the named frames of src/engine.rs);
 #   - the ratios to both baselines, checked against issue 24's targets.
 #
-# Prints a markdown table and writes it to $CARGO_TARGET_DIR/bench/results.md (with
-# results.json and every request's latency beside it); draws docs/bench-latency.png.
-# Takes about 4 minutes once built; not part of the test suite. It measures whatever
-# this checkout builds.
+# Prints the tables and writes them to $CARGO_TARGET_DIR/bench/results.md (with
+# results.json and every request's latency beside it), rewrites BENCHMARKS.md's
+# generated section (between its "results" markers) with the same tables, and draws
+# docs/bench-latency.png from the same run: every figure there comes from this one
+# run. Takes about 6 minutes once built; not part of the test suite. It measures
+# whatever this checkout builds. To render the tables again from the last run's
+# results.json without measuring: python3 scripts/bench/run.py --out target/bench
+# --render-only --doc BENCHMARKS.md.
 #
 # Usage: scripts/bench.sh     (BENCH_SECONDS=5: length of each fixed-rate run)
 #
@@ -35,6 +39,9 @@ target=${CARGO_TARGET_DIR:-$root/target}
 out=$target/bench
 tools=$root/.tools
 run_seconds=${BENCH_SECONDS:-5}
+# The load generator's version the figures were taken with (its CSV and JSON output
+# are what run.py reads).
+OHA_VERSION=1.16.0
 mkdir -p "$out" "$tools/bin"
 say() { echo "[bench] $*" >&2; }
 
@@ -45,8 +52,12 @@ done
 oha=$(command -v oha || true)
 [ -z "$oha" ] && [ -x "$tools/bin/oha" ] && oha=$tools/bin/oha
 if [ -z "$oha" ]; then
-  say "installing the load generator oha from crates.io into .tools/bin (once)"
-  cargo install oha --locked --quiet --root "$tools"
+  say "installing the load generator oha from crates.io into .tools/bin (once, a few minutes)"
+  # Its default TLS is rustls over aws-lc-rs (a C build with cmake); where that does
+  # not build, its native-tls feature (the system's OpenSSL) serves the same options.
+  cargo install oha --version "$OHA_VERSION" --locked --quiet --root "$tools" ||
+    cargo install oha --version "$OHA_VERSION" --locked --quiet --root "$tools" \
+      --no-default-features --features native-tls
   oha=$tools/bin/oha
 fi
 
@@ -81,7 +92,7 @@ python3 scripts/bench/run.py \
   --baseline "$target/release/examples/baseline_server" \
   --hyper-defaults "$target/release/examples/hyper_defaults_server" \
   --engine "$target/release/examples/engine_decisions" \
-  --oha "$oha" --out "$out" --seconds "$run_seconds" "${extra[@]}"
+  --oha "$oha" --out "$out" --seconds "$run_seconds" --doc BENCHMARKS.md "${extra[@]}"
 measure_seconds=$((SECONDS - measure_started))
 
 venv=$tools/bench-venv
@@ -92,4 +103,4 @@ fi
 if "$venv/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
   "$venv/bin/python" scripts/bench/plot.py "$out" docs/bench-latency.png >&2
 fi
-say "build ${build_seconds} s, measurements ${measure_seconds} s; table in $out/results.md, plot in docs/bench-latency.png"
+say "build ${build_seconds} s, measurements ${measure_seconds} s; table in $out/results.md and BENCHMARKS.md, plot in docs/bench-latency.png"

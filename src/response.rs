@@ -140,8 +140,14 @@ impl std::fmt::Write for JsonText<'_> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
         let hex = |n: u8| char::from_digit(u32::from(n), 16).map_or(b'0', |c| c as u8);
         let mut rest = text;
-        while let Some(at) = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20) {
-            let (plain, tail) = rest.split_at(at);
+        loop {
+            let at = crate::review::plain_json_prefix(rest.as_bytes());
+            if at >= rest.len() {
+                break;
+            }
+            let Some((plain, tail)) = rest.split_at_checked(at) else {
+                break;
+            };
             self.0.extend_from_slice(plain.as_bytes());
             let Some(b) = tail.bytes().next() else { break };
             match b {

@@ -39,6 +39,16 @@ RATES = (1000, 2000)
 # streams, where the targets against the hyper-defaults baseline are judged.
 WIDE = {"rate": 3000, "connections": 4, "streams": 4}
 BASELINES = ("baseline", "hyper-defaults")
+# The baseline with one of blastguard's settings put back to the library's default:
+# rustls's (`--default-tls`), hyper's (`--default-http`), and both.
+SETTINGS = (("--default-tls",), ("--default-http",), ("--default-tls", "--default-http"))
+SETTING_TITLES = {
+    "hyper-defaults": "hyper-defaults: every default, no code of blastguard's",
+    "baseline --default-tls --default-http": "baseline, rustls's and hyper's defaults put back",
+    "baseline --default-http": "baseline, hyper's defaults put back (blastguard's TLS)",
+    "baseline --default-tls": "baseline, rustls's defaults put back (blastguard's listener settings)",
+    "baseline": "baseline: blastguard's TLS and listener settings",
+}
 PROTOCOLS = ("h2", "h1")
 KINDS = ("person", "ai-allow", "ai-deny", "ai-approved")
 AI_KINDS = ("ai-allow", "ai-deny", "ai-approved")
@@ -228,12 +238,16 @@ def start_blastguard(args, files):
     return Server("blastguard", proc, webhook, admin), ready_ms
 
 
-def start_baseline(args, files, ctx, scan=False):
-    """The baseline server; with `scan`, the one that also reads each body as JSON."""
-    name = "baseline+scan" if scan else "baseline"
+def start_baseline(args, files, ctx, scan=False, defaults=()):
+    """The baseline server; with `scan`, the one that also reads each body as JSON; with
+    `defaults` (`--default-tls`, `--default-http`), one of blastguard's settings put
+    back to rustls's or hyper's default, to price it."""
+    name = ("baseline+scan" if scan else "baseline") + "".join(f" {d}" for d in defaults)
     started = time.monotonic()
-    proc = spawn([args.baseline, "127.0.0.1:0", files["cert"], files["key"]] + (["--scan"] if scan else []),
-                 stdout=subprocess.PIPE, stderr=open(files["dir"] + f"/{name}.stderr", "a"), text=True)
+    proc = spawn([args.baseline, "127.0.0.1:0", files["cert"], files["key"]] + (["--scan"] if scan else [])
+                 + list(defaults),
+                 stdout=subprocess.PIPE, stderr=open(files["dir"] + f"/{name.replace(' ', '')}.stderr", "a"),
+                 text=True)
     webhook = read_address(proc, r"listening on https://([^/\s]+)/", name, started + 30)
     wait_ready(lambda: https_ok(webhook, "/readyz", ctx), name)
     return Server(name, proc, webhook), (time.monotonic() - started) * 1000
@@ -597,6 +611,27 @@ def render(results):
         wbase = {(x["server"], x["protocol"], x["rate"]): x for x in wide if x["server"] in BASELINES}
         lines.extend(fixed_rows(wide, wbase))
         lines.append("")
+    if r.get("settings"):
+        lines.append(f"**What blastguard's settings cost** (HTTP/2 at {WIDE['rate']:,}/s over "
+                     f"{WIDE['connections']} connections × {WIDE['streams']} streams: the baseline with rustls's "
+                     "defaults (`--default-tls`: `ServerConfig::builder()` with one certificate) or hyper's "
+                     "(`--default-http`: one automatic connection builder, no timers, limits or TCP_NODELAY) put "
+                     "back, against hyper-defaults in the same run)")
+        lines.append("")
+        lines.append("| server | CPU µs/req | × hyper defaults | p50 ms | p99 ms | failed |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        rows = {x["server"]: x for x in wide if x["server"] in BASELINES}
+        rows.update({x["server"]: x for x in r["settings"]})
+        hd = rows.get("hyper-defaults")
+        for name in SETTING_TITLES:
+            x = rows.get(name)
+            if not x:
+                continue
+            v = ratio(x["cpu_us_per_request"], hd and hd["cpu_us_per_request"])
+            lines.append(f"| {SETTING_TITLES[name]} | {f1(x['cpu_us_per_request'])} | "
+                         f"{'' if v is None else f'{v:.2f}×'} | {f1(x['p50_ms'], 2)} | {f1(x['p99_ms'], 2)} | "
+                         f"{x['failed']} |")
+        lines.append("")
     lines.append("**Throughput at saturation** (64 requests in flight for "
                  f"{r['saturation_seconds']} s; the load generator shares the cores)")
     lines.append("")
@@ -728,7 +763,7 @@ def targets(r):
         out.append({"target": f"engine: ≤ {ENGINE_TARGET:,} instructions per AI denial", "measured": f"{v:,.0f}",
                     "met": v <= ENGINE_TARGET})
     failed = {}
-    for x in r["fixed"] + r["saturation"] + list(r["large"].values()):
+    for x in r["fixed"] + r.get("settings", []) + r["saturation"] + list(r["large"].values()):
         failed[x["server"]] = failed.get(x["server"], 0) + x["failed"]
     others = ", ".join(f"{k} {v}" for k, v in failed.items() if k != "blastguard")
     out.append({"target": "zero failed requests", "measured": f"blastguard {failed.get('blastguard', 0)} failed "
@@ -778,11 +813,11 @@ args_global = None
 def main():
     global args_global
     p = argparse.ArgumentParser()
-    p.add_argument("--blastguard", required=True)
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--hyper-defaults", required=True)
-    p.add_argument("--engine", required=True)
-    p.add_argument("--oha", required=True)
+    p.add_argument("--blastguard")
+    p.add_argument("--baseline")
+    p.add_argument("--hyper-defaults")
+    p.add_argument("--engine")
+    p.add_argument("--oha")
     p.add_argument("--nginx")
     p.add_argument("--valgrind")
     p.add_argument("--out", required=True)
@@ -791,8 +826,26 @@ def main():
     p.add_argument("--notes", action="append", default=[])
     p.add_argument("--engine-only", action="store_true",
                    help="only the engine's instruction counts (callgrind), printed as tables")
+    p.add_argument("--doc", help="a markdown file whose generated section (between the markers "
+                   f"{DOC_BEGIN} and {DOC_END}) is replaced by this run's tables")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: the tables again from OUT/results.json (and --doc rewritten)")
     args = p.parse_args()
     args_global = args
+    if args.render_only:
+        with open(os.path.join(args.out, "results.json")) as f:
+            results = json.load(f)
+        results["targets"] = targets(results)
+        table = render(results)
+        with open(os.path.join(args.out, "results.md"), "w") as f:
+            f.write(table)
+        if args.doc:
+            update_doc(args.doc, table)
+        print(table)
+        return
+    missing = [n for n in ("blastguard", "baseline", "hyper_defaults", "engine", "oha") if not getattr(args, n)]
+    if missing:
+        p.error("to measure, these are needed: " + ", ".join("--" + n.replace("_", "-") for n in missing))
     started = time.time()
     for sub in ("latency", "saturation"):
         shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
@@ -913,6 +966,18 @@ def main():
         fixed.append(fixed_rate(args, s, "baseline", "h2", WIDE["rate"], args.seconds, layout=layout))
     results["fixed"] = fixed
 
+    # What each of blastguard's settings costs: the baseline with rustls's defaults
+    # put back (--default-tls), hyper's (--default-http) and both, at the issue's
+    # rate and layout, each started fresh and warmed up like the others.
+    log("the baseline with rustls's and hyper's defaults put back, one at a time and both")
+    settings = []
+    for defaults in SETTINGS:
+        s, _ = start_baseline(args, files, ctx, defaults=defaults)
+        fixed_rate(args, s, "baseline", "h2", WIDE["rate"], 1, record=False, layout=layout)
+        settings.append(fixed_rate(args, s, "baseline", "h2", WIDE["rate"], args.seconds, layout=layout))
+        stop(s.proc)
+    results["settings"] = settings
+
     log(f"saturation, {args.saturation_seconds} s each")
     sat = []
     for proto in PROTOCOLS:
@@ -950,7 +1015,28 @@ def main():
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table)
+    if args.doc:
+        update_doc(args.doc, table)
+        log(f"{args.doc}: its results section rewritten from this run")
     print(table)
+
+
+# The generated section of BENCHMARKS.md: everything between these lines is this
+# script's table, written by the run that made it and by nothing else.
+DOC_BEGIN = "<!-- results: written by scripts/bench.sh from target/bench/results.json; do not edit -->"
+DOC_END = "<!-- end of results -->"
+
+
+def update_doc(path, table):
+    """Replaces the generated section of `path` with `table`."""
+    with open(path) as f:
+        text = f.read()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{path}: no generated section ({DOC_BEGIN} ... {DOC_END})")
+    text = text[:begin + len(DOC_BEGIN)] + "\n\n" + table.rstrip("\n") + "\n\n" + text[end:]
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,18 @@ const MAX_DEPTH: usize = 128;
 /// object). `None` where the text is not plain enough to be copied (module comment).
 pub(super) fn bound_object(text: &str) -> Option<Vec<u8>> {
     let mut reader = Reader {
+        source: text,
         text: text.as_bytes(),
         at: 0,
         depth: 0,
+        stack: Vec::with_capacity(32),
+        moved: Vec::new(),
     };
     let mut out = Vec::with_capacity(text.len());
     reader.expect(b'{')?;
     out.push(b'{');
     let mut members: Vec<Member<'_>> = Vec::with_capacity(8);
-    let mut scratch = Vec::new();
+    let mut skipped = Vec::new();
     let mut metadata = false;
     if !reader.eat(b'}') {
         loop {
@@ -42,20 +45,20 @@ pub(super) fn bound_object(text: &str) -> Option<Vec<u8>> {
             reader.expect(b':')?;
             match key {
                 "apiVersion" | "kind" | "status" => {
-                    scratch.clear();
-                    reader.value(&mut scratch)?;
+                    skipped.clear();
+                    reader.value(&mut skipped)?;
                 }
                 "metadata" => {
                     if std::mem::replace(&mut metadata, true) {
                         return None;
                     }
-                    scratch.clear();
-                    let labels = reader.labels(&mut scratch)?;
+                    skipped.clear();
+                    let labels = reader.labels(&mut skipped)?;
                     members.push(member(&mut out, key, |out| {
                         match labels {
                             Some(labels) => {
                                 out.extend_from_slice(b"{\"labels\":");
-                                out.extend_from_slice(&scratch[labels.0..labels.1]);
+                                out.extend_from_slice(skipped.get(labels.0..labels.1)?);
                                 out.push(b'}');
                             }
                             None => out.extend_from_slice(b"{}"),
@@ -80,7 +83,7 @@ pub(super) fn bound_object(text: &str) -> Option<Vec<u8>> {
     if reader.peek().is_some() {
         return None;
     }
-    order(&mut out, 1, &mut members)?;
+    order(&mut out, 1, &mut members, &mut reader.moved)?;
     out.push(b'}');
     Some(out)
 }
@@ -115,8 +118,15 @@ fn member<'a>(
 
 /// Puts the members written from `from` on in key order (byte order of keys without
 /// escapes or characters beyond U+FFFF, which is JCS's UTF-16 order); `None` for a
-/// repeated key, whose last value would count.
-fn order(out: &mut Vec<u8>, from: usize, members: &mut [Member<'_>]) -> Option<()> {
+/// repeated key, whose last value would count. `moved` is a buffer reused for every
+/// object of the text: the members' bytes are moved through it, not through a fresh
+/// allocation per object.
+fn order(
+    out: &mut Vec<u8>,
+    from: usize,
+    members: &mut [Member<'_>],
+    moved: &mut Vec<u8>,
+) -> Option<()> {
     if members.windows(2).all(|w| w[0].key < w[1].key) {
         return Some(());
     }
@@ -124,20 +134,30 @@ fn order(out: &mut Vec<u8>, from: usize, members: &mut [Member<'_>]) -> Option<(
     if members.windows(2).any(|w| w[0].key == w[1].key) {
         return None;
     }
-    let written = out.split_off(from);
+    moved.clear();
+    moved.extend_from_slice(out.get(from..)?);
+    out.truncate(from);
     for (i, m) in members.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&written[m.start - from..m.end - from]);
+        out.extend_from_slice(moved.get(m.start - from..m.end - from)?);
     }
     Some(())
 }
 
 struct Reader<'a> {
+    /// The text, and its bytes in `text`: keys are borrowed from it as `str` without
+    /// checking their UTF-8 again.
+    source: &'a str,
     text: &'a [u8],
     at: usize,
     depth: usize,
+    /// The members of the objects being read, innermost last: one stack for the
+    /// whole text instead of a `Vec` per object.
+    stack: Vec<Member<'a>>,
+    /// Where [`order`] moves an object's members through.
+    moved: Vec<u8>,
 }
 
 impl<'a> Reader<'a> {
@@ -170,12 +190,13 @@ impl<'a> Reader<'a> {
     /// bytes 0xF0 and above), borrowed.
     fn key(&mut self) -> Option<&'a str> {
         let (start, end, escaped) = self.string()?;
-        let text: &'a [u8] = self.text;
-        let key = &text[start..end];
-        if escaped || key.iter().any(|&b| b >= 0xF0) {
+        // Quotes are ASCII, so a string's contents start and end on characters.
+        let source: &'a str = self.source;
+        let key = source.get(start..end)?;
+        if escaped || key.bytes().any(|b| b >= 0xF0) {
             return None;
         }
-        std::str::from_utf8(key).ok()
+        Some(key)
     }
 
     /// A string token: where its contents lie, and whether it has escapes. Raw
@@ -186,11 +207,9 @@ impl<'a> Reader<'a> {
         let mut escaped = false;
         loop {
             let rest = self.text.get(self.at..)?;
-            let n = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            let n = crate::review::plain_json_prefix(rest);
             self.at += n;
-            match self.text[self.at] {
+            match *self.text.get(self.at)? {
                 b'"' => {
                     let end = self.at;
                     self.at += 1;
@@ -293,19 +312,22 @@ impl<'a> Reader<'a> {
         self.expect(b'{')?;
         let from = out.len() + 1;
         out.push(b'{');
-        let mut members: Vec<Member<'a>> = Vec::new();
+        let base = self.stack.len();
         if !self.eat(b'}') {
             loop {
                 let key = self.key()?;
                 self.expect(b':')?;
-                members.push(member(out, key, |out| self.value(out))?);
+                let written = member(out, key, |out| self.value(out))?;
+                self.stack.push(written);
                 if self.eat(b'}') {
                     break;
                 }
                 self.expect(b',')?;
             }
         }
-        order(out, from, &mut members)?;
+        let members = self.stack.get_mut(base..)?;
+        order(out, from, members, &mut self.moved)?;
+        self.stack.truncate(base);
         out.push(b'}');
         self.depth -= 1;
         Some(())
