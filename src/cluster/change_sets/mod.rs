@@ -279,7 +279,7 @@ struct Shared {
     /// Tripped by writes that get no answer.
     bridge: Arc<Bridge>,
     /// When the API server last answered a write or read of a record, as time since
-    /// `started` in milliseconds.
+    /// `started` in milliseconds plus one; 0 while it never has.
     answered_ms: AtomicU64,
     /// A [`Shared::probe`] is in flight.
     probing: AtomicBool,
@@ -759,8 +759,11 @@ impl Shared {
 
     /// Notes an answer of the API server (a status code counts: it answered).
     fn answered(&self) {
+        // Stored plus one: 0 means never, even for an answer within the first
+        // millisecond (a probe of a replica that just started).
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.answered_ms.fetch_max(ms, Ordering::Relaxed);
+        self.answered_ms
+            .fetch_max(ms.saturating_add(1), Ordering::Relaxed);
     }
 
     /// Asks the API server for a record that does not exist, unless a probe is in
@@ -784,8 +787,13 @@ impl Shared {
 
     /// Whether the API server answered within `within`.
     fn answered_within(&self, within: Duration) -> bool {
-        let last = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) <= within && last > Duration::ZERO
+        match self.answered_ms.load(Ordering::Relaxed) {
+            0 => false,
+            stored => {
+                let last = Duration::from_millis(stored - 1);
+                self.started.elapsed().saturating_sub(last) <= within
+            }
+        }
     }
 
     fn remember(&self, record: ChangeSet) {
