@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::ApproveError;
 use super::annotate::{self, Approval};
+use super::error::OutputProblem;
 use super::input::Input;
 use super::payload::Prepared;
 use super::signing::Trust;
@@ -82,10 +83,7 @@ pub fn annotations_yaml(payload: &str, signatures: &str) -> Result<String, Appro
         [(APPROVAL, payload), (APPROVAL_SIGNATURE, signatures)]
             .into_iter()
             .collect();
-    serde_saphyr::to_string(&pair).map_err(|e| ApproveError::File {
-        file: "<annotations>".into(),
-        problem: e.to_string(),
-    })
+    serde_saphyr::to_string(&pair).map_err(|e| OutputProblem::Yaml(e.to_string()).into())
 }
 
 /// FILE's text with each signed object's approval written in: YAML edited in
@@ -96,23 +94,18 @@ pub fn annotated_text(
     json: bool,
     signed: &[(Prepared, String)],
 ) -> Result<String, ApproveError> {
-    let file_error = |problem: String| ApproveError::File {
-        file: "the annotated file".into(),
-        problem,
-    };
     if json {
         let [(prepared, signatures)] = signed else {
-            return Err(file_error("a JSON file holds one object".into()));
+            return Err(OutputProblem::JsonOfSeveral.into());
         };
         let Input::Object { object, .. } = &prepared.input else {
-            return Err(file_error("not an object".into()));
+            return Err(OutputProblem::NotAnObject.into());
         };
         let mut object = object.clone();
         let annotations = annotations_mut(&mut object)?;
         annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
         annotations.insert(APPROVAL_SIGNATURE.into(), signatures.clone().into());
-        let mut text =
-            serde_json::to_string_pretty(&object).map_err(|e| file_error(e.to_string()))?;
+        let mut text = serde_json::to_string_pretty(&object).map_err(OutputProblem::from)?;
         text.push('\n');
         return Ok(text);
     }
@@ -130,24 +123,21 @@ pub fn annotated_text(
             _ => None,
         })
         .collect();
-    annotate::annotate_yaml(source_text, &edits).map_err(|e| file_error(e.to_string()))
+    Ok(annotate::annotate_yaml(source_text, &edits).map_err(OutputProblem::from)?)
 }
 
 fn annotations_mut(
     object: &mut serde_json::Value,
 ) -> Result<&mut serde_json::Map<String, serde_json::Value>, ApproveError> {
-    let bad = |problem: &str| ApproveError::File {
-        file: "the object".into(),
-        problem: problem.to_string(),
-    };
+    let bad = |what: &'static str| ApproveError::from(OutputProblem::NotAMapping(what));
     let metadata = object
         .as_object_mut()
-        .ok_or_else(|| bad("not a mapping"))?
+        .ok_or_else(|| bad("the top level"))?
         .entry("metadata")
         .or_insert_with(|| serde_json::Value::Object(Default::default()));
     let annotations = metadata
         .as_object_mut()
-        .ok_or_else(|| bad("metadata is not a mapping"))?
+        .ok_or_else(|| bad("metadata"))?
         .entry("annotations")
         .or_insert_with(|| serde_json::Value::Object(Default::default()));
     if annotations.is_null() {
@@ -155,7 +145,7 @@ fn annotations_mut(
     }
     annotations
         .as_object_mut()
-        .ok_or_else(|| bad("metadata.annotations is not a mapping"))
+        .ok_or_else(|| bad("metadata.annotations"))
 }
 
 /// Writes `text` atomically over `path` (keeping its permissions), or to standard
