@@ -90,7 +90,7 @@ pub fn annotations_yaml(payload: &str, signatures: &str) -> Result<String, Appro
 
 /// FILE's text with each signed object's approval written in: YAML edited in
 /// place (annotate.rs), JSON (one object, as `kubectl get -o json` writes it)
-/// re-serialized.
+/// too (annotate_json.rs).
 pub fn annotated_text(
     source_text: &str,
     json: bool,
@@ -107,14 +107,12 @@ pub fn annotated_text(
         let Input::Object { object, .. } = &prepared.input else {
             return Err(file_error("not an object".into()));
         };
-        let mut object = object.clone();
-        let annotations = annotations_mut(&mut object)?;
-        annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
-        annotations.insert(APPROVAL_SIGNATURE.into(), signatures.clone().into());
-        let mut text =
-            serde_json::to_string_pretty(&object).map_err(|e| file_error(e.to_string()))?;
-        text.push('\n');
-        return Ok(text);
+        let approval = Approval {
+            payload: &prepared.payload_text,
+            signatures,
+        };
+        return super::annotate_json::annotate_json(source_text, object, approval)
+            .map_err(|e| file_error(e.to_string()));
     }
     let edits: Vec<_> = signed
         .iter()
@@ -131,31 +129,6 @@ pub fn annotated_text(
         })
         .collect();
     annotate::annotate_yaml(source_text, &edits).map_err(|e| file_error(e.to_string()))
-}
-
-fn annotations_mut(
-    object: &mut serde_json::Value,
-) -> Result<&mut serde_json::Map<String, serde_json::Value>, ApproveError> {
-    let bad = |problem: &str| ApproveError::File {
-        file: "the object".into(),
-        problem: problem.to_string(),
-    };
-    let metadata = object
-        .as_object_mut()
-        .ok_or_else(|| bad("not a mapping"))?
-        .entry("metadata")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    let annotations = metadata
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata is not a mapping"))?
-        .entry("annotations")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if annotations.is_null() {
-        *annotations = serde_json::Value::Object(Default::default());
-    }
-    annotations
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata.annotations is not a mapping"))
 }
 
 /// Writes `text` atomically over `path` (keeping its permissions), or to standard
@@ -197,10 +170,15 @@ mod tests {
     }
 
     #[test]
-    fn json_is_written_whole_and_yaml_edited_in_place() {
+    fn json_and_yaml_are_both_edited_in_place() {
         let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let json = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c"}}"#;
         let text =
-            annotated_text("", true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+            annotated_text(json, true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"ConfigMap","apiVersion":"v1","#),
+            "{text}"
+        );
         let read: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(read["metadata"]["annotations"][APPROVAL_SIGNATURE], "SIG");
         let yaml = "# keep\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
