@@ -273,15 +273,9 @@ pub enum OutputProblem {
     /// `--annotate` of what is not an object.
     #[error("the annotated file: not an object")]
     NotAnObject,
-    /// The JSON does not serialize.
-    #[error("the annotated file: {0}")]
-    Json(#[from] serde_json::Error),
     /// The YAML text could not be edited.
     #[error("the annotated file: {0}")]
     Annotate(#[from] AnnotateError),
-    /// The object's metadata is not shaped to hold annotations.
-    #[error("{0} of the object is not a mapping")]
-    NotAMapping(&'static str),
 }
 
 impl ApproveError {

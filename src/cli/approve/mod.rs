@@ -12,6 +12,7 @@
 //! and write. This file runs the stages and does the printing.
 
 pub mod annotate;
+pub mod annotate_json;
 pub mod args;
 pub mod error;
 pub mod input;

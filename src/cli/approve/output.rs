@@ -88,7 +88,7 @@ pub fn annotations_yaml(payload: &str, signatures: &str) -> Result<String, Appro
 
 /// FILE's text with each signed object's approval written in: YAML edited in
 /// place (annotate.rs), JSON (one object, as `kubectl get -o json` writes it)
-/// re-serialized.
+/// too (annotate_json.rs).
 pub fn annotated_text(
     source_text: &str,
     json: bool,
@@ -101,13 +101,14 @@ pub fn annotated_text(
         let Input::Object { object, .. } = &prepared.input else {
             return Err(OutputProblem::NotAnObject.into());
         };
-        let mut object = object.clone();
-        let annotations = annotations_mut(&mut object)?;
-        annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
-        annotations.insert(APPROVAL_SIGNATURE.into(), signatures.clone().into());
-        let mut text = serde_json::to_string_pretty(&object).map_err(OutputProblem::from)?;
-        text.push('\n');
-        return Ok(text);
+        let approval = Approval {
+            payload: &prepared.payload_text,
+            signatures,
+        };
+        return Ok(
+            super::annotate_json::annotate_json(source_text, object, approval)
+                .map_err(OutputProblem::from)?,
+        );
     }
     let edits: Vec<_> = signed
         .iter()
@@ -124,28 +125,6 @@ pub fn annotated_text(
         })
         .collect();
     Ok(annotate::annotate_yaml(source_text, &edits).map_err(OutputProblem::from)?)
-}
-
-fn annotations_mut(
-    object: &mut serde_json::Value,
-) -> Result<&mut serde_json::Map<String, serde_json::Value>, ApproveError> {
-    let bad = |what: &'static str| ApproveError::from(OutputProblem::NotAMapping(what));
-    let metadata = object
-        .as_object_mut()
-        .ok_or_else(|| bad("the top level"))?
-        .entry("metadata")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    let annotations = metadata
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata"))?
-        .entry("annotations")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if annotations.is_null() {
-        *annotations = serde_json::Value::Object(Default::default());
-    }
-    annotations
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata.annotations"))
 }
 
 /// Writes `text` atomically over `path` (keeping its permissions), or to standard
@@ -187,10 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn json_is_written_whole_and_yaml_edited_in_place() {
+    fn json_and_yaml_are_both_edited_in_place() {
         let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let json = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c"}}"#;
         let text =
-            annotated_text("", true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+            annotated_text(json, true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"ConfigMap","apiVersion":"v1","#),
+            "{text}"
+        );
         let read: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(read["metadata"]["annotations"][APPROVAL_SIGNATURE], "SIG");
         let yaml = "# keep\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
