@@ -341,6 +341,17 @@ fn write_denial(change: &Change, v: &Verdict, m: &mut impl std::fmt::Write) -> s
                      --signature payload.json.sig --annotate)",
                     payload.to_json()
                 );
+                // The inbox's record is named by the subject alone, so the name is
+                // known here without asking the inbox (docs/approvals.md, "The inbox").
+                if !change.dry_run {
+                    let name = crate::approval::request::record_name(&payload.subject());
+                    let _ = write!(
+                        m,
+                        "\nWhere the cluster keeps the approval inbox, this change waits as ApprovalRequest {name}: \
+                         approvers run kubectl blastguard show {name}, then kubectl blastguard approve {name}; \
+                         then retry the very same change"
+                    );
+                }
             }
         }
         None if v.reason == Reason::Unmeasurable => m.write_str(
@@ -584,4 +595,40 @@ mod tests {
         assert!(checked >= 8, "only {checked} fixtures");
         assert!(denials >= 100, "only {denials} denials");
     }
+
+    /// A real denial an approval could lift names the inbox's record of it, so the
+    /// requester can tell the approvers (docs/approvals.md, "The inbox"); a dry run,
+    /// which records nothing, does not.
+    #[test]
+    fn a_denial_names_the_approval_request_it_waits_as() {
+        let engine = Engine::new(Policy::embedded(), Arc::new(NoTrustedSigners));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/deployment-create-ai-prod.json");
+        let mut review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let reviewed = engine.review(review.to_string().as_bytes());
+        let judged = reviewed.judged().unwrap();
+        assert_eq!(judged.verdict.reason, Reason::OverLimits);
+        let payload = judged.verdict.payload.as_ref().expect("a payload to sign");
+        let name = crate::approval::request::record_name(&payload.subject());
+        let message = |judged: &crate::engine::Judged| {
+            let written: Value = serde_json::from_slice(&judged.body).unwrap();
+            written["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let denied = message(judged);
+        assert!(
+            denied.contains(&format!(
+                "this change waits as ApprovalRequest {name}: approvers run kubectl blastguard show {name}"
+            )),
+            "{denied}"
+        );
+        review["request"]["dryRun"] = Value::Bool(true);
+        let dry = engine.review(review.to_string().as_bytes());
+        let dry = message(dry.judged().unwrap());
+        assert!(dry.contains("must sign this exact payload"), "{dry}");
+        assert!(!dry.contains("ApprovalRequest"), "{dry}");
+    }
+
 }
