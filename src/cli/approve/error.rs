@@ -26,7 +26,7 @@ pub enum ApproveError {
     /// FILE does not hold what the command needs.
     #[error("{file}: {problem}")]
     File {
-        /// The file.
+        /// FILE (or `-`), as given.
         file: String,
         /// What is wrong with it.
         problem: FileProblem,
@@ -146,9 +146,9 @@ pub enum SubjectProblem {
     /// `--namespace` names another namespace than the object.
     #[error("--namespace {flag} contradicts metadata.namespace {namespace}")]
     NamespaceContradicts {
-        /// The flag's.
+        /// `--namespace`.
         flag: String,
-        /// The object's.
+        /// `metadata.namespace`.
         namespace: String,
     },
     /// `--cluster-scoped` on an object with a namespace.
@@ -166,9 +166,9 @@ pub enum SubjectProblem {
     /// `--replicas` below what the request asks for.
     #[error("--replicas {replicas} is below the {requested} replicas the request asks for")]
     ReplicasBelow {
-        /// The flag's count.
+        /// `--replicas`.
         replicas: u64,
-        /// The request's.
+        /// The count the review or payload asks for.
         requested: u64,
     },
     /// The object is not a mapping.
