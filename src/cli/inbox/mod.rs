@@ -19,7 +19,7 @@ use serde_json::Value;
 pub use ask::RequestArgs;
 pub use kubectl::{InboxCluster, InboxError};
 
-use super::approve::ApproveArgs;
+use super::approve::args::ApproveArgs;
 use super::approve::signing::Signer;
 use super::{EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::approval::allowed_signers::{AllowedSigners, fingerprint};
@@ -101,7 +101,7 @@ pub enum DecisionError {
     Inbox(#[from] InboxError),
     /// The key could not sign.
     #[error(transparent)]
-    Signer(#[from] super::approve::ApproveError),
+    Signer(#[from] super::approve::error::ApproveError),
     /// An approver rejected the request.
     #[error("request {name} was rejected{why}; a rejected request cannot be approved")]
     Rejected {
