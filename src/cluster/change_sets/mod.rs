@@ -32,8 +32,10 @@
 //!
 //! Bounds: at most [`Caps::total`] records, and [`Caps::per_requester`] made for one
 //! requester. A reservation whose key would need a record past a cap is counted by
-//! this replica alone, in memory (`blastguard_change_set_records_capped_total`): the
-//! change is still judged and admitted, never denied for it.
+//! this replica alone, in memory (`blastguard_change_set_records_capped_total`), and
+//! says so ([`Reservation::capped`]): that count binds no other replica, so the engine
+//! holds a change that rests on it (reason `change_set_capped`), and two replicas never
+//! admit twice a budget between them.
 //!
 //! Expiry: entries past the window no longer count and are dropped by the next write;
 //! a write that leaves a record empty (its only entries were holds, now released)
@@ -58,7 +60,7 @@ use super::cache::{Cache, Event, version_number};
 use super::sighting::{self, Looks};
 use crate::budget;
 use crate::change_sets::{
-    ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
+    Capped, ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
 };
 use crate::cluster::metrics::ClusterMetrics;
 use record::{Admitted, ChangeSet, Op};
@@ -85,8 +87,9 @@ pub const SETTLE_FLUSH: Duration = Duration::from_secs(2);
 /// The label on each record naming (by a hash) the requester whose decision made it.
 pub const REQUESTER_LABEL: &str = "blastguard.io/requester";
 
-/// How many records may exist: past either cap a new change set is counted by each
-/// replica in memory instead.
+/// How many records may exist: past either cap a new change set has no shared record
+/// (counted by one replica in memory, its changes held unless over their limits
+/// anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     /// Records in all (the watch cache of every replica holds each).
@@ -246,6 +249,8 @@ struct KeyState {
     flushing: bool,
     /// The requester hash a new record is labelled with.
     requester: Option<String>,
+    /// The record's name (empty until the first op is queued).
+    name: String,
 }
 
 /// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
@@ -475,6 +480,7 @@ impl ChangeSets for ClusterChangeSets {
         let mut waits = Vec::new();
         let mut held = Vec::new();
         let mut overflow = Vec::new();
+        let mut capped = None;
         for key in keys {
             let op = Op::Hold(admitted.clone(), until);
             match self
@@ -486,13 +492,24 @@ impl ChangeSets for ClusterChangeSets {
                     waits.push((key.clone(), reply));
                 }
                 Err(NotQueued::Capped(cap)) => {
-                    // Counted by this replica alone: never a denial for the cap.
+                    // Counted by this replica alone, which binds no other replica: the
+                    // engine holds what rests on it (a change within its limits), and
+                    // the count still serves warn and audit modes.
                     self.shared.metrics.change_set_capped(cap);
                     tracing::debug!(
                         key,
                         cap,
-                        "change-set records at their cap; this change set is counted by this replica only"
+                        "change-set records at their cap; this change set has no shared record"
                     );
+                    let limit = match cap {
+                        "requester" => self.shared.caps.per_requester,
+                        _ => self.shared.caps.total,
+                    };
+                    capped.get_or_insert(Capped {
+                        key: key.clone(),
+                        cap,
+                        limit,
+                    });
                     overflow.push(self.shared.overflow.reserve(
                         std::slice::from_ref(key),
                         entry,
@@ -569,6 +586,7 @@ impl ChangeSets for ClusterChangeSets {
                 overflow,
             })),
         )
+        .with_capped(capped)
     }
 }
 
@@ -790,6 +808,9 @@ impl Shared {
         if state.requester.is_none() {
             state.requester = requester.map(str::to_string);
         }
+        if state.name.is_empty() {
+            state.name = record::record_name(key);
+        }
         match &op {
             Op::Hold(a, until) => {
                 if total >= MAX_PENDING {
@@ -871,8 +892,14 @@ impl Shared {
         if self.cache.read(&name, |_| ()).is_some() {
             return Ok(());
         }
+        // Records this replica is making: keys it writes whose record is not known
+        // yet. One already in the cache counts once, there: counted twice, a busy
+        // replica would find a cap long before it is reached (and that is a denial).
+        let unknown = |k: &&KeyState| self.cache.read(&k.name, |_| ()).is_none();
         let records = self.cache.len();
-        if records.saturating_add(keys.len()) >= self.caps.total {
+        if records.saturating_add(keys.len()) >= self.caps.total
+            && records.saturating_add(keys.values().filter(unknown).count()) >= self.caps.total
+        {
             return Err(NotQueued::Capped("total"));
         }
         if let Some(requester) = requester {
@@ -886,6 +913,7 @@ impl Shared {
             let making = keys
                 .values()
                 .filter(|k| k.requester.as_deref() == Some(requester))
+                .filter(unknown)
                 .count();
             if made.saturating_add(making) >= self.caps.per_requester {
                 return Err(NotQueued::Capped("requester"));

@@ -537,5 +537,7 @@ fn an_unsettled_reservation_lapses() {
     );
 }
 
+/// Past a cap on records (issue 19).
+mod capped;
 /// Held until seen, and the record caps (issue 19).
 mod seen;
