@@ -47,7 +47,7 @@ pub mod record;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,6 +127,15 @@ pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(2000);
 
 /// How recent an answer from the API server must be for it to count as alive.
 const ALIVE_WITHIN: Duration = Duration::from_millis(500);
+
+/// The record a [`Shared::probe`] asks for (never made: the answer is a 404), the one
+/// [`ClusterChangeSets::warm_up`] asks for.
+const PROBE: &str = "blastguard-warm-up";
+
+/// Longest a probe waits: past it the API server did not answer. Under
+/// [`RESERVE_WAIT`], so the probe a waiting decision starts has its answer (or none)
+/// before that decision would stop waiting: a hung API server still costs only that.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,8 +279,10 @@ struct Shared {
     /// Tripped by writes that get no answer.
     bridge: Arc<Bridge>,
     /// When the API server last answered a write or read of a record, as time since
-    /// `started` in milliseconds.
+    /// `started` in milliseconds plus one; 0 while it never has.
     answered_ms: AtomicU64,
+    /// A [`Shared::probe`] is in flight.
+    probing: AtomicBool,
     started: Instant,
     /// How a change is looked for in the cluster; `None`: confirmed at once.
     looks: Option<Box<dyn Looks>>,
@@ -310,6 +321,7 @@ impl ClusterChangeSets {
                 handle: bridge.handle().clone(),
                 bridge: bridge.clone(),
                 answered_ms: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
                 started: Instant::now(),
                 looks: None,
                 caps: Caps::default(),
@@ -377,7 +389,7 @@ impl ClusterChangeSets {
     /// Makes one request for a record that does not exist, so the client's first
     /// connection is open before the first decision needs it.
     pub async fn warm_up(&self) {
-        let _ = timed(self.shared.records.get("blastguard-warm-up")).await;
+        let _ = timed(self.shared.records.get(PROBE)).await;
     }
 
     /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the
@@ -545,7 +557,20 @@ impl ChangeSets for ClusterChangeSets {
         let now_wait = Instant::now();
         let deadline = budget::deadline().max(now_wait + RESERVE_WAIT);
         let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
-        let alive = || self.shared.answered_within(ALIVE_WITHIN);
+        // Alive: the API server answered this replica lately. An idle replica has
+        // heard nothing lately, so it asks (a GET, one at a time): a healthy API server
+        // whose write is slow (its first create of a record type after it started
+        // takes about a second) answers that at once; a hung one answers nothing, and
+        // the decision stops waiting at `deadline`.
+        if !self.shared.answered_within(ALIVE_WITHIN / 2) {
+            self.shared.probe();
+        }
+        let alive = || {
+            if !self.shared.answered_within(ALIVE_WITHIN / 2) {
+                self.shared.probe();
+            }
+            self.shared.answered_within(ALIVE_WITHIN)
+        };
         let answers = match self
             .bridge
             .finish_while_alive(started, deadline, longest, alive)
@@ -734,14 +759,41 @@ impl Shared {
 
     /// Notes an answer of the API server (a status code counts: it answered).
     fn answered(&self) {
+        // Stored plus one: 0 means never, even for an answer within the first
+        // millisecond (a probe of a replica that just started).
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.answered_ms.fetch_max(ms, Ordering::Relaxed);
+        self.answered_ms
+            .fetch_max(ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Asks the API server for a record that does not exist, unless a probe is in
+    /// flight: any answer (404 included) counts as [`Shared::answered`]. Cheap, and
+    /// only made while nothing else answers this replica.
+    fn probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        self.handle.spawn(async move {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, shared.records.get(PROBE)).await;
+            if let Ok(result) = answer
+                && (result.is_ok() || result.as_ref().err().and_then(status_code).is_some())
+            {
+                shared.answered();
+            }
+            shared.probing.store(false, Ordering::Release);
+        });
     }
 
     /// Whether the API server answered within `within`.
     fn answered_within(&self, within: Duration) -> bool {
-        let last = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) <= within && last > Duration::ZERO
+        match self.answered_ms.load(Ordering::Relaxed) {
+            0 => false,
+            stored => {
+                let last = Duration::from_millis(stored - 1);
+                self.started.elapsed().saturating_sub(last) <= within
+            }
+        }
     }
 
     fn remember(&self, record: ChangeSet) {
