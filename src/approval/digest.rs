@@ -148,32 +148,7 @@ impl Serialize for Json<'_> {
     }
 }
 
-/// Label keys left out of the digest (`spec.approvals.unsignedLabels`): labels a
-/// GitOps tool adds at sync time (`kustomize.toolkit.fluxcd.io/name`), which no
-/// approver can know when they sign. An entry is a key, or a prefix ending in `*`.
-/// Empty (the default): every label is bound, as docs/approvals.md says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnsignedLabels(Vec<String>);
-
-impl UnsignedLabels {
-    /// The list as the policy gives it (validated there: crate::policy).
-    pub fn new(entries: impl IntoIterator<Item = String>) -> Self {
-        Self(entries.into_iter().collect())
-    }
-
-    /// Whether `key` is left out of the digest.
-    pub fn contains(&self, key: &str) -> bool {
-        self.0.iter().any(|entry| match entry.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None => key == entry,
-        })
-    }
-
-    /// Whether nothing is left out.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+pub use crate::policy::UnsignedLabels;
 
 /// The digest of an object as the API server presents it (or as a manifest or
 /// `kubectl get -o json` shows it). `metadata` becomes `{"labels": {...}}`, or `{}`

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
 
-use super::change_sets::Pending;
+use super::pending::Pending;
 use crate::change_sets::{Expect, Sighting};
 
 /// How far the API server's clock (creationTimestamp, managedFields times, whole

@@ -5,6 +5,7 @@
 
 mod model;
 mod selector;
+mod unsigned_labels;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use model::{
     LimitsSpec, Mode, OnClusterUnavailable, PolicyDocument, PolicyMetadata, PolicySpec,
     ProvenanceSpec, RuleSpec, WorkloadSpec, default_controllers,
 };
+pub use unsigned_labels::UnsignedLabels;
 pub use validate::Problem;
 
 /// The embedded default policy (docs/policy.md explains each field).
@@ -122,7 +124,7 @@ pub struct Approvals {
     /// Approver groups: name to principals, each case-folded as signers are matched.
     pub groups: BTreeMap<String, Vec<String>>,
     /// Label keys left out of the approval digest.
-    pub unsigned_labels: crate::approval::digest::UnsignedLabels,
+    pub unsigned_labels: UnsignedLabels,
     /// Usernames of the GitOps controllers that may restore a signed state.
     pub restorers: Vec<WildMatch>,
 }
@@ -205,9 +207,7 @@ impl Policy {
                     (name.clone(), members)
                 })
                 .collect(),
-            unsigned_labels: crate::approval::digest::UnsignedLabels::new(
-                spec.approvals.unsigned_labels.iter().cloned(),
-            ),
+            unsigned_labels: UnsignedLabels::new(spec.approvals.unsigned_labels.iter().cloned()),
             restorers: globs(&spec.approvals.restorers),
         };
         let change_set_window =

@@ -45,8 +45,6 @@
 pub mod record;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -144,8 +142,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The boxed futures of [`Records`].
-pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, kube::Error>> + Send + 'a>>;
+pub use super::pending::Pending;
 
 /// The API calls on records, behind a trait so the logic can be tested against a
 /// store fed directly.
