@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::cluster::{ControlPlane, wait_for};
-use common::replica::{CLUSTER_STATE, Replica, certificates, kubectl, prepare};
-use common::{AI, DeploymentCreate, Http, Pki, uid, verdict_at, webhook_client};
+use common::replica::{CLUSTER_STATE, Replica, Replicas, kubectl};
+use common::{AI, DeploymentCreate, Http, uid, verdict_at, webhook_client};
 
 /// The default policy's `maxPodsPerChangeSet` for namespace `team-a`.
 const LIMIT: u64 = 50;
@@ -83,37 +83,25 @@ fn recorded_pods(cp: &ControlPlane, user: &str) -> u64 {
 
 #[test]
 fn parallel_decisions_on_one_or_two_replicas_never_pass_the_budget() {
-    common::install_crypto();
-    let cp = ControlPlane::up();
-    let dir = tempfile::tempdir().unwrap();
-    prepare(&cp);
-    let pki = Pki::new();
-    let certs = certificates(&pki, dir.path());
     // A generous budget: what is checked is the count, not the latency, on a busy
     // two-core machine. A decision that could not read still counts as denied below
     // (onClusterUnavailable: deny, the default).
     let args = [&CLUSTER_STATE[..], &["--api-budget", "5s"]].concat();
-    let a = Replica::start("replica A", &cp, &certs, &args);
-    let b = Replica::start("replica B", &cp, &certs, &args);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap();
-    let ca = pki.ca_pem.clone();
+    let s = Replicas::start(&[("replica A", &args), ("replica B", &args)]);
+    let (cp, rt, ca) = (&s.cp, &s.rt, &s.pki.ca_pem);
+    let (a, b) = (&s.replicas[0], &s.replicas[1]);
     let clients_of = |replicas: &[&Replica]| -> Vec<(String, reqwest::Client)> {
         let mut clients = Vec::new();
         for r in replicas {
-            let url = format!("https://{}/validate?timeout=10s", r.webhook);
             for http in [Http::Two, Http::One] {
-                clients.push((url.clone(), webhook_client(&ca, http)));
+                clients.push((r.url(), webhook_client(ca, http)));
             }
         }
         clients
     };
     let setups = [
-        ("one replica", clients_of(&[&a])),
-        ("two replicas", clients_of(&[&a, &b])),
+        ("one replica", clients_of(&[a])),
+        ("two replicas", clients_of(&[a, b])),
     ];
     let mut failures = Vec::new();
     for (setup, clients) in &setups {
@@ -123,12 +111,12 @@ fn parallel_decisions_on_one_or_two_replicas_never_pass_the_budget() {
                 setup.replace(' ', "-")
             );
             let started = Instant::now();
-            let (allowed, messages) = burst(&rt, clients, &user);
+            let (allowed, messages) = burst(rt, clients, &user);
             let took = started.elapsed();
             // The records settle (confirms are written after the answers).
             let pods = wait_for("the record to settle", Duration::from_secs(20), || {
                 std::thread::sleep(Duration::from_millis(300));
-                let pods = recorded_pods(&cp, &user);
+                let pods = recorded_pods(cp, &user);
                 (pods == allowed as u64 * 10).then_some(pods)
             });
             let unavailable = messages

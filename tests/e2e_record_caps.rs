@@ -25,11 +25,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::cluster::{ControlPlane, wait_for};
-use common::replica::{
-    CLUSTER_STATE, CLUSTER_STATE_LOOKING, Replica, certificates, kubectl, prepare,
-};
-use common::{AI, DeploymentCreate, Http, Pki, uid, verdict_at, webhook_client};
+use common::cluster::wait_for;
+use common::replica::{CLUSTER_STATE, CLUSTER_STATE_LOOKING, Replicas, kubectl};
+use common::{AI, DeploymentCreate, uid, verdict_at};
 
 /// The default policy's `maxPodsPerChangeSet` for namespace `team-a`.
 const LIMIT: u64 = 50;
@@ -53,46 +51,19 @@ fn create(name: &str, user: &str, replicas: u64, change_id: Option<&str>, person
     .body()
 }
 
-struct Setup {
-    cp: ControlPlane,
-    _dir: tempfile::TempDir,
-    replicas: [Replica; 2],
-    /// (url, client) per replica.
-    clients: Vec<(String, reqwest::Client)>,
-    rt: tokio::runtime::Runtime,
+/// Two replicas, and what this test does with them.
+struct Setup(Replicas);
+
+impl std::ops::Deref for Setup {
+    type Target = Replicas;
+    fn deref(&self) -> &Replicas {
+        &self.0
+    }
 }
 
+/// Two replicas started with `args`.
 fn setup(args: &[&str]) -> Setup {
-    common::install_crypto();
-    let cp = ControlPlane::up();
-    let dir = tempfile::tempdir().unwrap();
-    prepare(&cp);
-    let pki = Pki::new();
-    let certs = certificates(&pki, dir.path());
-    let replicas = [
-        Replica::start("replica A", &cp, &certs, args),
-        Replica::start("replica B", &cp, &certs, args),
-    ];
-    let clients = replicas
-        .iter()
-        .map(|r| {
-            (
-                format!("https://{}/validate?timeout=10s", r.webhook),
-                webhook_client(&pki.ca_pem, Http::Two),
-            )
-        })
-        .collect();
-    Setup {
-        cp,
-        _dir: dir,
-        replicas,
-        clients,
-        rt: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap(),
-    }
+    Setup(Replicas::start(&[("replica A", args), ("replica B", args)]))
 }
 
 impl Setup {

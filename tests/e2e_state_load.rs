@@ -22,9 +22,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::ControlPlane;
-use common::replica::{CLUSTER_STATE, CLUSTER_STATE_LOOKING, Replica, certificates, prepare};
-use common::{AI, DeploymentCreate, Http, Pki, uid, verdict_at, webhook_client};
+use common::replica::{CLUSTER_STATE, CLUSTER_STATE_LOOKING, Replicas};
+use common::{AI, DeploymentCreate, uid, verdict_at};
 
 /// An AI-assisted Deployment CREATE of `replicas` pods by `user` in `team-a`.
 fn create(name: &str, user: &str, replicas: u64) -> Vec<u8> {
@@ -47,24 +46,9 @@ async fn judge(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (bool, Str
     (allowed, message, started.elapsed())
 }
 
-struct Setup {
-    _cp: ControlPlane,
-    _dir: tempfile::TempDir,
-    replicas: Vec<Replica>,
-    /// (url, client) per replica and protocol.
-    clients: Vec<(String, reqwest::Client)>,
-    rt: tokio::runtime::Runtime,
-}
-
-/// Two replicas with the default decision budget (200 ms), plus `extra` started with
+/// Two replicas with the default decision budget (200 ms), plus one more started with
 /// `extra_args` (e.g. an in-memory one, to compare with).
-fn setup(extra_args: Option<&[&str]>) -> Setup {
-    common::install_crypto();
-    let cp = ControlPlane::up();
-    let dir = tempfile::tempdir().unwrap();
-    prepare(&cp);
-    let pki = Pki::new();
-    let certs = certificates(&pki, dir.path());
+fn setup(extra_args: Option<&[&str]>) -> Replicas {
     // BENCH_UNSEEN=1: count each admitted change at once, as before issue 19, to
     // compare what looking for it costs.
     let state: &[&str] = if std::env::var_os("BENCH_UNSEEN").is_some() {
@@ -72,33 +56,11 @@ fn setup(extra_args: Option<&[&str]>) -> Setup {
     } else {
         &CLUSTER_STATE_LOOKING
     };
-    let mut replicas = vec![
-        Replica::start("replica A", &cp, &certs, state),
-        Replica::start("replica B", &cp, &certs, state),
-    ];
+    let mut specs = vec![("replica A", state), ("replica B", state)];
     if let Some(args) = extra_args {
-        replicas.push(Replica::start("replica M", &cp, &certs, args));
+        specs.push(("replica M", args));
     }
-    let clients = replicas
-        .iter()
-        .map(|r| {
-            (
-                format!("https://{}/validate?timeout=10s", r.webhook),
-                webhook_client(&pki.ca_pem, Http::Two),
-            )
-        })
-        .collect();
-    Setup {
-        _cp: cp,
-        _dir: dir,
-        replicas,
-        clients,
-        rt: tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .unwrap(),
-    }
+    Replicas::start(&specs)
 }
 
 #[test]
@@ -163,7 +125,7 @@ fn ms(d: Duration) -> f64 {
 /// (round robin), each by one of 40 agents in turn (1-pod creates: none reaches its
 /// budget); returns every latency, sorted, and how many were denied.
 fn steady(
-    s: &Setup,
+    s: &Replicas,
     targets: &[usize],
     rate: u32,
     seconds: u32,

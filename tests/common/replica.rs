@@ -1,6 +1,7 @@
 //! `blastguard serve --state cluster` replicas on the local control plane, for the
 //! tests of shared state under load (tests/e2e_exact_budget.rs,
-//! tests/e2e_state_load.rs). They run as cluster-admin: RBAC is not what those tests
+//! tests/e2e_state_load.rs, tests/e2e_record_caps.rs; `Replicas` starts them on a
+//! fresh control plane). They run as cluster-admin: RBAC is not what those tests
 //! are about (tests/e2e_cluster_state.rs runs replicas with the chart's).
 
 use std::io::Read;
@@ -130,3 +131,65 @@ pub const CLUSTER_STATE: [&str; 5] = [
 /// once the cluster shows it (docs/security.md, "Forged reviews on a default install").
 pub const CLUSTER_STATE_LOOKING: [&str; 4] =
     ["--state", "cluster", "--state-namespace", "blastguard"];
+
+/// Replicas on their own control plane, as the shared-state tests run them: the
+/// control plane prepared for the records, a test CA, the serving certificate and
+/// one `serve` per `(name, args)`, with an HTTP/2 client per replica and a runtime to
+/// send from. Fields drop in order: the replicas stop before the control plane.
+pub struct Replicas {
+    /// The replicas, in the order given.
+    pub replicas: Vec<Replica>,
+    /// `(url, HTTP/2 client)` per replica, in the same order.
+    pub clients: Vec<(String, reqwest::Client)>,
+    /// A runtime with four workers, for parallel sends.
+    pub rt: tokio::runtime::Runtime,
+    /// The CA the replicas' certificate chains to (for more clients).
+    pub pki: Pki,
+    /// The control plane.
+    pub cp: ControlPlane,
+    _dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// A fresh control plane and one replica per `(name, args)`.
+    pub fn start(specs: &[(&str, &[&str])]) -> Replicas {
+        super::install_crypto();
+        let cp = ControlPlane::up();
+        let dir = tempfile::tempdir().unwrap();
+        prepare(&cp);
+        let pki = Pki::new();
+        let certs = certificates(&pki, dir.path());
+        let replicas: Vec<Replica> = specs
+            .iter()
+            .map(|(name, args)| Replica::start(name, &cp, &certs, args))
+            .collect();
+        let clients = replicas
+            .iter()
+            .map(|r| {
+                (
+                    r.url(),
+                    super::webhook_client(&pki.ca_pem, super::Http::Two),
+                )
+            })
+            .collect();
+        Replicas {
+            replicas,
+            clients,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap(),
+            pki,
+            cp,
+            _dir: dir,
+        }
+    }
+}
+
+impl Replica {
+    /// The URL the API server would call on this replica.
+    pub fn url(&self) -> String {
+        format!("https://{}/validate?timeout=10s", self.webhook)
+    }
+}
