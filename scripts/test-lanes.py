@@ -40,16 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 # per machine (scripts/control-plane.sh takes a machine-wide lock and refuses a second,
 # and both tests compare the machine's iptables, mounts and links before and after).
 #
-# tests/fairness.rs bounds every real review's time (1 s) while it floods the server;
+# Timing-bound tests never run beside the suite's heaviest loads on the CPU,
 # write_timeout (a server answering thousands of reviews per case) and soak (100
-# reviews a second for two minutes) are the suite's heaviest loads on the CPU, so
-# fairness never runs beside either (they may run beside each other).
+# reviews a second for two minutes), which may run beside each other:
+# tests/fairness.rs bounds every real review's time (1 s) while it floods the server,
+# and tests/e2e_motion.rs's approved changes fail closed when the server cannot read
+# its spent-approval records from the API server within the decision's budget.
 EXCLUSIVE = {
     "e2e_node": {"node"},
     "e2e_node_replicas": {"node"},
     "write_timeout": {"cpu-write-timeout"},
     "soak": {"cpu-soak"},
     "fairness": {"cpu-write-timeout", "cpu-soak"},
+    "e2e_motion": {"cpu-write-timeout", "cpu-soak"},
 }
 
 # Seconds each binary took on the 2-core machine, run alone (warm): the order for a

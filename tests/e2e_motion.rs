@@ -419,24 +419,8 @@ fn what_controllers_do_after_admission_is_counted() {
             e2e.approvers[1].sign(&payload)
         );
         annotate_approval(&e2e, &["namespace/scratch2"], &payload, &sigs);
-        // On a loaded machine the spent-approval records may not be read within the
-        // decision's budget: the delete is then denied (closed, nothing spent) and the
-        // agent retries, at most twice more. Any other denial fails at once.
-        let deleted = (0..3).any(|_| {
-            let r = e2e.kubectl_as(BOT, &["delete", "namespace", "scratch2", "--wait=false"]);
-            assert!(
-                r.ok || r
-                    .stderr
-                    .contains("could not be read from the API server in time"),
-                "{}",
-                r.stderr
-            );
-            r.ok
-        });
-        assert!(
-            deleted,
-            "the approved delete was denied three times for lack of time"
-        );
+        e2e.kubectl_as(BOT, &["delete", "namespace", "scratch2", "--wait=false"])
+            .expect_ok();
     });
 
     steps.run("what held before still holds", || {
