@@ -16,8 +16,9 @@ mkdir -p "$logs"
 # The release image the node tests run (tests/e2e_node*.rs): a static release build
 # of its own in target/static, made beside clippy and the test build rather than
 # inside a test lane, where its minutes of CPU would slow the timing-sensitive tests.
-# Its own archive, so tests/release.rs (which runs scripts/image.sh again and rewrites
-# the default archive) never rewrites the one a node is importing.
+# An archive of its own, which nothing rewrites while a node imports it; the node
+# tests take it from BLASTGUARD_IMAGE_ARCHIVE (tests/release.rs runs scripts/image.sh
+# again into its own, and its static build then has nothing left to do).
 image_archive=$PWD/target/image/suite/blastguard.oci.tar
 # A session of its own, so a failure below stops its whole build (cargo, rustc).
 setsid bash scripts/image.sh "$image_archive" >"$logs/image.out" 2>"$logs/image.log" &
