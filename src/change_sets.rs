@@ -134,12 +134,46 @@ pub trait Hold: Send {
     }
 }
 
+/// A change set whose count could not be shared: the store keeps its sets in records
+/// every replica reads, and a cap on how many records may exist bit, so this set
+/// (which has none yet) is counted by one replica alone. Two replicas could then
+/// admit up to twice its budget, so the engine does not admit a change that rests on
+/// it (docs/security.md, "Records without bound").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped {
+    /// The change set's key (`user:<name>` or `change-id:<id>`).
+    pub key: String,
+    /// Which cap bit: `total` (records in all) or `requester` (records made for one
+    /// requester's decisions).
+    pub cap: &'static str,
+    /// That cap's number of records.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for Capped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.cap {
+            "requester" => write!(
+                f,
+                "change set {} needs a new record, and its requester's decisions already made {} (the cap per requester)",
+                self.key, self.limit
+            ),
+            _ => write!(
+                f,
+                "change set {} needs a new record, and the cluster holds {} (the cap on records in all)",
+                self.key, self.limit
+            ),
+        }
+    }
+}
+
 /// A change's share of its change sets, reserved while it is judged. Dropped without
 /// [`Reservation::confirm`], it is released.
 #[must_use = "a reservation is confirmed when its change is admitted, else released"]
 pub struct Reservation {
     usage: Usage,
     hold: Option<Box<dyn Hold>>,
+    capped: Option<Capped>,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -147,6 +181,7 @@ impl std::fmt::Debug for Reservation {
         f.debug_struct("Reservation")
             .field("usage", &self.usage)
             .field("held", &self.hold.is_some())
+            .field("capped", &self.capped)
             .finish()
     }
 }
@@ -154,12 +189,29 @@ impl std::fmt::Debug for Reservation {
 impl Reservation {
     /// A reservation of `usage` that `hold` settles (`None`: nothing to settle).
     pub fn new(usage: Usage, hold: Option<Box<dyn Hold>>) -> Self {
-        Self { usage, hold }
+        Self {
+            usage,
+            hold,
+            capped: None,
+        }
+    }
+
+    /// The same reservation, with one of its sets counted by this replica alone
+    /// because a cap on shared records bit ([`Capped`]).
+    pub fn with_capped(mut self, capped: Option<Capped>) -> Self {
+        self.capped = capped;
+        self
     }
 
     /// What the fullest set has used, this change included.
     pub fn usage(&self) -> Usage {
         self.usage
+    }
+
+    /// A set of this change that could not be counted by every replica, if any: the
+    /// usage does not bind the other replicas for it.
+    pub fn capped(&self) -> Option<&Capped> {
+        self.capped.as_ref()
     }
 
     /// The change was admitted (and is not a dry run): it counts for the window.

@@ -322,6 +322,9 @@ impl Engine {
                     .change_sets
                     .reserve(&change.change_set_keys(), entry, window, instant);
             let usage = reservation.usage();
+            // A set only this replica counts (a cap on shared records bit) binds no
+            // other replica: what rests on it is held (docs/security.md).
+            findings.capped = reservation.capped().cloned();
             radius.namespaces_in_change_set = namespace.map(|_| usage.namespaces);
             radius.pods_in_change_set = Some(usage.pods);
             findings.violations = radius::violations(&radius, &rule.limits);

@@ -215,6 +215,9 @@ fn each_audit_annotation(v: &Verdict, mut annotate: impl FnMut(&str, &str)) {
     if let Some(u) = &f.unavailable {
         annotate("cluster-state-unavailable", &u.what);
     }
+    if let Some(c) = &f.capped {
+        annotate("change-set-capped", c.cap);
+    }
 }
 
 fn rule_name(v: &Verdict) -> (&str, Mode) {
@@ -239,6 +242,9 @@ fn write_denial(change: &Change, v: &Verdict, m: &mut impl std::fmt::Write) -> s
     let f = &v.findings;
     if v.reason == Reason::ClusterUnavailable {
         return m.write_str(&unavailable_message(change, v));
+    }
+    if v.reason == Reason::ChangeSetCapped {
+        return m.write_str(&capped_message(change, v));
     }
     let _ = write!(
         m,
@@ -335,6 +341,17 @@ fn write_denial(change: &Change, v: &Verdict, m: &mut impl std::fmt::Write) -> s
                      --signature payload.json.sig --annotate)",
                     payload.to_json()
                 );
+                // The inbox's record is named by the subject alone, so the name is
+                // known here without asking the inbox (docs/approvals.md, "The inbox").
+                if !change.dry_run {
+                    let name = crate::approval::request::record_name(&payload.subject());
+                    let _ = write!(
+                        m,
+                        "\nWhere the cluster keeps the approval inbox, this change waits as ApprovalRequest {name}: \
+                         approvers run kubectl blastguard show {name}, then kubectl blastguard approve {name}; \
+                         then retry the very same change"
+                    );
+                }
             }
         }
         None if v.reason == Reason::Unmeasurable => m.write_str(
@@ -369,6 +386,30 @@ fn unavailable_message(change: &Change, v: &Verdict) -> String {
     )
 }
 
+/// The denial of a change that fits its limits, held because one of its change sets
+/// is new and the cap on shared change-set records bit: counted by this replica
+/// alone, the budget would not bind the others (docs/security.md, "Records without
+/// bound").
+fn capped_message(change: &Change, v: &Verdict) -> String {
+    let (rule, mode) = rule_name(v);
+    let what = v
+        .findings
+        .capped
+        .as_ref()
+        .map_or_else(|| "a change set needs a new record".to_string(), ToString::to_string);
+    format!(
+        "blastguard: this AI-assisted {} of {} fits the limits of rule {rule:?} (mode {}), but {what}: \
+         counted by this replica alone, its budget would not bind the other replicas, so blastguard holds \
+         new AI change sets until there is room (reason change_set_capped).\n\
+         Retry in a few seconds: records of changes that never happen (reviews the API server did not send) \
+         go within seconds, and expired ones are collected. If this persists, see the metric \
+         blastguard_change_set_records_capped_total and docs/security.md (\"Records without bound\").",
+        verb(change),
+        change.target,
+        mode.as_str()
+    )
+}
+
 fn verb(change: &Change) -> &'static str {
     if change.is_scale() {
         return "scale";
@@ -384,6 +425,16 @@ fn verb(change: &Change) -> &'static str {
 /// Warn-mode warnings, each at most [`MAX_WARNING_CHARS`] characters.
 pub fn warnings(change: &Change, v: &Verdict) -> Vec<String> {
     let (rule, _) = rule_name(v);
+    if v.reason == Reason::ChangeSetCapped {
+        return vec![truncate(
+            format!(
+                "blastguard: AI-assisted {} of {} would be held in enforce mode: change-set records at their cap",
+                verb(change),
+                change.target
+            ),
+            MAX_WARNING_CHARS,
+        )];
+    }
     if v.reason == Reason::ClusterUnavailable {
         // Only the unavailability warning that respond() adds applies.
         return vec![truncate(
@@ -478,6 +529,7 @@ mod tests {
                 for reason in [
                     Reason::OverLimits,
                     Reason::ClusterUnavailable,
+                    Reason::ChangeSetCapped,
                     Reason::Unmeasurable,
                     Reason::WithinLimits,
                 ] {
@@ -505,6 +557,11 @@ mod tests {
                                     what: "namespace labels".into(),
                                     deny: true,
                                 });
+                                v.findings.capped = Some(crate::change_sets::Capped {
+                                    key: "change-id:\"x\"\n".into(),
+                                    cap: "requester",
+                                    limit: 100,
+                                });
                                 v.findings.approval = Some(ApprovalOutcome::Rejected {
                                     reason: crate::approval::reason::EXPIRED,
                                     detail: "expired at 2026-01-01T00:00:00Z".into(),
@@ -521,6 +578,15 @@ mod tests {
                         let written: Value =
                             serde_json::from_slice(&write_review(uid, Some(change), &v)).unwrap();
                         assert_eq!(written, through_kube(uid, Some(change), &v), "{}", path.display());
+                        if decision == Decision::Deny && reason == Reason::ChangeSetCapped {
+                            // It names the cap and says what to do.
+                            let message = denial_message(change, &v);
+                            assert!(message.contains("reason change_set_capped"), "{message}");
+                            assert!(message.contains("Retry in a few seconds"), "{message}");
+                            if variant == 4 {
+                                assert!(message.contains("(the cap per requester)"), "{message}");
+                            }
+                        }
                         denials += usize::from(decision == Decision::Deny);
                     }
                 }
@@ -529,4 +595,40 @@ mod tests {
         assert!(checked >= 8, "only {checked} fixtures");
         assert!(denials >= 100, "only {denials} denials");
     }
+
+    /// A real denial an approval could lift names the inbox's record of it, so the
+    /// requester can tell the approvers (docs/approvals.md, "The inbox"); a dry run,
+    /// which records nothing, does not.
+    #[test]
+    fn a_denial_names_the_approval_request_it_waits_as() {
+        let engine = Engine::new(Policy::embedded(), Arc::new(NoTrustedSigners));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/deployment-create-ai-prod.json");
+        let mut review: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let reviewed = engine.review(review.to_string().as_bytes());
+        let judged = reviewed.judged().unwrap();
+        assert_eq!(judged.verdict.reason, Reason::OverLimits);
+        let payload = judged.verdict.payload.as_ref().expect("a payload to sign");
+        let name = crate::approval::request::record_name(&payload.subject());
+        let message = |judged: &crate::engine::Judged| {
+            let written: Value = serde_json::from_slice(&judged.body).unwrap();
+            written["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let denied = message(judged);
+        assert!(
+            denied.contains(&format!(
+                "this change waits as ApprovalRequest {name}: approvers run kubectl blastguard show {name}"
+            )),
+            "{denied}"
+        );
+        review["request"]["dryRun"] = Value::Bool(true);
+        let dry = engine.review(review.to_string().as_bytes());
+        let dry = message(dry.judged().unwrap());
+        assert!(dry.contains("must sign this exact payload"), "{dry}");
+        assert!(!dry.contains("ApprovalRequest"), "{dry}");
+    }
+
 }

@@ -2,6 +2,7 @@
 //! clock.
 
 use crate::approval::{ApprovalOutcome, ApprovalPayload};
+use crate::change_sets::Capped;
 use crate::policy::Mode;
 use crate::provenance::Signal;
 use crate::radius::{Radius, Violation};
@@ -52,6 +53,11 @@ pub enum Reason {
     /// decision needs could not be read in time, and the policy says
     /// `onClusterUnavailable: deny`.
     ClusterUnavailable,
+    /// Within the limits, but one of its change sets is new and the cap on shared
+    /// change-set records bit, so the count could not bind the other replicas (which
+    /// could then admit up to twice its budget between them). Whatever the policy's
+    /// `onClusterUnavailable`: the cap is a forger's lever (docs/security.md).
+    ChangeSetCapped,
 }
 
 impl Reason {
@@ -65,6 +71,7 @@ impl Reason {
             Reason::OverLimits => "over_limits",
             Reason::Unmeasurable => "unmeasurable",
             Reason::ClusterUnavailable => "cluster_unavailable",
+            Reason::ChangeSetCapped => "change_set_capped",
         }
     }
 }
@@ -84,6 +91,9 @@ pub struct Findings {
     pub approval: Option<ApprovalOutcome>,
     /// Cluster state the decision needed but could not read in time.
     pub unavailable: Option<Unavailable>,
+    /// A change set of the change that only this replica could count (a cap on
+    /// shared records bit).
+    pub capped: Option<Capped>,
 }
 
 /// Cluster state one decision needed (namespace labels, change-set counts, a parent's
@@ -130,8 +140,12 @@ pub fn decide(f: &Findings) -> (Decision, Reason) {
         Mode::Audit => Decision::Allow,
     };
     if f.violations.is_empty() {
-        // Only an admission can rest on state that was not read: a change over its
-        // limits is held anyway, and a valid approval binds this very change.
+        // Only an admission can rest on a count that binds one replica alone, or on
+        // state that was not read: a change over its limits is held anyway, and a
+        // valid approval binds this very change.
+        if f.capped.is_some() {
+            return (by_mode, Reason::ChangeSetCapped);
+        }
         if f.unavailable.as_ref().is_some_and(|u| u.deny) {
             return (by_mode, Reason::ClusterUnavailable);
         }
@@ -170,6 +184,7 @@ mod tests {
             },
             approval,
             unavailable: None,
+            capped: None,
         }
     }
 
@@ -283,6 +298,86 @@ mod tests {
                 with(findings(false, Some(Enforce), false, None), true),
                 Allow,
                 NotAiAssisted,
+            ),
+        ];
+        for (i, (f, decision, reason)) in cases.iter().enumerate() {
+            assert_eq!(decide(f), (*decision, *reason), "case {i}: {f:?}");
+        }
+    }
+
+    /// Issue 19: past a cap on change-set records a new set is counted by one replica
+    /// alone, so two could admit twice its budget. What rests on that count is held,
+    /// in every mode's way and whatever `onClusterUnavailable` says; what does not
+    /// rest on it (over the limits anyway, approved, a person's change) is decided
+    /// as before.
+    #[test]
+    fn a_change_set_past_the_record_cap_holds_only_what_would_be_admitted() {
+        let capped = |mut f: Findings| {
+            f.capped = Some(Capped {
+                key: "user:bot".into(),
+                cap: "total",
+                limit: 5_000,
+            });
+            f
+        };
+        let unavailable_allowed = |mut f: Findings| {
+            f.unavailable = Some(Unavailable {
+                what: "change set user:bot".into(),
+                deny: false,
+            });
+            f
+        };
+        use Decision::{Allow, Deny};
+        use Mode::{Audit, Enforce};
+        use Reason::*;
+        let valid = Some(ApprovalOutcome::Valid {
+            signers: vec!["alice".into()],
+        });
+        let cases = [
+            (
+                capped(findings(true, Some(Enforce), false, None)),
+                Deny,
+                ChangeSetCapped,
+            ),
+            (
+                capped(unavailable_allowed(findings(
+                    true,
+                    Some(Enforce),
+                    false,
+                    None,
+                ))),
+                Deny,
+                ChangeSetCapped,
+            ),
+            (
+                capped(findings(true, Some(Mode::Warn), false, None)),
+                Decision::Warn,
+                ChangeSetCapped,
+            ),
+            (
+                capped(findings(true, Some(Audit), false, None)),
+                Allow,
+                ChangeSetCapped,
+            ),
+            (
+                capped(findings(true, Some(Enforce), true, None)),
+                Deny,
+                OverLimits,
+            ),
+            (
+                capped(findings(true, Some(Enforce), true, valid)),
+                Allow,
+                Approved,
+            ),
+            (
+                capped(findings(false, Some(Enforce), false, None)),
+                Allow,
+                NotAiAssisted,
+            ),
+            (
+                capped(findings(true, None, false, None)),
+                Allow,
+                NoMatchingRule,
             ),
         ];
         for (i, (f, decision, reason)) in cases.iter().enumerate() {

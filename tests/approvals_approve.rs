@@ -66,20 +66,16 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
     std::fs::write(&manifest, serde_yaml::to_string(&object).unwrap()).unwrap();
     let file = manifest.to_str().unwrap();
     let signers = keys().allowed_signers();
-    let (ok, _, stderr) = run_blastguard(
+    let (ok, _, stderr) = approve_with(
+        "alice",
+        file,
         &[
-            "approve",
-            "-f",
-            file,
-            "--key",
-            keys().key("alice").to_str().unwrap(),
             "--reason",
             "CHG-1234: canary passed",
             "--annotate",
             "--allowed-signers",
             signers.to_str().unwrap(),
         ],
-        &[],
     );
     assert!(ok, "{stderr}");
     assert!(stderr.contains("Signing as alice@corp.example"), "{stderr}");
@@ -91,17 +87,7 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
         reason::NOT_ENOUGH_APPROVERS
     );
 
-    let (ok, _, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file,
-            "--key",
-            keys().key("bob").to_str().unwrap(),
-            "--annotate",
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = approve_with("bob", file, &["--annotate"]);
     assert!(ok, "{stderr}");
     let second: Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     let annotations = &second["metadata"]["annotations"];
@@ -127,17 +113,7 @@ fn two_approvers_annotate_a_manifest_one_after_the_other() {
 
     // The same key cannot sign twice, and an approval no longer matching the object
     // is not extended.
-    let (ok, _, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file,
-            "--key",
-            keys().key("bob").to_str().unwrap(),
-            "--annotate",
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = approve_with("bob", file, &["--annotate"]);
     assert!(
         !ok && stderr.contains("has already signed this approval"),
         "{stderr}"

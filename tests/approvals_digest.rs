@@ -168,16 +168,7 @@ fn a_payload_from_a_denial_can_be_signed_as_it_is() {
     let payload = payload_from_denial(&engine.review(&create(&object)));
     let file = dir.path().join("payload.json");
     std::fs::write(&file, format!("{payload}\n")).unwrap();
-    let (ok, stdout, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file.to_str().unwrap(),
-            "--key",
-            keys().key("alice").to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, stdout, stderr) = approve_with("alice", file.to_str().unwrap(), &[]);
     assert!(ok, "{stderr}");
     let (printed, signature) = printed_annotations(&stdout);
     assert_eq!(printed, payload);
@@ -185,17 +176,7 @@ fn a_payload_from_a_denial_can_be_signed_as_it_is() {
         &engine.review(&create(&with_approval(object, &printed, &signature))),
         &["alice@corp.example"],
     );
-    let (ok, _, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file.to_str().unwrap(),
-            "--key",
-            keys().key("alice").to_str().unwrap(),
-            "--annotate",
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = approve_with("alice", file.to_str().unwrap(), &["--annotate"]);
     assert!(
         !ok && stderr.contains("--annotate writes the approval into a manifest"),
         "{stderr}"
@@ -215,17 +196,7 @@ fn approvers_sign_the_servers_payload_into_the_manifest() {
 
     // Signing the manifest offline binds the approval to the object the webhook sees:
     // `approve` applies the API server's defaults before digesting.
-    let (ok, _, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file,
-            "--key",
-            keys().key("alice").to_str().unwrap(),
-            "--annotate",
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = approve_with("alice", file, &["--annotate"]);
     assert!(
         ok && stderr.contains("the API server's defaults applied"),
         "{stderr}"
@@ -258,17 +229,7 @@ fn approvers_sign_the_servers_payload_into_the_manifest() {
     );
     assert!(ok, "{stderr}");
     assert!(stderr.contains("(computed here from"), "{stderr}");
-    let (ok, _, stderr) = run_blastguard(
-        &[
-            "approve",
-            "-f",
-            file,
-            "--key",
-            keys().key("carol").to_str().unwrap(),
-            "--annotate",
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = approve_with("carol", file, &["--annotate"]);
     assert!(ok, "{stderr}");
     let reviewed = engine.review(&create(&with_server_defaults(&annotated())));
     assert_approved(&reviewed, &["alice@corp.example", "carol@corp.example"]);

@@ -19,7 +19,8 @@ use blastguard::engine::{Engine, Reviewed};
 use blastguard::policy::Policy;
 use serde_json::{Value, json};
 
-use common::objects::{self, annotate};
+use common::chart::{NAMESPACE, chart_dir, helm_template, text};
+use common::objects::ai_deployment;
 use common::review::Request;
 use common::reviewed::{outcome, payload_from_denial};
 use common::signers::{KeySpec, Signers};
@@ -53,15 +54,6 @@ fn key(name: &str) -> String {
 
 fn engine_with(policy: Policy) -> Engine {
     Engine::new(policy, load_verifier(&keys().allowed_signers()).unwrap())
-}
-
-/// A Deployment as `kubectl create deployment --dry-run=client` writes it, marked as
-/// an AI agent's.
-fn deployment(namespace: &str, name: &str, replicas: u32, image: &str) -> Value {
-    annotate(
-        objects::deployment(namespace, name, replicas, image),
-        &[("blastguard.io/ai-agent", "claude-code")],
-    )
 }
 
 /// The AdmissionReview of a CREATE of `manifest` by the AI agent, with the API
@@ -114,8 +106,8 @@ fn approved_by(reviewed: &Reviewed) -> bool {
 fn an_approver_cannot_sign_a_payload_for_another_manifest() {
     let engine = engine_with(Policy::embedded());
     let dir = tempfile::tempdir().unwrap();
-    let evil = deployment("prod", "api", 40, "evil:latest");
-    let shown = deployment("prod", "api", 40, "nginx:1.27");
+    let evil = ai_deployment("prod", "api", 40, "evil:latest");
+    let shown = ai_deployment("prod", "api", 40, "nginx:1.27");
     let (evil_file, shown_file) = (dir.path().join("evil.yaml"), dir.path().join("shown.yaml"));
     write_yaml(&evil_file, &evil);
     write_yaml(&shown_file, &shown);
@@ -200,8 +192,8 @@ fn an_approver_cannot_sign_a_payload_for_another_manifest() {
 fn approve_refuses_another_target_or_operation() {
     let engine = engine_with(Policy::embedded());
     let dir = tempfile::tempdir().unwrap();
-    let other = deployment("prod", "web", 40, "nginx:1.27");
-    let mine = deployment("prod", "api", 40, "nginx:1.27");
+    let other = ai_deployment("prod", "web", 40, "nginx:1.27");
+    let mine = ai_deployment("prod", "api", 40, "nginx:1.27");
     let file = dir.path().join("api.yaml");
     write_yaml(&file, &mine);
     let payload = payload_from_denial(&engine.review(&create(&other)));
@@ -282,8 +274,8 @@ fn payloads_carry_a_summary_that_approvers_are_shown() {
     let engine = engine_with(Policy::embedded());
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = (
-        deployment("prod", "api", 3, "nginx:1.27"),
-        deployment("prod", "api", 40, "nginx:1.28"),
+        ai_deployment("prod", "api", 3, "nginx:1.27"),
+        ai_deployment("prod", "api", 40, "nginx:1.28"),
     );
     let payload =
         ApprovalPayload::parse(&payload_from_denial(&engine.review(&update(&old, &new)))).unwrap();
@@ -348,7 +340,7 @@ spec:
 #[test]
 fn approver_groups_through_ssh_keygen_keys() {
     let engine = engine_with(Policy::from_yaml(GROUPS_POLICY, None).unwrap());
-    let change = deployment("payments", "api", 20, "nginx:1.27");
+    let change = ai_deployment("payments", "api", 20, "nginx:1.27");
     let denied = engine.review(&create(&change));
     let text = common::reviewed::message(&denied);
     assert!(
@@ -390,22 +382,9 @@ fn approver_groups_through_ssh_keygen_keys() {
 /// signers than the group has.
 #[test]
 fn the_chart_carries_approver_groups_and_refuses_unknown_ones() {
-    let dir = tempfile::tempdir().unwrap();
     let render = |values: &str| {
-        let file = dir.path().join("values.yaml");
-        std::fs::write(&file, values).unwrap();
-        let out = common::tool("helm")
-            .args(["template", "blastguard"])
-            .arg(common::repo().join("charts/blastguard"))
-            .arg("-f")
-            .arg(&file)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let out = helm_template(chart_dir(), NAMESPACE, values, &[]);
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
     };
     let rules = "policy:\n  rules:\n    - name: payments\n      namespaces: [payments]\n      requiredApprovals: 2\n      approvers: [{group: sre, count: COUNT}]\n";
     let (ok, _, stderr) = render(&rules.replace("COUNT", "1"));
@@ -444,25 +423,10 @@ fn the_chart_carries_approver_groups_and_refuses_unknown_ones() {
 /// server refused later (no principal, no key type).
 #[test]
 fn the_chart_refuses_an_allowed_signers_entry_the_server_cannot_use() {
-    let dir = tempfile::tempdir().unwrap();
     let render = |entry: &str| {
-        let file = dir.path().join("values.yaml");
-        std::fs::write(
-            &file,
-            format!("allowedSigners:\n  entries:\n    - {}\n", json!(entry)),
-        )
-        .unwrap();
-        let out = common::tool("helm")
-            .args(["template", "blastguard"])
-            .arg(common::repo().join("charts/blastguard"))
-            .arg("-f")
-            .arg(&file)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let values = format!("allowedSigners:\n  entries:\n    - {}\n", json!(entry));
+        let out = helm_template(chart_dir(), NAMESPACE, &values, &[]);
+        (out.status.success(), text(&out.stderr))
     };
     let public = std::fs::read_to_string(Path::new(&key("alice")).with_extension("pub")).unwrap();
     let public = public.trim();

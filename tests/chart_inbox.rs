@@ -9,46 +9,19 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use common::{repo, tool};
-use serde::Deserialize;
+use common::chart::{NAMESPACE, alert_tests, chart_dir, find, helm_template, object, objects};
+use common::repo;
 use serde_json::{Value, json};
 
+/// `helm template` of the chart with `values`, the CRDs included.
 fn helm(values: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("values.yaml");
-    std::fs::write(&file, values).unwrap();
-    tool("helm")
-        .args(["template", "blastguard", "--include-crds"])
-        .arg(repo().join("charts/blastguard"))
-        .args(["--namespace", "blastguard", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap()
+    helm_template(chart_dir(), NAMESPACE, values, &["--include-crds"])
 }
 
+/// The rendered objects, the test failing if rendering does.
 fn render(values: &str) -> Vec<Value> {
-    let out = helm(values);
-    assert!(
-        out.status.success(),
-        "helm template failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .map(|v| serde_json::to_value(v).unwrap())
-        .collect()
-}
-
-fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
-    objs.iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-}
-
-fn object<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    find(objs, kind, name).unwrap_or_else(|| panic!("no {kind} {name}"))
+    objects(&common::chart::render(values))
 }
 
 /// (apiGroups, resources, verbs) of a role, each sorted.
@@ -251,41 +224,14 @@ tests:
 #[test]
 fn the_waiting_request_alert_fires_after_an_hour_and_has_a_runbook() {
     let objs = render("metrics:\n  prometheusRule: {enabled: true}\n");
-    let rule = object(&objs, "PrometheusRule", "blastguard");
-    let mut groups = rule["spec"]["groups"].clone();
-    for group in groups.as_array_mut().unwrap() {
-        let rules = group["rules"].as_array_mut().unwrap();
-        rules.retain(|r| r["alert"] == "BlastguardApprovalRequestWaiting");
-        assert_eq!(rules.len(), 1);
-        let url = rules[0]["annotations"]["runbook_url"].as_str().unwrap();
-        assert!(url.ends_with("#blastguardapprovalrequestwaiting"), "{url}");
-        for r in rules.iter_mut() {
-            r.as_object_mut().unwrap().remove("annotations");
-        }
-    }
+    let kept = alert_tests(
+        &objs,
+        |alert| alert == "BlastguardApprovalRequestWaiting",
+        ALERT_TESTS,
+    );
+    assert_eq!(kept.len(), 1);
+    let url = kept[0]["annotations"]["runbook_url"].as_str().unwrap();
+    assert!(url.ends_with("#blastguardapprovalrequestwaiting"), "{url}");
     let runbook = std::fs::read_to_string(repo().join("docs/runbook.md")).unwrap();
     assert!(runbook.contains("\n## BlastguardApprovalRequestWaiting\n"));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("alerts.yaml"),
-        serde_yaml::to_string(&json!({"groups": groups})).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("tests.yaml"), ALERT_TESTS).unwrap();
-    promtool(dir.path(), &["check", "rules", "alerts.yaml"]);
-    promtool(dir.path(), &["test", "rules", "tests.yaml"]);
-}
-
-fn promtool(dir: &Path, args: &[&str]) {
-    let out = tool("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool {args:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

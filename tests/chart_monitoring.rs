@@ -177,22 +177,7 @@ fn alerts_pass_promtool_and_fire_when_they_should() {
         );
     }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let full = serde_yaml::to_string(&json!({"groups": groups})).expect("YAML");
-    std::fs::write(dir.path().join("rules.yaml"), full).expect("write");
-    promtool(dir.path(), &["check", "rules", "rules.yaml"]);
-
-    // The unit tests compare labels only: annotations are templates of the live value.
-    let mut bare = groups.clone();
-    for group in bare.as_array_mut().expect("groups") {
-        for r in group["rules"].as_array_mut().expect("rules") {
-            r.as_object_mut().expect("rule").remove("annotations");
-        }
-    }
-    let bare = serde_yaml::to_string(&json!({"groups": bare})).expect("YAML");
-    std::fs::write(dir.path().join("alerts.yaml"), bare).expect("write");
-    std::fs::write(dir.path().join("tests.yaml"), ALERT_TESTS).expect("write");
-    promtool(dir.path(), &["test", "rules", "tests.yaml"]);
+    alert_tests(&objs, |_| true, ALERT_TESTS);
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::chart::{NAMESPACE, chart_dir, find, helm_template, object, objects, promtool};
+use common::chart::{NAMESPACE, alert_tests, chart_dir, find, helm_template, object, objects};
 use serde_json::{Value, json};
 
 const VAP: &str = "blastguard-self-protection";
@@ -502,33 +502,12 @@ tests:
 #[test]
 fn webhook_configuration_alerts_fire_when_they_should() {
     let objs = render("metrics:\n  prometheusRule: {enabled: true}\n");
-    let rule = object(&objs, "PrometheusRule", "blastguard");
-    let mut groups = rule["spec"]["groups"].clone();
-    for group in groups.as_array_mut().expect("groups") {
-        let rules = group["rules"].as_array_mut().expect("rules");
-        rules.retain(|r| {
-            r["alert"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("BlastguardWebhookConfiguration"))
-        });
-        assert_eq!(
-            rules.len(),
-            2,
-            "the two alerts of the webhook configuration"
-        );
-        for r in rules.iter_mut() {
-            r.as_object_mut().expect("rule").remove("annotations");
-        }
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-    write(
-        "alerts.yaml",
-        &serde_yaml::to_string(&json!({"groups": groups})).expect("YAML"),
+    let kept = alert_tests(
+        &objs,
+        |alert| alert.starts_with("BlastguardWebhookConfiguration"),
+        ALERT_TESTS,
     );
-    write("tests.yaml", ALERT_TESTS);
-    promtool(dir.path(), &["check", "rules", "alerts.yaml"]);
-    promtool(dir.path(), &["test", "rules", "tests.yaml"]);
+    assert_eq!(kept.len(), 2, "the two alerts of the webhook configuration");
 }
 
 // ---------------------------------------------------------------------------------

@@ -3,16 +3,19 @@
 //! every output format, SARIF 2.1.0 for code scanning, and the GitHub Actions example
 //! of docs/kubectl-plugin.md run as the runner would run it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::objects::{ai_deployment, yaml};
+use common::plugin::{Kubectl, Run};
 use serde_json::{Value, json};
 
-/// An AI-assisted Deployment; `replicas` over 10 is over the embedded policy's limit.
+/// An AI-assisted Deployment's YAML; `replicas` over 10 is over the embedded policy's
+/// limit.
 fn deployment(name: &str, namespace: &str, replicas: u32) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  annotations:\n    blastguard.io/ai-agent: claude-code\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.27\n"
-    )
+    yaml(&ai_deployment(namespace, name, replicas, "nginx:1.27"))
 }
 
 /// A policy whose `staging` namespace only warns.
@@ -30,19 +33,6 @@ spec:
       limits: {maxPodsAffected: 10, maxNamespacesPerChange: 3}
 ";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
-    }
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
@@ -54,7 +44,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `blastguard ARGS` in `dir`, with nothing of the developer's environment.
 fn check(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_blastguard"))
+    let out = common::blastguard()
         .args(args)
         .current_dir(dir)
         .env_remove("BLASTGUARD_POLICY")
@@ -62,11 +52,7 @@ fn check(dir: &Path, args: &[&str]) -> Run {
         .env("USER", "ci-runner")
         .output()
         .expect("run blastguard");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 #[test]
@@ -214,13 +200,12 @@ fn every_format_says_where_each_object_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     // A comment before the first `---` (no document of its own), a small object, then
-    // the big one on line 22; and a JSON List whose second item starts on line 3,
+    // the big one after it; and a JSON List whose second item starts on line 3,
     // column 5.
-    let yaml = format!(
-        "# shop\n---\n{}---\n{}",
-        deployment("small", "shop", 1),
-        deployment("big", "shop", 40)
-    );
+    let small = deployment("small", "shop", 1);
+    let yaml = format!("# shop\n---\n{small}---\n{}", deployment("big", "shop", 40));
+    // Lines 1-2 are the comment and `---`, the small object follows, then `---`.
+    let big_line = 2 + small.lines().count() + 2;
     write(d, "shop.yaml", &yaml);
     let list = json!({"apiVersion": "v1", "kind": "List", "items": [
         serde_saphyr::from_str::<Value>(&deployment("one", "web", 1)).expect("yaml"),
@@ -248,21 +233,22 @@ fn every_format_says_where_each_object_starts() {
         sources,
         [
             json!({"file": "shop.yaml", "document": 1, "item": null, "line": 3, "column": 1}),
-            json!({"file": "shop.yaml", "document": 2, "item": null, "line": 22, "column": 1}),
+            json!({"file": "shop.yaml", "document": 2, "item": null, "line": big_line, "column": 1}),
             json!({"file": "web.json", "document": 1, "item": 0, "line": 2, "column": 3}),
             json!({"file": "web.json", "document": 1, "item": 1, "line": 3, "column": 5}),
         ]
     );
     assert_eq!(
-        yaml.lines().nth(21),
+        yaml.lines().nth(big_line - 1),
         Some("apiVersion: apps/v1"),
-        "line 22 is where the big one starts"
+        "line {big_line} is where the big one starts"
     );
 
     let text = check(d, &["check", "-f", "shop.yaml", "-f", "web.json"]);
     assert!(
-        text.stdout
-            .contains("deny Deployment shop/big, from shop.yaml:22:1 (document 2):"),
+        text.stdout.contains(&format!(
+            "deny Deployment shop/big, from shop.yaml:{big_line}:1 (document 2):"
+        )),
         "{}",
         text.stdout
     );
@@ -288,7 +274,7 @@ fn every_format_says_where_each_object_starts() {
     assert_eq!(
         places,
         [
-            json!({"artifactLocation": {"uri": "shop.yaml"}, "region": {"startLine": 22, "startColumn": 1}}),
+            json!({"artifactLocation": {"uri": "shop.yaml"}, "region": {"startLine": big_line, "startColumn": 1}}),
             json!({"artifactLocation": {"uri": "web.json"}, "region": {"startLine": 3, "startColumn": 5}}),
         ]
     );
@@ -307,6 +293,13 @@ fn sarif_has_one_result_per_denied_or_warned_object_and_is_valid() {
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: reader\n  annotations: {blastguard.io/ai-agent: claude-code}\nrules: []\n".to_string(),
     ];
     write(d, "k8s/all.yaml", &docs.join("---\n"));
+    // Where each document starts: after the ones before it and their `---`.
+    let line_of = |n: usize| {
+        1 + docs[..n]
+            .iter()
+            .map(|d| d.lines().count() + 1)
+            .sum::<usize>()
+    };
     write(
         d,
         "k8s/broken.json",
@@ -349,8 +342,18 @@ fn sarif_has_one_result_per_denied_or_warned_object_and_is_valid() {
         summary,
         [
             ("maxPodsAffected", "error", "k8s/all.yaml", json!(1)),
-            ("maxPodsAffected", "warning", "k8s/all.yaml", json!(20)),
-            ("allowClusterScoped", "error", "k8s/all.yaml", json!(62)),
+            (
+                "maxPodsAffected",
+                "warning",
+                "k8s/all.yaml",
+                json!(line_of(1))
+            ),
+            (
+                "allowClusterScoped",
+                "error",
+                "k8s/all.yaml",
+                json!(line_of(4))
+            ),
             ("invalidInput", "error", "k8s/broken.json", json!(2)),
         ]
     );
@@ -555,18 +558,8 @@ fn the_documented_github_actions_steps_fail_the_job_on_a_denial() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     // kubectl on PATH with the plugin beside it, as in the runner.
-    let bin = d.join("bin");
-    std::fs::create_dir(&bin).expect("bin");
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_blastguard"),
-        bin.join("kubectl-blastguard"),
-    )
-    .expect("symlink");
-    let mut paths = vec![bin];
-    paths.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let path = std::env::join_paths(paths).expect("PATH");
+    let kubectl = Kubectl::new();
+    let path = kubectl.path.clone();
     let workspace = d.join("repo");
     write(
         &workspace,

@@ -1,8 +1,9 @@
 //! docs/design.md held to the code, so the contract stated in the repository cannot
 //! drift from what ships: its approval payload is one blastguard reads, its annotation
 //! table is the keys `blastguard::annotations` defines, and every command and flag its
-//! Commands section names is one the binary has. (Its policy goes through `blastguard
-//! policy check` in tests/doc_examples.rs, like every policy in the docs.)
+//! Commands section names is one the binary has, and the inbox columns it lists are the
+//! CRD's. (Its policy goes through `blastguard policy check` in tests/doc_examples.rs,
+//! like every policy in the docs.)
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -124,4 +125,34 @@ fn every_command_and_flag_it_names_exists() {
             );
         }
     }
+}
+
+#[test]
+fn its_inbox_columns_are_the_crds_printer_columns() {
+    let inbox = section(&design(), "Inbox");
+    let line = inbox
+        .lines()
+        .skip_while(|l| !l.contains("kubectl get approvalrequests"))
+        .take_while(|l| !l.starts_with("- `notify"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let named: Vec<String> = line
+        .split('`')
+        .skip(3)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    let crd = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("charts/blastguard/crds/approvalrequests.blastguard.io.yaml"),
+    )
+    .unwrap();
+    let columns: Vec<String> = crd
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- {name: "))
+        .filter_map(|l| l.split(',').next())
+        .map(str::to_string)
+        .collect();
+    assert!(columns.len() >= 5, "{columns:?}");
+    assert_eq!(named, columns);
 }

@@ -11,17 +11,8 @@
 mod common;
 
 use common::cluster::{AI_AGENT, E2e, Steps};
-use common::objects::{self, annotate};
+use common::objects::ai_deployment;
 use serde_json::{Value, json};
-
-/// A Deployment of `replicas` pods in `namespace` as `kubectl create deployment`
-/// writes it (its container is named after the image), marked as an AI agent's.
-fn deployment(namespace: &str, name: &str, replicas: u32, image: &str) -> Value {
-    annotate(
-        objects::deployment(namespace, name, replicas, image),
-        &[(AI_AGENT, "claude-code")],
-    )
-}
 
 /// The chart's policy with a `dev` rule before the default one: 50 pods in `dev-*`.
 fn policy_with_dev_rule(e2e: &E2e) -> String {
@@ -84,7 +75,7 @@ fn the_approvers_loop_on_a_real_cluster() {
             let file = e2e.work.join("dev.json");
             std::fs::write(
                 &file,
-                deployment("dev-team1", "web", 30, "nginx:1.27").to_string(),
+                ai_deployment("dev-team1", "web", 30, "nginx:1.27").to_string(),
             )
             .unwrap();
 
@@ -158,8 +149,8 @@ fn the_approvers_loop_on_a_real_cluster() {
         "an approver shown another manifest refuses the cluster's payload",
         || {
             e2e.kubectl(&["create", "namespace", "prod"]).expect_ok();
-            let evil = deployment("prod", "api", 20, "evil:latest");
-            let shown = deployment("prod", "api", 20, "nginx:1.27");
+            let evil = ai_deployment("prod", "api", 20, "evil:latest");
+            let shown = ai_deployment("prod", "api", 20, "nginx:1.27");
             let denial = e2e
                 .kubectl_with(
                     &["apply", "--dry-run=server", "-f", "-"],
@@ -224,7 +215,7 @@ fn the_approvers_loop_on_a_real_cluster() {
             // A person's Deployment of 20 pods; the agent's restart replaces all 20,
             // over the default rule's 10.
             e2e.kubectl(&["create", "namespace", "team-r"]).expect_ok();
-            let mut web = deployment("team-r", "web", 20, "nginx:1.27");
+            let mut web = ai_deployment("team-r", "web", 20, "nginx:1.27");
             web["metadata"]["annotations"] = json!({});
             e2e.kubectl_with(&["apply", "-f", "-"], Some(&web.to_string()))
                 .expect_ok();
@@ -305,14 +296,14 @@ fn the_approvers_loop_on_a_real_cluster() {
         || {
             // The agent's Deployment of 5 pods (within the default rule's 10).
             e2e.kubectl(&["create", "namespace", "payments"]).expect_ok();
-            let web = deployment("payments", "web", 5, "nginx:1.27");
+            let web = ai_deployment("payments", "web", 5, "nginx:1.27");
             e2e.kubectl_with(&["apply", "-f", "-"], Some(&web.to_string()))
                 .expect_ok();
             // Its change: 40 pods of a new image, over the limit.
             let file = e2e.work.join("web-40.json");
             std::fs::write(
                 &file,
-                deployment("payments", "web", 40, "nginx:1.28").to_string(),
+                ai_deployment("payments", "web", 40, "nginx:1.28").to_string(),
             )
             .unwrap();
             let denial = e2e
@@ -365,7 +356,7 @@ fn the_approvers_loop_on_a_real_cluster() {
             // A change the cluster admits is shown from the server's own dry run.
             std::fs::write(
                 &file,
-                deployment("payments", "web", 6, "nginx:1.27").to_string(),
+                ai_deployment("payments", "web", 6, "nginx:1.27").to_string(),
             )
             .unwrap();
             let shown: Value = serde_json::from_str(&diff(&["-o", "json"])).unwrap();

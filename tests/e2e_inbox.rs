@@ -14,94 +14,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::cluster::{BOT, E2e, Run, Steps, WAIT, run, wait_for};
+use common::cluster::{BOT, E2e, Steps, WAIT, wait_for};
+use common::objects::deployment;
 use common::receiver::Receiver;
+use common::users::Users;
 use serde_json::{Value, json};
 
 const NS: &str = "prod";
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 
-/// The people and the AI, each with a kubeconfig of their own.
-struct Users {
-    bin: PathBuf,
-    configs: std::collections::HashMap<&'static str, PathBuf>,
-}
-
-impl Users {
-    /// A kubeconfig per user: the admin's, impersonating them (`as:`), so the plugin's
-    /// own kubectl calls act as that user, as on their laptop.
-    fn new(e2e: &E2e) -> Users {
-        let bin = e2e.work.join("plugin-bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_blastguard"),
-            bin.join("kubectl-blastguard"),
-        )
-        .unwrap();
-        let admin: Value = serde_json::from_str(
-            &e2e.kubectl(&["config", "view", "--raw", "--flatten", "-o", "json"])
-                .expect_ok(),
-        )
-        .unwrap();
-        let mut configs = std::collections::HashMap::new();
-        for user in [ALICE, BOB, BOT] {
-            let mut config = admin.clone();
-            for u in config["users"].as_array_mut().unwrap() {
-                u["user"]["as"] = json!(user);
-            }
-            let file = e2e
-                .work
-                .join(format!("kubeconfig-{}", user.replace([':', '@'], "_")));
-            std::fs::write(&file, config.to_string()).unwrap();
-            configs.insert(user, file);
-        }
-        Users { bin, configs }
-    }
-
-    /// `kubectl ARGS` as `user`, the plugin on PATH.
-    fn kubectl(&self, e2e: &E2e, user: &str, args: &[&str], input: Option<&str>) -> Run {
-        let mut cmd: Command = common::tool_with("kubectl", &[&self.bin]);
-        cmd.env("KUBECONFIG", &self.configs[user])
-            .arg("--cache-dir")
-            .arg(
-                e2e.work
-                    .join(format!("cache-{}", user.replace([':', '@'], "_"))),
-            )
-            .args(args);
-        run(cmd, input)
-    }
-
-    /// `kubectl blastguard ARGS` as `user`.
-    fn plugin(&self, e2e: &E2e, user: &str, args: &[&str]) -> Run {
-        let mut cmd: Command = common::tool_with("kubectl", &[&self.bin]);
-        cmd.env("KUBECONFIG", &self.configs[user])
-            .env(
-                "KUBECACHEDIR",
-                e2e.work
-                    .join(format!("cache-{}", user.replace([':', '@'], "_"))),
-            )
-            .env_remove("BLASTGUARD_POLICY")
-            .arg("blastguard")
-            .args(args);
-        run(cmd, None)
-    }
-}
-
 /// The agent's manifest: no AI marker (its identity is the signal).
 fn api(replicas: u32, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "api", "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {"metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "web", "image": image}]}}
-        }
-    })
+    deployment(NS, "api", replicas, image)
 }
 
 /// RBAC as an operator sets it up (docs/approvals.md, "Setting up the inbox"): the
@@ -206,7 +132,7 @@ fn the_inbox_loop_on_a_real_cluster() {
     ];
     e2e.webhook.start();
     grant(&e2e);
-    let users = Users::new(&e2e);
+    let users = Users::new(&e2e, &[ALICE, BOB, BOT]);
     let keys: Vec<PathBuf> = e2e
         .approvers
         .iter()

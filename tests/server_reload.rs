@@ -227,47 +227,6 @@ async fn policy_reload_applies_a_good_file_and_keeps_the_last_good_on_a_bad_one(
     );
 }
 
-#[test]
-fn an_invalid_policy_at_startup_is_fatal_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new();
-    let leaf = pki.leaf(1, 2030);
-    let (cert, key, policy) = (
-        dir.path().join("tls.crt"),
-        dir.path().join("tls.key"),
-        dir.path().join("policy.yaml"),
-    );
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
-    let broken =
-        blastguard::policy::DEFAULT_POLICY_YAML.replace("mode: enforce", "mode: sometimes");
-    std::fs::write(&policy, broken).unwrap();
-    let (status, stdout, stderr) = run_to_exit(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stderr.contains("invalid policy"), "{stderr}");
-    assert!(stderr.contains("spec.mode"), "{stderr}");
-    assert!(
-        !stdout.contains("listening"),
-        "nothing was served: {stdout}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_certificate() {
     let dir = tempfile::tempdir().unwrap();

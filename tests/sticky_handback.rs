@@ -7,9 +7,13 @@
 //! resourceVersion, and the last-applied configuration of the AI's `kubectl apply`),
 //! the signatures are made by the real `ssh-keygen -Y sign`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::{Path, PathBuf};
+
+use common::objects::deployment;
+use common::plugin::Run;
+use common::signers::Approver;
 use serde_json::{Value, json};
 
 /// A person, not an AI identity of the embedded policy.
@@ -18,19 +22,9 @@ const MARKER: &str = "blastguard.io/ai-agent";
 
 /// The Deployment as a manifest: `annotations` and the image vary.
 fn manifest(annotations: Value, image: &str) -> Value {
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "api", "namespace": "shop", "annotations": annotations},
-        "spec": {
-            "replicas": 40,
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {"containers": [{"name": "api", "image": image}]}
-            }
-        }
-    })
+    let mut object = deployment("shop", "api", 40, image);
+    object["metadata"]["annotations"] = annotations;
+    object
 }
 
 /// The object as the cluster stores it after the AI's `kubectl apply` of `applied`.
@@ -48,14 +42,8 @@ fn stored(applied: &Value) -> Value {
     live
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn check(dir: &Path, args: &[&str]) -> (Run, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_blastguard"))
+    let out = common::blastguard()
         .arg("check")
         .args(args)
         .args([
@@ -71,14 +59,8 @@ fn check(dir: &Path, args: &[&str]) -> (Run, Value) {
         .env_remove("BLASTGUARD_ALLOWED_SIGNERS")
         .output()
         .expect("run blastguard check");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    let report: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", run.stdout, run.stderr));
-    let result = report["results"][0].clone();
+    let run = Run::from(out);
+    let result = run.json()["results"][0].clone();
     (run, result)
 }
 
@@ -88,40 +70,10 @@ fn write(dir: &Path, name: &str, value: &Value) -> PathBuf {
     path
 }
 
-/// A key made by ssh-keygen, trusted as `principal` in `dir/allowed_signers`.
-fn approver(dir: &Path, name: &str, principal: &str) -> PathBuf {
-    let key = dir.join(name);
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen is installed");
-    assert!(status.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
-    let mut allowed = std::fs::read_to_string(dir.join("allowed_signers")).unwrap_or_default();
-    allowed.push_str(&format!("{principal} {public}"));
-    std::fs::write(dir.join("allowed_signers"), allowed).expect("allowed_signers");
-    key
-}
-
-/// `ssh-keygen -Y sign -n approval@blastguard.io` over exactly `payload`.
-fn sign(dir: &Path, key: &Path, payload: &str) -> String {
-    let file = dir.join("payload.json");
-    std::fs::write(&file, payload).expect("payload.json");
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-Y", "sign", "-n", "approval@blastguard.io", "-f"])
-        .arg(key)
-        .arg(&file)
-        .output()
-        .expect("ssh-keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let signature = std::fs::read_to_string(dir.join("payload.json.sig")).expect("signature");
-    std::fs::remove_file(dir.join("payload.json.sig")).expect("rm");
-    signature
+/// `dir/allowed_signers`, trusting these approvers.
+fn trust(dir: &Path, approvers: &[&Approver]) {
+    let lines: Vec<String> = approvers.iter().map(|a| a.allowed_signers_line()).collect();
+    std::fs::write(dir.join("allowed_signers"), lines.join("\n") + "\n").expect("allowed_signers");
 }
 
 /// The payload line the denial prints ("sign this exact payload").
@@ -137,8 +89,9 @@ fn printed_payload(message: &str) -> String {
 fn a_marked_object_is_handed_back_to_people_by_one_approved_change() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    let bob = approver(d, "bob", "bob@corp.example");
-    approver(d, "carol", "carol@corp.example");
+    let bob = Approver::new(d, "bob@corp.example");
+    let carol = Approver::new(d, "carol@corp.example");
+    trust(d, &[&bob, &carol]);
 
     // The AI created the Deployment with its marker, through `kubectl apply`.
     let ai_applied = manifest(json!({MARKER: "claude-code"}), "nginx:1.27");
@@ -194,7 +147,7 @@ fn a_marked_object_is_handed_back_to_people_by_one_approved_change() {
 
     // An approver signs exactly that payload with plain ssh-keygen; the manifest
     // carries the payload and the signature as the two approval annotations.
-    let signature = sign(d, &bob, &payload);
+    let signature = bob.sign(&payload);
     let approved = manifest(
         json!({
             "blastguard.io/approval": payload,
@@ -215,17 +168,11 @@ fn a_marked_object_is_handed_back_to_people_by_one_approved_change() {
     assert_eq!(r["approval"]["signers"], json!(["bob@corp.example"]));
 
     // A signature from someone allowed_signers does not trust changes nothing.
-    let stranger = d.join("stranger");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&stranger)
-        .status()
-        .expect("ssh-keygen");
-    assert!(status.success());
+    let stranger = Approver::new(d, "stranger@elsewhere.example");
     let forged = manifest(
         json!({
             "blastguard.io/approval": payload,
-            "blastguard.io/approval-signature": sign(d, &stranger, &payload),
+            "blastguard.io/approval-signature": stranger.sign(&payload),
         }),
         "nginx:1.27",
     );

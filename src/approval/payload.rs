@@ -205,6 +205,16 @@ impl ApprovalSubject {
 }
 
 impl ApprovalPayload {
+    /// What this payload approves: its target, operation, digest and replica count.
+    pub fn subject(&self) -> ApprovalSubject {
+        ApprovalSubject {
+            target: self.target.clone(),
+            operation: self.operation,
+            digest: self.digest.clone(),
+            replicas: self.replicas,
+        }
+    }
+
     /// This payload with `summary` (see [`super::summary`]).
     pub fn with_summary(mut self, summary: String) -> Self {
         self.summary = summary;

@@ -16,12 +16,12 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::EXIT_BAD_INPUT;
-use super::check::cluster_policy::{self, PolicySource};
 use super::check::input::{InputError, Manifest, Reader};
 use super::check::resources::Resources;
 use super::check::server::{self, Requested, ServerError};
 use super::check::synth::{self, Caller, Planner, SynthError};
 use super::diff::{Diff, diff};
+use super::policy_source::{self, Cluster, PolicyChoice, PolicySource};
 use crate::approval::{ApprovalPayload, ApprovalSubject, summary};
 use crate::change::Change;
 use crate::policy::Policy;
@@ -62,10 +62,10 @@ pub struct DiffArgs {
     #[arg(long, env = "BLASTGUARD_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// The namespace blastguard is installed in (the policy ConfigMap's).
-    #[arg(long, value_name = "NAMESPACE", default_value = cluster_policy::DEFAULT_NAMESPACE)]
+    #[arg(long, value_name = "NAMESPACE", default_value = policy_source::DEFAULT_NAMESPACE)]
     pub release_namespace: String,
     /// The policy ConfigMap's name.
-    #[arg(long, value_name = "NAME", default_value = cluster_policy::DEFAULT_CONFIGMAP)]
+    #[arg(long, value_name = "NAME", default_value = policy_source::DEFAULT_CONFIGMAP)]
     pub policy_configmap: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
@@ -83,7 +83,7 @@ pub enum DiffError {
     Server(#[from] ServerError),
     /// The policy could not be loaded.
     #[error(transparent)]
-    Policy(#[from] cluster_policy::ClusterPolicyError),
+    Policy(#[from] policy_source::LoadPolicyError),
     /// A manifest cannot become a request.
     #[error(transparent)]
     Synth(#[from] SynthError),
@@ -170,10 +170,13 @@ pub fn run(args: DiffArgs) -> ExitCode {
 }
 
 fn execute(args: &DiffArgs) -> Result<(PolicySource, Vec<Shown>), DiffError> {
-    let (policy, source, note) = cluster_policy::choose(&cluster_policy::Choice {
+    let policy_source::Loaded {
+        policy,
+        source,
+        note,
+    } = policy_source::load(&PolicyChoice {
         file: args.policy.as_deref(),
-        from_cluster: false,
-        server: true,
+        cluster: Cluster::Tried,
         kubectl: &args.kubectl,
         namespace: &args.release_namespace,
         configmap: &args.policy_configmap,

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod diff_command;
 pub mod inbox;
 pub mod policy;
+pub mod policy_source;
 
 use std::process::ExitCode;
 

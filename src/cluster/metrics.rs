@@ -92,7 +92,7 @@ impl ClusterMetrics {
             ),
             change_set_capped: counters(
                 "blastguard_change_set_records_capped_total",
-                "Change sets counted in one replica's memory because a new record would pass a cap, by cap (total, requester).",
+                "AI decisions whose change set needed a new record past a cap, by cap (total, requester): one replica alone counts that set, so a change within its limits is denied change_set_capped.",
                 &["cap"],
             ),
             // Series only once `serve --webhook-configuration` watches one, so an
@@ -179,7 +179,8 @@ impl ClusterMetrics {
         self.change_set_holds.with_label_values(&[result]).inc();
     }
 
-    /// Counts one change set counted in memory past a record cap (total, requester).
+    /// Counts one decision whose change set needed a new record past a cap (total,
+    /// requester).
     pub fn change_set_capped(&self, cap: &str) {
         self.change_set_capped.with_label_values(&[cap]).inc();
     }

@@ -114,6 +114,8 @@ pub struct Options {
     /// Look for each admitted AI change in the cluster before it counts for the
     /// window ([`sighting`]); off only for tests that stand in for the API server.
     pub look: bool,
+    /// How many change-set records may exist ([`change_sets::Caps`]).
+    pub caps: change_sets::Caps,
 }
 
 /// The cluster state, running: its watches feed the caches of its stores, which the
@@ -191,6 +193,7 @@ impl Cluster {
             options.window,
             metrics.clone(),
         );
+        change_sets = change_sets.with_caps(options.caps);
         if options.look {
             change_sets = change_sets.with_looks(Box::new(sighting::WatchedThenApi {
                 workloads: workloads.clone(),

@@ -83,6 +83,9 @@ pub fn log_review(reviewed: &Reviewed, elapsed: Duration) {
         pods_affected = findings.radius.as_ref().map(|r| r.pods_affected),
         limits_exceeded = limits.join(","),
         approval = findings.approval.as_ref().map_or("", |a| a.metric_label()),
+        // Which cap on change-set records kept this change set off the shared
+        // records (`total`, `requester`); with reason change_set_capped.
+        change_set_capped = findings.capped.as_ref().map_or("", |c| c.cap),
         dry_run = request.dry_run,
         duration_seconds = elapsed.as_secs_f64(),
         "admission decision"

@@ -177,6 +177,26 @@ pub struct ClusterArgs {
     /// budget of the identity it names (docs/security.md).
     #[arg(long, env = "BLASTGUARD_COUNT_UNSEEN", hide = true)]
     pub count_unseen: bool,
+    /// Most ChangeSet records in all; past it a new AI change set within its limits
+    /// is held (docs/security.md, "Records without bound"). Hidden: for tests that
+    /// make the cap bite with a few records.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CHANGE_SET_RECORDS",
+        value_name = "N",
+        default_value_t = cluster::change_sets::Caps::default().total,
+        hide = true
+    )]
+    pub max_change_set_records: usize,
+    /// Most ChangeSet records made for one requester's decisions. Hidden, as above.
+    #[arg(
+        long,
+        env = "BLASTGUARD_MAX_CHANGE_SET_RECORDS_PER_REQUESTER",
+        value_name = "N",
+        default_value_t = cluster::change_sets::Caps::default().per_requester,
+        hide = true
+    )]
+    pub max_change_set_records_per_requester: usize,
 }
 
 /// Limits and timeouts of `blastguard serve`: every connection and request is bounded.
@@ -593,6 +613,10 @@ async fn start_cluster(
             workloads: policy.document.spec.workloads.clone(),
             webhook_configuration: args.webhook_configuration.clone(),
             look: !args.count_unseen,
+            caps: cluster::change_sets::Caps {
+                total: args.max_change_set_records,
+                per_requester: args.max_change_set_records_per_requester,
+            },
         },
         metrics.cluster(),
     )?;

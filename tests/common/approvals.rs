@@ -166,3 +166,12 @@ pub fn with_server_defaults(manifest: &Value) -> Value {
     // real API server.
     blastguard::defaults::defaulted(manifest).0
 }
+
+/// `blastguard approve -f FILE --key KEY EXTRA...` with the test key `key`:
+/// (exited 0, stdout, stderr).
+pub fn approve_with(key: &str, file: &str, extra: &[&str]) -> (bool, String, String) {
+    let key = keys().key(key);
+    let mut args = vec!["approve", "-f", file, "--key", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    super::run_blastguard(&args, &[])
+}

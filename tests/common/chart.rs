@@ -143,6 +143,42 @@ pub fn render(values: &str) -> String {
     text(&out.stdout)
 }
 
+/// The chart's alerting rules (rendered into `objs`) that `keep` names, checked by
+/// `promtool check rules` as rendered and run through the promtool rule tests `tests`
+/// (which read `alerts.yaml`). The tests get the rules without annotations: they
+/// compare labels, and annotations are templates of the live value. Returns the kept
+/// rules as rendered, annotations included, for what else a test asks of them.
+pub fn alert_tests(objs: &[Value], keep: impl Fn(&str) -> bool, tests: &str) -> Vec<Value> {
+    let rule = object(objs, "PrometheusRule", "blastguard");
+    let mut groups = rule["spec"]["groups"].clone();
+    for group in groups.as_array_mut().expect("groups") {
+        let rules = group["rules"].as_array_mut().expect("rules");
+        rules.retain(|r| r["alert"].as_str().is_some_and(&keep));
+    }
+    let kept: Vec<Value> = groups
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").clone())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, groups: &Value| {
+        let yaml = serde_yaml::to_string(&serde_json::json!({"groups": groups})).expect("YAML");
+        std::fs::write(dir.path().join(name), yaml).expect("write");
+    };
+    write("rules.yaml", &groups);
+    promtool(dir.path(), &["check", "rules", "rules.yaml"]);
+    for group in groups.as_array_mut().expect("groups") {
+        for r in group["rules"].as_array_mut().expect("rules") {
+            r.as_object_mut().expect("rule").remove("annotations");
+        }
+    }
+    write("alerts.yaml", &groups);
+    std::fs::write(dir.path().join("tests.yaml"), tests).expect("write");
+    promtool(dir.path(), &["test", "rules", "tests.yaml"]);
+    kept
+}
+
 /// The documents of a YAML stream, as JSON values, empty documents skipped.
 pub fn objects(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
@@ -329,15 +365,7 @@ pub struct Objects {
 
 pub fn sample_objects() -> Objects {
     Objects {
-        deployment: kubectl_object(&[
-            "create",
-            "deployment",
-            "api",
-            "--image=nginx:1.27",
-            "--replicas=3",
-            "-n",
-            "shop",
-        ]),
+        deployment: super::objects::deployment("shop", "api", 3, "nginx:1.27"),
         cronjob: kubectl_object(&[
             "create",
             "cronjob",

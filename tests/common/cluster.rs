@@ -763,30 +763,19 @@ fn in_namespace<'a>(namespace: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-/// A Deployment manifest (nginx, `app: NAME`), with annotations.
+/// A Deployment manifest (nginx:1.27, `app: NAME`), with annotations: the shared
+/// builder ([`super::objects::deployment`]) in the e2e tests' argument order.
 pub fn deployment(
     namespace: &str,
     name: &str,
     replicas: u64,
     annotations: &[(&str, &str)],
 ) -> Value {
-    let annotations: serde_json::Map<String, Value> = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect();
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}, "annotations": annotations},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}
-            }
-        }
-    })
+    let replicas = u32::try_from(replicas).expect("a replica count");
+    super::objects::annotate(
+        super::objects::deployment(namespace, name, replicas, "nginx:1.27"),
+        annotations,
+    )
 }
 
 /// Standard base64 (the chart's caBundle).

@@ -35,6 +35,8 @@ pub mod review;
 pub mod reviewed;
 /// Approvers' keys and signatures with the real ssh-keygen.
 pub mod signers;
+/// People and AI agents, each with a kubeconfig, on the real control plane.
+pub mod users;
 
 use std::ffi::OsStr;
 use std::fmt::Debug;

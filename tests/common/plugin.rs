@@ -110,19 +110,7 @@ impl Kubectl {
     /// A Deployment's YAML as `kubectl create deployment NAME --image=nginx:1.27
     /// --replicas=N --dry-run=client -o yaml EXTRA` writes it.
     pub fn deployment_yaml(&self, name: &str, replicas: u32, extra: &[&str]) -> String {
-        let replicas = format!("--replicas={replicas}");
-        let mut args = vec![
-            "create",
-            "deployment",
-            name,
-            "--image=nginx:1.27",
-            replicas.as_str(),
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        ];
-        args.extend_from_slice(extra);
-        self.make(&args)
+        super::objects::create_deployment(None, name, replicas, "nginx:1.27", "yaml", extra)
     }
 }
 

@@ -235,7 +235,7 @@ fn edit_document(doc: &str, approval: Approval<'_>) -> Result<String, &'static s
 }
 
 /// The object with the approval set, as the edited text must read back.
-fn expected(object: &Value, approval: Approval<'_>) -> Value {
+pub(super) fn expected(object: &Value, approval: Approval<'_>) -> Value {
     let mut object = object.clone();
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         let annotations = metadata

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::ApproveError;
 use super::args::ChangeArgs;
+use super::error::{FileProblem, RestartError};
 use crate::approval::payload::{API_VERSION, KIND, rfc3339};
 use crate::change::Change;
 use crate::cli::check::input::{self, Manifest};
@@ -68,46 +69,24 @@ pub fn read(args: &ChangeArgs, policy: &Policy) -> Result<Source, ApproveError> 
     let name = args.file().display().to_string();
     let json = text.trim_start().starts_with('{');
     let manifests = input::parse_text(&name, &text, json)?;
-    let file_error = |problem: String| ApproveError::File {
-        file: name.clone(),
-        problem,
-    };
+    let file_error = |problem: FileProblem| ApproveError::file(&name, problem);
     if manifests.is_empty() {
-        return Err(file_error("holds no object".into()));
+        return Err(file_error(FileProblem::NoObject));
     }
     if let Some(listed) = manifests.iter().find(|m| m.origin.item.is_some()) {
-        return Err(file_error(format!(
-            "document {} is a List; approve one object at a time (kubectl get KIND NAME -o json)",
-            listed.origin.document
-        )));
+        return Err(file_error(FileProblem::List(listed.origin.document)));
     }
     let several = manifests.len() > 1;
     let mut inputs = Vec::with_capacity(manifests.len());
     for m in manifests {
         let document = m.origin.document;
-        let input = classify(m, &text, args, policy).map_err(|e| match e {
-            Classified::Error(e) => e,
-            Classified::Problem(problem) => file_error(problem),
-        })?;
+        let input = classify(m, &text, args, policy).map_err(&file_error)?;
         if several && !matches!(input, Input::Object { .. }) {
-            return Err(file_error(format!(
-                "document {document} is not a Kubernetes object; a file of several documents holds only objects"
-            )));
+            return Err(file_error(FileProblem::NotAnObject(document)));
         }
         inputs.push(input);
     }
     Ok(Source { text, json, inputs })
-}
-
-enum Classified {
-    Error(ApproveError),
-    Problem(String),
-}
-
-impl From<ApproveError> for Classified {
-    fn from(e: ApproveError) -> Self {
-        Classified::Error(e)
-    }
 }
 
 fn classify(
@@ -115,22 +94,18 @@ fn classify(
     text: &str,
     args: &ChangeArgs,
     policy: &Policy,
-) -> Result<Input, Classified> {
+) -> Result<Input, FileProblem> {
     let document = m.origin.document;
     let value = Value::Object(m.object);
     let field = |key: &str| value.get(key).and_then(Value::as_str).unwrap_or("");
     let (api_version, kind) = (field("apiVersion"), field("kind"));
     if args.review || kind == "AdmissionReview" {
         if kind != "AdmissionReview" {
-            return Err(Classified::Problem(format!(
-                "not an AdmissionReview (kind {kind:?})"
-            )));
+            return Err(FileProblem::NotAReview(kind.to_string()));
         }
-        let body = serde_json::to_vec(&value).map_err(|e| Classified::Problem(e.to_string()))?;
-        let request =
-            crate::review::decode(&body).map_err(|r| Classified::Problem(r.error.to_string()))?;
-        let change =
-            Change::from_view(&request, policy).map_err(|e| Classified::Problem(e.to_string()))?;
+        let body = serde_json::to_vec(&value).expect("a JSON value serializes");
+        let request = crate::review::decode(&body).map_err(|r| r.error)?;
+        let change = Change::from_view(&request, policy)?;
         return Ok(Input::Review(Box::new(change)));
     }
     if api_version == API_VERSION && kind == KIND {
@@ -138,8 +113,7 @@ fn classify(
     }
     let mut object = value;
     if let Some(time) = &args.restart {
-        restart(&mut object, time, SystemTime::now())
-            .map_err(|e| Classified::Problem(format!("--restart: {e}")))?;
+        restart(&mut object, time, SystemTime::now())?;
     }
     Ok(Input::Object { object, document })
 }
@@ -149,18 +123,20 @@ pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// Sets the pod template's [`RESTARTED_AT`] to `time` (`now`: the current time), as
 /// `kubectl rollout restart` does, so the restart is one exact object to approve.
-pub fn restart(object: &mut Value, time: &str, now: SystemTime) -> Result<(), String> {
+pub fn restart(object: &mut Value, time: &str, now: SystemTime) -> Result<(), RestartError> {
     let time = if time == "now" {
         rfc3339(now)
     } else {
-        humantime::parse_rfc3339_weak(time)
-            .map_err(|e| format!("{time:?} is not an RFC 3339 time ({e})"))?;
+        humantime::parse_rfc3339_weak(time).map_err(|e| RestartError::Time {
+            time: time.to_string(),
+            problem: e.to_string(),
+        })?;
         time.to_string()
     };
     let template = object
         .pointer_mut("/spec/template")
         .and_then(Value::as_object_mut)
-        .ok_or("the object has no pod template (spec.template) to restart")?;
+        .ok_or(RestartError::NoTemplate)?;
     let metadata = template
         .entry("metadata")
         .or_insert_with(|| Value::Object(Default::default()));
@@ -169,7 +145,7 @@ pub fn restart(object: &mut Value, time: &str, now: SystemTime) -> Result<(), St
     }
     let annotations = metadata
         .as_object_mut()
-        .ok_or("spec.template.metadata is not a mapping")?
+        .ok_or(RestartError::NotAMapping("spec.template.metadata"))?
         .entry("annotations")
         .or_insert_with(|| Value::Object(Default::default()));
     if annotations.is_null() {
@@ -177,7 +153,9 @@ pub fn restart(object: &mut Value, time: &str, now: SystemTime) -> Result<(), St
     }
     annotations
         .as_object_mut()
-        .ok_or("spec.template.metadata.annotations is not a mapping")?
+        .ok_or(RestartError::NotAMapping(
+            "spec.template.metadata.annotations",
+        ))?
         .insert(RESTARTED_AT.to_string(), time.into());
     // The file is replaced onto the cluster later: a resourceVersion from `kubectl
     // get` would make that replace fail on any status update in between. The

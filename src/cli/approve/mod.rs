@@ -12,6 +12,7 @@
 //! and write. This file runs the stages and does the printing.
 
 pub mod annotate;
+pub mod annotate_json;
 pub mod args;
 pub mod error;
 pub mod input;
@@ -25,11 +26,13 @@ use std::time::SystemTime;
 
 pub use args::{ApproveArgs, ChangeArgs, DigestArgs, OperationArg};
 pub use error::ApproveError;
+use error::FileProblem;
 pub use input::RESTARTED_AT;
 
 use super::EXIT_BAD_INPUT;
 use crate::approval::allowed_signers::fingerprint;
 use crate::approval::payload::SIGNATURE_NAMESPACE;
+use crate::cli::policy_source::{self, PolicyChoice};
 use crate::policy::Policy;
 use payload::{Existing, Prepared, Settings};
 use signing::Signer;
@@ -71,26 +74,11 @@ fn fail(e: &ApproveError) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-/// The policy of `--policy`, else the embedded one: the loader `check` uses
-/// (crate::cli::check::cluster_policy).
+/// The policy of `--policy`, else the embedded one, through the commands' one loader
+/// (crate::cli::policy_source).
 fn policy_of(args: &ChangeArgs) -> Result<Policy, ApproveError> {
-    let choice = crate::cli::check::cluster_policy::Choice {
-        file: args.policy.as_deref(),
-        from_cluster: false,
-        server: false,
-        kubectl: "kubectl",
-        namespace: crate::cli::check::cluster_policy::DEFAULT_NAMESPACE,
-        configmap: crate::cli::check::cluster_policy::DEFAULT_CONFIGMAP,
-    };
-    match crate::cli::check::cluster_policy::choose(&choice) {
-        Ok((policy, ..)) => Ok(policy),
-        Err(crate::cli::check::cluster_policy::ClusterPolicyError::Invalid(e)) => Err(e.into()),
-        // Neither the cluster nor kubectl is asked without --policy-from-cluster.
-        Err(other) => Err(ApproveError::File {
-            file: "policy".into(),
-            problem: other.to_string(),
-        }),
-    }
+    let choice = PolicyChoice::file_or_embedded(args.policy.as_deref());
+    Ok(policy_source::load(&choice)?.policy)
 }
 
 /// FILE as it was written: what `--annotate` edits.
@@ -102,21 +90,21 @@ struct Written {
 /// Every object's payload.
 fn prepare_all(
     args: &ChangeArgs,
+    policy: &Policy,
     given: Option<&std::path::Path>,
     existing: Existing,
     now: SystemTime,
 ) -> Result<(Written, Vec<Prepared>), ApproveError> {
-    let policy = policy_of(args)?;
     let given = given.map(payload::given).transpose()?;
-    let ttl = payload::ttl(args, &policy, now)?;
-    let source = input::read(args, &policy)?;
+    let ttl = payload::ttl(args, policy, now)?;
+    let source = input::read(args, policy)?;
     let written = Written {
         text: source.text.clone(),
         json: source.json,
     };
     let settings = Settings {
         args,
-        policy: &policy,
+        policy,
         now,
         ttl,
         existing,
@@ -125,23 +113,18 @@ fn prepare_all(
 }
 
 fn digest(args: &ChangeArgs, now: SystemTime) -> Result<Prepared, ApproveError> {
-    let (_, mut all) = prepare_all(args, None, Existing::ReplaceIfStale, now)?;
+    let policy = policy_of(args)?;
+    let (_, mut all) = prepare_all(args, &policy, None, Existing::ReplaceIfStale, now)?;
     let file = args.file().display().to_string();
     if all.len() != 1 {
-        return Err(ApproveError::File {
+        return Err(ApproveError::file(
             file,
-            problem: format!(
-                "holds {} objects; digest one object at a time (blastguard approve takes them all)",
-                all.len()
-            ),
-        });
+            FileProblem::SeveralToDigest(all.len()),
+        ));
     }
     let prepared = all.remove(0);
     if let input::Input::Payload(_) = prepared.input {
-        return Err(ApproveError::File {
-            file,
-            problem: "is already an approval payload; sign it with blastguard approve".into(),
-        });
+        return Err(ApproveError::file(file, FileProblem::AlreadyAPayload));
     }
     Ok(prepared)
 }
@@ -152,7 +135,14 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), ApproveError> {
     } else {
         None
     };
-    let (source, all) = prepare_all(&args.change, args.payload.as_deref(), Existing::Extend, now)?;
+    let policy = policy_of(&args.change)?;
+    let (source, all) = prepare_all(
+        &args.change,
+        &policy,
+        args.payload.as_deref(),
+        Existing::Extend,
+        now,
+    )?;
     let file = args.change.file();
     if args.annotate && !all.iter().all(|p| p.input.object().is_some()) {
         return Err(ApproveError::Usage(
@@ -160,16 +150,13 @@ fn approve(args: &ApproveArgs, now: SystemTime) -> Result<(), ApproveError> {
         ));
     }
     if !args.signature.is_empty() && all.len() > 1 {
-        return Err(ApproveError::File {
-            file: file.display().to_string(),
-            problem: format!(
-                "holds {} objects, each with its own payload; attach a --signature to one object's manifest at a time",
-                all.len()
-            ),
-        });
+        return Err(ApproveError::file(
+            file.display().to_string(),
+            FileProblem::SignatureForSeveral(all.len()),
+        ));
     }
     let several = all.len() > 1;
-    let trust_file = trust_file(args);
+    let trust_file = trust_file(args, &policy);
     let mut signed = Vec::with_capacity(all.len());
     for prepared in all {
         let who = prepared.who(several);
@@ -281,13 +268,11 @@ fn sign(
 }
 
 /// The allowed_signers copy to check the signing key against: `--allowed-signers`,
-/// else the `--policy` file's path.
-fn trust_file(args: &ApproveArgs) -> Option<std::path::PathBuf> {
+/// else the path the `--policy` file names.
+fn trust_file(args: &ApproveArgs, policy: &Policy) -> Option<std::path::PathBuf> {
     match (&args.allowed_signers, &args.change.policy) {
         (Some(path), _) => Some(path.clone()),
-        (None, Some(policy)) => Policy::from_file(policy)
-            .ok()
-            .map(|p| std::path::PathBuf::from(p.approvals.allowed_signers)),
+        (None, Some(_)) => Some(std::path::PathBuf::from(&policy.approvals.allowed_signers)),
         (None, None) => None,
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::ApproveError;
 use super::annotate::{self, Approval};
+use super::error::OutputProblem;
 use super::input::Input;
 use super::payload::Prepared;
 use super::signing::Trust;
@@ -82,39 +83,32 @@ pub fn annotations_yaml(payload: &str, signatures: &str) -> Result<String, Appro
         [(APPROVAL, payload), (APPROVAL_SIGNATURE, signatures)]
             .into_iter()
             .collect();
-    serde_saphyr::to_string(&pair).map_err(|e| ApproveError::File {
-        file: "<annotations>".into(),
-        problem: e.to_string(),
-    })
+    serde_saphyr::to_string(&pair).map_err(|e| OutputProblem::Yaml(e.to_string()).into())
 }
 
 /// FILE's text with each signed object's approval written in: YAML edited in
 /// place (annotate.rs), JSON (one object, as `kubectl get -o json` writes it)
-/// re-serialized.
+/// too (annotate_json.rs).
 pub fn annotated_text(
     source_text: &str,
     json: bool,
     signed: &[(Prepared, String)],
 ) -> Result<String, ApproveError> {
-    let file_error = |problem: String| ApproveError::File {
-        file: "the annotated file".into(),
-        problem,
-    };
     if json {
         let [(prepared, signatures)] = signed else {
-            return Err(file_error("a JSON file holds one object".into()));
+            return Err(OutputProblem::JsonOfSeveral.into());
         };
         let Input::Object { object, .. } = &prepared.input else {
-            return Err(file_error("not an object".into()));
+            return Err(OutputProblem::NotAnObject.into());
         };
-        let mut object = object.clone();
-        let annotations = annotations_mut(&mut object)?;
-        annotations.insert(APPROVAL.into(), prepared.payload_text.clone().into());
-        annotations.insert(APPROVAL_SIGNATURE.into(), signatures.clone().into());
-        let mut text =
-            serde_json::to_string_pretty(&object).map_err(|e| file_error(e.to_string()))?;
-        text.push('\n');
-        return Ok(text);
+        let approval = Approval {
+            payload: &prepared.payload_text,
+            signatures,
+        };
+        return Ok(
+            super::annotate_json::annotate_json(source_text, object, approval)
+                .map_err(OutputProblem::from)?,
+        );
     }
     let edits: Vec<_> = signed
         .iter()
@@ -130,32 +124,7 @@ pub fn annotated_text(
             _ => None,
         })
         .collect();
-    annotate::annotate_yaml(source_text, &edits).map_err(|e| file_error(e.to_string()))
-}
-
-fn annotations_mut(
-    object: &mut serde_json::Value,
-) -> Result<&mut serde_json::Map<String, serde_json::Value>, ApproveError> {
-    let bad = |problem: &str| ApproveError::File {
-        file: "the object".into(),
-        problem: problem.to_string(),
-    };
-    let metadata = object
-        .as_object_mut()
-        .ok_or_else(|| bad("not a mapping"))?
-        .entry("metadata")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    let annotations = metadata
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata is not a mapping"))?
-        .entry("annotations")
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if annotations.is_null() {
-        *annotations = serde_json::Value::Object(Default::default());
-    }
-    annotations
-        .as_object_mut()
-        .ok_or_else(|| bad("metadata.annotations is not a mapping"))
+    Ok(annotate::annotate_yaml(source_text, &edits).map_err(OutputProblem::from)?)
 }
 
 /// Writes `text` atomically over `path` (keeping its permissions), or to standard
@@ -197,10 +166,15 @@ mod tests {
     }
 
     #[test]
-    fn json_is_written_whole_and_yaml_edited_in_place() {
+    fn json_and_yaml_are_both_edited_in_place() {
         let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        let json = r#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c"}}"#;
         let text =
-            annotated_text("", true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+            annotated_text(json, true, &[(prepared(object.clone(), 1), "SIG".into())]).unwrap();
+        assert!(
+            text.starts_with(r#"{"kind":"ConfigMap","apiVersion":"v1","#),
+            "{text}"
+        );
         let read: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(read["metadata"]["annotations"][APPROVAL_SIGNATURE], "SIG");
         let yaml = "# keep\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::ApproveError;
 use super::args::ChangeArgs;
+use super::error::{FileProblem, SubjectProblem, Unusable};
 use super::input::{self, Input, Source, describe, object_annotations};
 use super::subject;
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
@@ -136,16 +137,16 @@ pub fn ttl(args: &ChangeArgs, policy: &Policy, now: SystemTime) -> Result<Durati
     let max_ttl = policy.approvals.max_ttl;
     let show = |d: Duration| humantime::format_duration(d).to_string();
     match args.ttl {
-        Some(ttl) if ttl > max_ttl => Err(ApproveError::Unusable(format!(
-            "--ttl {} is longer than the policy's maxTTL of {}: the webhook would refuse the approval",
-            show(ttl),
-            show(max_ttl)
-        ))),
+        Some(ttl) if ttl > max_ttl => Err(Unusable::TtlOverMax {
+            ttl: show(ttl),
+            max: show(max_ttl),
+        }
+        .into()),
         Some(ttl) if ttl.is_zero() => Err(ApproveError::Usage("--ttl must be longer than 0s")),
         // RFC 3339 ends at year 9999.
-        Some(ttl) if now.checked_add(ttl).is_none_or(|end| end > latest_time()) => Err(
-            ApproveError::Unusable(format!("--ttl {} ends after year 9999", show(ttl))),
-        ),
+        Some(ttl) if now.checked_add(ttl).is_none_or(|end| end > latest_time()) => {
+            Err(Unusable::TtlPastYear9999(show(ttl)).into())
+        }
         Some(ttl) => Ok(ttl),
         None => Ok(policy.approvals.offered_ttl()),
     }
@@ -194,13 +195,10 @@ pub fn prepare_all(
         all.push(prepared);
     }
     if let Some((_, p)) = given {
-        return Err(ApproveError::File {
-            file: args.file().display().to_string(),
-            problem: format!(
-                "the payload given with --payload approves {}, which is not in this file",
-                p.target
-            ),
-        });
+        return Err(ApproveError::file(
+            args.file().display().to_string(),
+            FileProblem::PayloadNotHere(p.target.to_string()),
+        ));
     }
     Ok(all)
 }
@@ -311,13 +309,7 @@ pub fn prepare(
     let file = args.file().display().to_string();
     let chosen = match (given, existing) {
         (Some((text, _)), Some(existing)) if text != existing => {
-            return Err(ApproveError::File {
-                file,
-                problem: format!(
-                    "already carries a different approval; remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
-                     annotations to start over with --payload"
-                ),
-            });
+            return Err(ApproveError::file(file, FileProblem::DifferentApproval));
         }
         (Some((text, _)), _) => Some((text.clone(), "the payload given with --payload")),
         (None, Some(existing)) => Some((existing.clone(), "the approval already on the object")),
@@ -431,19 +423,19 @@ pub fn still_usable(
         source,
     })?;
     if not_after <= now {
-        return Err(ApproveError::Unusable(format!(
-            "the approval expired at {} (now is {}); start a new one",
-            payload.not_after,
-            rfc3339(now)
-        )));
+        return Err(Unusable::Expired {
+            not_after: payload.not_after.clone(),
+            now: rfc3339(now),
+        }
+        .into());
     }
     let ttl = not_after.duration_since(not_before).unwrap_or_default();
     if ttl > max_ttl {
-        return Err(ApproveError::Unusable(format!(
-            "the approval is valid for {}, longer than the policy's maxTTL of {}: the webhook would refuse it",
-            humantime::format_duration(ttl),
-            humantime::format_duration(max_ttl)
-        )));
+        return Err(Unusable::WindowOverMax {
+            valid: humantime::format_duration(ttl).to_string(),
+            max: humantime::format_duration(max_ttl).to_string(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -457,9 +449,11 @@ fn raise_replicas(subject: &mut ApprovalSubject, replicas: u64) -> Result<(), Ap
     if let Some(requested) = subject.replicas
         && replicas < requested
     {
-        return Err(ApproveError::Subject(format!(
-            "--replicas {replicas} is below the {requested} replicas the request asks for"
-        )));
+        return Err(SubjectProblem::ReplicasBelow {
+            replicas,
+            requested,
+        }
+        .into());
     }
     subject.replicas = Some(replicas);
     Ok(())

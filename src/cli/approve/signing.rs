@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::ApproveError;
+use super::error::SignatureProblem;
 use super::payload::Prepared;
 use crate::annotations::APPROVAL_SIGNATURE;
 use crate::approval::allowed_signers::{AllowedSigners, KeyTrust, fingerprint};
@@ -72,7 +73,7 @@ pub fn existing_keys(prepared: &Prepared) -> Result<Vec<ssh_key::public::KeyData
     };
     let signatures = sshsig::parse_signatures(existing).map_err(|e| ApproveError::Signature {
         path: APPROVAL_SIGNATURE.into(),
-        problem: format!("the object's annotation is not usable: {e}"),
+        problem: SignatureProblem::Annotation(e.to_string()),
     })?;
     Ok(signatures.iter().map(|s| s.public_key().clone()).collect())
 }
@@ -123,28 +124,25 @@ pub fn attach(
     let mut attached = Vec::new();
     for path in files {
         let shown = path.display().to_string();
-        let problem = |problem: String| ApproveError::Signature {
+        let problem = |problem: SignatureProblem| ApproveError::Signature {
             path: shown.clone(),
             problem,
         };
         let text = super::input::read_text(path)?;
         let signatures = sshsig::parse_signatures(&text)
-            .map_err(|e| problem(format!("not an SSH signature: {e}")))?;
+            .map_err(|e| problem(SignatureProblem::NotASignature(e.to_string())))?;
         for sig in &signatures {
-            sshsig::verify(sig, prepared.payload_text.as_bytes()).map_err(|e| {
-                problem(format!(
-                    "does not verify over the payload being approved ({e}); sign exactly that payload with: \
-                     ssh-keygen -Y sign -n {SIGNATURE_NAMESPACE} -f KEY payload.json"
-                ))
-            })?;
+            sshsig::verify(sig, prepared.payload_text.as_bytes())
+                .map_err(|e| problem(SignatureProblem::OtherPayload(e.to_string())))?;
             if keys.contains(sig.public_key()) {
-                return Err(problem(format!(
-                    "key {} has already signed this approval",
-                    fingerprint(sig.public_key())
-                )));
+                return Err(problem(SignatureProblem::AlreadySigned(fingerprint(
+                    sig.public_key(),
+                ))));
             }
             keys.push(sig.public_key().clone());
-            added.push(sshsig::armor(sig).map_err(|e| problem(e.to_string()))?);
+            added.push(
+                sshsig::armor(sig).map_err(|e| problem(SignatureProblem::Armor(e.to_string())))?,
+            );
             attached.push((fingerprint(sig.public_key()), shown.clone()));
         }
     }

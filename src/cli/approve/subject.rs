@@ -5,10 +5,11 @@
 //! second reading of targets, scopes or digests exists here to drift from the
 //! webhook's.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ApproveError;
 use super::args::ChangeArgs;
+use super::error::SubjectProblem;
 use super::input::{from_server, object_annotations};
 use crate::annotations::APPROVAL;
 use crate::approval::{ApprovalOperation, ApprovalPayload, ApprovalSubject};
@@ -37,15 +38,12 @@ pub fn of_object(
     policy: &Policy,
 ) -> Result<Subject, ApproveError> {
     let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
-    let subject_error = |why: &str| ApproveError::Subject(why.to_string());
     let api_version = text("/apiVersion").unwrap_or_default();
     let kind = text("/kind").unwrap_or_default();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     text("/metadata/name")
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            subject_error("metadata.name is not set: an approval is bound to one named object")
-        })?;
+        .ok_or(SubjectProblem::NoName)?;
     let mut resources = Resources::builtin();
     // A kind blastguard knows to be cluster-scoped (a Namespace, a ClusterRole) needs
     // no --cluster-scoped: its target has no namespace whatever the flags say.
@@ -53,42 +51,25 @@ pub fn of_object(
     let cluster_scoped = args.cluster_scoped || known == Some(false);
     let namespace = match (text("/metadata/namespace"), &args.namespace, cluster_scoped) {
         (Some(ns), Some(flag), _) if ns != flag => {
-            return Err(ApproveError::Subject(format!(
-                "--namespace {flag} contradicts metadata.namespace {ns}"
-            )));
+            return Err(SubjectProblem::NamespaceContradicts {
+                flag: flag.clone(),
+                namespace: ns.to_string(),
+            }
+            .into());
         }
-        (Some(_), _, true) => {
-            return Err(subject_error(
-                "--cluster-scoped contradicts metadata.namespace",
-            ));
-        }
+        (Some(_), _, true) => return Err(SubjectProblem::ClusterScopedContradicts.into()),
         (Some(ns), _, _) => Some(ns.to_string()),
         (None, Some(flag), _) => Some(flag.clone()),
         (None, None, true) => None,
-        (None, None, false) => {
-            return Err(subject_error(
-                "metadata.namespace is not set: pass --namespace NAME (or --cluster-scoped for a cluster-scoped object)",
-            ));
-        }
+        (None, None, false) => return Err(SubjectProblem::NoNamespace.into()),
     };
     if known == Some(true) && namespace.is_none() {
-        return Err(ApproveError::Subject(format!(
-            "{kind} is namespaced: --cluster-scoped does not apply"
-        )));
+        return Err(SubjectProblem::Namespaced(kind.to_string()).into());
     }
     if known.is_none() {
         // A kind the reader does not know (a custom resource): its scope is what
         // the manifest and flags say.
-        let plural = format!("{}s", kind.to_lowercase());
-        resources.learn_definition(&json!({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "spec": {
-                "group": group,
-                "names": {"kind": kind, "plural": plural},
-                "scope": if namespace.is_some() { "Namespaced" } else { "Cluster" },
-            },
-        }));
+        resources.learn_kind(group, kind, None, namespace.is_some());
     }
     let replicas = match operation {
         ApprovalOperation::Scale => {
@@ -96,16 +77,15 @@ pub fn of_object(
                 .get(APPROVAL)
                 .and_then(|p| ApprovalPayload::parse(p).ok())
                 .and_then(|p| p.replicas);
-            Some(args.replicas.or(given_replicas).or(existing).ok_or_else(|| {
-                subject_error(
-                    "--replicas N (the exact replica count approved) is required with --operation scale",
-                )
-            })?)
+            Some(
+                args.replicas
+                    .or(given_replicas)
+                    .or(existing)
+                    .ok_or(SubjectProblem::ReplicasRequired)?,
+            )
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete if args.replicas.is_some() => {
-            return Err(subject_error(
-                "--replicas only applies to --operation scale",
-            ));
+            return Err(SubjectProblem::ReplicasNotScale.into());
         }
         ApprovalOperation::Apply | ApprovalOperation::Delete => None,
     };
@@ -140,7 +120,7 @@ fn change_of(
         metadata.insert("namespace".into(), Value::String(ns.clone()));
     }
     let Value::Object(object) = object else {
-        return Err(ApproveError::Subject("the object is not a mapping".into()));
+        return Err(SubjectProblem::NotAMapping.into());
     };
     let planner = Planner {
         resources,
@@ -158,17 +138,15 @@ fn change_of(
     let delete = operation == ApprovalOperation::Delete;
     let planned = planner
         .plan(vec![manifest], Vec::new(), delete)
-        .map_err(|e| ApproveError::Subject(e.to_string()))?
+        .map_err(SubjectProblem::from)?
         .pop()
         .expect("one manifest, one plan");
     let review = planned
         .review
         .expect("every kind was taught to the planner above");
     let body = serde_json::to_vec(&review).expect("a review serializes");
-    let request = crate::review::decode(&body)
-        .map_err(|r| ApproveError::Subject(format!("the object as a request: {}", r.error)))?;
-    Change::from_view(&request, policy)
-        .map_err(|e| ApproveError::Subject(format!("the object as a request: {e}")))
+    let request = crate::review::decode(&body).map_err(|r| SubjectProblem::from(r.error))?;
+    Ok(Change::from_view(&request, policy).map_err(SubjectProblem::from)?)
 }
 
 /// Whether a manifest will be digested by the cluster after defaults this tool
@@ -180,6 +158,7 @@ pub fn defaulted_here(object: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::path::Path;
 
     fn args() -> ChangeArgs {

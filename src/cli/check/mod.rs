@@ -5,7 +5,6 @@
 //! and [`Engine::review`] judges it exactly as `serve` does: no rule lives here.
 
 pub mod apply;
-pub mod cluster_policy;
 pub mod input;
 pub mod output;
 pub mod resources;
@@ -19,10 +18,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::policy_source::{self, Cluster, LoadPolicyError, Loaded, PolicyChoice};
 use super::{EXIT_BAD_INPUT, EXIT_DENIED, EXIT_OK};
 use crate::approval::{self, ApprovalVerifier, NoTrustedSigners, SignersError};
 use crate::engine::{Engine, Reviewed, State};
-use crate::policy::{KnownNamespaces, Policy, PolicyError};
+use crate::policy::{KnownNamespaces, Policy};
 use crate::sizes::{InMemorySizes, Sizes};
 use input::{InputError, Manifest, Reader};
 use output::{Evaluation, Outcome, Problem, Skip, Style};
@@ -124,11 +124,11 @@ pub struct CheckArgs {
     pub policy_from_cluster: bool,
 
     /// The namespace blastguard is installed in (the policy ConfigMap's).
-    #[arg(long, value_name = "NAMESPACE", default_value = cluster_policy::DEFAULT_NAMESPACE)]
+    #[arg(long, value_name = "NAMESPACE", default_value = policy_source::DEFAULT_NAMESPACE)]
     pub release_namespace: String,
 
     /// The policy ConfigMap's name (`<release>-policy`; its key is policy.yaml).
-    #[arg(long, value_name = "NAME", default_value = cluster_policy::DEFAULT_CONFIGMAP)]
+    #[arg(long, value_name = "NAME", default_value = policy_source::DEFAULT_CONFIGMAP)]
     pub policy_configmap: String,
 
     /// The user the change is made as [default: the local user name].
@@ -185,18 +185,16 @@ pub enum CheckError {
     /// A manifest cannot become a request.
     #[error(transparent)]
     Synth(#[from] SynthError),
-    /// The policy could not be loaded.
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
     /// The allowed_signers file could not be loaded.
     #[error(transparent)]
     Signers(#[from] SignersError),
     /// `--server`: the cluster could not answer.
     #[error(transparent)]
     Server(#[from] server::ServerError),
-    /// `--policy-from-cluster`: the cluster's policy could not be used.
+    /// The policy (`--policy`, or the cluster's with `--policy-from-cluster`) could
+    /// not be loaded.
     #[error(transparent)]
-    ClusterPolicy(#[from] cluster_policy::ClusterPolicyError),
+    Policy(#[from] LoadPolicyError),
     /// The engine could not judge a request built from a manifest.
     #[error("{origin}: the review built from this object was not judged: {detail}")]
     NotJudged {
@@ -231,10 +229,19 @@ pub fn run(args: CheckArgs) -> ExitCode {
 }
 
 fn execute(args: CheckArgs) -> Result<u8, CheckError> {
-    let (policy, source, fallback) = cluster_policy::choose(&cluster_policy::Choice {
+    let Loaded {
+        policy,
+        source,
+        note: fallback,
+    } = policy_source::load(&PolicyChoice {
         file: args.policy.as_deref(),
-        from_cluster: args.policy_from_cluster,
-        server: args.server,
+        cluster: if args.policy_from_cluster {
+            Cluster::Required
+        } else if args.server {
+            Cluster::Tried
+        } else {
+            Cluster::Not
+        },
         kubectl: &args.kubectl,
         namespace: &args.release_namespace,
         configmap: &args.policy_configmap,
@@ -309,21 +316,7 @@ fn execute(args: CheckArgs) -> Result<u8, CheckError> {
             field_manager: args.field_manager.clone(),
         },
     };
-    // A custom workload is sent whether or not its definition is in the input: the
-    // policy names its resource, and custom workloads are namespaced like Deployments.
-    for w in &workloads {
-        if planner.resources.lookup(&w.group, &w.kind).is_none() {
-            planner.resources.learn_definition(&serde_json::json!({
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "spec": {
-                    "group": w.group,
-                    "names": {"kind": w.kind, "plural": w.resource_name()},
-                    "scope": "Namespaced",
-                },
-            }));
-        }
-    }
+    planner.resources.learn_workloads(&workloads);
     planner.learn_definitions(manifests.iter().chain(&old));
 
     let mut outcomes = Vec::with_capacity(manifests.len());
@@ -471,19 +464,8 @@ fn read_all(
     out
 }
 
-/// The engine with the policy and approvers the webhook would have: `--policy` (else
-/// the embedded policy) and `--allowed-signers` (else the policy's file when it
-/// exists; without one, no approval can be trusted, and denials say so).
-pub fn load_engine(policy: Option<&Path>, signers: Option<&Path>) -> Result<Engine, CheckError> {
-    let policy = match policy {
-        Some(path) => Policy::from_file(path)?,
-        None => Policy::embedded(),
-    };
-    let verifier = load_verifier(&policy, signers)?;
-    Ok(Engine::new(policy, verifier))
-}
-
-/// The approval verifier of [`load_engine`] and `check`.
+/// The approval verifier `check` judges with: `--allowed-signers` (else the policy's
+/// file when it exists; without one, no approval can be trusted, and denials say so).
 fn load_verifier(
     policy: &Policy,
     signers: Option<&Path>,

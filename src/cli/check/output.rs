@@ -151,6 +151,9 @@ impl Outcome {
                 Reason::ClusterUnavailable => {
                     "AI-assisted, cluster state unreadable (audit mode)".to_string()
                 }
+                Reason::ChangeSetCapped => {
+                    "AI-assisted, change-set records at their cap (audit mode)".to_string()
+                }
             },
         }
     }

@@ -111,6 +111,36 @@ impl Resources {
             .get(&(group.to_string(), kind.to_string()))
     }
 
+    /// Learns a kind no definition was read for: a policy's custom workload, or a
+    /// custom kind whose scope the manifest says. Its plural is the lowercased kind
+    /// plus `s` unless given, as the policy's `workloads` name it.
+    pub fn learn_kind(
+        &mut self,
+        group: &str,
+        kind: &str,
+        plural: Option<String>,
+        namespaced: bool,
+    ) {
+        self.by_group_kind.insert(
+            (group.to_string(), kind.to_string()),
+            ResourceInfo {
+                plural: plural.unwrap_or_else(|| format!("{}s", kind.to_lowercase())),
+                namespaced,
+            },
+        );
+    }
+
+    /// Learns the policy's custom workloads not known yet: the webhook is sent them
+    /// whether or not their definition is in the input (the policy names their
+    /// resource), and they are namespaced like Deployments.
+    pub fn learn_workloads(&mut self, workloads: &[crate::policy::WorkloadSpec]) {
+        for w in workloads {
+            if self.lookup(&w.group, &w.kind).is_none() {
+                self.learn_kind(&w.group, &w.kind, Some(w.resource_name()), true);
+            }
+        }
+    }
+
     /// Learns the custom resource a CustomResourceDefinition object defines. Returns
     /// whether `object` was such a definition with the fields needed.
     pub fn learn_definition(&mut self, object: &Value) -> bool {

@@ -2,6 +2,7 @@
 //! `check --server` makes its own: whatever authenticates the user's kubectl (exec
 //! plugins, OIDC, contexts) authenticates the plugin, and RBAC judges the user.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -52,7 +53,7 @@ pub struct InboxCluster {
         long,
         env = "BLASTGUARD_RELEASE_NAMESPACE",
         value_name = "NAMESPACE",
-        default_value = crate::cli::check::cluster_policy::DEFAULT_NAMESPACE
+        default_value = crate::cli::policy_source::DEFAULT_NAMESPACE
     )]
     pub release_namespace: String,
     /// The kubectl to run (with the usual KUBECONFIG and context).
@@ -256,6 +257,30 @@ impl InboxCluster {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+    }
+
+    /// The labels of a namespace (`None`: it cannot be read, or does not exist).
+    pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        let text = self
+            .kubectl(
+                "get namespace",
+                &["get", "namespace", namespace, "-o", "json"],
+                None,
+            )
+            .ok()?;
+        let value: Value = serde_json::from_str(&text).ok()?;
+        Some(
+            value
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|labels| {
+                    labels
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
     }
 
     /// A data key of a ConfigMap in the release namespace.

@@ -8,14 +8,15 @@
 //! `show` check that the recorded object has the payload's digest before anything
 //! else ([`crate::approval::request::check_record`]).
 
+pub mod ask;
 pub mod kubectl;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+pub use ask::RequestArgs;
 pub use kubectl::{InboxCluster, InboxError};
 
 use super::approve::ApproveArgs;
@@ -24,17 +25,16 @@ use super::{EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::approval::allowed_signers::{AllowedSigners, fingerprint};
 use crate::approval::payload::rfc3339;
 use crate::approval::request::{
-    self, Denied, MAX_SIGNATURES, Rejection, RequestSpec, RequestState, RequestStatus,
+    self, MAX_SIGNATURES, Rejection, RequestSpec, RequestState, RequestStatus,
 };
 use crate::approval::verifier::SignedApprovals;
-use crate::approval::{ApprovalOperation, ApprovalOutcome, ApprovalSubject, sshsig};
+use crate::approval::{ApprovalOutcome, sshsig};
+use crate::cli::policy_source::{self, PolicyChoice};
 use crate::cluster::requests::ApprovalRequest;
 use crate::policy::Policy;
 
 /// The chart's allowed_signers ConfigMap with the default release name, and its key.
 const SIGNERS_CONFIGMAP: (&str, &str) = ("blastguard-allowed-signers", "allowed_signers");
-/// The chart's policy ConfigMap with the default release name, and its key.
-const POLICY_CONFIGMAP: (&str, &str) = ("blastguard-policy", "policy.yaml");
 
 /// Arguments of `pending`.
 #[derive(Debug, clap::Args)]
@@ -93,27 +93,62 @@ pub struct RejectArgs {
     pub cluster: InboxCluster,
 }
 
-/// Arguments of `request`.
-#[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Example:\n  kubectl blastguard request -f deploy.yaml --reason 'CHG-1234'\n\n\
-    Records the change as an ApprovalRequest without applying it; a denied `kubectl apply` records\n\
-    one by itself. The digest is of the manifest with the API server's defaults applied offline: when\n\
-    the cluster's differs (a mutating webhook), the denied apply records its own request."
-)]
-pub struct RequestArgs {
-    /// The object to ask approval for (YAML or JSON; `-` reads standard input).
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: PathBuf,
-    /// The object's namespace when the manifest does not say.
-    #[arg(short = 'n', long)]
-    pub namespace: Option<String>,
-    /// Why the change is wanted (kept in the payload).
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// Where the inbox is.
-    #[command(flatten)]
-    pub cluster: InboxCluster,
+/// Why an approver's decision (`approve NAME`, `reject NAME`) was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The inbox could not be read or written.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+    /// The key could not sign.
+    #[error(transparent)]
+    Signer(#[from] super::approve::ApproveError),
+    /// An approver rejected the request.
+    #[error("request {name} was rejected{why}; a rejected request cannot be approved")]
+    Rejected {
+        /// The request.
+        name: String,
+        /// ` by WHO: REASON`, when recorded.
+        why: String,
+    },
+    /// The request admitted its change already.
+    #[error("request {0} has admitted its change already (an approval admits its change once)")]
+    Spent(String),
+    /// Rejecting a spent request.
+    #[error("request {0} has admitted its change already; rejecting it changes nothing")]
+    SpentUnchangeable(String),
+    /// The request expired.
+    #[error("request {name} expired{at}; the requester's next attempt asks anew")]
+    Expired {
+        /// The request.
+        name: String,
+        /// ` at NOTAFTER`, when the payload says.
+        at: String,
+    },
+    /// The record is not what it says: nothing is signed.
+    #[error("refusing to sign request {name}: {source}")]
+    Record {
+        /// The request.
+        name: String,
+        /// What is wrong with it.
+        source: request::RecordError,
+    },
+    /// This key signed the request already.
+    #[error("key {key} has already signed request {name}")]
+    AlreadySigned {
+        /// The request.
+        name: String,
+        /// The key's fingerprint.
+        key: String,
+    },
+    /// The request carries as many signatures as the verifier reads.
+    #[error("request {0} carries {MAX_SIGNATURES} signatures already")]
+    FullOfSignatures(String),
+    /// Others kept writing the request.
+    #[error("request {0} kept changing; run the command again")]
+    KeptChanging(String),
+    /// `reject --reason` without a reason.
+    #[error("--reason must say why")]
+    NoReason,
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -129,8 +164,12 @@ struct Trust {
 }
 
 fn trust(cluster: &InboxCluster) -> Option<Trust> {
-    let policy_text = cluster.configmap_key(POLICY_CONFIGMAP.0, POLICY_CONFIGMAP.1)?;
-    let policy = Policy::from_yaml(&policy_text, None).ok()?;
+    let choice = PolicyChoice::of_release(
+        &cluster.kubectl,
+        &cluster.release_namespace,
+        policy_source::Cluster::Required,
+    );
+    let policy = policy_source::load(&choice).ok()?.policy;
     let signers_text = cluster.configmap_key(SIGNERS_CONFIGMAP.0, SIGNERS_CONFIGMAP.1)?;
     let signers = AllowedSigners::parse(&signers_text).ok()?;
     Some(Trust {
@@ -457,49 +496,49 @@ pub fn run_approve(name: &str, args: &ApproveArgs) -> ExitCode {
     }
 }
 
-fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
+fn approve(name: &str, args: &ApproveArgs) -> Result<String, DecisionError> {
     let cluster = &args.inbox;
-    let signer = Signer::from_flags(args.key.as_deref(), args.agent).map_err(|e| e.to_string())?;
-    let public = signer.public_key().map_err(|e| e.to_string())?;
+    let signer = Signer::from_flags(args.key.as_deref(), args.agent)?;
+    let public = signer.public_key()?;
     // Someone may write between our read and our write: read again and sign anew.
     for _ in 0..3 {
-        let mut record = cluster.get(name).map_err(|e| e.to_string())?;
+        let mut record = cluster.get(name)?;
         let now = SystemTime::now();
         let mut status = record.status();
         match status.state {
             RequestState::Rejected => {
-                let why = status
-                    .rejection
-                    .map(|r| format!(" by {}: {}", r.by, r.reason));
-                return Err(format!(
-                    "request {name} was rejected{}; a rejected request cannot be approved",
-                    why.unwrap_or_default()
-                ));
+                return Err(DecisionError::Rejected {
+                    name: name.to_string(),
+                    why: status
+                        .rejection
+                        .map(|r| format!(" by {}: {}", r.by, r.reason))
+                        .unwrap_or_default(),
+                });
             }
-            RequestState::Spent => {
-                return Err(format!(
-                    "request {name} has admitted its change already (an approval admits its change once)"
-                ));
-            }
+            RequestState::Spent => return Err(DecisionError::Spent(name.to_string())),
             RequestState::Expired => {
-                return Err(format!(
-                    "request {name} expired; the requester's next attempt asks anew"
-                ));
+                return Err(DecisionError::Expired {
+                    name: name.to_string(),
+                    at: String::new(),
+                });
             }
             RequestState::Pending | RequestState::Approved => {}
         }
         // What the approver signs must be what they can read: the recorded object
         // must have the payload's digest, and the payload approve what the record
         // names.
-        let payload = request::check_record(&record.spec)
-            .map_err(|e| format!("refusing to sign request {name}: {e}"))?;
+        let payload =
+            request::check_record(&record.spec).map_err(|source| DecisionError::Record {
+                name: name.to_string(),
+                source,
+            })?;
         if let Ok((_, until)) = payload.window()
             && until <= now
         {
-            return Err(format!(
-                "request {name} expired at {}; the requester's next attempt asks anew",
-                payload.not_after
-            ));
+            return Err(DecisionError::Expired {
+                name: name.to_string(),
+                at: format!(" at {}", payload.not_after),
+            });
         }
         let existing: Vec<_> = status
             .signatures
@@ -509,15 +548,13 @@ fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
             .map(|s| s.public_key().clone())
             .collect();
         if existing.contains(public.key_data()) {
-            return Err(format!(
-                "key {} has already signed request {name}",
-                fingerprint(public.key_data())
-            ));
+            return Err(DecisionError::AlreadySigned {
+                name: name.to_string(),
+                key: fingerprint(public.key_data()),
+            });
         }
         if status.signatures.len() >= MAX_SIGNATURES {
-            return Err(format!(
-                "request {name} carries {MAX_SIGNATURES} signatures already"
-            ));
+            return Err(DecisionError::FullOfSignatures(name.to_string()));
         }
         eprintln!(
             "Signing request {name}: {} of {}{}\n  digest {}\n  requested by {}, valid until {}",
@@ -535,9 +572,7 @@ fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
             record.spec.requester,
             payload.not_after
         );
-        let armored = signer
-            .sign(record.spec.payload.as_bytes())
-            .map_err(|e| e.to_string())?;
+        let armored = signer.sign(record.spec.payload.as_bytes())?;
         status.signatures.push(armored);
         let who = cluster
             .whoami()
@@ -579,18 +614,16 @@ fn approve(name: &str, args: &ApproveArgs) -> Result<String, String> {
                 });
             }
             Err(InboxError::Conflict(_)) => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(format!(
-        "request {name} kept changing while signing; run the command again"
-    ))
+    Err(DecisionError::KeptChanging(name.to_string()))
 }
 
 /// Runs `reject`.
 pub fn run_reject(args: RejectArgs) -> ExitCode {
     if args.reason.trim().is_empty() {
-        return fail("--reason must say why");
+        return fail(DecisionError::NoReason);
     }
     for _ in 0..3 {
         let mut record = match args.cluster.get(&args.name) {
@@ -599,12 +632,7 @@ pub fn run_reject(args: RejectArgs) -> ExitCode {
         };
         let mut status = record.status();
         match status.state {
-            RequestState::Spent => {
-                return fail(format!(
-                    "request {} has admitted its change already; rejecting it changes nothing",
-                    args.name
-                ));
-            }
+            RequestState::Spent => return fail(DecisionError::SpentUnchangeable(args.name)),
             RequestState::Rejected => {
                 eprintln!("Request {} is rejected already.", args.name);
                 return ExitCode::SUCCESS;
@@ -630,151 +658,32 @@ pub fn run_reject(args: RejectArgs) -> ExitCode {
             Err(e) => return fail(e),
         }
     }
-    fail(format!(
-        "request {} kept changing; run the command again",
-        args.name
-    ))
+    fail(DecisionError::KeptChanging(args.name))
 }
 
 /// Runs `request -f FILE`.
 pub fn run_request(args: RequestArgs) -> ExitCode {
-    match record_request(&args) {
-        Ok(message) => {
-            eprintln!("{message}");
+    match ask::record(&args) {
+        Ok(recorded) => {
+            for note in &recorded.notes {
+                eprintln!("note: {note}");
+            }
+            let name = &recorded.name;
+            if recorded.created {
+                eprintln!(
+                    "Recorded request {name} for {} in namespace {} (rule {}, {} approvals required): approvers see it in kubectl blastguard pending.",
+                    recorded.record.spec.display,
+                    args.cluster.release_namespace,
+                    recorded.record.spec.rule,
+                    recorded.record.spec.required_approvals,
+                );
+            } else {
+                eprintln!(
+                    "Request {name} for this exact change exists already: kubectl blastguard show {name}"
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
     }
-}
-
-fn record_request(args: &RequestArgs) -> Result<String, String> {
-    let bytes =
-        super::check::input::read_source(&args.file).map_err(|e| format!("cannot read {e}"))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", args.file.display()))?;
-    let object: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{}: invalid JSON: {e}", args.file.display()))?
-    } else {
-        let options = crate::yaml::manifest_options(&text);
-        let mut documents: Vec<Value> = serde_saphyr::from_multiple_with_options(&text, options)
-            .map_err(|e| {
-                format!(
-                    "{}: invalid YAML: {}",
-                    args.file.display(),
-                    crate::yaml::message(&e)
-                )
-            })?;
-        documents.retain(|d| !d.is_null());
-        if documents.len() != 1 {
-            return Err(format!(
-                "{} holds {} objects; request one object at a time",
-                args.file.display(),
-                documents.len()
-            ));
-        }
-        documents.remove(0)
-    };
-    let text_of = |pointer: &str| {
-        object
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-    };
-    let (api_version, kind, name) = (
-        text_of("/apiVersion"),
-        text_of("/kind"),
-        text_of("/metadata/name"),
-    );
-    if api_version.is_empty() || kind.is_empty() || name.is_empty() {
-        return Err(format!(
-            "{}: an object needs apiVersion, kind and metadata.name",
-            args.file.display()
-        ));
-    }
-    let group = api_version
-        .rsplit_once('/')
-        .map(|(g, _)| g)
-        .unwrap_or_default();
-    let cluster_scoped = crate::kinds::find(group, kind).is_some_and(|k| k.cluster_scoped);
-    let namespace = match (text_of("/metadata/namespace"), &args.namespace) {
-        _ if cluster_scoped => String::new(),
-        ("", Some(flag)) => flag.clone(),
-        ("", None) => "default".to_string(),
-        (ns, Some(flag)) if ns != flag => {
-            return Err(format!(
-                "--namespace {flag} contradicts metadata.namespace {ns}"
-            ));
-        }
-        (ns, _) => ns.to_string(),
-    };
-    // As the webhook keeps it: the API server's defaults applied, metadata down to
-    // what the digest binds.
-    let defaulted = crate::defaults::defaulted(&object).0;
-    let mut kept = as_recorded(&defaulted);
-    if let Some(map) = kept.as_object_mut() {
-        map.insert("apiVersion".into(), api_version.into());
-        map.insert("kind".into(), kind.into());
-    }
-    let target = crate::change::Target {
-        group: group.to_string(),
-        kind: kind.to_string(),
-        namespace: (!namespace.is_empty()).then(|| namespace.clone()),
-        name: name.to_string(),
-    };
-    let subject = ApprovalSubject::new(&target, ApprovalOperation::Apply, Some(&kept), None)
-        .map_err(|e| e.to_string())?;
-    let policy = args
-        .cluster
-        .configmap_key(POLICY_CONFIGMAP.0, POLICY_CONFIGMAP.1)
-        .and_then(|text| Policy::from_yaml(&text, None).ok())
-        .unwrap_or_else(Policy::embedded);
-    let rule = policy.rule_for_labels(&namespace, None).ok_or_else(|| {
-        format!(
-            "no rule of the cluster's policy matches namespace {namespace:?}: no approval is needed"
-        )
-    })?;
-    let now = SystemTime::now();
-    let summary = crate::approval::summary::describe(&crate::approval::summary::Facts {
-        operation: ApprovalOperation::Apply,
-        old: None,
-        new: Some(&defaulted),
-        replicas: (None, None),
-        pods: None,
-        creating: false,
-    });
-    let payload = subject
-        .payload(
-            now,
-            policy.approvals.offered_ttl(),
-            args.reason.as_deref().unwrap_or_default(),
-        )
-        .with_summary(summary);
-    let denied = Denied {
-        subject,
-        payload,
-        requester: args.cluster.whoami().unwrap_or_default(),
-        rule: rule.name.clone(),
-        required_approvals: rule.required_approvals,
-        approvers: rule.approvers.clone(),
-        pods_affected: None,
-        exceeded: Vec::new(),
-        object: Some(kept.to_string()),
-        at: now,
-    };
-    let name = denied.name();
-    let mut spec = denied.spec("plugin");
-    spec.attempts = 0;
-    let record = ApprovalRequest::new(&name, spec);
-    let created = args.cluster.create(&record).map_err(|e| e.to_string())?;
-    Ok(if created {
-        format!(
-            "Recorded request {name} for {} in namespace {}: approvers see it in kubectl blastguard pending.",
-            record.spec.display, args.cluster.release_namespace
-        )
-    } else {
-        format!(
-            "Request {name} for this exact change exists already: kubectl blastguard show {name}"
-        )
-    })
 }

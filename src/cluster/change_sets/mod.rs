@@ -32,8 +32,10 @@
 //!
 //! Bounds: at most [`Caps::total`] records, and [`Caps::per_requester`] made for one
 //! requester. A reservation whose key would need a record past a cap is counted by
-//! this replica alone, in memory (`blastguard_change_set_records_capped_total`): the
-//! change is still judged and admitted, never denied for it.
+//! this replica alone, in memory (`blastguard_change_set_records_capped_total`), and
+//! says so ([`Reservation::capped`]): that count binds no other replica, so the engine
+//! holds a change that rests on it (reason `change_set_capped`), and two replicas never
+//! admit twice a budget between them.
 //!
 //! Expiry: entries past the window no longer count and are dropped by the next write;
 //! a write that leaves a record empty (its only entries were holds, now released)
@@ -45,7 +47,7 @@ pub mod record;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -58,7 +60,7 @@ use super::cache::{Cache, Event, version_number};
 use super::sighting::{self, Looks};
 use crate::budget;
 use crate::change_sets::{
-    ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
+    Capped, ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
 };
 use crate::cluster::metrics::ClusterMetrics;
 use record::{Admitted, ChangeSet, Op};
@@ -85,8 +87,9 @@ pub const SETTLE_FLUSH: Duration = Duration::from_secs(2);
 /// The label on each record naming (by a hash) the requester whose decision made it.
 pub const REQUESTER_LABEL: &str = "blastguard.io/requester";
 
-/// How many records may exist: past either cap a new change set is counted by each
-/// replica in memory instead.
+/// How many records may exist: past either cap a new change set has no shared record
+/// (counted by one replica in memory, its changes held unless over their limits
+/// anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     /// Records in all (the watch cache of every replica holds each).
@@ -124,6 +127,15 @@ pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(2000);
 
 /// How recent an answer from the API server must be for it to count as alive.
 const ALIVE_WITHIN: Duration = Duration::from_millis(500);
+
+/// The record a [`Shared::probe`] asks for (never made: the answer is a 404), the one
+/// [`ClusterChangeSets::warm_up`] asks for.
+const PROBE: &str = "blastguard-warm-up";
+
+/// Longest a probe waits: past it the API server did not answer. Under
+/// [`RESERVE_WAIT`], so the probe a waiting decision starts has its answer (or none)
+/// before that decision would stop waiting: a hung API server still costs only that.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Time allowed to one request of a write.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -246,6 +258,8 @@ struct KeyState {
     flushing: bool,
     /// The requester hash a new record is labelled with.
     requester: Option<String>,
+    /// The record's name (empty until the first op is queued).
+    name: String,
 }
 
 /// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
@@ -265,8 +279,10 @@ struct Shared {
     /// Tripped by writes that get no answer.
     bridge: Arc<Bridge>,
     /// When the API server last answered a write or read of a record, as time since
-    /// `started` in milliseconds.
+    /// `started` in milliseconds plus one; 0 while it never has.
     answered_ms: AtomicU64,
+    /// A [`Shared::probe`] is in flight.
+    probing: AtomicBool,
     started: Instant,
     /// How a change is looked for in the cluster; `None`: confirmed at once.
     looks: Option<Box<dyn Looks>>,
@@ -305,6 +321,7 @@ impl ClusterChangeSets {
                 handle: bridge.handle().clone(),
                 bridge: bridge.clone(),
                 answered_ms: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
                 started: Instant::now(),
                 looks: None,
                 caps: Caps::default(),
@@ -372,7 +389,7 @@ impl ClusterChangeSets {
     /// Makes one request for a record that does not exist, so the client's first
     /// connection is open before the first decision needs it.
     pub async fn warm_up(&self) {
-        let _ = timed(self.shared.records.get("blastguard-warm-up")).await;
+        let _ = timed(self.shared.records.get(PROBE)).await;
     }
 
     /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the
@@ -475,6 +492,7 @@ impl ChangeSets for ClusterChangeSets {
         let mut waits = Vec::new();
         let mut held = Vec::new();
         let mut overflow = Vec::new();
+        let mut capped = None;
         for key in keys {
             let op = Op::Hold(admitted.clone(), until);
             match self
@@ -486,13 +504,24 @@ impl ChangeSets for ClusterChangeSets {
                     waits.push((key.clone(), reply));
                 }
                 Err(NotQueued::Capped(cap)) => {
-                    // Counted by this replica alone: never a denial for the cap.
+                    // Counted by this replica alone, which binds no other replica: the
+                    // engine holds what rests on it (a change within its limits), and
+                    // the count still serves warn and audit modes.
                     self.shared.metrics.change_set_capped(cap);
                     tracing::debug!(
                         key,
                         cap,
-                        "change-set records at their cap; this change set is counted by this replica only"
+                        "change-set records at their cap; this change set has no shared record"
                     );
+                    let limit = match cap {
+                        "requester" => self.shared.caps.per_requester,
+                        _ => self.shared.caps.total,
+                    };
+                    capped.get_or_insert(Capped {
+                        key: key.clone(),
+                        cap,
+                        limit,
+                    });
                     overflow.push(self.shared.overflow.reserve(
                         std::slice::from_ref(key),
                         entry,
@@ -528,7 +557,20 @@ impl ChangeSets for ClusterChangeSets {
         let now_wait = Instant::now();
         let deadline = budget::deadline().max(now_wait + RESERVE_WAIT);
         let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
-        let alive = || self.shared.answered_within(ALIVE_WITHIN);
+        // Alive: the API server answered this replica lately. An idle replica has
+        // heard nothing lately, so it asks (a GET, one at a time): a healthy API server
+        // whose write is slow (its first create of a record type after it started
+        // takes about a second) answers that at once; a hung one answers nothing, and
+        // the decision stops waiting at `deadline`.
+        if !self.shared.answered_within(ALIVE_WITHIN / 2) {
+            self.shared.probe();
+        }
+        let alive = || {
+            if !self.shared.answered_within(ALIVE_WITHIN / 2) {
+                self.shared.probe();
+            }
+            self.shared.answered_within(ALIVE_WITHIN)
+        };
         let answers = match self
             .bridge
             .finish_while_alive(started, deadline, longest, alive)
@@ -569,6 +611,7 @@ impl ChangeSets for ClusterChangeSets {
                 overflow,
             })),
         )
+        .with_capped(capped)
     }
 }
 
@@ -716,14 +759,41 @@ impl Shared {
 
     /// Notes an answer of the API server (a status code counts: it answered).
     fn answered(&self) {
+        // Stored plus one: 0 means never, even for an answer within the first
+        // millisecond (a probe of a replica that just started).
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.answered_ms.fetch_max(ms, Ordering::Relaxed);
+        self.answered_ms
+            .fetch_max(ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Asks the API server for a record that does not exist, unless a probe is in
+    /// flight: any answer (404 included) counts as [`Shared::answered`]. Cheap, and
+    /// only made while nothing else answers this replica.
+    fn probe(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        self.handle.spawn(async move {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, shared.records.get(PROBE)).await;
+            if let Ok(result) = answer
+                && (result.is_ok() || result.as_ref().err().and_then(status_code).is_some())
+            {
+                shared.answered();
+            }
+            shared.probing.store(false, Ordering::Release);
+        });
     }
 
     /// Whether the API server answered within `within`.
     fn answered_within(&self, within: Duration) -> bool {
-        let last = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) <= within && last > Duration::ZERO
+        match self.answered_ms.load(Ordering::Relaxed) {
+            0 => false,
+            stored => {
+                let last = Duration::from_millis(stored - 1);
+                self.started.elapsed().saturating_sub(last) <= within
+            }
+        }
     }
 
     fn remember(&self, record: ChangeSet) {
@@ -789,6 +859,9 @@ impl Shared {
         let state = keys.entry(key.to_string()).or_default();
         if state.requester.is_none() {
             state.requester = requester.map(str::to_string);
+        }
+        if state.name.is_empty() {
+            state.name = record::record_name(key);
         }
         match &op {
             Op::Hold(a, until) => {
@@ -871,8 +944,14 @@ impl Shared {
         if self.cache.read(&name, |_| ()).is_some() {
             return Ok(());
         }
+        // Records this replica is making: keys it writes whose record is not known
+        // yet. One already in the cache counts once, there: counted twice, a busy
+        // replica would find a cap long before it is reached (and that is a denial).
+        let unknown = |k: &&KeyState| self.cache.read(&k.name, |_| ()).is_none();
         let records = self.cache.len();
-        if records.saturating_add(keys.len()) >= self.caps.total {
+        if records.saturating_add(keys.len()) >= self.caps.total
+            && records.saturating_add(keys.values().filter(unknown).count()) >= self.caps.total
+        {
             return Err(NotQueued::Capped("total"));
         }
         if let Some(requester) = requester {
@@ -886,6 +965,7 @@ impl Shared {
             let making = keys
                 .values()
                 .filter(|k| k.requester.as_deref() == Some(requester))
+                .filter(unknown)
                 .count();
             if made.saturating_add(making) >= self.caps.per_requester {
                 return Err(NotQueued::Capped("requester"));

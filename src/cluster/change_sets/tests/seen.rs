@@ -109,8 +109,7 @@ fn a_change_never_seen_lapses_and_its_record_goes_with_it() {
 }
 
 /// Issue 19, finding 4: fresh usernames made a record each, without bound. Records
-/// stop at the cap; past it change sets are counted in memory, and an agent's change
-/// during the flood is still judged on its count and admitted.
+/// stop at the cap; past it change sets are counted in memory and said to be capped.
 #[test]
 fn a_flood_of_fresh_usernames_stops_at_the_cap() {
     let cluster = Cluster::new();
@@ -132,11 +131,13 @@ fn a_flood_of_fresh_usernames_stops_at_the_cap() {
         "{records} records past a cap of {}",
         caps.total
     );
-    // An agent's own set past the cap: counted by the replica, never denied for it.
+    // An agent's own set past the cap: counted by the replica, and said to be capped
+    // (the engine holds what rests on that count: tests/capped.rs).
     let agent = keys("user:system:serviceaccount:ai:agent");
     for n in 1..=4 {
         let r = a.reserve(&agent, at("prod", 10), HOUR, Instant::now());
         assert_eq!(r.usage().pods, 10 * n, "counted in memory");
+        assert_eq!(r.capped().map(|c| c.cap), Some("total"));
         r.confirm();
     }
     // One requester's change-ids: at most `per_requester` records.

@@ -1,10 +1,12 @@
-//! `check` judges with the policy the cluster runs
-//! (docs/kubectl-plugin.md#policy-and-approvers).
+//! The one policy loader of the commands (docs/kubectl-plugin.md#policy-and-approvers):
+//! `--policy FILE`, the policy the cluster runs, or the embedded one.
 //!
-//! The chart's ConfigMap (`<release>-policy` in the release namespace, key
-//! `policy.yaml`), read with `kubectl get` and the user's kubeconfig, as `--server`
-//! reads everything else. Every report names the policy that judged, so a CI verdict
-//! and the cluster's can no longer differ without anyone seeing why.
+//! The cluster's is the chart's ConfigMap (`<release>-policy` in the release
+//! namespace, key `policy.yaml`), read with `kubectl get` and the user's kubeconfig,
+//! as `check --server` and the inbox read everything else. Every report names the
+//! policy that judged, so a CI verdict and the cluster's can no longer differ without
+//! anyone seeing why. (`serve` reads its `--policy` file through the same parser,
+//! [`Policy::from_yaml`], and watches it for reloads: crate::server::reloaders.)
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -49,15 +51,15 @@ impl fmt::Display for PolicySource {
     }
 }
 
-/// Why the cluster's policy could not be used.
+/// Why the policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ClusterPolicyError {
-    /// kubectl could not read the ConfigMap.
+pub enum LoadPolicyError {
+    /// kubectl could not read the cluster's ConfigMap.
     #[error("cannot read ConfigMap {namespace}/{name} with kubectl: {message}")]
     Read {
-        /// Namespace.
+        /// Its namespace.
         namespace: String,
-        /// Name.
+        /// Its name.
         name: String,
         /// kubectl's words.
         message: String,
@@ -65,19 +67,20 @@ pub enum ClusterPolicyError {
     /// The ConfigMap has no policy under the chart's key.
     #[error("ConfigMap {namespace}/{name} has no data key {POLICY_KEY}")]
     NoKey {
-        /// Namespace.
+        /// Its namespace.
         namespace: String,
-        /// Name.
+        /// Its name.
         name: String,
     },
-    /// The policy in it does not load.
+    /// The file or the ConfigMap's text is not a valid policy (or the file cannot be
+    /// read).
     #[error(transparent)]
     Invalid(#[from] PolicyError),
 }
 
 /// Reads the cluster's policy with `kubectl get configmap`.
-pub fn read(kubectl: &str, namespace: &str, name: &str) -> Result<Policy, ClusterPolicyError> {
-    let read_error = |message: String| ClusterPolicyError::Read {
+fn read(kubectl: &str, namespace: &str, name: &str) -> Result<Policy, LoadPolicyError> {
+    let read_error = |message: String| LoadPolicyError::Read {
         namespace: namespace.to_string(),
         name: name.to_string(),
         message,
@@ -97,7 +100,7 @@ pub fn read(kubectl: &str, namespace: &str, name: &str) -> Result<Policy, Cluste
     let text = object
         .pointer(&format!("/data/{}", POLICY_KEY.replace('/', "~1")))
         .and_then(Value::as_str)
-        .ok_or_else(|| ClusterPolicyError::NoKey {
+        .ok_or_else(|| LoadPolicyError::NoKey {
             namespace: namespace.to_string(),
             name: name.to_string(),
         })?;
@@ -107,18 +110,17 @@ pub fn read(kubectl: &str, namespace: &str, name: &str) -> Result<Policy, Cluste
     )?)
 }
 
-/// Where `check`'s policy comes from: `--policy` first; the cluster's when asked
-/// (`--policy-from-cluster`: it must be readable) or when `--server` already talks
-/// to the cluster (then an unreadable ConfigMap falls back to the embedded policy,
-/// and `note` says why); else the embedded policy.
-pub struct Choice<'a> {
+/// Where a command's policy comes from: `file` first; else the cluster's, when it
+/// must be read ([`Cluster::Required`], `check --policy-from-cluster`) or is tried
+/// ([`Cluster::Tried`]: an unreadable ConfigMap falls back to the embedded policy and
+/// the note says why); else the embedded policy.
+#[derive(Debug, Clone)]
+pub struct PolicyChoice<'a> {
     /// `--policy`.
     pub file: Option<&'a Path>,
-    /// `--policy-from-cluster`.
-    pub from_cluster: bool,
-    /// `--server`.
-    pub server: bool,
-    /// kubectl to run.
+    /// Whether and how the cluster's ConfigMap is read.
+    pub cluster: Cluster,
+    /// The kubectl to run.
     pub kubectl: &'a str,
     /// The release namespace.
     pub namespace: &'a str,
@@ -126,12 +128,61 @@ pub struct Choice<'a> {
     pub configmap: &'a str,
 }
 
-/// The policy, where it came from, and a note when `--server` fell back.
-pub fn choose(
-    choice: &Choice<'_>,
-) -> Result<(Policy, PolicySource, Option<String>), ClusterPolicyError> {
+/// Whether the cluster's policy is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cluster {
+    /// Never: a file or the embedded policy.
+    Not,
+    /// Read when readable, else the embedded policy with a note.
+    Tried,
+    /// Read, or fail.
+    Required,
+}
+
+impl<'a> PolicyChoice<'a> {
+    /// `--policy FILE`, else the embedded policy; the cluster is not asked.
+    pub fn file_or_embedded(file: Option<&'a Path>) -> Self {
+        Self {
+            file,
+            cluster: Cluster::Not,
+            kubectl: "kubectl",
+            namespace: DEFAULT_NAMESPACE,
+            configmap: DEFAULT_CONFIGMAP,
+        }
+    }
+
+    /// The chart's ConfigMap of the release in `namespace`, read with `kubectl`.
+    pub fn of_release(kubectl: &'a str, namespace: &'a str, cluster: Cluster) -> Self {
+        Self {
+            file: None,
+            cluster,
+            kubectl,
+            namespace,
+            configmap: DEFAULT_CONFIGMAP,
+        }
+    }
+}
+
+/// A loaded policy.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The policy.
+    pub policy: Policy,
+    /// Where it came from.
+    pub source: PolicySource,
+    /// Why it is not the cluster's, when the cluster's was tried and fell back.
+    pub note: Option<String>,
+}
+
+/// Loads the policy `choice` names.
+pub fn load(choice: &PolicyChoice<'_>) -> Result<Loaded, LoadPolicyError> {
+    let loaded = |policy, source, note| Loaded {
+        policy,
+        source,
+        note,
+    };
     if let Some(path) = choice.file {
-        return Ok((
+        return Ok(loaded(
             Policy::from_file(path)?,
             PolicySource::File(path.to_path_buf()),
             None,
@@ -141,16 +192,17 @@ pub fn choose(
         namespace: choice.namespace.to_string(),
         name: choice.configmap.to_string(),
     };
-    if choice.from_cluster {
-        let policy = read(choice.kubectl, choice.namespace, choice.configmap)?;
-        return Ok((policy, cluster, None));
-    }
-    if choice.server {
-        return match read(choice.kubectl, choice.namespace, choice.configmap) {
-            Ok(policy) => Ok((policy, cluster, None)),
+    match choice.cluster {
+        Cluster::Not => Ok(loaded(Policy::embedded(), PolicySource::Embedded, None)),
+        Cluster::Required => {
+            let policy = read(choice.kubectl, choice.namespace, choice.configmap)?;
+            Ok(loaded(policy, cluster, None))
+        }
+        Cluster::Tried => match read(choice.kubectl, choice.namespace, choice.configmap) {
+            Ok(policy) => Ok(loaded(policy, cluster, None)),
             Err(e) => {
                 tracing::debug!(error = %e, "the cluster's policy is not readable");
-                Ok((
+                Ok(loaded(
                     Policy::embedded(),
                     PolicySource::Embedded,
                     Some(format!(
@@ -159,7 +211,6 @@ pub fn choose(
                     )),
                 ))
             }
-        };
+        },
     }
-    Ok((Policy::embedded(), PolicySource::Embedded, None))
 }
