@@ -50,7 +50,7 @@ pub struct ApprovalTarget {
     /// Namespace (empty for cluster-scoped objects).
     #[serde(default)]
     pub namespace: String,
-    /// Name.
+    /// `metadata.name`.
     pub name: String,
 }
 

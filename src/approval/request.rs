@@ -141,12 +141,12 @@ pub struct RequestTarget {
     /// API group (`""` for core).
     #[serde(default)]
     pub group: String,
-    /// Kind.
+    /// Kind, e.g. `Deployment`.
     pub kind: String,
     /// Namespace (empty for cluster-scoped objects).
     #[serde(default)]
     pub namespace: String,
-    /// Name.
+    /// `metadata.name`.
     pub name: String,
 }
 

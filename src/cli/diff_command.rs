@@ -20,7 +20,7 @@ use super::check::input::{InputError, Manifest, Reader};
 use super::check::resources::Resources;
 use super::check::server::{self, Requested, ServerError};
 use super::check::synth::{self, Caller, Planner, SynthError};
-use super::diff::{Diff, diff};
+use super::field_diff::{Diff, diff};
 use super::policy_source::{self, Cluster, PolicyChoice, PolicySource};
 use crate::approval::{ApprovalPayload, ApprovalSubject, summary};
 use crate::change::Change;

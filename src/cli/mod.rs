@@ -4,8 +4,8 @@
 pub mod approve;
 pub mod check;
 pub mod completion;
-pub mod diff;
 pub mod diff_command;
+pub mod field_diff;
 pub mod inbox;
 pub mod policy;
 pub mod policy_source;

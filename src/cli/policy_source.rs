@@ -32,9 +32,9 @@ pub enum PolicySource {
     File(PathBuf),
     /// The cluster's ConfigMap.
     Cluster {
-        /// Its namespace.
+        /// The release namespace.
         namespace: String,
-        /// Its name.
+        /// `<release>-policy` for the chart.
         name: String,
     },
 }
@@ -57,9 +57,9 @@ pub enum LoadPolicyError {
     /// kubectl could not read the cluster's ConfigMap.
     #[error("cannot read ConfigMap {namespace}/{name} with kubectl: {message}")]
     Read {
-        /// Its namespace.
+        /// The release namespace.
         namespace: String,
-        /// Its name.
+        /// The ConfigMap, `<release>-policy` for the chart.
         name: String,
         /// kubectl's words.
         message: String,
@@ -67,9 +67,9 @@ pub enum LoadPolicyError {
     /// The ConfigMap has no policy under the chart's key.
     #[error("ConfigMap {namespace}/{name} has no data key {POLICY_KEY}")]
     NoKey {
-        /// Its namespace.
+        /// The release namespace.
         namespace: String,
-        /// Its name.
+        /// The ConfigMap, `<release>-policy` for the chart.
         name: String,
     },
     /// The file or the ConfigMap's text is not a valid policy (or the file cannot be

@@ -17,6 +17,8 @@ pub mod chart;
 pub mod cluster;
 /// Replicas run as the chart's ServiceAccount (tests/e2e_cluster_state.rs).
 pub mod cluster_state;
+/// The control plane itself: start, kubectl, helm, stop.
+pub mod control_plane;
 /// The same with a node: the chart's pods run blastguard's image (tests/e2e_node.rs).
 pub mod node;
 /// Kubernetes objects: one Deployment builder, annotations, approvals.

@@ -132,7 +132,7 @@ pub struct ApproveArgs {
     pub request: Option<String>,
     /// Where the inbox is (with NAME).
     #[command(flatten)]
-    pub inbox: crate::cli::inbox::InboxCluster,
+    pub inbox: crate::cli::inbox::kubectl::InboxCluster,
     /// What to approve. FILE may also be an approval payload (as printed in a denial
     /// or by `blastguard digest`): it is signed as it is.
     #[command(flatten)]

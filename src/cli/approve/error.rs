@@ -2,13 +2,18 @@
 //! tell a payload that does not match its manifest from a file that cannot be read,
 //! and each variant says what is wrong and where.
 
+use std::fmt;
+
 use super::annotate::AnnotateError;
+use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
+use crate::approval::ApprovalSubject;
 use crate::approval::digest::DigestError;
 use crate::approval::payload::PayloadError;
 use crate::approval::signing::SignError;
 use crate::cli::check::input::InputError;
 use crate::cli::check::synth::SynthError;
 use crate::cli::policy_source::LoadPolicyError;
+use crate::defaults;
 use crate::review::ReviewError;
 
 /// Why `digest` or `approve` refused.
@@ -26,7 +31,7 @@ pub enum ApproveError {
     /// FILE does not hold what the command needs.
     #[error("{file}: {problem}")]
     File {
-        /// The file.
+        /// FILE (or `-`), as given.
         file: String,
         /// What is wrong with it.
         problem: FileProblem,
@@ -52,7 +57,7 @@ pub enum ApproveError {
     },
     /// A payload approves another change than FILE's.
     #[error(transparent)]
-    Mismatch(#[from] Box<super::payload::Mismatch>),
+    Mismatch(#[from] Box<Mismatch>),
     /// The payload is expired or longer than maxTTL: the webhook would refuse it.
     #[error(transparent)]
     Unusable(#[from] Unusable),
@@ -146,9 +151,9 @@ pub enum SubjectProblem {
     /// `--namespace` names another namespace than the object.
     #[error("--namespace {flag} contradicts metadata.namespace {namespace}")]
     NamespaceContradicts {
-        /// The flag's.
+        /// `--namespace`.
         flag: String,
-        /// The object's.
+        /// `metadata.namespace`.
         namespace: String,
     },
     /// `--cluster-scoped` on an object with a namespace.
@@ -166,9 +171,9 @@ pub enum SubjectProblem {
     /// `--replicas` below what the request asks for.
     #[error("--replicas {replicas} is below the {requested} replicas the request asks for")]
     ReplicasBelow {
-        /// The flag's count.
+        /// `--replicas`.
         replicas: u64,
-        /// The request's.
+        /// The count the review or payload asks for.
         requested: u64,
     },
     /// The object is not a mapping.
@@ -298,3 +303,70 @@ impl ApproveError {
         }
     }
 }
+
+/// A payload approves another change than FILE's: both sides named, so the approver
+/// sees they were about to sign a change other than the one they read.
+#[derive(Debug)]
+pub struct Mismatch {
+    /// Which payload (`the payload given with --payload`, ...).
+    pub what: String,
+    /// FILE.
+    pub file: String,
+    /// What the payload approves.
+    pub approved: ApprovalSubject,
+    /// What FILE must be approved as.
+    pub actual: ApprovalSubject,
+    /// The verifier's words.
+    pub detail: String,
+    /// When FILE was digested with defaults applied here: what cannot be foreseen.
+    pub defaulted_here: Option<Vec<String>>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, file, detail) = (&self.what, &self.file, &self.detail);
+        let digest = |s: &ApprovalSubject| s.digest.clone().unwrap_or_else(|| "none".into());
+        if self.approved.operation != self.actual.operation
+            || self.approved.target != self.actual.target
+        {
+            write!(
+                f,
+                "{what} approves {} {} (digest {}), but {file} is {} {} (digest {}): {detail}",
+                self.approved.operation.as_str(),
+                self.approved.target,
+                digest(&self.approved),
+                self.actual.operation.as_str(),
+                self.actual.target,
+                digest(&self.actual),
+            )?;
+        } else {
+            match (&self.approved.digest, &self.actual.digest) {
+                (Some(approved), Some(actual)) if approved != actual => write!(
+                    f,
+                    "{what} does not match {file}: it approves digest {approved}, but {file} has digest {actual}: \
+                     the object was changed after it was approved, or the payload is for another object, \
+                     and signing it would approve a change you have not seen"
+                )?,
+                _ => write!(f, "{what} does not match {file}: {detail}")?,
+            }
+        }
+        if let Some(unforeseeable) = &self.defaulted_here {
+            write!(
+                f,
+                " ({file} was digested with the API server's defaults applied; {}",
+                defaults::MUTATING_WEBHOOKS_NOTE
+            )?;
+            for u in unforeseeable {
+                write!(f, "; {u}")?;
+            }
+            f.write_str(")")?;
+        }
+        write!(
+            f,
+            "; if {file} is what you mean to approve, remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
+             annotations (or drop --payload) and approve it anew"
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}

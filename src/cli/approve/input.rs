@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use super::ApproveError;
 use super::args::ChangeArgs;
+use super::error::ApproveError;
 use super::error::{FileProblem, RestartError};
 use crate::approval::payload::{API_VERSION, KIND, rfc3339};
 use crate::change::Change;

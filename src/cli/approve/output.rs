@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::ApproveError;
 use super::annotate::{self, Approval};
+use super::error::ApproveError;
 use super::error::OutputProblem;
 use super::input::Input;
 use super::payload::Prepared;

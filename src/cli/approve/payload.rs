@@ -3,13 +3,12 @@
 //! another change than FILE's (issue 22: an approver shown one manifest must not sign
 //! the digest of another).
 
-use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::ApproveError;
 use super::args::ChangeArgs;
-use super::error::{FileProblem, SubjectProblem, Unusable};
+use super::error::ApproveError;
+use super::error::{FileProblem, Mismatch, SubjectProblem, Unusable};
 use super::input::{self, Input, Source, describe, object_annotations};
 use super::subject;
 use crate::annotations::{APPROVAL, APPROVAL_SIGNATURE};
@@ -48,73 +47,6 @@ pub enum Existing {
     /// Show it when it still fits, else build a new payload (`digest` only reads).
     ReplaceIfStale,
 }
-
-/// A payload approves another change than FILE's: both sides named, so the approver
-/// sees they were about to sign a change other than the one they read.
-#[derive(Debug)]
-pub struct Mismatch {
-    /// Which payload (`the payload given with --payload`, ...).
-    pub what: String,
-    /// FILE.
-    pub file: String,
-    /// What the payload approves.
-    pub approved: ApprovalSubject,
-    /// What FILE must be approved as.
-    pub actual: ApprovalSubject,
-    /// The verifier's words.
-    pub detail: String,
-    /// When FILE was digested with defaults applied here: what cannot be foreseen.
-    pub defaulted_here: Option<Vec<String>>,
-}
-
-impl fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (what, file, detail) = (&self.what, &self.file, &self.detail);
-        let digest = |s: &ApprovalSubject| s.digest.clone().unwrap_or_else(|| "none".into());
-        if self.approved.operation != self.actual.operation
-            || self.approved.target != self.actual.target
-        {
-            write!(
-                f,
-                "{what} approves {} {} (digest {}), but {file} is {} {} (digest {}): {detail}",
-                self.approved.operation.as_str(),
-                self.approved.target,
-                digest(&self.approved),
-                self.actual.operation.as_str(),
-                self.actual.target,
-                digest(&self.actual),
-            )?;
-        } else {
-            match (&self.approved.digest, &self.actual.digest) {
-                (Some(approved), Some(actual)) if approved != actual => write!(
-                    f,
-                    "{what} does not match {file}: it approves digest {approved}, but {file} has digest {actual}: \
-                     the object was changed after it was approved, or the payload is for another object, \
-                     and signing it would approve a change you have not seen"
-                )?,
-                _ => write!(f, "{what} does not match {file}: {detail}")?,
-            }
-        }
-        if let Some(unforeseeable) = &self.defaulted_here {
-            write!(
-                f,
-                " ({file} was digested with the API server's defaults applied; {}",
-                defaults::MUTATING_WEBHOOKS_NOTE
-            )?;
-            for u in unforeseeable {
-                write!(f, "; {u}")?;
-            }
-            f.write_str(")")?;
-        }
-        write!(
-            f,
-            "; if {file} is what you mean to approve, remove its {APPROVAL} and {APPROVAL_SIGNATURE} \
-             annotations (or drop --payload) and approve it anew"
-        )
-    }
-}
-
-impl std::error::Error for Mismatch {}
 
 /// What every object's payload is built with.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::ApproveError;
+use super::error::ApproveError;
 use super::error::SignatureProblem;
 use super::payload::Prepared;
 use crate::annotations::APPROVAL_SIGNATURE;

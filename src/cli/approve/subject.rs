@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
-use super::ApproveError;
 use super::args::ChangeArgs;
+use super::error::ApproveError;
 use super::error::SubjectProblem;
 use super::input::{from_server, object_annotations};
 use crate::annotations::APPROVAL;

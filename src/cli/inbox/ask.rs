@@ -63,19 +63,19 @@ pub enum RequestError {
     /// FILE holds not exactly one object.
     #[error("{file} holds {count} objects; request one object at a time")]
     NotOne {
-        /// The file.
+        /// FILE, as given.
         file: String,
-        /// How many objects it holds.
+        /// How many objects FILE holds.
         count: usize,
     },
     /// `--namespace` names another namespace than the manifest.
     #[error("--namespace {flag} contradicts metadata.namespace {namespace} in {file}")]
     Namespace {
-        /// The file.
+        /// FILE, as given.
         file: String,
-        /// The flag's namespace.
+        /// `--namespace`.
         flag: String,
-        /// The manifest's.
+        /// `metadata.namespace`.
         namespace: String,
     },
     /// The object cannot become a request.
@@ -84,9 +84,9 @@ pub enum RequestError {
     /// A kind blastguard does not judge.
     #[error("{file}: kind {kind} is not one blastguard judges: no approval is needed")]
     UnknownKind {
-        /// The file.
+        /// FILE, as given.
         file: String,
-        /// The kind.
+        /// `kind` as the manifest writes it.
         kind: String,
     },
     /// The user kubectl acts as is unknown, and the webhook judges by it.
@@ -100,9 +100,9 @@ pub enum RequestError {
     /// The engine did not judge the review built from the object.
     #[error("{file}: the review built from this object was not judged: {detail}")]
     NotJudged {
-        /// The file.
+        /// FILE, as given.
         file: String,
-        /// The engine's words.
+        /// The engine's error.
         detail: String,
     },
     /// The webhook would not deny this change for want of an approval.

@@ -19,7 +19,7 @@ use serde_json::Value;
 pub use ask::RequestArgs;
 pub use kubectl::{InboxCluster, InboxError};
 
-use super::approve::ApproveArgs;
+use super::approve::args::ApproveArgs;
 use super::approve::signing::Signer;
 use super::{EXIT_BAD_INPUT, EXIT_DENIED};
 use crate::approval::allowed_signers::{AllowedSigners, fingerprint};
@@ -101,11 +101,11 @@ pub enum DecisionError {
     Inbox(#[from] InboxError),
     /// The key could not sign.
     #[error(transparent)]
-    Signer(#[from] super::approve::ApproveError),
+    Signer(#[from] super::approve::error::ApproveError),
     /// An approver rejected the request.
     #[error("request {name} was rejected{why}; a rejected request cannot be approved")]
     Rejected {
-        /// The request.
+        /// The request's name, as `pending` lists it.
         name: String,
         /// ` by WHO: REASON`, when recorded.
         why: String,
@@ -119,7 +119,7 @@ pub enum DecisionError {
     /// The request expired.
     #[error("request {name} expired{at}; the requester's next attempt asks anew")]
     Expired {
-        /// The request.
+        /// The request's name, as `pending` lists it.
         name: String,
         /// ` at NOTAFTER`, when the payload says.
         at: String,
@@ -127,7 +127,7 @@ pub enum DecisionError {
     /// The record is not what it says: nothing is signed.
     #[error("refusing to sign request {name}: {source}")]
     Record {
-        /// The request.
+        /// The request's name, as `pending` lists it.
         name: String,
         /// What is wrong with it.
         source: request::RecordError,
@@ -135,7 +135,7 @@ pub enum DecisionError {
     /// This key signed the request already.
     #[error("key {key} has already signed request {name}")]
     AlreadySigned {
-        /// The request.
+        /// The request's name, as `pending` lists it.
         name: String,
         /// The key's fingerprint.
         key: String,
@@ -465,7 +465,7 @@ pub fn run_show(args: ShowArgs) -> ExitCode {
     if spec.operation == "scale" {
         println!("  ~ spec.replicas → {}", spec.replicas.unwrap_or_default());
     } else {
-        let diff = super::diff::diff(live_view.as_ref(), requested.as_ref());
+        let diff = super::field_diff::diff(live_view.as_ref(), requested.as_ref());
         let text = diff.to_string();
         if text.trim().is_empty() {
             println!("  (no difference)");
