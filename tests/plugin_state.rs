@@ -246,14 +246,7 @@ fn identity_flags_are_the_requester_the_webhook_sees() {
 #[test]
 fn cluster_scoped_objects_and_change_set_reach() {
     let k = Kubectl::new();
-    let namespace = k.make(&[
-        "create",
-        "namespace",
-        "team-x",
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    ]);
+    let namespace = k.namespace_yaml("team-x");
     let binding = k.make(&[
         "create",
         "clusterrolebinding",

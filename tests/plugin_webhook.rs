@@ -80,14 +80,7 @@ async fn check_and_the_https_webhook_give_the_same_verdicts_and_messages() {
     let mut objects: Vec<Value> = vec![
         yaml(&k.ai(&k.deployment_yaml("big", 40, &[]), "yaml")),
         yaml(&k.deployment_yaml("web", 3, &["-n", "shop"])),
-        yaml(&k.make(&[
-            "create",
-            "namespace",
-            "team-x",
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        ])),
+        yaml(&k.namespace_yaml("team-x")),
         yaml(&k.make(&[
             "create",
             "cronjob",

@@ -236,14 +236,7 @@ async fn concurrent_large_reviews_each_get_their_own_answer() {
         assert!(body.len() > 1024 * 1024);
         let url = server.webhook_url("/validate?timeout=10s");
         tasks.push(tokio::spawn(async move {
-            let answer = send(
-                client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body),
-            )
-            .await
-            .unwrap();
+            let answer = post_review_at(&client, &url, body).await.unwrap();
             (uid, replicas, answer)
         }));
     }

@@ -539,27 +539,13 @@ pub async fn post_review(
     server: &Server,
     body: Vec<u8>,
 ) -> Result<Answer, reqwest::Error> {
-    send(
-        client
-            .post(server.webhook_url("/validate?timeout=10s"))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, */*")
-            .body(body),
-    )
-    .await
+    post_review_at(client, &server.webhook_url("/validate?timeout=10s"), body).await
 }
 
 /// Sends `body` to the webhook at `url` (a replica's `/validate`): whether it
 /// allowed the request, and its message ("allowed" when it gives none).
 pub async fn verdict_at(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (bool, String) {
-    let answer = send(
-        client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body),
-    )
-    .await
-    .expect("an answer");
+    let answer = post_review_at(client, url, body).await.expect("an answer");
     let response = response(&answer);
     (
         response["allowed"] == true,
@@ -568,6 +554,23 @@ pub async fn verdict_at(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (
             .unwrap_or("allowed")
             .to_string(),
     )
+}
+
+/// POSTs an AdmissionReview `body` to `url` (a webhook's `/validate`) as the API
+/// server does, and reads the answer.
+pub async fn post_review_at(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<Answer, reqwest::Error> {
+    send(
+        client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, */*")
+            .body(body),
+    )
+    .await
 }
 
 /// Sends any request and reads the answer.

@@ -107,6 +107,19 @@ impl Kubectl {
         path
     }
 
+    /// A Namespace's YAML as `kubectl create namespace NAME --dry-run=client -o yaml`
+    /// writes it.
+    pub fn namespace_yaml(&self, name: &str) -> String {
+        self.make(&[
+            "create",
+            "namespace",
+            name,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+    }
+
     /// A Deployment's YAML as `kubectl create deployment NAME --image=nginx:1.27
     /// --replicas=N --dry-run=client -o yaml EXTRA` writes it.
     pub fn deployment_yaml(&self, name: &str, replicas: u32, extra: &[&str]) -> String {
