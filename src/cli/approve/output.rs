@@ -105,6 +105,15 @@ pub fn annotated_text(
             payload: &prepared.payload_text,
             signatures,
         };
+        // `--restart` changed the object itself (the pod template's restartedAt, no
+        // resourceVersion): there is no text to keep, so the file is written whole.
+        let as_read: Option<serde_json::Value> = serde_json::from_str(source_text).ok();
+        if as_read.as_ref() != Some(object) {
+            let whole = super::annotate::expected(object, approval);
+            let mut text = serde_json::to_string_pretty(&whole).expect("a JSON value serializes");
+            text.push('\n');
+            return Ok(text);
+        }
         return Ok(
             super::annotate_json::annotate_json(source_text, object, approval)
                 .map_err(OutputProblem::from)?,
@@ -184,6 +193,27 @@ mod tests {
             text.contains("  annotations:\n    blastguard.io/approval: "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_restarted_json_object_is_written_whole_with_its_restart() {
+        // As `--restart` leaves it: the pod template's restartedAt set, which the
+        // file's text does not hold.
+        let json = r#"{"kind":"Deployment","metadata":{"name":"web"},"spec":{}}"#;
+        let restarted = json!({"kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "t"}}}}});
+        let text = annotated_text(
+            json,
+            true,
+            &[(prepared(restarted.clone(), 1), "SIG".into())],
+        )
+        .unwrap();
+        let read: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            read["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
+            "t"
+        );
+        assert_eq!(read["metadata"]["annotations"][APPROVAL_SIGNATURE], "SIG");
     }
 
     #[test]
