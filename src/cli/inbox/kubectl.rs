@@ -121,23 +121,25 @@ impl InboxCluster {
     /// One request.
     pub fn get(&self, name: &str) -> Result<ApprovalRequest, InboxError> {
         let what = format!("get {} {name}", resource());
-        let text = self.kubectl(
-            &what,
-            &[
-                "get",
-                &resource(),
-                name,
-                "-n",
-                &self.release_namespace,
-                "-o",
-                "json",
-            ],
-            None,
-        )?;
+        let text = self.get_json(&what, &resource(), name)?;
         serde_json::from_str(&text).map_err(|e| InboxError::Answer {
             what,
             message: e.to_string(),
         })
+    }
+
+    /// `kubectl get KIND NAME -n <release namespace> -o json`.
+    fn get_json(&self, what: &str, kind: &str, name: &str) -> Result<String, InboxError> {
+        let args = [
+            "get",
+            kind,
+            name,
+            "-n",
+            &self.release_namespace,
+            "-o",
+            "json",
+        ];
+        self.kubectl(what, &args, None)
     }
 
     /// Every request.
@@ -285,21 +287,7 @@ impl InboxCluster {
 
     /// A data key of a ConfigMap in the release namespace.
     pub fn configmap_key(&self, name: &str, key: &str) -> Option<String> {
-        let text = self
-            .kubectl(
-                "get configmap",
-                &[
-                    "get",
-                    "configmap",
-                    name,
-                    "-n",
-                    &self.release_namespace,
-                    "-o",
-                    "json",
-                ],
-                None,
-            )
-            .ok()?;
+        let text = self.get_json("get configmap", "configmap", name).ok()?;
         let value: Value = serde_json::from_str(&text).ok()?;
         value
             .pointer(&format!(
