@@ -653,15 +653,17 @@ def render(results):
     lines.append("")
     lines.append("**Memory and start**")
     lines.append("")
-    lines.append("| server | idle RSS MiB | peak RSS under load MiB | 8 × 3 MiB reviews at once: peak RSS MiB | start to ready ms |")
-    lines.append("|---|---:|---:|---:|---:|")
+    lines.append("| server | idle RSS MiB | peak RSS under load MiB | after the load: mapped files (RssFile) / anonymous (RssAnon) MiB | 8 × 3 MiB reviews at once: peak RSS MiB | start to ready ms |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for name, mem in r["memory"].items():
         large = r["large"].get(name)
         large_mib = "–" if not large else f"{large['peak_rss_kib'] / 1024:.1f}"
         ready = mem.get("ready_ms")
         ready_ms = "–" if ready is None else f"{ready:.0f}"
+        split = (f"{mem['file_rss_kib'] / 1024:.1f} / {mem['anon_rss_kib'] / 1024:.1f}"
+                 if "file_rss_kib" in mem else "–")
         lines.append(f"| {name} | {mem['idle_rss_kib'] / 1024:.1f} | {mem['peak_rss_kib'] / 1024:.1f} | "
-                     f"{large_mib} | {ready_ms} |")
+                     f"{split} | {large_mib} | {ready_ms} |")
     lines.append("")
     lines.extend(render_engine(r))
     lines.append("**Targets (issue 24; ratios against hyper-defaults in this run)**")
@@ -771,7 +773,11 @@ def targets(r):
     bg = r["memory"].get("blastguard", {})
     if bg:
         peak = bg["peak_rss_kib"] / 1024
-        out.append({"target": f"peak RSS under load ≤ {PEAK_RSS_TARGET_MIB} MiB", "measured": f"{peak:.1f} MiB",
+        measured = f"{peak:.1f} MiB"
+        if "file_rss_kib" in bg:
+            measured += (f" (after the load {bg['file_rss_kib'] / 1024:.1f} MiB of it the binary's mapped "
+                         f"code, {bg['anon_rss_kib'] / 1024:.1f} MiB anonymous)")
+        out.append({"target": f"peak RSS under load ≤ {PEAK_RSS_TARGET_MIB} MiB", "measured": measured,
                     "met": peak <= PEAK_RSS_TARGET_MIB})
     large = r["large"].get("blastguard")
     if large:
@@ -992,6 +998,12 @@ def main():
 
     for s in servers:
         memory[s.name]["peak_rss_kib"] = status_kib(s.pid, "VmHWM")
+        # What the resident set is made of, at the end of the load: pages of the
+        # binary's own mapped code and data (RssFile: clean, shared with the page
+        # cache, grows with the binary's size and the paths run) and the heap and
+        # stacks (RssAnon: what requests and state hold).
+        memory[s.name]["file_rss_kib"] = status_kib(s.pid, "RssFile")
+        memory[s.name]["anon_rss_kib"] = status_kib(s.pid, "RssAnon")
     results["memory"] = memory
     for s in list(servers):
         stop(s.proc)

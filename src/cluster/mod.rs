@@ -275,7 +275,8 @@ impl Cluster {
         if !self.workloads.is_synced() {
             pending.push(workloads::CACHE);
         }
-        if !self.change_sets.is_synced() {
+        // Listed, and written once (a dry run): see ClusterChangeSets::warm_up.
+        if !self.change_sets.is_synced() || !self.change_sets.is_warm() {
             pending.push(change_sets::CACHE);
         }
         pending

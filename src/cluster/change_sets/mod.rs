@@ -61,7 +61,7 @@ use crate::change_sets::{
     Capped, ChangeSets, Entry, Expect, Hold, InMemoryChangeSets, Reservation, Sighting, Usage,
 };
 use crate::cluster::metrics::ClusterMetrics;
-use record::{Admitted, ChangeSet, Op};
+use record::{Admitted, ChangeSet, ChangeSetSpec, Op};
 
 /// The `cache` label of these metrics.
 pub const CACHE: &str = "changesets";
@@ -151,6 +151,8 @@ pub trait Records: Send + Sync + 'static {
     fn get(&self, name: &str) -> Pending<'_, Option<ChangeSet>>;
     /// POST; a 409 when it exists.
     fn create(&self, record: &ChangeSet) -> Pending<'_, ChangeSet>;
+    /// POST with `dryRun=All`: validated and admitted, never stored.
+    fn create_dry_run(&self, record: &ChangeSet) -> Pending<'_, ()>;
     /// PUT with the record's resourceVersion as precondition; a 409 on conflict.
     fn replace(&self, record: &ChangeSet) -> Pending<'_, ChangeSet>;
     /// DELETE with a resourceVersion precondition.
@@ -168,6 +170,14 @@ impl Records for ApiRecords {
     fn create(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
         let record = record.clone();
         Box::pin(async move { self.0.create(&PostParams::default(), &record).await })
+    }
+    fn create_dry_run(&self, record: &ChangeSet) -> Pending<'_, ()> {
+        let record = record.clone();
+        let params = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        Box::pin(async move { self.0.create(&params, &record).await.map(|_| ()) })
     }
     fn replace(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
         let record = record.clone();
@@ -280,6 +290,8 @@ struct Shared {
     answered_ms: AtomicU64,
     /// A [`Shared::probe`] is in flight.
     probing: AtomicBool,
+    /// Whether [`ClusterChangeSets::warm_up`] has run (whatever its answer).
+    warm: AtomicBool,
     started: Instant,
     /// How a change is looked for in the cluster; `None`: confirmed at once.
     looks: Option<Box<dyn Looks>>,
@@ -319,6 +331,7 @@ impl ClusterChangeSets {
                 bridge: bridge.clone(),
                 answered_ms: AtomicU64::new(0),
                 probing: AtomicBool::new(false),
+                warm: AtomicBool::new(false),
                 started: Instant::now(),
                 looks: None,
                 caps: Caps::default(),
@@ -383,10 +396,24 @@ impl ClusterChangeSets {
         self.shared.collect_expired(SystemTime::now()).await
     }
 
-    /// Makes one request for a record that does not exist, so the client's first
-    /// connection is open before the first decision needs it.
+    /// Writes one record as a server-side dry run (validated and admitted, never
+    /// stored), so the replica's first write is paid before it reports ready instead
+    /// of by the first decision: the client's connection opens, and an API server
+    /// whose ChangeSet CRD was just established holds its first write of the type for
+    /// about 2 s (measured on the e2e control plane; reads are not held), which is
+    /// what a reservation may wait ([`RESERVE_WAIT_BUSY`]). A failure changes nothing:
+    /// decisions still wait for their own writes.
     pub async fn warm_up(&self) {
-        let _ = timed(self.shared.records.get(PROBE)).await;
+        let probe = record::new_record(&self.shared.namespace, PROBE, ChangeSetSpec::default());
+        if let Err(e) = timed(self.shared.records.create_dry_run(&probe)).await {
+            tracing::debug!(error = %e, "change-set warm-up write (dry run) failed");
+        }
+        self.shared.warm.store(true, Ordering::Release);
+    }
+
+    /// Whether [`ClusterChangeSets::warm_up`] has run.
+    pub fn is_warm(&self) -> bool {
+        self.shared.warm.load(Ordering::Acquire)
     }
 
     /// How often [`ClusterChangeSets::collect_expired`] should run: a quarter of the

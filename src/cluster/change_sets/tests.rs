@@ -87,6 +87,13 @@ impl Records for Shared {
         })
     }
 
+    fn create_dry_run(&self, _record: &ChangeSet) -> Pending<'_, ()> {
+        Box::pin(async move {
+            self.0.pause_write().await;
+            Ok(())
+        })
+    }
+
     fn replace(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
         let mut record = record.clone();
         Box::pin(async move {
