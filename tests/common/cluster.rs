@@ -156,11 +156,21 @@ pub use super::signers::Approver;
 /// A loopback address on a port that was free a moment ago. The webhook's URL must be
 /// known before `helm install` renders it and before the server (which reads the
 /// policy the install made) starts.
+/// A loopback address whose port was free a moment ago, for a server that must come
+/// back on the same port (a webhook registered by URL). Chosen below Linux's ephemeral
+/// range (32768 and up): a port the kernel handed out for `bind(0)` and that was then
+/// released can go to the next outgoing connection of any test running beside this
+/// one (e2e_inbox's server once found its port taken so).
 fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new();
+    for attempt in 0u32..1000 {
+        let port = 20_000 + (random.hash_one(attempt) % 12_000) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port on 127.0.0.1 between 20000 and 32000");
 }
 
 /// `blastguard serve` registered with the cluster by URL, its certificates in a
@@ -417,7 +427,8 @@ impl E2e {
                 certs: Mutex::new(certs),
                 leaf: Mutex::new(leaf),
                 listen,
-                admin: free_address(),
+                // Nothing registers the admin port: the kernel picks one at each start.
+                admin: SocketAddr::from(([127, 0, 0, 1], 0)),
                 policy: work.join("policy.yaml"),
                 signers: work.join("allowed_signers"),
                 pid_file: cluster.dir.path().join("serve.pid"),
