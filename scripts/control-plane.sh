@@ -112,14 +112,22 @@ cmd_build() {
 
 # --- up / down ---------------------------------------------------------------
 
-# Free loopback ports, all held open until every one is chosen so they differ.
+# Free loopback ports, all held open until every one is chosen so they differ. Taken
+# from 26000-31999, below Linux's ephemeral range (32768 and up): a port the kernel
+# hands out for bind(0) can, once released, go to the next outgoing connection of a
+# test running beside this cluster before our server binds it. (The tests' own
+# servers take theirs from 20000-25999: tests/common/cluster.rs.)
 free_ports() { # count
   python3 - "$1" <<'PY'
-import socket, sys
+import random, socket, sys
 socks = []
-for _ in range(int(sys.argv[1])):
+while len(socks) < int(sys.argv[1]):
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    try:
+        s.bind(("127.0.0.1", random.randrange(26000, 32000)))
+    except OSError:
+        s.close()
+        continue
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY

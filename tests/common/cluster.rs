@@ -160,17 +160,18 @@ pub use super::signers::Approver;
 /// back on the same port (a webhook registered by URL). Chosen below Linux's ephemeral
 /// range (32768 and up): a port the kernel handed out for `bind(0)` and that was then
 /// released can go to the next outgoing connection of any test running beside this
-/// one (e2e_inbox's server once found its port taken so).
+/// one (e2e_inbox's server once found its port taken so). 20000-25999: the control
+/// plane's servers take theirs from 26000-31999 (scripts/control-plane.sh).
 fn free_address() -> SocketAddr {
     use std::hash::{BuildHasher, RandomState};
     let random = RandomState::new();
     for attempt in 0u32..1000 {
-        let port = 20_000 + (random.hash_one(attempt) % 12_000) as u16;
+        let port = 20_000 + (random.hash_one(attempt) % 6_000) as u16;
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             return listener.local_addr().unwrap();
         }
     }
-    panic!("no free port on 127.0.0.1 between 20000 and 32000");
+    panic!("no free port on 127.0.0.1 between 20000 and 25999");
 }
 
 /// `blastguard serve` registered with the cluster by URL, its certificates in a
