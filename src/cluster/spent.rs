@@ -103,14 +103,36 @@ impl ClusterSpent {
         }
         deleted
     }
+}
 
-    fn unknown(&self, what: &str, error: &dyn std::fmt::Display) -> Spending {
-        tracing::warn!(error = %error, "cannot {what} a spent-approval record");
-        budget::note_unavailable("the spent-approval records".to_string());
-        Spending::Unknown(format!(
-            "the spent-approval records could not be read from the API server in time ({error})"
-        ))
-    }
+/// What was asked of the API server about a spent-approval record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// Whether the approval was spent (a dry run's question).
+    Read,
+    /// Recording it as spent.
+    Write,
+}
+
+/// A call without an answer: whether the approval was spent is unknown, so it is not
+/// used. A read that failed leaves the decision without a record it needed (noted as
+/// such, as any unread cluster state); a write that failed says so, not that
+/// something could not be read.
+fn unknown(call: Call, error: &dyn std::fmt::Display) -> Spending {
+    let done = match call {
+        Call::Read => {
+            tracing::warn!(error = %error, "cannot read a spent-approval record");
+            budget::note_unavailable("the spent-approval records".to_string());
+            "read from"
+        }
+        Call::Write => {
+            tracing::warn!(error = %error, "cannot write a spent-approval record");
+            "written to"
+        }
+    };
+    Spending::Unknown(format!(
+        "the spent-approval record could not be {done} the API server in time ({error})"
+    ))
 }
 
 impl SpentApprovals for ClusterSpent {
@@ -121,8 +143,8 @@ impl SpentApprovals for ClusterSpent {
         match self.bridge.call(budget::deadline(), get) {
             Ok(Ok(Some(_))) => Spending::AlreadySpent,
             Ok(Ok(None)) => Spending::Unspent,
-            Ok(Err(e)) => self.unknown("read", &e),
-            Err(late) => self.unknown("read", &late),
+            Ok(Err(e)) => unknown(Call::Read, &e),
+            Err(late) => unknown(Call::Read, &late),
         }
     }
 
@@ -151,8 +173,8 @@ impl SpentApprovals for ClusterSpent {
         match self.bridge.call_detached(budget::deadline(), create) {
             Ok(Ok(_)) => Spending::Spent,
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => Spending::AlreadySpent,
-            Ok(Err(e)) => self.unknown("write", &e),
-            Err(late) => self.unknown("write", &late),
+            Ok(Err(e)) => unknown(Call::Write, &e),
+            Err(late) => unknown(Call::Write, &late),
         }
     }
 }
@@ -168,5 +190,22 @@ mod tests {
         assert_eq!(name, format!("approval-{}", &key[..40]));
         assert!(name.len() <= 63);
         assert_eq!(record_name("short"), "approval-short");
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_as_a_write() {
+        let cases = [
+            (Call::Read, "could not be read from the API server", true),
+            (Call::Write, "could not be written to the API server", false),
+        ];
+        for (call, says, noted) in cases {
+            let scope = budget::Scope::begin();
+            let Spending::Unknown(why) = unknown(call, &"connection reset") else {
+                panic!("{call:?}: not Unknown");
+            };
+            assert!(why.contains(says), "{call:?}: {why}");
+            assert!(why.contains("connection reset"), "{call:?}: {why}");
+            assert_eq!(scope.unavailable().is_some(), noted, "{call:?}");
+        }
     }
 }
