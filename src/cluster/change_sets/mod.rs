@@ -126,8 +126,8 @@ pub const RESERVE_WAIT_BUSY: Duration = Duration::from_millis(2000);
 /// How recent an answer from the API server must be for it to count as alive.
 const ALIVE_WITHIN: Duration = Duration::from_millis(500);
 
-/// The record a [`Shared::probe`] asks for (never made: the answer is a 404), the one
-/// [`ClusterChangeSets::warm_up`] asks for.
+/// The record a [`Shared::probe`] asks for (never made: the answer is a 404), and the
+/// key of the one [`ClusterChangeSets::warm_up`] writes as a dry run (never stored).
 const PROBE: &str = "blastguard-warm-up";
 
 /// Longest a probe waits: past it the API server did not answer. Under
