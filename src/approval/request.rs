@@ -664,10 +664,11 @@ impl InMemoryRequests {
 
 impl ApprovalRequests for InMemoryRequests {
     fn find(&self, subject: &ApprovalSubject) -> Found {
-        match self.lock().get(&record_name(subject)) {
+        let name = record_name(subject);
+        match self.lock().get(&name) {
             None => Found::Nothing,
             Some((spec, status)) => Found::Record(Box::new(Recorded {
-                name: record_name(subject),
+                name,
                 payload: spec.payload.clone(),
                 signatures: status.signatures.clone(),
                 state: status.state,

@@ -583,9 +583,9 @@ impl ChangeSets for ClusterChangeSets {
         let longest = deadline.max(now_wait + RESERVE_WAIT_BUSY);
         // Alive: the API server answered this replica lately. An idle replica has
         // heard nothing lately, so it asks (a GET, one at a time): a healthy API server
-        // whose write is slow (its first create of a record type after it started
-        // takes about a second) answers that at once; a hung one answers nothing, and
-        // the decision stops waiting at `deadline`.
+        // whose write is slow answers that at once; a hung one answers nothing, and
+        // the decision stops waiting at `deadline`. (The slow first write after the
+        // CRD is established is paid before the replica is ready: `warm_up`.)
         if !self.shared.answered_within(ALIVE_WITHIN / 2) {
             self.shared.probe();
         }
