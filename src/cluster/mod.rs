@@ -55,6 +55,7 @@ pub mod cache;
 pub mod change_sets;
 pub mod metrics;
 pub mod namespaces;
+pub mod peer;
 pub mod pending;
 pub mod requests;
 pub mod sighting;

@@ -5,6 +5,7 @@
 
 use std::any::Any;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -158,7 +159,8 @@ async fn answer(webhook: Webhook, request: Request) -> Response {
             return text(e.status(), format!("{}\n", e.message(time_allowed)));
         }
     };
-    let reviewed = match review(&webhook, body, deadline, panic_in_engine).await {
+    let peer = reader.client.map(|c| c.ip);
+    let reviewed = match review(&webhook, body, peer, deadline, panic_in_engine).await {
         Ok(reviewed) => reviewed,
         Err(ReviewFailure::Busy) => {
             let elapsed = started.elapsed();
@@ -234,10 +236,12 @@ enum ReviewFailure {
 }
 
 /// Judges the body; a large one off the async worker and one at a time (see
-/// [`INLINE_REVIEW_BYTES`]).
+/// [`INLINE_REVIEW_BYTES`]). `peer`: the client's address, for the records the
+/// judgement asks the cluster to create ([`crate::cluster::peer`]).
 async fn review(
     webhook: &Webhook,
     body: Bytes,
+    peer: Option<IpAddr>,
     deadline: Instant,
     panic_in_engine: bool,
 ) -> Result<Reviewed, ReviewFailure> {
@@ -245,7 +249,7 @@ async fn review(
         if panic_in_engine {
             panic!("test panic in the engine");
         }
-        engine.review(body)
+        crate::cluster::peer::within(peer, || engine.review(body))
     };
     if body.len() <= INLINE_REVIEW_BYTES {
         return std::panic::catch_unwind(AssertUnwindSafe(|| judge(&webhook.engine, &body)))

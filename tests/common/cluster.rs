@@ -335,6 +335,28 @@ impl Webhook {
     }
 }
 
+impl Drop for Webhook {
+    /// A failing test shows what the server warned of, which its assertion cannot:
+    /// CI keeps nothing but the test's output.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = self.log();
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        let shown = &warned[warned.len().saturating_sub(40)..];
+        eprintln!(
+            "e2e: the webhook's last {} of {} warnings and errors:\n{}",
+            shown.len(),
+            warned.len(),
+            shown.join("\n")
+        );
+    }
+}
+
 /// The sum of the samples of metric `name` (every label set) in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()

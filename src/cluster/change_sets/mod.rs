@@ -42,9 +42,11 @@
 //! deletes it instead; a record whose entries have all expired is deleted (with a
 //! precondition, so one that was just written to survives) by a periodic collection.
 
+mod peers;
 pub mod record;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -267,6 +269,9 @@ struct KeyState {
     requester: Option<String>,
     /// The record's name (empty until the first op is queued).
     name: String,
+    /// The address of the review that queued the first op: whose turn a create of
+    /// the record takes ([`peers`]).
+    peer: Option<IpAddr>,
 }
 
 /// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
@@ -298,6 +303,8 @@ struct Shared {
     caps: Caps,
     /// Change sets past a cap, counted by this replica alone.
     overflow: InMemoryChangeSets,
+    /// Creates of new records in flight, per address reviews came from.
+    creates: peers::PeerGate,
 }
 
 /// [`ChangeSets`] over `ChangeSet` records.
@@ -336,6 +343,7 @@ impl ClusterChangeSets {
                 looks: None,
                 caps: Caps::default(),
                 overflow: InMemoryChangeSets::default(),
+                creates: peers::PeerGate::default(),
             }),
             bridge,
             replica: replica_id(),
@@ -471,6 +479,14 @@ impl ClusterChangeSets {
     }
 }
 
+/// Who a queued op is for: the requester hash a new record is labelled with, and the
+/// address of the review that asked (whose turn a create takes).
+#[derive(Debug, Clone, Copy, Default)]
+struct Asker<'a> {
+    requester: Option<&'a str>,
+    peer: Option<IpAddr>,
+}
+
 /// A short id for this process, distinct across replicas and restarts.
 fn replica_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -513,16 +529,17 @@ impl ChangeSets for ClusterChangeSets {
             .iter()
             .find_map(|k| k.strip_prefix("user:"))
             .map(requester_hash);
+        let asker = Asker {
+            requester: requester.as_deref(),
+            peer: super::peer::current(),
+        };
         let mut waits = Vec::new();
         let mut held = Vec::new();
         let mut overflow = Vec::new();
         let mut capped = None;
         for key in keys {
             let op = Op::Hold(admitted.clone(), until);
-            match self
-                .shared
-                .enqueue(key, op, true, window, false, requester.as_deref())
-            {
+            match self.shared.enqueue(key, op, true, window, false, asker) {
                 Ok(reply) => {
                     held.push(key.clone());
                     waits.push((key.clone(), reply));
@@ -663,7 +680,9 @@ impl ClusterHold {
             } else {
                 Op::Release(self.admitted.id.clone())
             };
-            let _ = self.shared.enqueue(key, op, false, self.window, lazy, None);
+            let _ = self
+                .shared
+                .enqueue(key, op, false, self.window, lazy, Asker::default());
         }
         for reservation in self.overflow {
             if admitted {
@@ -745,7 +764,10 @@ impl Hold for ClusterHold {
             self.shared.metrics.change_set_hold("unchecked");
             return (*self).finish(true, true);
         }
-        let reviewed = SystemTime::now();
+        // When the review arrived, not now: the decision's wait for its reservation
+        // (up to [`RESERVE_WAIT_BUSY`] on a busy API server) is no part of how long
+        // before the review the change was made.
+        let reviewed = self.admitted.at;
         let mut present = None;
         if matches!(sighting.expect, Expect::Deleted { .. }) {
             // The API server deletes only after this answer: the object a real
@@ -864,7 +886,7 @@ impl Shared {
     /// receiver of the reservation's usage. `None` when too much waits already.
     /// `lazy`: no writer is started for it; the key's next write carries it, or one
     /// starts after [`SETTLE_FLUSH`]. `requester`: the hash a new record is labelled
-    /// with, and counted against [`Caps::per_requester`].
+    /// with, and counted against [`Caps::per_requester`] (`asker`).
     fn enqueue(
         self: &Arc<Self>,
         key: &str,
@@ -872,17 +894,20 @@ impl Shared {
         reply: bool,
         window: Duration,
         lazy: bool,
-        requester: Option<&str>,
+        asker: Asker<'_>,
     ) -> Result<Option<oneshot::Receiver<Answer>>, NotQueued> {
         let mut keys = self.keys();
         let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
         let total: usize = keys.values().map(|k| k.unwritten.len()).sum();
         if matches!(op, Op::Hold(..)) && !keys.contains_key(key) {
-            self.room_for(&keys, key, requester)?;
+            self.room_for(&keys, key, asker.requester)?;
         }
         let state = keys.entry(key.to_string()).or_default();
         if state.requester.is_none() {
-            state.requester = requester.map(str::to_string);
+            state.requester = asker.requester.map(str::to_string);
+        }
+        if state.peer.is_none() {
+            state.peer = asker.peer;
         }
         if state.name.is_empty() {
             state.name = record::record_name(key);
@@ -1042,7 +1067,17 @@ impl Shared {
                     return;
                 }
             }
-            match self.attempt(&key, &name, &batch, window).await {
+            // A new record waits for its address's turn ([`peers`]); a write to one
+            // that exists is one per key at a time already.
+            let turn = if self.cache.read(&name, |_| ()).is_none() {
+                let peer = self.keys().get(&key).and_then(|k| k.peer);
+                self.creates.turn(peer).await
+            } else {
+                None
+            };
+            let result = self.attempt(&key, &name, &batch, window).await;
+            drop(turn);
+            match result {
                 Ok((written, no_room)) => {
                     backoff = BACKOFF_FIRST;
                     let result = if late { "written_late" } else { "written" };

@@ -26,6 +26,9 @@ struct FakeApi {
     slow_writes: AtomicBool,
     writes: AtomicU64,
     conflicts: AtomicU64,
+    /// Creates being answered now, and the most there were at once.
+    creating: AtomicU64,
+    most_creating: AtomicU64,
 }
 
 fn api_error(code: u16, reason: &str) -> kube::Error {
@@ -73,7 +76,10 @@ impl Records for Shared {
     fn create(&self, record: &ChangeSet) -> Pending<'_, ChangeSet> {
         let mut record = record.clone();
         Box::pin(async move {
+            let now = self.0.creating.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.most_creating.fetch_max(now, Ordering::SeqCst);
             self.0.pause_write().await;
+            self.0.creating.fetch_sub(1, Ordering::SeqCst);
             let name = record.metadata.name.clone().unwrap();
             let mut objects = self.0.objects.lock().unwrap();
             if objects.contains_key(&name) {
@@ -600,5 +606,7 @@ fn an_unsettled_reservation_lapses() {
 
 /// Past a cap on records (issue 19).
 mod capped;
+/// Creates shared fairly between the addresses reviews come from (issue 19).
+mod peers;
 /// Held until seen, and the record caps (issue 19).
 mod seen;
