@@ -885,8 +885,9 @@ impl Shared {
     /// Queues `op` for `key`'s record and makes sure a writer runs. With `reply`, the
     /// receiver of the reservation's usage. `None` when too much waits already.
     /// `lazy`: no writer is started for it; the key's next write carries it, or one
-    /// starts after [`SETTLE_FLUSH`]. `requester`: the hash a new record is labelled
-    /// with, and counted against [`Caps::per_requester`] (`asker`).
+    /// starts after [`SETTLE_FLUSH`]. `asker`: the requester hash a new record is
+    /// labelled with (and counted against [`Caps::per_requester`]), and the address
+    /// whose turn its create takes.
     fn enqueue(
         self: &Arc<Self>,
         key: &str,
