@@ -269,10 +269,16 @@ struct KeyState {
     requester: Option<String>,
     /// The record's name (empty until the first op is queued).
     name: String,
-    /// The address of the review that queued the first op: whose turn a create of
-    /// the record takes ([`peers`]).
-    peer: Option<IpAddr>,
+    /// The addresses of the reviews queued for it (the latest [`MAX_PEERS`]): a
+    /// create of the record takes the first turn free among them ([`peers`]).
+    peers: Vec<IpAddr>,
+    /// Woken when an address joins `peers`, so a create waiting for the turns of
+    /// the others takes the newcomer's too.
+    asked: Arc<tokio::sync::Notify>,
 }
+
+/// Addresses a key remembers: one real review's among a forger's few.
+const MAX_PEERS: usize = 8;
 
 /// The shared part of [`ClusterChangeSets`]: what the writers and the collector hold.
 struct Shared {
@@ -907,8 +913,14 @@ impl Shared {
         if state.requester.is_none() {
             state.requester = asker.requester.map(str::to_string);
         }
-        if state.peer.is_none() {
-            state.peer = asker.peer;
+        if let Some(peer) = asker.peer
+            && !state.peers.contains(&peer)
+        {
+            if state.peers.len() == MAX_PEERS {
+                state.peers.remove(0);
+            }
+            state.peers.push(peer);
+            state.asked.notify_one();
         }
         if state.name.is_empty() {
             state.name = record::record_name(key);
@@ -1031,6 +1043,7 @@ impl Shared {
         let mut backoff = BACKOFF_FIRST;
         let mut late = false;
         let mut batch: Vec<Queued> = Vec::new();
+        let mut turn = None;
         loop {
             {
                 let mut keys = self.keys();
@@ -1068,16 +1081,16 @@ impl Shared {
                     return;
                 }
             }
-            // A new record waits for its address's turn ([`peers`]); a write to one
-            // that exists is one per key at a time already.
-            let turn = if self.cache.read(&name, |_| ()).is_none() {
-                let peer = self.keys().get(&key).and_then(|k| k.peer);
-                self.creates.turn(peer).await
-            } else {
-                None
-            };
+            // A new record waits for a turn ([`peers`]), then takes what was queued
+            // meanwhile; a write to one that exists is one per key at a time already.
+            if turn.is_none() && self.cache.read(&name, |_| ()).is_none() {
+                turn = self.turn_to_create(&key).await;
+                if turn.is_some() {
+                    continue;
+                }
+            }
             let result = self.attempt(&key, &name, &batch, window).await;
-            drop(turn);
+            drop(turn.take());
             match result {
                 Ok((written, no_room)) => {
                     backoff = BACKOFF_FIRST;
@@ -1098,6 +1111,22 @@ impl Shared {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+            }
+        }
+    }
+
+    /// The first turn free among the addresses of `key`'s reviews, those that join
+    /// while it waits included; `None` when no review had an address.
+    async fn turn_to_create(&self, key: &str) -> Option<peers::Turn<'_>> {
+        loop {
+            let (peers, asked) = {
+                let keys = self.keys();
+                let state = keys.get(key)?;
+                (state.peers.clone(), state.asked.clone())
+            };
+            tokio::select! {
+                turn = self.creates.turn_of_any(&peers) => return turn,
+                () = asked.notified() => {}
             }
         }
     }

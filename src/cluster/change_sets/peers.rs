@@ -9,6 +9,11 @@
 //! turn in this replica, and another address's creates never wait behind them. The
 //! API server's own reviews come from the API server's addresses, which a client in
 //! a pod does not share.
+//!
+//! A record is created for every review queued on it, so its create takes the first
+//! turn free among the addresses of those reviews ([`PeerGate::turn_of_any`]): a
+//! forged review that queues a victim's record first does not put the victim's real
+//! review in the forger's queue.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -41,10 +46,19 @@ impl PeerGate {
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for `peer`'s turn to create a record. `None` (and no wait) for a change
-    /// with no address: one judged outside the server.
-    pub async fn turn(&self, peer: Option<IpAddr>) -> Option<Turn<'_>> {
-        let peer = peer?;
+    /// Waits for the first turn free among `peers`' to create a record. `None` (and
+    /// no wait) when no address asked: changes judged outside the server.
+    pub async fn turn_of_any(&self, peers: &[IpAddr]) -> Option<Turn<'_>> {
+        if peers.is_empty() {
+            return None;
+        }
+        let waits = peers.iter().map(|p| Box::pin(self.turn(*p)));
+        // The other addresses' waits are dropped, and leave their queues.
+        futures::future::select_all(waits).await.0
+    }
+
+    /// Waits for `peer`'s turn.
+    async fn turn(&self, peer: IpAddr) -> Option<Turn<'_>> {
         let semaphore = self
             .peers()
             .entry(peer)
@@ -91,18 +105,22 @@ mod tests {
         let gate = PeerGate::default();
         let flood: IpAddr = "10.0.0.9".parse().unwrap();
         let api: IpAddr = "10.0.0.1".parse().unwrap();
+        let soon = Duration::from_millis(50);
         let mut turns = Vec::new();
         for _ in 0..CREATES_PER_PEER {
-            turns.push(gate.turn(Some(flood)).await.unwrap());
+            turns.push(gate.turn_of_any(&[flood]).await.unwrap());
         }
-        let next = tokio::time::timeout(Duration::from_millis(50), gate.turn(Some(flood))).await;
+        let next = tokio::time::timeout(soon, gate.turn_of_any(&[flood])).await;
         assert!(next.is_err(), "a fifth create of one address went ahead");
-        let other = tokio::time::timeout(Duration::from_millis(50), gate.turn(Some(api))).await;
+        let other = tokio::time::timeout(soon, gate.turn_of_any(&[api])).await;
         assert!(other.is_ok(), "another address waited behind the flood");
         drop(other);
-        assert!(gate.turn(None).await.is_none());
+        // A record both asked for takes the turn free first.
+        let either = tokio::time::timeout(soon, gate.turn_of_any(&[flood, api])).await;
+        assert_eq!(either.unwrap().unwrap().peer, api);
+        assert!(gate.turn_of_any(&[]).await.is_none());
         turns.pop();
-        let next = tokio::time::timeout(Duration::from_millis(50), gate.turn(Some(flood))).await;
+        let next = tokio::time::timeout(soon, gate.turn_of_any(&[flood])).await;
         assert!(next.is_ok(), "a turn given back was not taken");
         drop(next);
         drop(turns);

@@ -75,3 +75,39 @@ fn a_flood_from_one_address_keeps_few_creates_in_flight_and_none_ahead_of_anothe
         2
     );
 }
+
+/// A forger that queues the victim's record first, from its own address, while its
+/// turns are busy: the victim's real review (from the API server's address) joins
+/// that record, and its create takes the API server's turn, not a place in the
+/// forger's queue (before: it waited there past its decision's wait).
+#[test]
+fn a_record_a_forger_queued_first_is_created_in_the_turn_of_the_real_review() {
+    let cluster = Cluster::new();
+    cluster.api.slow_writes.store(true, Ordering::SeqCst);
+    let r = Arc::new(cluster.replica());
+    let forger: IpAddr = "10.0.0.9".parse().unwrap();
+    let api_server: IpAddr = "10.0.0.1".parse().unwrap();
+    let mut forged: Vec<_> = (0..12)
+        .map(|i| {
+            let r = r.clone();
+            std::thread::spawn(move || decide(&r, forger, &format!("user:fresh-{i}"), 1, 50))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    forged.push({
+        let r = r.clone();
+        std::thread::spawn(move || decide(&r, forger, "user:victim", 1, 50))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    // The forged hold counts while it lives; the real change is counted with it.
+    assert_eq!(decide(&r, api_server, "user:victim", 2, 50), 3);
+    let waited = started.elapsed();
+    assert!(
+        waited < SLOW_WRITE + SLOW_WRITE / 2,
+        "the victim's real review waited {waited:?}: in the forger's queue"
+    );
+    for f in forged {
+        f.join().unwrap();
+    }
+}
