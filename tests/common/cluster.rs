@@ -153,15 +153,14 @@ pub use super::signers::Approver;
 // ---------------------------------------------------------------------------------
 // The webhook process
 
-/// A loopback address on a port that was free a moment ago. The webhook's URL must be
-/// known before `helm install` renders it and before the server (which reads the
-/// policy the install made) starts.
 /// A loopback address whose port was free a moment ago, for a server that must come
-/// back on the same port (a webhook registered by URL). Chosen below Linux's ephemeral
-/// range (32768 and up): a port the kernel handed out for `bind(0)` and that was then
-/// released can go to the next outgoing connection of any test running beside this
-/// one (e2e_inbox's server once found its port taken so). 20000-25999: the control
-/// plane's servers take theirs from 26000-31999 (scripts/control-plane.sh).
+/// back on the same port (a webhook registered by URL: its URL must be known before
+/// `helm install` renders it and before the server, which reads the policy the install
+/// made, starts). Chosen below Linux's ephemeral range (32768 and up): a port the
+/// kernel handed out for `bind(0)` and that was then released can go to the next
+/// outgoing connection of any test running beside this one (e2e_inbox's server once
+/// found its port taken so). 20000-25999: the control plane's servers take theirs
+/// from 26000-31999 (scripts/control-plane.sh).
 fn free_address() -> SocketAddr {
     use std::hash::{BuildHasher, RandomState};
     let random = RandomState::new();
